@@ -5,6 +5,8 @@
 
 pub mod tables;
 
+pub mod quantize;
+
 use crate::f16_at;
 use tables::{GRID, KSIGNS};
 

@@ -2,6 +2,8 @@
 //! nibble) and 4-bit min (high nibble) in `scales[16]`; 2-bit codes in `qs[64]`; then the f16
 //! super-scales `d` and `dmin` at the end of the block.
 
+pub mod quantize;
+
 use crate::f16_at;
 
 pub const BLOCK_ELEMS: usize = 256;

@@ -3,6 +3,8 @@
 //! codes where the 32 bytes of chunk `c` carry sub-block `2c` in their low nibbles and
 //! sub-block `2c + 1` in their high nibbles.
 
+pub mod quantize;
+
 use crate::f16_at;
 
 pub const BLOCK_ELEMS: usize = 256;

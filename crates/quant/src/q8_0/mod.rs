@@ -1,5 +1,7 @@
 //! Q8_0: blocks of 32 weights, an f16 scale `d` then 32 signed bytes; `w = d * q`.
 
+pub mod quantize;
+
 use crate::f16_at;
 
 pub const BLOCK_ELEMS: usize = 32;

@@ -1,0 +1,1 @@
+//! Quantizer (in progress).
