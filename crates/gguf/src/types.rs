@@ -122,7 +122,7 @@ impl GgmlType {
     /// blocks (quantization blocks never span rows) or the size overflows.
     pub fn row_bytes(self, ne0: u64) -> Option<u64> {
         let be = self.block_elems() as u64;
-        if ne0 % be != 0 {
+        if !ne0.is_multiple_of(be) {
             return None;
         }
         (ne0 / be).checked_mul(self.block_bytes() as u64)
