@@ -159,7 +159,7 @@ fn write_file(
 ) -> Result<SynthReport, SynthError> {
     let mut w = GgufWriter::new();
     for (k, v) in kv {
-        w.add_kv(&k, v);
+        w.add_kv(k, v)?;
     }
     for t in tensors {
         w.add_tensor(&t.name, &t.dims, t.ty)?;
