@@ -1,11 +1,14 @@
 //! Public row dot products: type dispatch and length checks over the per-format kernels.
 //!
-//! * [`dot_f32`]: weights dequantized exactly, times f32 `x`, accumulated in f32 in the fixed
-//!   lane order of [`crate::lanes`] (32 lanes by column index, then a halving tree). Used by
-//!   the plain numerics and wherever activations stay f32.
+//! * [`dot_f32`]: weights dequantized exactly, times f32 `x`, accumulated in f32 in a fixed
+//!   lane order: the product of column `i` is added, in ascending `i`, to lane `i % 32`; then
+//!   the 32 lanes fold in halves (`a[l] += a[l + 16]`, then `+ 8`, `+ 4`, `+ 2`, `+ 1`). The
+//!   same bits on every CPU. Used by the plain numerics and wherever activations stay f32.
 //! * [`dot_q`]: the official numerics, following ds4's scalar x86 CPU path (FORMATS §3):
 //!   Q8_0 weights with Q8_0-like activations, Q2_K/IQ2_XXS/Q4_K with Q8_K, and float weights
-//!   with f32 activations summed sequentially in column order (§3.8).
+//!   with f32 activations summed sequentially in column order (§3.8). ds4 has no CPU Q4_K
+//!   kernel; Q4_K follows the formula and float order of §3.7. The kernels are exact for every
+//!   code value of the public activation blocks, -128 included.
 
 use crate::act::{ActFormat, BlockQ8K, BlockQ8_0Act, QuantizedActs};
 use crate::{check_row, float, iq2_xxs, q2_k, q4_k, q8_0, GgmlType, QuantError};
@@ -16,6 +19,8 @@ pub(crate) type F32Kernel = fn(&[u8], &[f32]) -> f32;
 #[derive(Clone, Copy)]
 pub(crate) enum Kernel<'a> {
     F32(F32Kernel, &'a [f32]),
+    /// Float weights in ds4's sequential order; matvec runs them eight rows at a time.
+    Seq(float::Elem, &'a [f32]),
     Q8_0(fn(&[u8], &[BlockQ8_0Act]) -> f32, &'a [BlockQ8_0Act]),
     Q8K(fn(&[u8], &[BlockQ8K]) -> f32, &'a [BlockQ8K]),
 }
@@ -25,6 +30,7 @@ impl Kernel<'_> {
     pub(crate) fn run(&self, row: &[u8]) -> f32 {
         match *self {
             Kernel::F32(f, x) => f(row, x),
+            Kernel::Seq(e, x) => float::dot_seq(e, row, x),
             Kernel::Q8_0(f, a) => f(row, a),
             Kernel::Q8K(f, a) => f(row, a),
         }
@@ -51,9 +57,9 @@ pub(crate) fn act_kernel(ty: GgmlType, acts: &QuantizedActs) -> Result<Kernel<'_
     let need = ActFormat::for_weight(ty)?;
     let mismatch = QuantError::ActsMismatch { ty, need, got: acts.format() };
     Ok(match (ty, acts) {
-        (GgmlType::F32, QuantizedActs::F32(x)) => Kernel::F32(float::dot_f32_seq, x),
-        (GgmlType::F16, QuantizedActs::F32(x)) => Kernel::F32(float::dot_f16_seq, x),
-        (GgmlType::BF16, QuantizedActs::F32(x)) => Kernel::F32(float::dot_bf16_seq, x),
+        (GgmlType::F32, QuantizedActs::F32(x)) => Kernel::Seq(float::Elem::F32, x),
+        (GgmlType::F16, QuantizedActs::F32(x)) => Kernel::Seq(float::Elem::F16, x),
+        (GgmlType::BF16, QuantizedActs::F32(x)) => Kernel::Seq(float::Elem::BF16, x),
         (GgmlType::Q8_0, QuantizedActs::Q8_0(a)) => Kernel::Q8_0(q8_0::dot::dot_q8_0, a),
         (GgmlType::Q2_K, QuantizedActs::Q8K(a)) => Kernel::Q8K(q2_k::dot::dot_q8k, a),
         (GgmlType::Q4_K, QuantizedActs::Q8K(a)) => Kernel::Q8K(q4_k::dot::dot_q8k, a),
@@ -62,7 +68,8 @@ pub(crate) fn act_kernel(ty: GgmlType, acts: &QuantizedActs) -> Result<Kernel<'_
     })
 }
 
-/// `row · x` with the weights of `ty` dequantized exactly and f32 accumulation in lane order.
+/// `row · x` with the weights of `ty` dequantized exactly and f32 accumulation in the lane
+/// order described in the module docs.
 /// `row` must hold exactly `x.len()` elements. Types: F32, F16, BF16, Q8_0, Q2_K, Q4_K,
 /// IQ2_XXS.
 pub fn dot_f32(ty: GgmlType, row: &[u8], x: &[f32]) -> Result<f32, QuantError> {

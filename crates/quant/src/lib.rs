@@ -7,6 +7,11 @@
 //! and Q8_K), `dot` and `matvec` the public dispatch, `lanes` the fixed-order f32 accumulator,
 //! `fp8`/`fp4` the FP8/FP4/E8M0 scalar formats.
 //!
+//! Kernels: each format's `dot.rs` holds portable code that defines the arithmetic; on x86-64
+//! CPUs with AVX2 and F16C, `*/avx2.rs` (helpers in `x86`) does the same f32 operations in the
+//! same order with wider registers, so results are identical on every CPU (unit tests compare
+//! the two bit for bit; `DSV4_QUANT_PORTABLE=1` forces the portable path).
+//!
 //! Two numerics (README decision 3): [`dot_q`] / [`Numerics::Official`] reproduce ds4's
 //! scalar x86 CPU dot products bit for bit (FORMATS §3); [`dot_f32`] / [`Numerics::Plain`]
 //! dequantize weights exactly and accumulate in f32 in a documented lane order.

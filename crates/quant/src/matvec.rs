@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::act::QuantizedActs;
 use crate::dot::{act_kernel, plain_kernel, Kernel};
-use crate::{GgmlType, QuantError};
+use crate::{float, GgmlType, QuantError};
 
 /// How dot products are computed (README decision 3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -105,6 +105,18 @@ fn run_rows(weights: &[u8], row_bytes: usize, out: &mut [f32], k: &Kernel<'_>) {
         return;
     }
     let serial = |o: &mut [f32], w: &[u8]| {
+        let mut o = o;
+        let mut w = w;
+        if let Kernel::Seq(e, x) = *k {
+            // Eight sequential chains side by side; same result as row by row.
+            let mut oc = o.chunks_exact_mut(8);
+            let mut wc = w.chunks_exact(8 * row_bytes);
+            for (o8, w8) in (&mut oc).zip(&mut wc) {
+                let rows: [&[u8]; 8] = std::array::from_fn(|r| &w8[r * row_bytes..(r + 1) * row_bytes]);
+                o8.copy_from_slice(&float::dot_seq8(e, rows, x));
+            }
+            (o, w) = (oc.into_remainder(), wc.remainder());
+        }
         for (v, r) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
             *v = k.run(r);
         }
@@ -113,7 +125,8 @@ fn run_rows(weights: &[u8], row_bytes: usize, out: &mut [f32], k: &Kernel<'_>) {
         serial(out, weights);
         return;
     }
-    let chunk_rows = (CHUNK_BYTES / row_bytes).max(1);
+    // A multiple of 8 rows keeps the eight-row sequential kernel busy in every chunk.
+    let chunk_rows = (CHUNK_BYTES / row_bytes).max(1).next_multiple_of(8);
     out.par_chunks_mut(chunk_rows)
         .zip(weights.par_chunks(chunk_rows * row_bytes))
         .for_each(|(o, w)| serial(o, w));

@@ -11,9 +11,10 @@ fn row_bytes(ty: GgmlType, cols: usize) -> usize {
 
 #[test]
 fn each_output_is_its_row_dot() {
-    // 640 rows x 1024 cols is above the parallel threshold for every type but the 2-bit ones
-    // (their 160-220 KiB run serially); both paths are covered.
-    let (rows, cols) = (640, 1024);
+    // 643 rows x 1024 cols is above the parallel threshold for every type but the 2-bit ones
+    // (their 170-220 KiB run serially), so both paths are covered; 643 is not a multiple of
+    // the eight-row float kernel.
+    let (rows, cols) = (643, 1024);
     for ty in DOT_TYPES {
         let m = random_matrix(ty, rows, cols, 0.1, 50 + ty as u64);
         let x = random_x(cols, 60 + ty as u64);

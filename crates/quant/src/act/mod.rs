@@ -10,6 +10,33 @@ pub use q8_k::BlockQ8K;
 
 use crate::{GgmlType, QuantError};
 
+/// `clamp(round_half_even(v), -128, 127)` as i8, written so that loops over it vectorise:
+/// `f32::round_ties_even` is a libm call on baseline x86-64 and a saturating `as i32` is
+/// scalarised. Clamping first equals clamping after rounding (the bounds are integers) and
+/// keeps |v| small, so adding 1.5 * 2^23 rounds to an integer, ties to even, and leaves it in
+/// the low mantissa bits. NaN gives 0 (as ggml's `nearest_int` does), infinities saturate.
+#[inline(always)]
+pub(crate) fn round_to_i8(v: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let c = if v.is_nan() { 0.0 } else { v.clamp(-128.0, 127.0) };
+    ((c + MAGIC).to_bits() as i32 - 0x4b40_0000) as i8
+}
+
+/// Largest |x| (NaNs ignored; 0 for an empty or all-NaN block), as eight partial maxima so it
+/// vectorises; max is exact, so the grouping does not matter.
+#[inline(always)]
+pub(crate) fn max_abs(x: &[f32]) -> f32 {
+    let mut m = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            m[l] = m[l].max(c[l].abs());
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0f32, |a, v| a.max(v.abs()));
+    m.iter().fold(tail, |a, &v| a.max(v))
+}
+
 /// Which activation format a weight type is multiplied with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ActFormat {
@@ -88,5 +115,41 @@ impl QuantizedActs {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(v: f32) -> i8 {
+        (v.round_ties_even() as i32).clamp(-128, 127) as i8
+    }
+
+    #[test]
+    fn round_to_i8_is_round_half_even_with_clamp() {
+        let mut probes: Vec<f32> = (-600..=600).map(|k| k as f32 * 0.25).collect();
+        probes.extend([0.49999997, -0.49999997, 127.49999, 127.5, -128.5, -128.49998, 1e-30, -0.0]);
+        let mut v = 1.0f32;
+        while v < 1e38 {
+            // every magnitude, in particular around 2^22..2^24 where the trick changes regime
+            for s in [v, -v, v * 1.37, -v * 1.37, v.next_up(), -v.next_down()] {
+                probes.push(s);
+            }
+            v *= 1.5;
+        }
+        probes.extend([f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, 4194303.5, 4194304.5, 8388607.5]);
+        for p in probes {
+            assert_eq!(round_to_i8(p), exact(p), "{p}");
+        }
+        assert_eq!(round_to_i8(f32::NAN), 0);
+    }
+
+    #[test]
+    fn max_abs_ignores_nan_and_sign() {
+        assert_eq!(max_abs(&[]), 0.0);
+        assert_eq!(max_abs(&[-3.0, f32::NAN, 2.0]), 3.0);
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 - 20.0) * 0.5).collect();
+        assert_eq!(max_abs(&x), 10.0);
     }
 }

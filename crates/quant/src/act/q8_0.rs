@@ -15,13 +15,12 @@ impl BlockQ8_0Act {
     /// Quantizes 32 values: `d = amax/127`, `id = 1/d` (0 when `d == 0`),
     /// `q = clamp(round_half_even(x * id), -128, 127)`. A NaN input gives code 0.
     pub fn quantize(x: &[f32; BLOCK_ELEMS]) -> Self {
-        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = super::max_abs(x);
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; BLOCK_ELEMS];
         for (q, v) in qs.iter_mut().zip(x) {
-            // `as i32` saturates (NaN -> 0) before the clamp to the int8 range.
-            *q = ((v * id).round_ties_even() as i32).clamp(-128, 127) as i8;
+            *q = super::round_to_i8(v * id);
         }
         BlockQ8_0Act { d, qs }
     }

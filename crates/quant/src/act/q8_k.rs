@@ -21,20 +21,17 @@ impl BlockQ8K {
     /// `iscale = -127 / max`, `q = clamp(round_half_even(iscale * x), -128, 127)`,
     /// `d = 1 / iscale`. NaN inputs are skipped by the max scan and give code 0.
     pub fn quantize(x: &[f32; BLOCK_ELEMS]) -> Self {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        // The first index attaining the largest |x| is what a strictly-greater scan keeps;
+        // finding the max first and then its first position vectorises.
+        let amax = super::max_abs(x);
         let mut blk = BlockQ8K { d: 0.0, qs: [0; BLOCK_ELEMS], bsums: [0; 16] };
         if amax == 0.0 {
             return blk;
         }
+        let max = x[x.iter().position(|v| v.abs() == amax).unwrap_or(0)];
         let iscale = -127.0 / max;
         for (q, v) in blk.qs.iter_mut().zip(x) {
-            *q = ((iscale * v).round_ties_even() as i32).clamp(-128, 127) as i8;
+            *q = super::round_to_i8(iscale * v);
         }
         for (s, c) in blk.bsums.iter_mut().zip(blk.qs.chunks_exact(16)) {
             *s = c.iter().map(|&q| q as i16).sum();

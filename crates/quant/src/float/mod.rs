@@ -1,9 +1,10 @@
 //! Plain element types: F32, F16, BF16 and I32 (the hash-routing table).
 //!
-//! Two dot orders exist for the float types: `dot_*` (the plain-numerics fast path, lane order
-//! of [`crate::lanes`]) and `dot_*_seq` (ds4's scalar CPU order, FORMATS §3.8: one f32
-//! accumulator, `acc += f32(w[i]) * x[i]` for ascending `i`). The sequential one is what the
-//! official numerics use for F16 weights; it is bound by one add's latency per element.
+//! Two dot orders exist for the float types: `dot_f32/f16/bf16` (the plain-numerics fast path,
+//! lane order of `crate::lanes`) and `dot_seq` (ds4's scalar CPU order, FORMATS §3.8: one
+//! f32 accumulator, `acc += f32(w[i]) * x[i]` for ascending `i`). The sequential one is what
+//! the official numerics use for float weights; one row is bound by one add's latency per
+//! element, so matvec runs eight rows side by side (`dot_seq8`, one row per SIMD lane).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -82,12 +83,16 @@ fn dot_lanes<const W: usize>(row: &[u8], x: &[f32], conv: impl Fn(&[u8]) -> f32)
     acc.sum()
 }
 
+/// Element `i` of a little-endian F32 / F16 / BF16 row.
+#[inline(always)]
 pub(crate) fn f32_at(b: &[u8], i: usize) -> f32 {
     f32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
 }
+#[inline(always)]
 pub(crate) fn f16_elem(b: &[u8], i: usize) -> f32 {
     f16_to_f32(u16_at(b, i))
 }
+#[inline(always)]
 pub(crate) fn bf16_elem(b: &[u8], i: usize) -> f32 {
     bf16_to_f32(u16_at(b, i))
 }
@@ -121,8 +126,28 @@ dispatch!(
     dot_bf16, dot_bf16_portable, 2, bf16_elem
 );
 
-/// ds4's sequential order: `acc += f32(w[i]) * x[i]`. Conversion and products are done a
-/// chunk at a time (vectorisable), the additions one by one in column order.
+/// The float element types, for the sequential kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Elem {
+    F32,
+    F16,
+    BF16,
+}
+
+#[cfg(test)]
+impl Elem {
+    fn at(self, b: &[u8], i: usize) -> f32 {
+        match self {
+            Elem::F32 => f32_at(b, i),
+            Elem::F16 => f16_elem(b, i),
+            Elem::BF16 => bf16_elem(b, i),
+        }
+    }
+}
+
+/// ds4's sequential order (FORMATS §3.8): `acc += f32(w[i]) * x[i]` for ascending `i`, one f32
+/// accumulator. Conversion and products are done a chunk at a time (vectorisable); the
+/// additions are one dependent chain, so a single row runs at one add latency per element.
 #[inline(always)]
 fn dot_seq_body(row: &[u8], x: &[f32], conv: impl Fn(&[u8], usize) -> f32) -> f32 {
     let mut acc = 0f32;
@@ -138,17 +163,30 @@ fn dot_seq_body(row: &[u8], x: &[f32], conv: impl Fn(&[u8], usize) -> f32) -> f3
     acc
 }
 
-/// F16 row · x in ds4's sequential order.
-pub(crate) fn dot_f16_seq(row: &[u8], x: &[f32]) -> f32 {
-    dot_seq_body(row, x, f16_elem)
+/// One row · x in the sequential order.
+pub(crate) fn dot_seq(e: Elem, row: &[u8], x: &[f32]) -> f32 {
+    match e {
+        Elem::F32 => dot_seq_body(row, x, f32_at),
+        Elem::F16 => dot_seq_body(row, x, f16_elem),
+        Elem::BF16 => dot_seq_body(row, x, bf16_elem),
+    }
 }
-/// BF16 row · x in sequential order.
-pub(crate) fn dot_bf16_seq(row: &[u8], x: &[f32]) -> f32 {
-    dot_seq_body(row, x, bf16_elem)
-}
-/// F32 row · x in sequential order.
-pub(crate) fn dot_f32_seq(row: &[u8], x: &[f32]) -> f32 {
-    dot_seq_body(row, x, f32_at)
+
+/// Eight rows · x, each in the sequential order: identical to eight `dot_seq` calls. The AVX2
+/// kernel gives each row one lane, so the eight chains run side by side (matvec's fast path).
+pub(crate) fn dot_seq8(e: Elem, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+    #[cfg(target_arch = "x86_64")]
+    if crate::x86::available() {
+        // SAFETY: the CPU has the features `avx2` is compiled for.
+        return unsafe {
+            match e {
+                Elem::F32 => avx2::seq8_f32(rows, x),
+                Elem::F16 => avx2::seq8_f16(rows, x),
+                Elem::BF16 => avx2::seq8_bf16(rows, x),
+            }
+        };
+    }
+    rows.map(|r| dot_seq(e, r, x))
 }
 
 #[cfg(test)]
@@ -169,6 +207,28 @@ mod tests {
             ] {
                 let row = random_row(ty, n, seed);
                 assert_eq!(fast(&row, &x).to_bits(), portable(&row, &x).to_bits(), "{ty} n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn eight_row_sequential_kernel_equals_single_rows() {
+        for (seed, n) in [(1, 4096), (2, 1000), (3, 7), (4, 0)] {
+            let x = random_x(n, seed);
+            for (ty, e) in [(GgmlType::F32, Elem::F32), (GgmlType::F16, Elem::F16), (GgmlType::BF16, Elem::BF16)] {
+                let rows: Vec<Vec<u8>> = (0..8).map(|r| random_row(ty, n, seed * 8 + r)).collect();
+                let refs: [&[u8]; 8] = std::array::from_fn(|r| rows[r].as_slice());
+                let got = dot_seq8(e, refs, &x);
+                for r in 0..8 {
+                    let want = dot_seq(e, refs[r], &x);
+                    assert_eq!(got[r].to_bits(), want.to_bits(), "{ty} n={n} row {r}");
+                    // and the chain really is sequential
+                    let mut acc = 0f32;
+                    for (i, xv) in x.iter().enumerate() {
+                        acc += e.at(refs[r], i) * xv;
+                    }
+                    assert_eq!(want.to_bits(), acc.to_bits());
+                }
             }
         }
     }
