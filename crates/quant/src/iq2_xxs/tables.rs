@@ -64,6 +64,28 @@ const fn make_ksigns() -> [u8; 128] {
 /// Eight sign bits from a 7-bit index: the eighth makes the count of negatives even.
 pub const KSIGNS: [u8; 128] = make_ksigns();
 
+const fn make_sign_masks() -> [u64; 128] {
+    let mut out = [0u64; 128];
+    let mut s = 0;
+    while s < 128 {
+        let mut m = 0u64;
+        let mut j = 0;
+        while j < 8 {
+            if KSIGNS[s] & (1 << j) != 0 {
+                m |= 0xff << (8 * j);
+            }
+            j += 1;
+        }
+        out[s] = m;
+        s += 1;
+    }
+    out
+}
+
+/// `KSIGNS[s]` widened to a byte mask: byte `j` is 0xff where element `j` is negative. Lets
+/// the integer dot negate a whole octet of grid bytes with two u64 operations.
+pub const SIGN_MASKS: [u64; 128] = make_sign_masks();
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +107,17 @@ mod tests {
     fn ksigns_have_even_parity() {
         assert_eq!(&KSIGNS[..8], &[0x00, 0x81, 0x82, 0x03, 0x84, 0x05, 0x06, 0x87]);
         assert!(KSIGNS.iter().all(|s| s.count_ones() % 2 == 0));
+    }
+
+    #[test]
+    fn sign_masks_expand_ksigns() {
+        assert_eq!(SIGN_MASKS[0], 0);
+        assert_eq!(SIGN_MASKS[1], 0xff00_0000_0000_00ff);
+        for (s, &m) in SIGN_MASKS.iter().enumerate() {
+            for j in 0..8 {
+                let neg = KSIGNS[s] & (1 << j) != 0;
+                assert_eq!((m >> (8 * j)) & 0xff, if neg { 0xff } else { 0 });
+            }
+        }
     }
 }
