@@ -4,11 +4,15 @@
 //! One folder per block format (`q8_0`, `q2_k`, `q4_k`, `iq2_xxs`) holds its layout, its
 //! dequantization and its dot products; quantizers sit beside them in `quantize.rs`.
 
+mod fit;
 pub mod float;
 pub mod iq2_xxs;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;
+pub mod quantize;
+
+pub use quantize::quantize_row;
 
 pub use dsv4_gguf::GgmlType;
 
