@@ -18,6 +18,7 @@
 
 pub mod act;
 pub mod dot;
+mod fit;
 pub mod float;
 pub mod fp4;
 pub mod fp8;
@@ -27,6 +28,9 @@ pub mod matvec;
 pub mod q2_k;
 pub mod q4_k;
 pub mod q8_0;
+pub mod quantize;
+
+pub use quantize::{quantize_matrix, quantize_row};
 
 pub use act::{ActFormat, BlockQ8K, BlockQ8_0Act, QuantizedActs};
 pub use dot::{dot_f32, dot_q};
