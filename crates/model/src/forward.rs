@@ -42,7 +42,7 @@ impl<'a> Forward<'a> {
     /// Runs `tokens` (at positions `state.pos ..`) and returns the logits after each token
     /// whose index `want_logits` accepts, in order, each `vocab_size` long.
     pub fn run(&self, state: &mut SessionState, tokens: &[u32], want_logits: impl Fn(usize) -> bool + Sync) -> Vec<Vec<f32>> {
-        let (cfg, e, hcn) = (self.cfg, self.cfg.n_embd, self.cfg.hc_count);
+        let (e, hcn) = (self.cfg.n_embd, self.cfg.hc_count);
         let pos0 = state.pos;
         // Each token's HC state starts as its embedding copied into every stream.
         let mut streams: Vec<Vec<f32>> = tokens

@@ -86,21 +86,29 @@ fn states_reject_foreign_or_damaged_bytes() {
     assert!(SessionState::from_bytes(&other, &bytes).is_err());
 }
 
+/// Official numerics (FP8/BF16 KV rows, FP4 indexer, quantized activations) perturb every
+/// position by a few percent on this random model; a position occasionally jumps further when
+/// the perturbation flips a discrete choice (an expert or an indexer row), so the check is on
+/// the median, not the maximum.
 #[test]
 fn numerics_modes_differ_but_agree_closely() {
     let m = model();
     let toks = tokens(40);
     let off = run_chunked(m, &toks, 40, Numerics::Official);
     let plain = run_chunked(m, &toks, 40, Numerics::Plain);
-    let mut differs = false;
-    for (a, b) in off.iter().zip(&plain) {
-        let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-        let rel = (num / den).sqrt();
-        differs |= rel > 0.0;
-        assert!(rel < 0.2, "official vs plain relative L2 {rel}");
-    }
-    assert!(differs, "official numerics must not be a no-op");
+    let mut rel: Vec<f64> = off
+        .iter()
+        .zip(&plain)
+        .map(|(a, b)| {
+            let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+            (num / den).sqrt()
+        })
+        .collect();
+    rel.sort_by(f64::total_cmp);
+    let median = rel[rel.len() / 2];
+    assert!(rel[0] > 1e-4, "official numerics must not be a no-op (min relative L2 {})", rel[0]);
+    assert!(median < 0.1, "official vs plain median relative L2 {median}");
 }
 
 #[test]
