@@ -2,6 +2,8 @@ use anyhow::Context;
 use dsv4_gguf::{GgmlType, GgufFile, Value};
 use dsv4_model::layout::{self, ExpertMix, LayoutIssue};
 use dsv4_model::ModelConfig;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,37 +17,43 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let f = GgufFile::open(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    println!("file: {} ({} bytes)", a.file.display(), f.file_size());
-    println!("GGUF v{}, alignment {}, tensor data at {}", f.version(), f.alignment(), f.data_start());
+    let mut o = String::new();
+    writeln!(o, "file: {} ({} bytes)", a.file.display(), f.file_size()).unwrap();
+    writeln!(o, "GGUF v{}, alignment {}, tensor data at {}", f.version(), f.alignment(), f.data_start()).unwrap();
     for w in f.warnings() {
-        println!("warning: {w}");
+        writeln!(o, "warning: {w}").unwrap();
     }
-    println!("\nmetadata ({} keys):", f.metadata().len());
+    writeln!(o, "\nmetadata ({} keys):", f.metadata().len()).unwrap();
     for (k, v) in f.metadata() {
-        println!("  {k} = {}", show_value(v));
+        writeln!(o, "  {k} = {}", show_value(v)).unwrap();
     }
     let total: u64 = f.tensors().iter().map(|t| t.n_bytes()).sum();
     if !a.brief {
-        println!("\ntensors ({}):", f.tensors().len());
+        writeln!(o, "\ntensors ({}):", f.tensors().len()).unwrap();
         for t in f.tensors() {
-            println!("  {:<44} {:<8} {:<24} {:>14} B  @{}", t.name(), t.ty().name(), format!("{:?}", t.dims()), t.n_bytes(), t.offset());
+            writeln!(o, "  {:<44} {:<8} {:<24} {:>14} B  @{}", t.name(), t.ty().name(), format!("{:?}", t.dims()), t.n_bytes(), t.offset()).unwrap();
         }
     }
-    println!("\n{} tensors, {} bytes of tensor data ({:.2} GiB)", f.tensors().len(), total, total as f64 / (1u64 << 30) as f64);
+    writeln!(o, "\n{} tensors, {} bytes of tensor data ({:.2} GiB)", f.tensors().len(), total, total as f64 / (1u64 << 30) as f64).unwrap();
 
-    let issues = check(&f);
+    let issues = check(&f, &mut o);
+    // A closed pipe (`| head`) is not an error worth reporting.
+    match std::io::stdout().lock().write_all(o.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
     Ok(if issues.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 /// Prints the layout verdict and returns the mismatches.
-fn check(f: &GgufFile) -> Vec<String> {
+fn check(f: &GgufFile, o: &mut String) -> Vec<String> {
     let is_mtp = f.tensors().iter().any(|t| t.name().starts_with("mtp.0.")) && f.tensor("token_embd.weight").is_none();
     let cfg = match ModelConfig::from_metadata(f.metadata()) {
         Ok(c) => c,
         // The published MTP file is bound by tensor names only; assume the Flash geometry.
         Err(_) if is_mtp => ModelConfig::flash(43),
         Err(e) => {
-            println!("layout: cannot check, the metadata is not a DeepSeek V4 geometry: {e}");
+            writeln!(o, "layout: cannot check, the metadata is not a DeepSeek V4 geometry: {e}").unwrap();
             return vec![e.to_string()];
         }
     };
@@ -64,11 +72,11 @@ fn check(f: &GgufFile) -> Vec<String> {
     };
     let what = if is_mtp { "MTP file" } else { "model file" };
     if issues.is_empty() {
-        println!("layout: OK, {what}, {geometry}, {} expert mix", mix.name());
+        writeln!(o, "layout: OK, {what}, {geometry}, {} expert mix", mix.name()).unwrap();
     } else {
-        println!("layout: {} mismatches against the {} {what} layout ({geometry}):", issues.len(), mix.name());
+        writeln!(o, "layout: {} mismatches against the {} {what} layout ({geometry}):", issues.len(), mix.name()).unwrap();
         for i in &issues {
-            println!("  {i}");
+            writeln!(o, "  {i}").unwrap();
         }
     }
     issues.iter().map(|i| i.to_string()).collect()
