@@ -60,7 +60,7 @@ fn inspect_accepts_both_tiny_mixes_and_the_mtp_file() {
     let out = text(&o.stdout);
     assert!(out.contains("layout: OK, model file"), "{out}");
     assert!(out.contains("blk.2.indexer_compressor_ape.weight"));
-    assert!(out.contains("deepseek4.attention.compress_ratios = U32([0, 0, 4, 16, 4, 16])"));
+    assert!(out.contains("deepseek4.attention.compress_ratios = U32([0, 0, 4, 128, 4, 16])"));
 
     let q4 = scratch().join("tiny-q4.gguf");
     let mtp = scratch().join("tiny-q4-mtp.gguf");

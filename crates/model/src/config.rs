@@ -405,3 +405,74 @@ fn per_layer(key: &str, xs: &[f64], n_layer: usize) -> Result<Vec<f64>, ConfigEr
     }
     Ok(xs[..n_layer].to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(cfg: &ModelConfig) -> Vec<(String, Value)> {
+        cfg.to_metadata()
+    }
+
+    fn set(kv: &mut [(String, Value)], key: &str, v: Value) {
+        kv.iter_mut().find(|(k, _)| k == &format!("{P}{key}")).unwrap().1 = v;
+    }
+
+    #[test]
+    fn flash_round_trips_and_is_recognised() {
+        let cfg = ModelConfig::from_metadata(&meta(&ModelConfig::flash(43))).unwrap();
+        assert_eq!(cfg, ModelConfig::flash(43));
+        assert!(cfg.is_flash());
+        assert_eq!(cfg.layer_kind(2), LayerKind::Csa);
+        assert_eq!(cfg.layer_kind(3), LayerKind::Hca { ratio: 128 });
+        assert_eq!(cfg.hc_mix(), 24);
+        let mut other = ModelConfig::flash(43);
+        other.n_embd = 2048;
+        assert!(!other.is_flash());
+    }
+
+    #[test]
+    fn per_layer_arrays_may_be_longer_and_of_other_numeric_types() {
+        let mut kv = meta(&ModelConfig::flash(4));
+        set(&mut kv, "attention.compress_ratios", Value::Array(Array::I32(vec![0, 0, 4, 128, 0])));
+        set(&mut kv, "swiglu_clamp_exp", Value::Array(Array::F64(vec![10.0; 5])));
+        assert_eq!(ModelConfig::from_metadata(&kv).unwrap(), ModelConfig::flash(4));
+    }
+
+    #[test]
+    fn each_bad_value_is_named() {
+        let base = meta(&ModelConfig::flash(4));
+        let err = |edit: &dyn Fn(&mut Vec<(String, Value)>)| {
+            let mut kv = base.clone();
+            edit(&mut kv);
+            ModelConfig::from_metadata(&kv).unwrap_err()
+        };
+        assert_eq!(
+            err(&|kv| kv.retain(|(k, _)| k != "deepseek4.vocab_size")),
+            ConfigError::Missing("deepseek4.vocab_size".into())
+        );
+        assert!(matches!(
+            err(&|kv| set(kv, "embedding_length", Value::String("4096".into()))),
+            ConfigError::WrongType { key, .. } if key == "deepseek4.embedding_length"
+        ));
+        assert!(matches!(
+            err(&|kv| set(kv, "attention.compress_ratios", Value::Array(Array::U32(vec![0, 0, 4])))),
+            ConfigError::Invalid { why, .. } if why.contains("one entry per layer")
+        ));
+        assert!(matches!(
+            err(&|kv| set(kv, "attention.compress_ratios", Value::Array(Array::U32(vec![0, 1, 4, 128])))),
+            ConfigError::Invalid { .. }
+        ));
+        assert!(matches!(err(&|kv| set(kv, "attention.head_count_kv", Value::U32(2))), ConfigError::Inconsistent(_)));
+        assert!(matches!(err(&|kv| set(kv, "attention.output_group_count", Value::U32(7))), ConfigError::Inconsistent(_)));
+        assert!(matches!(err(&|kv| set(kv, "rope.dimension_count", Value::U32(1024))), ConfigError::Inconsistent(_)));
+        assert!(matches!(err(&|kv| set(kv, "expert_used_count", Value::U32(300))), ConfigError::Inconsistent(_)));
+        assert!(matches!(err(&|kv| set(kv, "block_count", Value::U32(0))), ConfigError::Invalid { .. }));
+        assert!(matches!(err(&|kv| set(kv, "expert_weights_norm", Value::Bool(false))), ConfigError::Invalid { .. }));
+        assert!(matches!(err(&|kv| set(kv, "rope.freq_base", Value::F32(f32::NAN))), ConfigError::Invalid { .. }));
+        assert!(matches!(
+            err(&|kv| set(kv, "attention.indexer.key_length", Value::U32(96))),
+            ConfigError::Inconsistent(why) if why.contains("power-of-two")
+        ));
+    }
+}

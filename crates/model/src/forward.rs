@@ -10,10 +10,11 @@ use crate::attention::attend_head;
 use crate::compressor;
 use crate::config::{LayerKind, ModelConfig};
 use crate::indexer;
+use crate::moe;
 use crate::numerics::Numerics;
-use crate::ops::{hc, norm, rope::Rope, softplus, swiglu_clamped};
-use crate::state::SessionState;
-use crate::weights::{CompressorWeights, HcWeights, LayerWeights, Mat, Router, Weights};
+use crate::ops::{hc, norm, rope::Rope};
+use crate::state::{LayerState, SessionState};
+use crate::weights::{CompressorWeights, HcWeights, LayerWeights, Mat, Weights};
 use rayon::prelude::*;
 
 pub struct Forward<'a> {
@@ -33,7 +34,7 @@ struct TokenProj {
 }
 
 impl<'a> Forward<'a> {
-    fn mv(&self, m: &Mat, x: &[f32]) -> Vec<f32> {
+    pub(crate) fn mv(&self, m: &Mat, x: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; m.rows];
         m.matvec(x, &mut out, self.numerics);
         out
@@ -42,6 +43,19 @@ impl<'a> Forward<'a> {
     /// Runs `tokens` (at positions `state.pos ..`) and returns the logits after each token
     /// whose index `want_logits` accepts, in order, each `vocab_size` long.
     pub fn run(&self, state: &mut SessionState, tokens: &[u32], want_logits: impl Fn(usize) -> bool + Sync) -> Vec<Vec<f32>> {
+        let (logits, _) = self.run_hidden(state, tokens, want_logits, false);
+        logits
+    }
+
+    /// As [`run`](Self::run), also returning each token's final HC state (`hc × n_embd`) when
+    /// `keep_hidden`: the MTP block drafts from it.
+    pub fn run_hidden(
+        &self,
+        state: &mut SessionState,
+        tokens: &[u32],
+        want_logits: impl Fn(usize) -> bool + Sync,
+        keep_hidden: bool,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         let (e, hcn) = (self.cfg.n_embd, self.cfg.hc_count);
         let pos0 = state.pos;
         // Each token's HC state starts as its embedding copied into every stream.
@@ -54,16 +68,17 @@ impl<'a> Forward<'a> {
             })
             .collect();
         for (il, lw) in self.w.layers.iter().enumerate() {
-            self.attention_layer(il, lw, state, pos0, &mut streams);
-            self.ffn_layer(il, lw, tokens, &mut streams);
+            self.attention_layer(lw, &mut state.layers[il], &self.ropes[il], pos0, &mut streams);
+            self.ffn_layer(lw, self.cfg.swiglu_clamp[il], tokens, &mut streams);
         }
         state.pos += tokens.len() as u64;
-        streams
+        let logits = streams
             .par_iter()
             .enumerate()
             .filter(|(i, _)| want_logits(*i))
-            .map(|(_, s)| self.logits(s))
-            .collect()
+            .map(|(_, s)| self.logits(s, &self.w.out_hc, &self.w.out_norm))
+            .collect();
+        (logits, if keep_hidden { streams } else { Vec::new() })
     }
 
     /// HC read-out at one site: the sublayer input and the mixing to write back with.
@@ -77,9 +92,15 @@ impl<'a> Forward<'a> {
         (x, mix)
     }
 
-    fn attention_layer(&self, il: usize, lw: &LayerWeights, state: &mut SessionState, pos0: u64, streams: &mut [Vec<f32>]) {
+    pub(crate) fn attention_layer(
+        &self,
+        lw: &LayerWeights,
+        ls: &mut LayerState,
+        rope: &Rope,
+        pos0: u64,
+        streams: &mut [Vec<f32>],
+    ) {
         let cfg = self.cfg;
-        let rope = &self.ropes[il];
         let pre: Vec<(hc::HcMix, TokenProj)> = streams
             .par_iter()
             .enumerate()
@@ -89,7 +110,6 @@ impl<'a> Forward<'a> {
             })
             .collect();
 
-        let ls = &mut state.layers[il];
         let (d, hd) = (cfg.head_dim, cfg.n_head);
         let mut outs: Vec<Vec<f32>> = Vec::with_capacity(pre.len());
         for (t, (_, p)) in pre.iter().enumerate() {
@@ -216,65 +236,26 @@ impl<'a> Forward<'a> {
         self.mv(&lw.out_b, &z)
     }
 
-    fn ffn_layer(&self, il: usize, lw: &LayerWeights, tokens: &[u32], streams: &mut [Vec<f32>]) {
+    pub(crate) fn ffn_layer(&self, lw: &LayerWeights, clamp: f32, tokens: &[u32], streams: &mut [Vec<f32>]) {
         streams.par_iter_mut().zip(tokens.par_iter()).for_each(|(s, &tok)| {
             let (x, mix) = self.hc_pre(&lw.hc_ffn, s);
             let mut f = vec![0f32; x.len()];
             norm::rms_norm(&x, &lw.ffn_norm, self.cfg.rms_eps, &mut f);
-            let y = self.moe(lw, &f, tok, self.cfg.swiglu_clamp[il]);
+            let y = moe::forward(self.cfg, lw, &f, tok, clamp, self.numerics);
             hc::write(s, &y, &mix);
         });
     }
 
-    /// Routed experts (weights applied before the down projection) plus the shared expert.
-    fn moe(&self, lw: &LayerWeights, f: &[f32], token: u32, clamp: f32) -> Vec<f32> {
-        let cfg = self.cfg;
-        let (e, ffn, used) = (cfg.n_embd, cfg.expert_ffn, cfg.n_expert_used);
-        let probs: Vec<f32> = self.mv(&lw.gate_inp, f).into_iter().map(|l| softplus(l).sqrt()).collect();
-        let sel: Vec<usize> = match &lw.router {
-            Router::Hash(table) => table[token as usize * used..(token as usize + 1) * used].iter().map(|&x| x as usize).collect(),
-            Router::Scored { bias } => {
-                let mut order: Vec<usize> = (0..probs.len()).collect();
-                // Stable sort: among equal biased scores the lower expert id wins.
-                order.sort_by(|&a, &b| (probs[b] + bias[b]).total_cmp(&(probs[a] + bias[a])));
-                order.truncate(used);
-                order
-            }
-        };
-        let sum: f32 = sel.iter().map(|&x| probs[x]).sum();
-        let mut y = vec![0f32; e];
-        let mut h = vec![0f32; ffn];
-        let mut down = vec![0f32; e];
-        for &x in &sel {
-            let wk = cfg.expert_weights_scale * probs[x] / sum.max(f32::MIN_POSITIVE);
-            let g = self.mv(&lw.gate_exps.rows(x * ffn, ffn), f);
-            let u = self.mv(&lw.up_exps.rows(x * ffn, ffn), f);
-            for ((hv, gv), uv) in h.iter_mut().zip(&g).zip(&u) {
-                *hv = swiglu_clamped(*gv, *uv, clamp) * wk;
-            }
-            lw.down_exps.rows(x * e, e).matvec(&h, &mut down, self.numerics);
-            y.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
-        }
-        let g = self.mv(&lw.gate_sh, f);
-        let u = self.mv(&lw.up_sh, f);
-        for ((hv, gv), uv) in h.iter_mut().zip(&g).zip(&u) {
-            *hv = swiglu_clamped(*gv, *uv, clamp);
-        }
-        lw.down_sh.matvec(&h, &mut down, self.numerics);
-        y.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
-        y
-    }
-
-    /// The HC head (sigmoid read-out of the streams), final norm and LM head.
-    fn logits(&self, s: &[f32]) -> Vec<f32> {
+    /// An HC head (sigmoid read-out of the streams), final norm and the shared LM head.
+    pub(crate) fn logits(&self, s: &[f32], head: &HcWeights, out_norm: &[f32]) -> Vec<f32> {
         let cfg = self.cfg;
         let mut flat = s.to_vec();
         norm::rms_norm_plain_inplace(&mut flat, cfg.rms_eps);
-        let m = self.mv(&self.w.out_hc.proj, &flat);
-        let wts = hc::head_weights(&m, self.w.out_hc.scale[0], &self.w.out_hc.base, cfg.hc_eps);
+        let m = self.mv(&head.proj, &flat);
+        let wts = hc::head_weights(&m, head.scale[0], &head.base, cfg.hc_eps);
         let mut v = vec![0f32; cfg.n_embd];
         hc::read(s, &wts, &mut v);
-        norm::rms_norm_inplace(&mut v, &self.w.out_norm, cfg.rms_eps);
+        norm::rms_norm_inplace(&mut v, out_norm, cfg.rms_eps);
         self.mv(&self.w.output, &v)
     }
 }

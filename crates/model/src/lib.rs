@@ -3,7 +3,7 @@
 //!
 //! Where things live: `config` (geometry), `layout` (tensor inventory), `weights` (binding),
 //! `numerics` (official vs plain arithmetic), `ops` (norms, RoPE, hyper-connections),
-//! `attention`, `compressor`, `indexer`, `forward` (the layer loop, MoE included), `state`
+//! `attention`, `compressor`, `indexer`, `moe`, `forward` (the layer loop), `state`
 //! (a session's per-layer state), `model` (loading and the public entry point).
 
 pub mod attention;
@@ -13,6 +13,8 @@ pub mod forward;
 pub mod indexer;
 pub mod layout;
 pub mod model;
+pub mod moe;
+pub mod mtp;
 pub mod numerics;
 pub mod ops;
 pub mod state;
@@ -20,6 +22,7 @@ pub mod weights;
 
 pub use config::{ConfigError, LayerKind, ModelConfig};
 pub use layout::{ExpertMix, LayoutIssue, TensorSpec};
-pub use model::{ForwardError, LoadError, Model};
+pub use model::{ForwardError, LoadError, Model, Mtp};
+pub use mtp::MtpState;
 pub use numerics::Numerics;
 pub use state::SessionState;

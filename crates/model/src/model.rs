@@ -5,7 +5,8 @@ use crate::forward::Forward;
 use crate::numerics::Numerics;
 use crate::ops::rope::Rope;
 use crate::state::SessionState;
-use crate::weights::{Weights, WeightsError};
+use crate::mtp::{self, MtpState, MtpWeights};
+use crate::weights::{bind_mtp, Weights, WeightsError};
 use dsv4_gguf::{GgufError, GgufFile};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,14 @@ pub enum LoadError {
 pub enum ForwardError {
     #[error("token id {id} is outside the vocabulary (0..{vocab})")]
     Token { id: u32, vocab: usize },
+    #[error("the MTP block needs one {expected}-value hidden state per token")]
+    Hidden { expected: usize },
+}
+
+/// The loaded MTP block (from its own GGUF).
+pub struct Mtp {
+    _file: Arc<GgufFile>,
+    weights: MtpWeights,
 }
 
 pub struct Model {
@@ -45,6 +54,17 @@ impl Model {
         Ok(Model { cfg, file, weights, ropes })
     }
 
+    /// Loads the separate MTP file for this model.
+    pub fn load_mtp(&self, path: &Path) -> Result<Mtp, LoadError> {
+        let file = Arc::new(GgufFile::open(path)?);
+        let weights = bind_mtp(&file, &self.cfg)?;
+        Ok(Mtp { _file: file, weights })
+    }
+
+    pub fn new_mtp_state(&self) -> MtpState {
+        MtpState::new(&self.cfg)
+    }
+
     pub fn new_state(&self) -> SessionState {
         SessionState::new(&self.cfg)
     }
@@ -52,11 +72,49 @@ impl Model {
     /// Feeds `tokens` to the session and returns the next-token logits after each of them
     /// (`all`) or after the last one only.
     pub fn forward(&self, state: &mut SessionState, tokens: &[u32], all: bool, numerics: Numerics) -> Result<Vec<Vec<f32>>, ForwardError> {
-        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(ForwardError::Token { id, vocab: self.cfg.vocab_size });
-        }
-        let f = Forward { cfg: &self.cfg, w: &self.weights, ropes: &self.ropes, numerics };
+        Ok(self.forward_hidden(state, tokens, all, numerics, false)?.0)
+    }
+
+    /// As [`forward`](Self::forward), also returning each token's final HC state when
+    /// `keep_hidden` (the MTP block's input).
+    pub fn forward_hidden(
+        &self,
+        state: &mut SessionState,
+        tokens: &[u32],
+        all: bool,
+        numerics: Numerics,
+        keep_hidden: bool,
+    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), ForwardError> {
+        self.check_tokens(tokens)?;
         let last = tokens.len().saturating_sub(1);
-        Ok(f.run(state, tokens, |i| all || i == last))
+        Ok(self.runner(numerics).run_hidden(state, tokens, |i| all || i == last, keep_hidden))
+    }
+
+    /// Runs the MTP block on `tokens` paired with `hidden` states; logits after each token.
+    pub fn forward_mtp(
+        &self,
+        mtp: &Mtp,
+        state: &mut MtpState,
+        tokens: &[u32],
+        hidden: &[Vec<f32>],
+        numerics: Numerics,
+    ) -> Result<Vec<Vec<f32>>, ForwardError> {
+        self.check_tokens(tokens)?;
+        let expected = self.cfg.hc_count * self.cfg.n_embd;
+        if hidden.len() != tokens.len() || hidden.iter().any(|h| h.len() != expected) {
+            return Err(ForwardError::Hidden { expected });
+        }
+        Ok(mtp::forward(&self.runner(numerics), &mtp.weights, state, tokens, hidden))
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), ForwardError> {
+        match tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            Some(&id) => Err(ForwardError::Token { id, vocab: self.cfg.vocab_size }),
+            None => Ok(()),
+        }
+    }
+
+    fn runner(&self, numerics: Numerics) -> Forward<'_> {
+        Forward { cfg: &self.cfg, w: &self.weights, ropes: &self.ropes, numerics }
     }
 }

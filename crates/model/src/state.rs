@@ -67,19 +67,21 @@ pub enum StateError {
 const MAGIC: &[u8; 8] = b"DSV4STAT";
 const VERSION: u32 = 1;
 
+impl LayerState {
+    pub fn new(cfg: &ModelConfig, kind: LayerKind) -> LayerState {
+        LayerState {
+            raw: vec![0.0; cfg.sliding_window * cfg.head_dim],
+            compressor: (kind != LayerKind::Window).then(|| Frontier::new(kind, cfg.head_dim)),
+            comp_rows: Vec::new(),
+            indexer: (kind == LayerKind::Csa).then(|| Frontier::new(kind, cfg.indexer_head_dim)),
+            index_rows: Vec::new(),
+        }
+    }
+}
+
 impl SessionState {
     pub fn new(cfg: &ModelConfig) -> SessionState {
-        let layers = cfg
-            .layer_kinds
-            .iter()
-            .map(|&kind| LayerState {
-                raw: vec![0.0; cfg.sliding_window * cfg.head_dim],
-                compressor: (kind != LayerKind::Window).then(|| Frontier::new(kind, cfg.head_dim)),
-                comp_rows: Vec::new(),
-                indexer: (kind == LayerKind::Csa).then(|| Frontier::new(kind, cfg.indexer_head_dim)),
-                index_rows: Vec::new(),
-            })
-            .collect();
+        let layers = cfg.layer_kinds.iter().map(|&kind| LayerState::new(cfg, kind)).collect();
         SessionState { pos: 0, layers }
     }
 
@@ -121,10 +123,21 @@ impl SessionState {
         }
         let mut st = SessionState::new(cfg);
         st.pos = u64::from_le_bytes(r.take(8)?.try_into().unwrap());
-        for l in &mut st.layers {
+        for (l, kind) in st.layers.iter_mut().zip(&cfg.layer_kinds) {
             r.fill_exact(&mut l.raw)?;
             l.comp_rows = r.vec()?;
             l.index_rows = r.vec()?;
+            // Rows must be whole, absent where the layer has no compressor, and the indexer must
+            // hold one key per compressed row.
+            let n = l.comp_rows.len() / cfg.head_dim;
+            let whole = l.comp_rows.len() % cfg.head_dim == 0 && l.index_rows.len() % cfg.indexer_head_dim == 0;
+            let index_ok = match kind {
+                LayerKind::Csa => l.index_rows.len() == n * cfg.indexer_head_dim,
+                _ => l.index_rows.is_empty(),
+            };
+            if !whole || !index_ok || (*kind == LayerKind::Window && n != 0) {
+                return Err(StateError::Malformed);
+            }
             for f in [&mut l.compressor, &mut l.indexer].into_iter().flatten() {
                 r.fill_exact(&mut f.kv)?;
                 r.fill_exact(&mut f.score)?;

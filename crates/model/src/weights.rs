@@ -7,6 +7,7 @@
 
 use crate::config::{LayerKind, ModelConfig};
 use crate::layout::{self, ExpertMix, Role, TensorSpec};
+use crate::mtp::MtpWeights;
 use crate::numerics::Numerics;
 use dsv4_gguf::{GgmlType, GgufFile};
 use std::collections::HashMap;
@@ -225,61 +226,91 @@ impl<'a> Binder<'a> {
     }
 }
 
+impl<'a> Binder<'a> {
+    /// One decoder layer under `prefix`.
+    fn layer(&self, cfg: &ModelConfig, prefix: &str, kind: LayerKind, hash: bool) -> Result<LayerWeights, WeightsError> {
+        let p = |s: &str| format!("{prefix}{s}");
+        Ok(LayerWeights {
+            kind,
+            hc_attn: self.hc(&p("hc_attn"))?,
+            hc_ffn: self.hc(&p("hc_ffn"))?,
+            attn_norm: self.vec(&p("attn_norm.weight"))?,
+            q_a: self.mat(&p("attn_q_a.weight"))?,
+            q_a_norm: self.vec(&p("attn_q_a_norm.weight"))?,
+            q_b: self.mat(&p("attn_q_b.weight"))?,
+            kv: self.mat(&p("attn_kv.weight"))?,
+            kv_norm: self.vec(&p("attn_kv_a_norm.weight"))?,
+            sinks: self.vec(&p("attn_sinks.weight"))?,
+            out_a: self.mat(&p("attn_output_a.weight"))?,
+            out_b: self.mat(&p("attn_output_b.weight"))?,
+            compressor: match kind {
+                LayerKind::Window => None,
+                _ => Some(self.compressor(&p("attn_compressor"))?),
+            },
+            indexer: match kind {
+                LayerKind::Csa => Some(IndexerWeights {
+                    q_b: self.mat(&p("indexer.attn_q_b.weight"))?,
+                    proj: self.mat(&p("indexer.proj.weight"))?,
+                    compressor: self.compressor(&p("indexer_compressor"))?,
+                }),
+                _ => None,
+            },
+            ffn_norm: self.vec(&p("ffn_norm.weight"))?,
+            gate_inp: self.mat(&p("ffn_gate_inp.weight"))?,
+            router: if hash {
+                Router::Hash(self.hash_table(&p("ffn_gate_tid2eid.weight"), cfg.n_expert)?)
+            } else {
+                Router::Scored { bias: self.vec(&p("exp_probs_b.bias"))? }
+            },
+            gate_exps: self.mat(&p("ffn_gate_exps.weight"))?,
+            up_exps: self.mat(&p("ffn_up_exps.weight"))?,
+            down_exps: self.mat(&p("ffn_down_exps.weight"))?,
+            gate_sh: self.mat(&p("ffn_gate_shexp.weight"))?,
+            up_sh: self.mat(&p("ffn_up_shexp.weight"))?,
+            down_sh: self.mat(&p("ffn_down_shexp.weight"))?,
+        })
+    }
+
+    fn check_matrices(&self) -> Result<(), WeightsError> {
+        for spec in self.specs.values().filter(|s| s.role == Role::Matrix) {
+            let m = self.mat(&spec.name)?;
+            if m.cols % m.ty.block_elems() != 0 {
+                return Err(WeightsError::Invalid { name: spec.name.clone(), why: "rows are not whole blocks".into() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binds the separate MTP file's `mtp.0.*` tensors; the block shares the main model's
+/// embedding and LM head, so its geometry is the main model's.
+pub fn bind_mtp(file: &Arc<GgufFile>, cfg: &ModelConfig) -> Result<MtpWeights, WeightsError> {
+    let b = Binder::new(file, layout::mtp_tensors(cfg, ExpertMix::Q2));
+    b.check_matrices()?;
+    Ok(MtpWeights {
+        e_proj: b.mat("mtp.0.e_proj.weight")?,
+        h_proj: b.mat("mtp.0.h_proj.weight")?,
+        enorm: b.vec("mtp.0.enorm.weight")?,
+        hnorm: b.vec("mtp.0.hnorm.weight")?,
+        norm: b.vec("mtp.0.norm.weight")?,
+        head: HcWeights {
+            proj: b.mat("mtp.0.hc_head_fn.weight")?,
+            scale: b.vec("mtp.0.hc_head_scale.weight")?,
+            base: b.vec("mtp.0.hc_head_base.weight")?,
+        },
+        layer: b.layer(cfg, "mtp.0.", LayerKind::Window, false)?,
+    })
+}
+
 impl Weights {
     /// Binds every tensor of the main model file.
     pub fn bind(file: &Arc<GgufFile>, cfg: &ModelConfig) -> Result<Weights, WeightsError> {
         // Dims do not depend on the expert mix; types are checked per tensor above.
         let b = Binder::new(file, layout::main_tensors(cfg, ExpertMix::Q2));
-        for spec in b.specs.values().filter(|s| s.role == Role::Matrix) {
-            let m = b.mat(&spec.name)?;
-            if m.cols % m.ty.block_elems() != 0 {
-                return Err(WeightsError::Invalid { name: spec.name.clone(), why: "rows are not whole blocks".into() });
-            }
-        }
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for il in 0..cfg.n_layer {
-            let p = |s: &str| format!("blk.{il}.{s}");
-            let kind = cfg.layer_kind(il);
-            layers.push(LayerWeights {
-                kind,
-                hc_attn: b.hc(&p("hc_attn"))?,
-                hc_ffn: b.hc(&p("hc_ffn"))?,
-                attn_norm: b.vec(&p("attn_norm.weight"))?,
-                q_a: b.mat(&p("attn_q_a.weight"))?,
-                q_a_norm: b.vec(&p("attn_q_a_norm.weight"))?,
-                q_b: b.mat(&p("attn_q_b.weight"))?,
-                kv: b.mat(&p("attn_kv.weight"))?,
-                kv_norm: b.vec(&p("attn_kv_a_norm.weight"))?,
-                sinks: b.vec(&p("attn_sinks.weight"))?,
-                out_a: b.mat(&p("attn_output_a.weight"))?,
-                out_b: b.mat(&p("attn_output_b.weight"))?,
-                compressor: match kind {
-                    LayerKind::Window => None,
-                    _ => Some(b.compressor(&p("attn_compressor"))?),
-                },
-                indexer: match kind {
-                    LayerKind::Csa => Some(IndexerWeights {
-                        q_b: b.mat(&p("indexer.attn_q_b.weight"))?,
-                        proj: b.mat(&p("indexer.proj.weight"))?,
-                        compressor: b.compressor(&p("indexer_compressor"))?,
-                    }),
-                    _ => None,
-                },
-                ffn_norm: b.vec(&p("ffn_norm.weight"))?,
-                gate_inp: b.mat(&p("ffn_gate_inp.weight"))?,
-                router: if cfg.is_hash_layer(il) {
-                    Router::Hash(b.hash_table(&p("ffn_gate_tid2eid.weight"), cfg.n_expert)?)
-                } else {
-                    Router::Scored { bias: b.vec(&p("exp_probs_b.bias"))? }
-                },
-                gate_exps: b.mat(&p("ffn_gate_exps.weight"))?,
-                up_exps: b.mat(&p("ffn_up_exps.weight"))?,
-                down_exps: b.mat(&p("ffn_down_exps.weight"))?,
-                gate_sh: b.mat(&p("ffn_gate_shexp.weight"))?,
-                up_sh: b.mat(&p("ffn_up_shexp.weight"))?,
-                down_sh: b.mat(&p("ffn_down_shexp.weight"))?,
-            });
-        }
+        b.check_matrices()?;
+        let layers = (0..cfg.n_layer)
+            .map(|il| b.layer(cfg, &format!("blk.{il}."), cfg.layer_kind(il), cfg.is_hash_layer(il)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Weights {
             embd: b.mat("token_embd.weight")?,
             out_hc: HcWeights {

@@ -1,23 +1,38 @@
 //! The forward pass's own invariants on the tiny synthetic model: any chunking of a prefill,
 //! token-by-token decoding and snapshot/restore all give bit-identical logits.
 //!
-//! The tiny model (window 8, compression ratios 4 and 16, indexer top-k 4) is driven past
+//! The tiny model (window 8, compression ratios 4, 16 and 128, indexer top-k 4) is driven past
 //! every boundary: the window overflows after 8 tokens, the indexer starts dropping rows after
-//! 20, and 72 tokens emit 18 ratio-4 rows and 4 ratio-16 rows per compressed layer.
+//! 20, and 140 tokens emit 35 ratio-4 rows, 8 ratio-16 rows and one ratio-128 row.
 
-use dsv4_model::{Model, Numerics, SessionState};
+use dsv4_model::{Model, Mtp, Numerics, SessionState};
 use dsv4_synth::{Preset, SynthSpec};
 use std::sync::OnceLock;
+
+fn dir() -> &'static std::path::Path {
+    static D: OnceLock<tempfile::TempDir> = OnceLock::new();
+    D.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+fn spec() -> SynthSpec {
+    SynthSpec { preset: Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 7 }
+}
 
 fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("dsv4-model-tests-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("tiny.gguf");
-        let spec = SynthSpec { preset: Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 7 };
-        dsv4_synth::write_model(&path, &spec).unwrap();
+        let path = dir().join("tiny.gguf");
+        dsv4_synth::write_model(&path, &spec()).unwrap();
         Model::load(&path).unwrap()
+    })
+}
+
+fn mtp() -> &'static Mtp {
+    static M: OnceLock<Mtp> = OnceLock::new();
+    M.get_or_init(|| {
+        let path = dir().join("tiny-mtp.gguf");
+        dsv4_synth::write_mtp(&path, &spec()).unwrap();
+        model().load_mtp(&path).unwrap()
     })
 }
 
@@ -46,15 +61,28 @@ fn assert_same(a: &[Vec<f32>], b: &[Vec<f32>], what: &str) {
 #[test]
 fn chunked_prefill_equals_token_by_token_decode() {
     let m = model();
-    let toks = tokens(72);
+    let toks = tokens(140);
     for numerics in [Numerics::Official, Numerics::Plain] {
         let whole = run_chunked(m, &toks, toks.len(), numerics);
         assert!(whole.iter().flatten().all(|v| v.is_finite()));
-        for chunk in [1, 3, 4, 5, 7, 16, 17, 33] {
+        for chunk in [1, 3, 4, 5, 7, 16, 17, 33, 128, 129] {
             let got = run_chunked(m, &toks, chunk, numerics);
             assert_same(&whole, &got, &format!("{numerics:?} chunk {chunk}"));
         }
     }
+}
+
+#[test]
+fn long_sequences_fill_every_kind_of_state() {
+    let m = model();
+    let mut st = m.new_state();
+    m.forward(&mut st, &tokens(140), false, Numerics::Official).unwrap();
+    let d = m.cfg.head_dim;
+    let rows: Vec<usize> = st.layers.iter().map(|l| l.comp_rows.len() / d).collect();
+    assert_eq!(rows, vec![0, 0, 35, 1, 35, 8]);
+    let index_rows: Vec<usize> = st.layers.iter().map(|l| l.index_rows.len() / m.cfg.indexer_head_dim).collect();
+    assert_eq!(index_rows, vec![0, 0, 35, 0, 35, 0]);
+    assert_eq!(st.pos, 140);
 }
 
 #[test]
@@ -117,4 +145,38 @@ fn out_of_vocabulary_tokens_are_refused() {
     let mut st = m.new_state();
     assert!(m.forward(&mut st, &[5, 200_000], false, Numerics::Plain).is_err());
     assert_eq!(st.pos, 0, "a refused batch leaves the session untouched");
+}
+
+/// The MTP block keeps the same chunking invariant over its own window, and really reads both
+/// of its inputs.
+#[test]
+fn mtp_block_is_chunking_invariant_and_uses_token_and_hidden() {
+    let (m, mtp) = (model(), mtp());
+    let toks = tokens(30);
+    let mut st = m.new_state();
+    let (_, hidden) = m.forward_hidden(&mut st, &toks, false, Numerics::Official, true).unwrap();
+    assert_eq!(hidden.len(), 30);
+    let run = |chunk: usize| {
+        let mut ms = m.new_mtp_state();
+        let mut out = Vec::new();
+        for (t, h) in toks.chunks(chunk).zip(hidden.chunks(chunk)) {
+            out.extend(m.forward_mtp(mtp, &mut ms, t, h, Numerics::Official).unwrap());
+        }
+        out
+    };
+    let whole = run(30);
+    assert!(whole.iter().flatten().all(|v| v.is_finite()));
+    for chunk in [1, 4, 7] {
+        assert_same(&whole, &run(chunk), &format!("mtp chunk {chunk}"));
+    }
+    let mut ms = m.new_mtp_state();
+    let other_token = m.forward_mtp(mtp, &mut ms, &[toks[0] + 1], &hidden[..1], Numerics::Official).unwrap();
+    assert_ne!(other_token[0], whole[0]);
+    let mut ms = m.new_mtp_state();
+    let mut h = hidden[0].clone();
+    h.iter_mut().for_each(|v| *v *= -1.0);
+    let other_hidden = m.forward_mtp(mtp, &mut ms, &toks[..1], &[h], Numerics::Official).unwrap();
+    assert_ne!(other_hidden[0], whole[0]);
+    let mut ms = m.new_mtp_state();
+    assert!(m.forward_mtp(mtp, &mut ms, &toks[..2], &hidden[..1], Numerics::Official).is_err());
 }

@@ -56,10 +56,11 @@ impl SynthSpec {
 }
 
 /// Toy geometry with every mechanism the real model has: window-only layers, ratio-4 layers
-/// with the indexer, a compressed layer of another ratio (16 rather than 128, so that short
-/// prompts emit several rows), hash-routed and score-routed MoE, 4 HC streams. Widths are the
-/// smallest the 256-element quantization blocks allow; the sliding window (8) and indexer
-/// top-k (4) are small so a few dozen tokens cross every boundary.
+/// with the indexer, a ratio-128 layer like Flash's plus a ratio-16 one (the same
+/// non-overlapping compressor, so that short prompts already emit several rows), hash-routed
+/// and score-routed MoE, 4 HC streams. Widths are the smallest the 256-element quantization
+/// blocks allow; the sliding window (8) and indexer top-k (4) are small so a few dozen tokens
+/// cross every boundary.
 pub fn tiny_config() -> ModelConfig {
     let n_layer = 6;
     ModelConfig {
@@ -86,7 +87,7 @@ pub fn tiny_config() -> ModelConfig {
             LayerKind::Window,
             LayerKind::Window,
             LayerKind::Csa,
-            LayerKind::Hca { ratio: 16 },
+            LayerKind::Hca { ratio: 128 },
             LayerKind::Csa,
             LayerKind::Hca { ratio: 16 },
         ],
