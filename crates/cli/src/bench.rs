@@ -1,0 +1,99 @@
+use anyhow::{bail, Context};
+use dsv4_gguf::{GgmlType, GgufFile};
+use dsv4_model::{Model, Numerics};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(short, long)]
+    model: PathBuf,
+    /// The text walked through; its tokens are fed in order.
+    #[arg(long, default_value = "../shared/bench/promessi_sposi.txt")]
+    text: PathBuf,
+    /// Context sizes (tokens) at which to stop and measure decoding; each interval between
+    /// frontiers is one timed prefill.
+    #[arg(long, value_delimiter = ',', default_value = "2048,4096,8192,16384,32768,65536")]
+    frontiers: Vec<usize>,
+    /// Greedy tokens decoded (and timed) at each frontier.
+    #[arg(long, default_value_t = 16)]
+    decode: usize,
+    /// Prefill chunk size.
+    #[arg(long, default_value_t = 512)]
+    chunk: usize,
+    #[arg(long)]
+    plain_numerics: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.frontiers.is_empty() || a.frontiers.windows(2).any(|w| w[0] >= w[1]) || a.chunk == 0 {
+        bail!("--frontiers must be increasing and --chunk positive");
+    }
+    let file = Arc::new(GgufFile::open(&a.model).with_context(|| format!("reading {}", a.model.display()))?);
+    let tok = crate::tokenize::from_gguf(&file)?;
+    let text = std::fs::read_to_string(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
+    let mut ids = vec![tok.specials().bos];
+    ids.extend(tok.encode(&text));
+    let need = a.frontiers.last().unwrap() + a.decode;
+    if ids.len() < need {
+        bail!("the text has {} tokens, the last frontier needs {need}", ids.len());
+    }
+    let name = file.get("general.name").and_then(|v| v.as_str()).unwrap_or("?").replace([',', '"'], " ");
+    let quant = match file.tensor("blk.0.ffn_gate_exps.weight").map(|t| t.ty()) {
+        Some(GgmlType::IQ2_XXS) => "q2",
+        Some(GgmlType::Q4_K) => "q4",
+        _ => "other",
+    };
+    let model = Model::from_file(file)?;
+    let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };
+    let machine = cpu_name();
+    let date = crate::today();
+    println!("date,machine,backend,threads,model,quant,layers,numerics,frontier,prefill_tokens,prefill_tps,decode_tokens,decode_tps");
+    let mut state = model.new_state();
+    let mut done = 0;
+    for &frontier in &a.frontiers {
+        let t = Instant::now();
+        let mut last = Vec::new();
+        while done < frontier {
+            let end = (done + a.chunk).min(frontier);
+            last = model.forward(&mut state, &ids[done..end], false, numerics)?.pop().unwrap();
+            done = end;
+        }
+        let prefill_s = t.elapsed().as_secs_f64();
+        // Decode from a copy so the next interval continues from the frontier itself.
+        let mut st = state.clone();
+        let t = Instant::now();
+        let mut logits = last;
+        for _ in 0..a.decode {
+            let next = argmax(&logits);
+            logits = model.forward(&mut st, &[next], false, numerics)?.pop().unwrap();
+        }
+        let decode_s = t.elapsed().as_secs_f64();
+        let prev = a.frontiers.iter().rev().find(|&&f| f < frontier).copied().unwrap_or(0);
+        println!(
+            "{date},{machine},cpu,{},{name},{quant},{},{},{frontier},{},{:.2},{},{:.3}",
+            rayon::current_num_threads(),
+            model.cfg.n_layer,
+            if a.plain_numerics { "plain" } else { "official" },
+            frontier - prev,
+            (frontier - prev) as f64 / prefill_s,
+            a.decode,
+            a.decode as f64 / decode_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown cpu".into())
+        .replace(',', " ")
+}
