@@ -1,0 +1,12 @@
+//! Turning a model into text: sampling, stop conditions and the generation loop over a live
+//! session. The server and the CLI drive generation through this crate and never see tensors.
+
+pub mod generate;
+pub mod loop_guard;
+pub mod sampler;
+pub mod stop;
+
+pub use generate::{Finish, GenError, Generation, GenerationParams, PrefillStats, Session, Step};
+pub use loop_guard::LoopGuard;
+pub use sampler::{Sampler, SamplingParams};
+pub use stop::StopMatcher;

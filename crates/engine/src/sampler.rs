@@ -1,0 +1,206 @@
+//! Token sampling: greedy, temperature, top-k, top-p and min-p, reproducible from a seed.
+//!
+//! Order of the filters (as ds4 and most servers apply them): top-k (if set) on the logits,
+//! softmax at the temperature, then keep tokens in descending probability while
+//! `p >= min_p · p_max` (the best token always survives) and until the kept mass reaches
+//! `top_p`, then draw proportionally from what is kept.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 (or less) means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 means off.
+    pub top_k: usize,
+    pub min_p: f32,
+    /// `None` draws a seed from the clock; a given seed makes the draw sequence reproducible.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    /// The defaults DeepSeek's hosted API and ds4 use: temperature 1, top-p 1, min-p 0.05.
+    fn default() -> Self {
+        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.05, seed: None }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        SamplingParams { temperature: 0.0, ..Default::default() }
+    }
+
+    /// Rejects values outside their meaningful ranges instead of sampling something odd.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.temperature.is_finite() || self.temperature > 100.0 {
+            return Err(format!("temperature {} is outside 0..=100", self.temperature));
+        }
+        if !(0.0..=1.0).contains(&self.top_p) || self.top_p.is_nan() {
+            return Err(format!("top_p {} is outside 0..=1", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) || self.min_p.is_nan() {
+            return Err(format!("min_p {} is outside 0..=1", self.min_p));
+        }
+        Ok(())
+    }
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+    /// Scratch reused across steps: (token, probability).
+    kept: Vec<(u32, f32)>,
+}
+
+/// The cap on top-k, so a huge k cannot turn every step into a full sort.
+const TOP_K_CAP: usize = 1024;
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Sampler {
+        let seed = params.seed.unwrap_or_else(|| {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            t.as_nanos() as u64 ^ (std::process::id() as u64) << 32
+        });
+        Sampler { params, rng: ChaCha8Rng::seed_from_u64(seed), kept: Vec::new() }
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks the next token. `force_greedy` overrides the temperature (DSML syntax is decoded
+    /// greedily even when its payloads are sampled).
+    pub fn sample(&mut self, logits: &[f32], force_greedy: bool) -> u32 {
+        let p = &self.params;
+        if force_greedy || p.temperature <= 0.0 || p.top_k == 1 {
+            return argmax(logits);
+        }
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() {
+            return argmax(logits);
+        }
+        let inv_t = 1.0 / p.temperature;
+        self.kept.clear();
+        if p.top_k > 0 {
+            let k = p.top_k.min(TOP_K_CAP).min(logits.len());
+            let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+            idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+            idx.truncate(k);
+            self.kept.extend(idx.into_iter().map(|t| (t, ((logits[t as usize] - max) * inv_t).exp())));
+        } else {
+            // Relative to the best token, a token whose probability falls under min_p can be
+            // dropped before normalising: p/p_max = exp((l - max)/T).
+            let floor = if p.min_p > 0.0 { p.min_p.ln() } else { f32::NEG_INFINITY };
+            for (t, &l) in logits.iter().enumerate() {
+                let z = (l - max) * inv_t;
+                if z >= floor {
+                    self.kept.push((t as u32, z.exp()));
+                }
+            }
+        }
+        let sum: f32 = self.kept.iter().map(|k| k.1).sum();
+        self.kept.iter_mut().for_each(|k| k.1 /= sum);
+        // Descending probability, ties by token id so the order is reproducible.
+        self.kept.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let pmax = self.kept[0].1;
+        let mut mass = 0.0;
+        let mut n = 0;
+        for &(_, prob) in &self.kept {
+            if n > 0 && (prob < p.min_p * pmax || mass >= p.top_p) {
+                break;
+            }
+            mass += prob;
+            n += 1;
+        }
+        let r: f32 = self.rng.gen::<f32>() * mass;
+        let mut acc = 0.0;
+        for &(t, prob) in &self.kept[..n] {
+            acc += prob;
+            if r < acc {
+                return t;
+            }
+        }
+        self.kept[n - 1].0
+    }
+}
+
+/// Index of the largest logit; the lowest index among equals.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(t: f32, top_p: f32, top_k: usize, min_p: f32) -> SamplingParams {
+        SamplingParams { temperature: t, top_p, top_k, min_p, seed: Some(42) }
+    }
+
+    fn counts(s: &mut Sampler, logits: &[f32], n: usize) -> Vec<usize> {
+        let mut c = vec![0; logits.len()];
+        for _ in 0..n {
+            c[s.sample(logits, false) as usize] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn greedy_and_forced_greedy_take_the_argmax() {
+        let logits = [0.1, 3.0, 2.9, -1.0];
+        assert_eq!(Sampler::new(SamplingParams::greedy()).sample(&logits, false), 1);
+        let mut s = Sampler::new(params(5.0, 1.0, 0, 0.0));
+        assert!((0..50).all(|_| s.sample(&logits, true) == 1));
+        assert_eq!(argmax(&[1.0, 5.0, 5.0]), 1, "ties go to the lower index");
+    }
+
+    #[test]
+    fn same_seed_same_draws() {
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 97) as f32 * 0.05).collect();
+        let mut a = Sampler::new(params(1.0, 0.95, 0, 0.0));
+        let mut b = Sampler::new(params(1.0, 0.95, 0, 0.0));
+        let da: Vec<u32> = (0..200).map(|_| a.sample(&logits, false)).collect();
+        let db: Vec<u32> = (0..200).map(|_| b.sample(&logits, false)).collect();
+        assert_eq!(da, db);
+        assert!(da.iter().collect::<std::collections::HashSet<_>>().len() > 10, "it really samples");
+    }
+
+    #[test]
+    fn temperature_one_follows_the_softmax() {
+        // p = [0.5, 0.25, 0.25] from logits ln 2, 0, 0.
+        let logits = [2f32.ln(), 0.0, 0.0];
+        let c = counts(&mut Sampler::new(params(1.0, 1.0, 0, 0.0)), &logits, 20_000);
+        let f: Vec<f64> = c.iter().map(|&x| x as f64 / 20_000.0).collect();
+        assert!((f[0] - 0.5).abs() < 0.02 && (f[1] - 0.25).abs() < 0.02, "{f:?}");
+    }
+
+    #[test]
+    fn filters_remove_the_tail() {
+        let logits = [3.0, 2.5, 0.0, -2.0, -5.0];
+        // min_p 0.2: p/p_max = exp(l - 3) >= 0.2 keeps only tokens 0 and 1.
+        let c = counts(&mut Sampler::new(params(1.0, 1.0, 0, 0.2)), &logits, 5000);
+        assert!(c[2] == 0 && c[3] == 0 && c[4] == 0 && c[0] > 0 && c[1] > 0, "{c:?}");
+        // top_k 2: the same two.
+        let c = counts(&mut Sampler::new(params(1.0, 1.0, 2, 0.0)), &logits, 5000);
+        assert!(c[2..].iter().all(|&x| x == 0) && c[1] > 0, "{c:?}");
+        // top_p 0.5: the best token alone holds more than half the mass.
+        let c = counts(&mut Sampler::new(params(1.0, 0.5, 0, 0.0)), &logits, 2000);
+        assert_eq!(c[0], 2000, "{c:?}");
+    }
+
+    #[test]
+    fn invalid_params_are_named() {
+        assert!(params(f32::NAN, 1.0, 0, 0.0).validate().unwrap_err().contains("temperature"));
+        assert!(params(1.0, 1.5, 0, 0.0).validate().unwrap_err().contains("top_p"));
+        assert!(params(1.0, 1.0, 0, -0.1).validate().unwrap_err().contains("min_p"));
+        assert!(SamplingParams::default().validate().is_ok());
+    }
+}

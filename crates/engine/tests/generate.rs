@@ -1,0 +1,129 @@
+//! The generation loop on the tiny synthetic model.
+
+use dsv4_engine::{Finish, Generation, GenerationParams, SamplingParams, Session};
+use dsv4_model::{Model, Numerics};
+use dsv4_synth::{Preset, SynthSpec};
+use dsv4_tokenizer::Tokenizer;
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+fn model() -> &'static (Model, Tokenizer) {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static M: OnceLock<(Model, Tokenizer)> = OnceLock::new();
+    M.get_or_init(|| {
+        let path = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join("tiny.gguf");
+        let spec = SynthSpec { preset: Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 11 };
+        dsv4_synth::write_model(&path, &spec).unwrap();
+        (Model::load(&path).unwrap(), Tokenizer::bundled().unwrap())
+    })
+}
+
+const CTX: usize = 4096;
+
+fn params(max_tokens: usize) -> GenerationParams {
+    GenerationParams { sampling: SamplingParams::greedy(), max_tokens, loop_guard: None, ..Default::default() }
+}
+
+fn prompt(tok: &Tokenizer, text: &str) -> Vec<u32> {
+    let s = tok.specials();
+    let mut ids = vec![s.bos, s.user];
+    ids.extend(tok.encode(text));
+    ids.extend([s.assistant, s.think_end]);
+    ids
+}
+
+fn generate(session: &mut Session, p: &[u32], gp: GenerationParams) -> (Vec<u32>, String, Finish, usize) {
+    let (m, tok) = model();
+    let no = AtomicBool::new(false);
+    let mut g = Generation::start(m, tok, session, p, gp, CTX, &no, &mut |_, _| {}).unwrap();
+    let reused = g.prefill.reused;
+    let mut text = String::new();
+    loop {
+        let s = g.next(false, &no).unwrap();
+        text.push_str(&s.text);
+        if let Some(f) = s.finish {
+            return (g.generated().to_vec(), text, f, reused);
+        }
+    }
+}
+
+#[test]
+fn greedy_generation_is_the_argmax_chain() {
+    let (m, tok) = model();
+    let p = prompt(tok, "Tell me about Lake Como.");
+    let (ids, text, finish, _) = generate(&mut Session::new(m), &p, params(12));
+    assert_eq!(finish, Finish::Length);
+    assert_eq!(ids.len(), 12);
+    let mut st = m.new_state();
+    let mut logits = m.forward(&mut st, &p, false, Numerics::Official).unwrap().pop().unwrap();
+    for &want in &ids {
+        let got = dsv4_engine::sampler::argmax(&logits);
+        assert_eq!(got, want);
+        logits = m.forward(&mut st, &[got], false, Numerics::Official).unwrap().pop().unwrap();
+    }
+    assert_eq!(text.as_bytes(), tok.decode(&ids).as_slice());
+}
+
+#[test]
+fn a_new_turn_only_prefills_its_own_tokens() {
+    let (m, tok) = model();
+    let first = prompt(tok, "First question?");
+    let mut live = Session::new(m);
+    let (ids1, _, _, reused) = generate(&mut live, &first, params(5));
+    assert_eq!(reused, 0);
+    let mut second = first.clone();
+    second.extend(&ids1);
+    second.extend(tok.encode(" and a follow-up"));
+    let held = live.tokens.len();
+    let (ids2, _, _, reused) = generate(&mut live, &second, params(6));
+    assert_eq!(reused, held, "the whole first turn is reused");
+    let (fresh, _, _, _) = generate(&mut Session::new(m), &second, params(6));
+    assert_eq!(ids2, fresh, "reusing the session changes nothing");
+}
+
+#[test]
+fn stop_strings_cut_the_text_and_finish() {
+    let (m, tok) = model();
+    let p = prompt(tok, "Count to ten.");
+    let (_, text, _, _) = generate(&mut Session::new(m), &p, params(24));
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() > 8, "{text:?}");
+    let stop: String = chars[5..8].iter().collect();
+    let before: String = text[..text.find(&stop).unwrap()].to_string();
+    let (_, cut, finish, _) = generate(&mut Session::new(m), &p, GenerationParams { stop: vec![stop], ..params(24) });
+    assert_eq!(finish, Finish::Stop);
+    assert_eq!(cut, before);
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_cancel_stops() {
+    let (m, tok) = model();
+    let p = prompt(tok, "Write freely.");
+    let sampled = GenerationParams {
+        sampling: SamplingParams { temperature: 1.0, seed: Some(9), ..Default::default() },
+        ..params(10)
+    };
+    let a = generate(&mut Session::new(m), &p, sampled.clone());
+    let b = generate(&mut Session::new(m), &p, sampled);
+    assert_eq!(a.0, b.0);
+
+    let cancel = AtomicBool::new(true);
+    let mut s = Session::new(m);
+    assert!(Generation::start(m, tok, &mut s, &p, params(4), CTX, &cancel, &mut |_, _| {}).is_err());
+    let no = AtomicBool::new(false);
+    let mut s = Session::new(m);
+    let mut g = Generation::start(m, tok, &mut s, &p, params(4), CTX, &no, &mut |_, _| {}).unwrap();
+    assert_eq!(g.next(false, &cancel).unwrap().finish, Some(Finish::Cancelled));
+}
+
+#[test]
+fn prompts_that_do_not_fit_are_refused() {
+    let (m, tok) = model();
+    let p = prompt(tok, "x");
+    let no = AtomicBool::new(false);
+    let mut s = Session::new(m);
+    assert!(Generation::start(m, tok, &mut s, &p, params(4), p.len(), &no, &mut |_, _| {}).is_err());
+    assert!(Generation::start(m, tok, &mut s, &[], params(4), CTX, &no, &mut |_, _| {}).is_err());
+    let bad = GenerationParams { sampling: SamplingParams { top_p: 2.0, ..Default::default() }, ..params(4) };
+    assert!(Generation::start(m, tok, &mut s, &p, bad, CTX, &no, &mut |_, _| {}).is_err());
+}
