@@ -239,13 +239,13 @@ impl ModelConfig {
     /// Cross-field checks: every shape the forward pass derives must be whole and non-empty.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |s: String| Err(ConfigError::Inconsistent(s));
-        if self.rope_dim % 2 != 0 || self.rope_dim > self.head_dim || self.rope_dim > self.indexer_head_dim {
+        if !self.rope_dim.is_multiple_of(2) || self.rope_dim > self.head_dim || self.rope_dim > self.indexer_head_dim {
             return bad(format!(
                 "rope dimension {} must be even and fit both the head ({}) and the indexer head ({})",
                 self.rope_dim, self.head_dim, self.indexer_head_dim
             ));
         }
-        if self.n_head % self.o_groups != 0 {
+        if !self.n_head.is_multiple_of(self.o_groups) {
             return bad(format!("{} heads do not split into {} output groups", self.n_head, self.o_groups));
         }
         if self.n_expert_used > self.n_expert {
@@ -258,7 +258,7 @@ impl ModelConfig {
             return bad(format!("the indexer's Hadamard transform needs a power-of-two head width, got {}", self.indexer_head_dim));
         }
         for (il, c) in self.swiglu_clamp.iter().enumerate() {
-            if !(*c > 0.0) {
+            if c.is_nan() || *c <= 0.0 {
                 return bad(format!("layer {il}: SwiGLU clamp {c} must be positive"));
             }
         }
@@ -388,7 +388,7 @@ impl ModelConfig {
 pub fn flash_layer_kind(il: usize) -> LayerKind {
     match il {
         0 | 1 => LayerKind::Window,
-        _ if il % 2 == 0 => LayerKind::Csa,
+        _ if il.is_multiple_of(2) => LayerKind::Csa,
         _ => LayerKind::Hca { ratio: 128 },
     }
 }

@@ -29,6 +29,9 @@ pub enum ForwardError {
     Hidden { expected: usize },
 }
 
+/// One `Vec` per token (logits or hidden states).
+pub type Rows = Vec<Vec<f32>>;
+
 /// The loaded MTP block (from its own GGUF).
 pub struct Mtp {
     _file: Arc<GgufFile>,
@@ -84,7 +87,7 @@ impl Model {
         all: bool,
         numerics: Numerics,
         keep_hidden: bool,
-    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), ForwardError> {
+    ) -> Result<(Rows, Rows), ForwardError> {
         self.check_tokens(tokens)?;
         let last = tokens.len().saturating_sub(1);
         Ok(self.runner(numerics).run_hidden(state, tokens, |i| all || i == last, keep_hidden))

@@ -92,7 +92,7 @@ mod tests {
     fn sinkhorn_is_nearly_doubly_stochastic() {
         let hc = 4;
         let m: Vec<f32> = (0..24).map(|i| ((i * 7919) % 13) as f32 * 0.3 - 1.5).collect();
-        let mx = mix(&m, &[0.7, 1.1, 1.3], &vec![0.1; 24], hc, 20, 1e-6);
+        let mx = mix(&m, &[0.7, 1.1, 1.3], &[0.1; 24], hc, 20, 1e-6);
         for b in 0..hc {
             let col: f32 = (0..hc).map(|a| mx.comb[a * hc + b]).sum();
             assert!((col - 1.0).abs() < 1e-5, "column {b} sums to {col}");
