@@ -9,7 +9,7 @@
 use crate::loop_guard::LoopGuard;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::stop::StopMatcher;
-use dsv4_model::{ForwardError, Model, Numerics, SessionState};
+use dsv4_model::{Checkpoint, ForwardError, Model, Numerics, SessionState};
 use dsv4_tokenizer::{IncrementalDecoder, Tokenizer};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -62,17 +62,53 @@ pub enum GenError {
     Cancelled,
 }
 
-/// A model state together with the tokens it has consumed.
+/// A model state together with the tokens it has consumed, and checkpoints to rewind to.
 pub struct Session {
     pub state: SessionState,
     pub tokens: Vec<u32>,
     /// Logits after the last consumed token, when known.
     last_logits: Option<Vec<f32>>,
+    /// Oldest first; every checkpoint's position is at most `tokens.len()`.
+    checkpoints: Vec<Checkpoint>,
 }
+
+/// A checkpoint is taken every this many tokens (a multiple of every compression ratio, though
+/// checkpoints work at any position) and where each prompt ends, since regenerating or editing
+/// the last turn rewinds there.
+pub const CHECKPOINT_INTERVAL: usize = 1024;
+/// Checkpoints kept per session, newest first to survive (a Flash checkpoint is ~20 MB).
+pub const MAX_CHECKPOINTS: usize = 16;
 
 impl Session {
     pub fn new(model: &Model) -> Session {
-        Session { state: model.new_state(), tokens: Vec::new(), last_logits: None }
+        Session { state: model.new_state(), tokens: Vec::new(), last_logits: None, checkpoints: Vec::new() }
+    }
+
+    fn take_checkpoint(&mut self) {
+        if self.checkpoints.last().is_some_and(|c| c.pos as usize == self.tokens.len()) {
+            return;
+        }
+        self.checkpoints.push(self.state.checkpoint());
+        if self.checkpoints.len() > MAX_CHECKPOINTS {
+            self.checkpoints.remove(0);
+        }
+    }
+
+    /// Goes back to the latest checkpoint at or before `pos`; returns the position reached
+    /// (0 when no checkpoint helps and the session starts over).
+    pub fn rewind(&mut self, model: &Model, pos: usize) -> usize {
+        self.last_logits = None;
+        self.checkpoints.retain(|c| c.pos as usize <= pos);
+        match self.checkpoints.last() {
+            Some(c) if self.state.restore(c).is_ok() => {
+                self.tokens.truncate(c.pos as usize);
+                self.tokens.len()
+            }
+            _ => {
+                self.reset(model);
+                0
+            }
+        }
     }
 
     /// Tokens `prompt` shares with what the session holds.
@@ -138,24 +174,34 @@ impl<'a> Generation<'a> {
         }
         let t0 = std::time::Instant::now();
         let mut common = session.common_prefix(prompt);
+        // A prompt that diverges from (or ends inside) what the session holds rewinds it; the
+        // last prompt token is always recomputed so its logits are at hand.
         if common < session.tokens.len() || (common == prompt.len() && session.last_logits.is_none()) {
-            // Rewinding a live session is a later capability; until then a diverging prompt
-            // starts the session over.
-            session.reset(model);
-            common = 0;
+            common = session.rewind(model, common.min(prompt.len() - 1));
         }
         let reused = common;
         let mut logits = session.last_logits.take().filter(|_| common == prompt.len());
         let todo = &prompt[common..];
         let mut done = 0;
-        for chunk in todo.chunks(params.prefill_chunk.max(1)) {
+        while done < todo.len() {
             if cancel.load(Ordering::Relaxed) {
                 // The session holds exactly what was prefilled so far.
                 return Err(GenError::Cancelled);
             }
+            // Chunks end at checkpoint positions so checkpoints land exactly on them: every
+            // interval, and just before the prompt's last token (a regeneration of this prompt
+            // then replays one token).
+            let pos = session.tokens.len();
+            let to_boundary = CHECKPOINT_INTERVAL - pos % CHECKPOINT_INTERVAL;
+            let before_last = (todo.len() - 1).checked_sub(done).filter(|&k| k > 0).unwrap_or(usize::MAX);
+            let n = params.prefill_chunk.max(1).min(to_boundary).min(before_last).min(todo.len() - done);
+            let chunk = &todo[done..done + n];
             logits = model.forward(&mut session.state, chunk, false, params.numerics)?.pop();
             session.tokens.extend_from_slice(chunk);
-            done += chunk.len();
+            done += n;
+            if session.tokens.len() % CHECKPOINT_INTERVAL == 0 || done == todo.len() - 1 {
+                session.take_checkpoint();
+            }
             progress(done, todo.len());
         }
         let prefill = PrefillStats { reused, prefilled: todo.len(), seconds: t0.elapsed().as_secs_f64() };
@@ -195,6 +241,9 @@ impl<'a> Generation<'a> {
         }
         self.logits = self.model.forward(&mut self.session.state, &[t], false, self.params.numerics)?.pop().unwrap();
         self.session.tokens.push(t);
+        if self.session.tokens.len() % CHECKPOINT_INTERVAL == 0 {
+            self.session.take_checkpoint();
+        }
         self.generated.push(t);
         let text = self.decoder.push(t);
         let out = self.stop.push(text.as_bytes());
@@ -212,6 +261,8 @@ impl<'a> Generation<'a> {
 
     fn end(&mut self, token: Option<u32>, mut emit: Vec<u8>, finish: Finish) -> Step {
         self.finished = true;
+        // The end of an answer is where the next turn's prompt will diverge if it is edited.
+        self.session.take_checkpoint();
         if finish != Finish::Stop {
             let tail = self.decoder.finish();
             emit.extend(self.stop.push(tail.as_bytes()).emit);

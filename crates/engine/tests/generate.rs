@@ -127,3 +127,24 @@ fn prompts_that_do_not_fit_are_refused() {
     let bad = GenerationParams { sampling: SamplingParams { top_p: 2.0, ..Default::default() }, ..params(4) };
     assert!(Generation::start(m, tok, &mut s, &p, bad, CTX, &no, &mut |_, _| {}).is_err());
 }
+
+/// Regenerating, or editing the last turn, rewinds the live session to where the prompts
+/// diverge instead of prefilling everything again, and the result equals a fresh session's.
+#[test]
+fn edits_and_regenerations_rewind_the_live_session() {
+    let (m, tok) = model();
+    let first = prompt(tok, "Describe the river Adda in detail, please.");
+    let mut live = Session::new(m);
+    let (a, _, _, _) = generate(&mut live, &first, params(6));
+    // Regenerate: the same prompt again reuses everything but its last token.
+    let (b, _, _, reused) = generate(&mut live, &first, params(6));
+    assert_eq!(a, b);
+    assert_eq!(reused, first.len() - 1);
+    // Edit the last turn: a different user message shares only the template's start.
+    let edited = prompt(tok, "Describe the river Ticino in detail, please.");
+    let shared = first.iter().zip(&edited).take_while(|(x, y)| x == y).count();
+    let (c, _, _, reused) = generate(&mut live, &edited, params(6));
+    let (fresh, _, _, _) = generate(&mut Session::new(m), &edited, params(6));
+    assert_eq!(c, fresh);
+    assert!(reused <= shared);
+}

@@ -25,4 +25,4 @@ pub use layout::{ExpertMix, LayoutIssue, TensorSpec};
 pub use model::{ForwardError, LoadError, Model, Mtp};
 pub use mtp::MtpState;
 pub use numerics::Numerics;
-pub use state::SessionState;
+pub use state::{Checkpoint, SessionState};

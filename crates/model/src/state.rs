@@ -191,3 +191,74 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 }
+
+/// The part of a session's state that later tokens overwrite, captured at one position so the
+/// session can be rewound there without replaying from the start. Compressed and indexer rows
+/// are append-only, so only their counts are kept: rewinding truncates them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub pos: u64,
+    layers: Vec<LayerCheckpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct LayerCheckpoint {
+    raw: Vec<f32>,
+    comp_len: usize,
+    index_len: usize,
+    compressor: Option<Frontier>,
+    indexer: Option<Frontier>,
+}
+
+impl Checkpoint {
+    /// Bytes this checkpoint holds (for memory budgeting).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| {
+                let f = |f: &Option<Frontier>| f.as_ref().map_or(0, |f| f.kv.len() + f.score.len());
+                4 * (l.raw.len() + f(&l.compressor) + f(&l.indexer))
+            })
+            .sum()
+    }
+}
+
+impl SessionState {
+    pub fn checkpoint(&self) -> Checkpoint {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerCheckpoint {
+                raw: l.raw.clone(),
+                comp_len: l.comp_rows.len(),
+                index_len: l.index_rows.len(),
+                compressor: l.compressor.clone(),
+                indexer: l.indexer.clone(),
+            })
+            .collect();
+        Checkpoint { pos: self.pos, layers }
+    }
+
+    /// Goes back to `c`, which must have been taken from this session at or before its
+    /// current position, with the same tokens since (the caller's duty: rows emitted after
+    /// the checkpoint are dropped, rows before it are trusted).
+    pub fn restore(&mut self, c: &Checkpoint) -> Result<(), StateError> {
+        let fits = c.pos <= self.pos
+            && c.layers.len() == self.layers.len()
+            && c.layers.iter().zip(&self.layers).all(|(cl, l)| {
+                cl.raw.len() == l.raw.len() && cl.comp_len <= l.comp_rows.len() && cl.index_len <= l.index_rows.len()
+            });
+        if !fits {
+            return Err(StateError::Geometry);
+        }
+        for (cl, l) in c.layers.iter().zip(&mut self.layers) {
+            l.raw.copy_from_slice(&cl.raw);
+            l.comp_rows.truncate(cl.comp_len);
+            l.index_rows.truncate(cl.index_len);
+            l.compressor = cl.compressor.clone();
+            l.indexer = cl.indexer.clone();
+        }
+        self.pos = c.pos;
+        Ok(())
+    }
+}

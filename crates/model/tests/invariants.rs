@@ -180,3 +180,29 @@ fn mtp_block_is_chunking_invariant_and_uses_token_and_hidden() {
     let mut ms = m.new_mtp_state();
     assert!(m.forward_mtp(mtp, &mut ms, &toks[..2], &hidden[..1], Numerics::Official).is_err());
 }
+
+/// Checkpoints at any position (aligned to a compression window or not) restore a state from
+/// which continuing gives exactly the uninterrupted run's logits.
+#[test]
+fn checkpoints_rewind_to_any_position() {
+    let m = model();
+    let toks = tokens(150);
+    let whole = run_chunked(m, &toks, 150, Numerics::Official);
+    let mut st = m.new_state();
+    let mut cps = Vec::new();
+    for (i, &t) in toks.iter().enumerate() {
+        if [0, 3, 16, 61, 128, 131].contains(&i) {
+            cps.push(st.checkpoint());
+        }
+        m.forward(&mut st, &[t], false, Numerics::Official).unwrap();
+    }
+    for c in cps.iter().rev() {
+        st.restore(c).unwrap();
+        let p = c.pos as usize;
+        let again = m.forward(&mut st, &toks[p..], true, Numerics::Official).unwrap();
+        assert_same(&whole[p..], &again, &format!("rewound to {p}"));
+    }
+    // A checkpoint from the future cannot be restored.
+    let mut fresh = m.new_state();
+    assert!(fresh.restore(cps.last().unwrap()).is_err());
+}
