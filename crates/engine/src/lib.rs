@@ -3,10 +3,12 @@
 
 pub mod generate;
 pub mod loop_guard;
+pub mod plan;
 pub mod sampler;
 pub mod stop;
 
 pub use generate::{Finish, GenError, Generation, GenerationParams, PrefillStats, Session, Step};
 pub use loop_guard::LoopGuard;
+pub use plan::MemoryPlan;
 pub use sampler::{Sampler, SamplingParams};
 pub use stop::StopMatcher;

@@ -1,0 +1,110 @@
+//! The memory a model needs at a given context, computed before anything is loaded, so a
+//! configuration that cannot fit is refused with numbers instead of failing half-way.
+
+use crate::generate::MAX_CHECKPOINTS;
+use dsv4_model::{LayerKind, ModelConfig};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    pub ctx: usize,
+    /// Weight bytes (the GGUF's tensor data).
+    pub weights: u64,
+    /// Session state at a full context: raw windows, compressed and indexer rows, frontiers.
+    pub kv: u64,
+    /// Rewind checkpoints a session keeps.
+    pub checkpoints: u64,
+    /// Activations of one prefill chunk.
+    pub buffers: u64,
+}
+
+impl MemoryPlan {
+    /// The CPU backend's plan: state is f32, weights are read in place from the mapped file.
+    pub fn cpu(cfg: &ModelConfig, weights: u64, ctx: usize, prefill_chunk: usize) -> MemoryPlan {
+        let (d, id, f) = (cfg.head_dim as u64, cfg.indexer_head_dim as u64, 4u64);
+        let ctx64 = ctx as u64;
+        let raw = cfg.sliding_window as u64 * d * f;
+        let mut kv = 0;
+        let mut frontier = 0;
+        for kind in &cfg.layer_kinds {
+            kv += raw;
+            match *kind {
+                LayerKind::Window => {}
+                LayerKind::Csa => {
+                    kv += ctx64.div_ceil(4) * (d + id) * f;
+                    frontier += 2 * 8 * (2 * d + 2 * id) * f;
+                }
+                LayerKind::Hca { ratio } => {
+                    kv += ctx64.div_ceil(ratio as u64) * d * f;
+                    frontier += 2 * ratio as u64 * d * f;
+                }
+            }
+        }
+        let checkpoints = MAX_CHECKPOINTS as u64 * (cfg.n_layer as u64 * raw + frontier);
+        let width = (4 * cfg.hc_count * cfg.n_embd + 3 * cfg.n_head * cfg.head_dim) as u64;
+        let buffers = prefill_chunk as u64 * width * f + cfg.vocab_size as u64 * f * 2;
+        MemoryPlan { ctx, weights, kv: kv + frontier, checkpoints, buffers }
+    }
+
+    /// Memory the plan must hold beyond the mapped weights.
+    pub fn working_set(&self) -> u64 {
+        self.kv + self.checkpoints + self.buffers
+    }
+
+    /// Refuses a plan whose working set exceeds `available` bytes of memory.
+    pub fn check(&self, available: Option<u64>) -> Result<(), String> {
+        match available {
+            Some(avail) if self.working_set() > avail => Err(format!(
+                "a {}-token context needs {} of session memory ({} KV, {} checkpoints, {} buffers) but only {} is available; \
+                 use a smaller --ctx",
+                self.ctx,
+                gib(self.working_set()),
+                gib(self.kv),
+                gib(self.checkpoints),
+                gib(self.buffers),
+                gib(avail)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "memory plan at ctx {}: weights {} (mapped), KV {}, checkpoints {}, buffers {}",
+            self.ctx,
+            gib(self.weights),
+            gib(self.kv),
+            gib(self.checkpoints),
+            gib(self.buffers)
+        )
+    }
+}
+
+pub fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// `MemAvailable` from /proc/meminfo, where there is one.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flash_at_one_million_tokens_matches_the_spec_arithmetic() {
+        // ARCH.md §5: compressed rows 21·262,146·512·4 + 20·8,194·512·4 ≈ 11.61 GB and indexer
+        // rows 21·262,146·128·4 ≈ 2.82 GB (with two spare rows per layer there).
+        let p = MemoryPlan::cpu(&ModelConfig::flash(43), 0, 1 << 20, 512);
+        let rows = 21 * 262_144 * 512 * 4 + 20 * 8_192 * 512 * 4 + 21 * 262_144 * 128 * 4u64;
+        let raw = 43 * 128 * 512 * 4u64;
+        assert!(p.kv >= rows + raw && p.kv < rows + raw + 20_000_000, "{}", p.kv);
+        assert!(p.check(Some(1 << 30)).unwrap_err().contains("use a smaller --ctx"));
+        assert!(p.check(Some(1 << 40)).is_ok());
+        assert!(p.check(None).is_ok());
+    }
+}
