@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod download;
 mod inspect;
 mod logits;
 mod synth;
@@ -31,6 +32,8 @@ enum Command {
     Logits(logits::Args),
     /// Measure prefill and decode speed at growing context; CSV on stdout.
     Bench(bench::Args),
+    /// Fetch one of antirez's published GGUF files (resumable, checksum-verified).
+    Download(download::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Download(a) => download::run(a),
     };
     match result {
         Ok(code) => code,

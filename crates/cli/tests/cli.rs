@@ -182,3 +182,65 @@ fn logits_rejects_bad_token_lists() {
         assert!(text(&o.stderr).starts_with("dsv4: "), "{}", text(&o.stderr));
     }
 }
+
+/// Serves `body` at `/antirez/deepseek-v4-gguf/resolve/main/<name>` (with the checksum header
+/// Hugging Face sends) and 404 elsewhere, for `requests` connections.
+fn serve_one(name: &'static str, body: Vec<u8>, requests: usize) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&body))
+    };
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut s = stream.unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let head = line.starts_with("HEAD");
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let want = format!("/antirez/deepseek-v4-gguf/resolve/main/{name}");
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            if path == want {
+                let hdr = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Linked-Etag: \"{sha}\"\r\nX-Linked-Size: {}\r\nConnection: close\r\n\r\n",
+                    body.len(),
+                    body.len()
+                );
+                s.write_all(hdr.as_bytes()).unwrap();
+                if !head {
+                    s.write_all(&body).unwrap();
+                }
+            } else {
+                s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn download_fetches_and_verifies_from_a_local_hub() {
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let name = "DeepSeek-V4-Flash-MTP-Q4K-Q8_0-F32.gguf";
+    let base = serve_one(name, body.clone(), 8);
+    let dir = scratch().join("downloads");
+    let o = dsv4(&["download", "mtp", "--dir", dir.to_str().unwrap(), "--base-url", &base]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("verified"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(dir.join(name)).unwrap(), body);
+
+    let o = dsv4(&["download", "q4", "--dir", dir.to_str().unwrap(), "--base-url", &base]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("404") || text(&o.stderr).to_lowercase().contains("not found"), "{}", text(&o.stderr));
+    let o = dsv4(&["download", "q3", "--dir", dir.to_str().unwrap(), "--base-url", &base]);
+    assert!(!o.status.success());
+}
