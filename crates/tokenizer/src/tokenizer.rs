@@ -260,7 +260,7 @@ impl Tokenizer {
         let mut hf = tokenizers::Tokenizer::new(bpe);
         hf.with_pre_tokenizer(Some(pre));
         // One call: each call rebuilds the added-token matchers.
-        hf.add_tokens(&added);
+        hf.add_tokens(added.iter().cloned()).map_err(|e| TokenizerError::Hf(e.to_string()))?;
         for (i, t) in added.iter().enumerate() {
             // Guard against the added vocabulary renumbering a token.
             match hf.token_to_id(&t.content) {
