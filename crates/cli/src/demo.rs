@@ -27,7 +27,8 @@ fn demo_path() -> PathBuf {
     base.join("dsv4").join("demo-tiny-q2-seed0.gguf")
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+/// The demo model's path, generating it on first use.
+pub fn ensure_demo_model() -> anyhow::Result<PathBuf> {
     let path = demo_path();
     if !path.exists() {
         std::fs::create_dir_all(path.parent().unwrap())?;
@@ -35,6 +36,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let spec = SynthSpec { preset: Preset::Tiny, mix: ExpertMix::Q2, seed: 0 };
         dsv4_synth::write_model(&path, &spec)?;
     }
+    Ok(path)
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let path = ensure_demo_model()?;
     let file = Arc::new(GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?);
     let tok = crate::tokenize::from_gguf(&file)?;
     let model = Model::from_file(file)?;

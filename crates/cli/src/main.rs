@@ -1,15 +1,18 @@
 //! `dsv4`: one binary, one subcommand per job.
 
 mod bench;
+mod chat;
 mod demo;
 mod download;
 mod inspect;
 mod logits;
 mod synth;
+mod test_vectors;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Parser)]
 #[command(name = "dsv4", version, about = "DeepSeek V4 Flash inference engine")]
@@ -20,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chat with the model: one-shot with -p, otherwise an interactive REPL.
+    Chat(chat::Args),
     /// Generate from the built-in tiny demo model (synthetic weights: the output is noise).
     Demo(demo::Args),
     /// Write a synthetic model in antirez's GGUF layout (random weights, real shapes).
@@ -34,11 +39,25 @@ enum Command {
     Bench(bench::Args),
     /// Fetch one of antirez's published GGUF files (resumable, checksum-verified).
     Download(download::Args),
+    /// Check prompt rendering (and, with a real model, greedy decoding) against the official
+    /// DeepSeek V4 Flash test vectors.
+    TestVectors(test_vectors::Args),
 }
+
+/// Set by Ctrl+C; generation checks it between tokens and prefill between chunks.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl+C stops the work in progress instead of killing the process; a second Ctrl+C
+    // while nothing noticed the first still exits.
+    let _ = ctrlc::set_handler(|| {
+        if CANCEL.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
     let result = match cli.command {
+        Command::Chat(a) => chat::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Inspect(a) => inspect::run(a),
@@ -46,6 +65,7 @@ fn main() -> ExitCode {
         Command::Logits(a) => logits::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Download(a) => download::run(a),
+        Command::TestVectors(a) => test_vectors::run(a),
     };
     match result {
         Ok(code) => code,

@@ -379,6 +379,16 @@ impl Tokenizer {
         self.hf.token_to_id(piece)
     }
 
+    /// The token whose decoded bytes are exactly `bytes`: a normal token through its
+    /// byte-level spelling, else an added token spelled literally.
+    pub fn token_to_id_bytes(&self, bytes: &[u8]) -> Option<u32> {
+        let piece: String = bytes.iter().map(|&b| crate::byte_level::byte_to_char(b)).collect();
+        self.hf
+            .token_to_id(&piece)
+            .filter(|&id| !self.is_added(id))
+            .or_else(|| std::str::from_utf8(bytes).ok().and_then(|s| self.hf.token_to_id(s)).filter(|&id| self.is_added(id)))
+    }
+
     pub fn specials(&self) -> Specials {
         self.specials
     }

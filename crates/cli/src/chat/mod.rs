@@ -1,0 +1,185 @@
+//! `dsv4 chat`: one-shot (`-p`) or an interactive REPL on a live session, with the official
+//! prompt rendering, streaming display (reasoning dimmed on a terminal) and diagnostics.
+
+mod diag;
+mod repl;
+mod turn;
+
+use anyhow::{bail, Context};
+use dsv4_chat::ThinkingMode;
+use dsv4_engine::{GenerationParams, LoopGuard, MemoryPlan, SamplingParams};
+use dsv4_gguf::GgufFile;
+use dsv4_model::{Model, Numerics};
+use dsv4_tokenizer::Tokenizer;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// Model file (default: $DSV4_MODEL, ./ds4flash.gguf, then the per-user data dir).
+    #[arg(short, long)]
+    pub model: Option<PathBuf>,
+    /// Use the built-in tiny synthetic model (its output is noise).
+    #[arg(long)]
+    pub demo: bool,
+    /// One-shot: answer this prompt and exit.
+    #[arg(short, long)]
+    pub prompt: Option<String>,
+    /// One-shot from a file.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// System prompt ("" for none).
+    #[arg(long = "system", default_value = "")]
+    pub system: String,
+    /// Thinking (the default).
+    #[arg(long)]
+    pub think: bool,
+    /// Maximum reasoning effort (only when the context is large enough; see --ctx).
+    #[arg(long)]
+    pub think_max: bool,
+    /// No thinking.
+    #[arg(long)]
+    pub nothink: bool,
+    /// Context size in tokens.
+    #[arg(short, long, default_value_t = 32768)]
+    pub ctx: usize,
+    /// Maximum tokens per answer.
+    #[arg(short = 'n', long, default_value_t = 8192)]
+    pub tokens: usize,
+    /// Temperature (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    pub temp: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Disable the guard that stops endless verbatim loops.
+    #[arg(long)]
+    pub no_loop_guard: bool,
+    /// Compute what transformers computes in float32.
+    #[arg(long)]
+    pub plain_numerics: bool,
+    /// Tokenize the prompt exactly as written (special tokens recognised), print ids and
+    /// pieces, and exit.
+    #[arg(long)]
+    pub dump_tokens: bool,
+    /// Greedy continuation with the top-k log-probabilities of each step, as JSON in the shape
+    /// of the official test vectors.
+    #[arg(long)]
+    pub dump_logprobs: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    pub logprobs_top_k: usize,
+    /// Append rendered prompts, cache decisions and generated text (JSON lines) to this file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+impl Args {
+    fn thinking(&self) -> anyhow::Result<ThinkingMode> {
+        match (self.think, self.think_max, self.nothink) {
+            (_, false, false) => Ok(ThinkingMode::High),
+            (false, true, false) => Ok(ThinkingMode::Max),
+            (false, false, true) => Ok(ThinkingMode::NonThink),
+            _ => bail!("choose one of --think, --think-max, --nothink"),
+        }
+    }
+
+    fn one_shot_prompt(&self) -> anyhow::Result<Option<String>> {
+        match (&self.prompt, &self.prompt_file) {
+            (Some(_), Some(_)) => bail!("give either -p or --prompt-file, not both"),
+            (Some(p), None) => Ok(Some(p.clone())),
+            (None, Some(f)) => Ok(Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn generation(&self) -> anyhow::Result<GenerationParams> {
+        let sampling =
+            SamplingParams { temperature: self.temp, top_p: self.top_p, top_k: self.top_k, min_p: self.min_p, seed: self.seed };
+        sampling.validate().map_err(anyhow::Error::msg)?;
+        Ok(GenerationParams {
+            sampling,
+            max_tokens: self.tokens,
+            stop: Vec::new(),
+            loop_guard: (!self.no_loop_guard).then(LoopGuard::default),
+            numerics: self.numerics(),
+            prefill_chunk: 512,
+        })
+    }
+
+    fn numerics(&self) -> Numerics {
+        if self.plain_numerics { Numerics::Plain } else { Numerics::Official }
+    }
+}
+
+/// What every chat mode needs: the model, its tokenizer and the prompt encoder.
+pub struct Loaded {
+    pub model: Model,
+    pub tok: Arc<Tokenizer>,
+    pub encoder: dsv4_chat::PromptEncoder,
+}
+
+fn model_path(a: &Args) -> anyhow::Result<PathBuf> {
+    if a.demo {
+        if a.model.is_some() {
+            bail!("--demo and --model exclude each other");
+        }
+        return crate::demo::ensure_demo_model();
+    }
+    Ok(dsv4_download::find_model(a.model.as_deref())?)
+}
+
+pub fn load(a: &Args) -> anyhow::Result<Loaded> {
+    let path = model_path(a)?;
+    let file = Arc::new(GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?);
+    let tok = Arc::new(crate::tokenize::from_gguf(&file)?);
+    let cfg = dsv4_model::ModelConfig::from_metadata(file.metadata())?;
+    if a.ctx < 16 || a.ctx as u64 > cfg.context_length {
+        bail!("--ctx {} is outside 16..={}", a.ctx, cfg.context_length);
+    }
+    let weights: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
+    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, 512);
+    eprintln!("{}", plan.summary());
+    plan.check(dsv4_engine::plan::available_memory()).map_err(anyhow::Error::msg)?;
+    let t = std::time::Instant::now();
+    let model = Model::from_file(file)?;
+    eprintln!("loaded {} ({} layers) in {:.1} s", path.display(), model.cfg.n_layer, t.elapsed().as_secs_f64());
+    if a.demo {
+        eprintln!("demo model: synthetic random weights with the real vocabulary; its text is noise.");
+    }
+    let encoder = dsv4_chat::PromptEncoder::new(tok.clone(), a.ctx as u32);
+    Ok(Loaded { model, tok, encoder })
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let mode = a.thinking()?;
+    let gen = a.generation()?;
+    let one_shot = a.one_shot_prompt()?;
+    if a.dump_tokens {
+        let text = one_shot.context("--dump-tokens needs -p or --prompt-file")?;
+        let path = model_path(&a)?;
+        let file = GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        diag::dump_tokens(&crate::tokenize::from_gguf(&file)?, &text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = load(&a)?;
+    let mut trace = diag::Trace::open(a.trace.as_deref())?;
+    if let Some(out) = &a.dump_logprobs {
+        let text = one_shot.context("--dump-logprobs needs -p or --prompt-file")?;
+        diag::dump_logprobs(&loaded, &a, mode, &text, out, &mut trace)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match one_shot {
+        Some(text) => {
+            let mut chat = turn::Chat::new(&loaded, &a, mode, gen);
+            chat.turn(&text, &mut trace, &crate::CANCEL)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => repl::run(&loaded, &a, mode, gen, &mut trace),
+    }
+}
