@@ -47,15 +47,27 @@ enum Command {
 /// Set by Ctrl+C; generation checks it between tokens and prefill between chunks.
 pub static CANCEL: AtomicBool = AtomicBool::new(false);
 
+extern "C" fn on_sigint(_: libc::c_int) {
+    // Only an atomic swap and _exit: both are async-signal-safe. A second Ctrl+C while
+    // nothing noticed the first still ends the process.
+    if CANCEL.swap(true, Ordering::Relaxed) {
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Makes Ctrl+C stop the work in progress instead of killing the process. Line editors
+/// install their own SIGINT handler while they run, so the REPL calls this again after each
+/// line it reads.
+pub fn install_sigint() {
+    // SAFETY: `on_sigint` is async-signal-safe (see above) and lives for the whole process.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Ctrl+C stops the work in progress instead of killing the process; a second Ctrl+C
-    // while nothing noticed the first still exits.
-    let _ = ctrlc::set_handler(|| {
-        if CANCEL.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-    });
+    install_sigint();
     let result = match cli.command {
         Command::Chat(a) => chat::run(a),
         Command::Demo(a) => demo::run(a),

@@ -38,6 +38,7 @@ pub fn run(loaded: &Loaded, a: &Args, mode: ThinkingMode, gen: GenerationParams,
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
         };
+        crate::install_sigint();
         let line = line.trim_end().to_string();
         if line.trim().is_empty() {
             continue;
