@@ -165,7 +165,9 @@ fn write_file(
     for t in tensors {
         w.add_tensor(&t.name, &t.dims, t.ty)?;
     }
-    let tmp = path.with_extension("gguf.partial");
+    // Per-process temporary name: concurrent writers of the same file (tests, two shells
+    // generating the demo model) must not interleave their bytes; the last rename wins whole.
+    let tmp = path.with_extension(format!("gguf.partial.{}", std::process::id()));
     let file = std::fs::File::create(&tmp)?;
     let mut stream = w.begin(BufWriter::with_capacity(8 << 20, file))?;
     let mut tensor_bytes = 0;
