@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
-use crate::kernels::{KernelSource, COMMON_HEADER};
+use crate::kernels::{common_header, KernelSource};
 use crate::nvrtc;
 
 pub const CACHE_ENV: &str = "DSV4_KERNEL_CACHE";
@@ -27,7 +27,11 @@ pub fn default_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
     Some(base.join("dsv4").join("kernels"))
 }
 
@@ -40,7 +44,7 @@ pub fn key(src: &KernelSource, arch: u32, nvrtc_version: (i32, i32)) -> String {
         h.update(b);
     };
     part(src.code.as_bytes());
-    part(COMMON_HEADER.as_bytes());
+    part(common_header().as_bytes());
     for o in nvrtc::options(arch) {
         part(o.as_bytes());
     }
@@ -50,14 +54,20 @@ pub fn key(src: &KernelSource, arch: u32, nvrtc_version: (i32, i32)) -> String {
 
 /// The file a source's CUBIN is kept in: readable name plus the key.
 fn entry(dir: &Path, src: &KernelSource, arch: u32, key: &str) -> PathBuf {
-    let stem: String = src.path.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let stem: String = src
+        .path
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
     dir.join(format!("{stem}-sm{arch}-{}.cubin", &key[..32]))
 }
 
 /// The CUBIN of `src` for `sm_<arch>`, from `dir` when present, else compiled (and stored
 /// when `dir` is writable).
 pub fn get_or_compile(dir: Option<&Path>, src: &KernelSource, arch: u32) -> Result<Vec<u8>> {
-    let Some(dir) = dir else { return nvrtc::compile(src, arch) };
+    let Some(dir) = dir else {
+        return nvrtc::compile(src, arch);
+    };
     let key = key(src, arch, nvrtc::version()?);
     let path = entry(dir, src, arch, &key);
     if let Ok(bytes) = std::fs::read(&path) {

@@ -4,13 +4,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{CUdevice_attribute, CUresult};
-use cudarc::driver::{CudaContext, CudaModule, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaModule, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 
 use crate::buffer::{padded_len, DeviceBuffer};
+use crate::cache;
 use crate::error::{CudaError, Result};
 use crate::kernels::KernelSource;
-use crate::cache;
 
 /// Whether libcuda (the NVIDIA driver's user-space library) can be loaded here. Never panics.
 pub fn driver_present() -> bool {
@@ -46,7 +48,11 @@ pub struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gpu({}: {}, sm_{}{})", self.index, self.name, self.cc.0, self.cc.1)
+        write!(
+            f,
+            "Gpu({}: {}, sm_{}{})",
+            self.index, self.name, self.cc.0, self.cc.1
+        )
     }
 }
 
@@ -66,13 +72,30 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         let cc = ctx.compute_capability()?;
         if cc.0 < 8 {
-            return Err(CudaError::UnsupportedArch { index, major: cc.0, minor: cc.1 });
+            return Err(CudaError::UnsupportedArch {
+                index,
+                major: cc.0,
+                minor: cc.1,
+            });
         }
         let name = ctx.name()?;
-        let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
-        let l2_bytes = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?.max(0) as usize;
+        let sm_count = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            .max(1) as usize;
+        let l2_bytes = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?
+            .max(0) as usize;
         let stream = ctx.default_stream();
-        Ok(Gpu { ctx, stream, index, name, cc, sm_count, l2_bytes, cache_dir: cache::default_dir() })
+        Ok(Gpu {
+            ctx,
+            stream,
+            index,
+            name,
+            cc,
+            sm_count,
+            l2_bytes,
+            cache_dir: cache::default_dir(),
+        })
     }
 
     pub fn index(&self) -> usize {
@@ -121,7 +144,7 @@ impl Gpu {
 
     /// Compiles `src` for this device (through the disk cache) and loads it.
     pub fn load_module(&self, src: &KernelSource) -> Result<Arc<CudaModule>> {
-        let cubin = cache::get_or_compile(self.cache_dir.as_deref(), src, self.arch())?;
+        let cubin = cache::get_or_compile(self.cache_dir.as_deref(), &src.resolved(), self.arch())?;
         Ok(self.ctx.load_module(Ptx::from_binary(cubin))?)
     }
 
@@ -136,15 +159,28 @@ impl Gpu {
     }
 
     /// A zeroed device buffer of `len` elements.
-    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<DeviceBuffer<T>> {
-        let slice = self.stream.alloc_zeros::<T>(padded_len(len, std::mem::size_of::<T>()))?;
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> Result<DeviceBuffer<T>> {
+        let slice = self
+            .stream
+            .alloc_zeros::<T>(padded_len(len, std::mem::size_of::<T>()))?;
         Ok(DeviceBuffer { slice, len })
     }
 
     /// Copies `src` into the existing buffer `dst` (same length).
-    pub fn copy_to_device<T: DeviceRepr>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
+    pub fn copy_to_device<T: DeviceRepr>(
+        &self,
+        src: &[T],
+        dst: &mut DeviceBuffer<T>,
+    ) -> Result<()> {
         if src.len() != dst.len() {
-            return Err(CudaError::Shape(format!("copy of {} elements into a buffer of {}", src.len(), dst.len())));
+            return Err(CudaError::Shape(format!(
+                "copy of {} elements into a buffer of {}",
+                src.len(),
+                dst.len()
+            )));
         }
         if !src.is_empty() {
             self.stream.memcpy_htod(src, &mut dst.view_mut())?;
@@ -153,7 +189,10 @@ impl Gpu {
     }
 
     /// Copies a buffer back to the host, after all work queued before it.
-    pub fn download<T: DeviceRepr + Default + Clone>(&self, buf: &DeviceBuffer<T>) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr + Default + Clone>(
+        &self,
+        buf: &DeviceBuffer<T>,
+    ) -> Result<Vec<T>> {
         let mut out = vec![T::default(); buf.len()];
         if !out.is_empty() {
             self.stream.memcpy_dtoh(&buf.view(), &mut out)?;

@@ -15,17 +15,30 @@ pub enum CudaError {
     NoDevice { index: usize, count: usize },
     /// The device is older than the kernels support.
     #[error("CUDA device {index} is sm_{major}{minor}; dsv4 kernels need sm_80 or newer")]
-    UnsupportedArch { index: usize, major: i32, minor: i32 },
+    UnsupportedArch {
+        index: usize,
+        major: i32,
+        minor: i32,
+    },
     #[error("CUDA driver call failed: {0}")]
     Driver(#[from] cudarc::driver::DriverError),
     /// libnvrtc could not be loaded from any of the places searched.
-    #[error("NVRTC (libnvrtc.so) was not found; searched: {searched}. Set DSV4_NVRTC_LIB to its path")]
+    #[error(
+        "NVRTC (libnvrtc.so) was not found; searched: {searched}. Set DSV4_NVRTC_LIB to its path"
+    )]
     NoNvrtc { searched: String },
     #[error("NVRTC call {call} failed: {code:?}")]
-    Nvrtc { call: &'static str, code: cudarc::nvrtc::sys::nvrtcResult },
+    Nvrtc {
+        call: &'static str,
+        code: cudarc::nvrtc::sys::nvrtcResult,
+    },
     /// A kernel source did not compile; `log` is NVRTC's diagnostic output.
     #[error("NVRTC could not compile {source_name} for {arch}:\n{log}")]
-    Compile { source_name: &'static str, arch: String, log: String },
+    Compile {
+        source_name: &'static str,
+        arch: String,
+        log: String,
+    },
     #[error("kernel function {0} is missing from its module")]
     MissingKernel(String),
     #[error("{0} is not supported by the CUDA kernels")]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod kernels;
 pub mod nvrtc;
 pub mod quant;
+pub mod util;
 
 pub use buffer::DeviceBuffer;
 pub use device::{device_count, driver_present, Gpu};

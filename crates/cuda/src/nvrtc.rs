@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use cudarc::nvrtc::sys as nv;
 
 use crate::error::{CudaError, Result};
-use crate::kernels::{KernelSource, COMMON_HEADER, COMMON_HEADER_NAME};
+use crate::kernels::{common_header, KernelSource, COMMON_HEADER_NAME};
 
 /// Environment variable naming libnvrtc's path (for example the compile-check venv's).
 pub const NVRTC_LIB_ENV: &str = "DSV4_NVRTC_LIB";
@@ -42,7 +42,9 @@ static LOADED: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 /// was loaded. Only the first call decides; later calls return its outcome.
 pub fn load_nvrtc(explicit: Option<&Path>) -> Result<String> {
     let outcome = LOADED.get_or_init(|| {
-        let from_env = std::env::var_os(NVRTC_LIB_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let from_env = std::env::var_os(NVRTC_LIB_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
         if let Some(path) = explicit.map(Path::to_path_buf).or(from_env) {
             return preload(&path).map(|()| path.display().to_string());
         }
@@ -60,7 +62,9 @@ pub fn load_nvrtc(explicit: Option<&Path>) -> Result<String> {
         }
         Err(searched.join(", "))
     });
-    outcome.clone().map_err(|searched| CudaError::NoNvrtc { searched })
+    outcome
+        .clone()
+        .map_err(|searched| CudaError::NoNvrtc { searched })
 }
 
 /// `libnvrtc.so.<N>` in `dir`, preferring the highest major version.
@@ -70,7 +74,12 @@ fn find_in_dir(dir: &Path) -> Option<PathBuf> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let major: u32 = name.strip_prefix("libnvrtc.so.")?.split('.').next()?.parse().ok()?;
+            let major: u32 = name
+                .strip_prefix("libnvrtc.so.")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()?;
             Some((major, e.path()))
         })
         .collect();
@@ -84,11 +93,16 @@ fn preload(path: &Path) -> std::result::Result<(), String> {
         return Err(format!("{} (no such file)", path.display()));
     }
     if let Some(dir) = path.parent() {
-        let builtins = std::fs::read_dir(dir).ok().into_iter().flatten().filter_map(|e| e.ok()).find(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("libnvrtc-builtins.so.") && !n.contains(".alt.")
-        });
+        let builtins = std::fs::read_dir(dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .find(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("libnvrtc-builtins.so.") && !n.contains(".alt.")
+            });
         if let Some(b) = builtins {
             open_global(&b.path())?;
         }
@@ -112,7 +126,9 @@ pub fn version() -> Result<(i32, i32)> {
     load_nvrtc(None)?;
     let (mut major, mut minor): (c_int, c_int) = (0, 0);
     // SAFETY: two valid out-pointers.
-    check("nvrtcVersion", unsafe { nv::nvrtcVersion(&mut major, &mut minor) })?;
+    check("nvrtcVersion", unsafe {
+        nv::nvrtcVersion(&mut major, &mut minor)
+    })?;
     Ok((major, minor))
 }
 
@@ -128,7 +144,10 @@ fn check(call: &'static str, code: nv::nvrtcResult) -> Result<()> {
 /// division and exact conversions; FMA contraction stays on (the default), which only
 /// changes rounding within the stated tolerances.
 pub fn options(arch: u32) -> Vec<String> {
-    vec![format!("--gpu-architecture=sm_{arch}"), "-std=c++17".to_string()]
+    vec![
+        format!("--gpu-architecture=sm_{arch}"),
+        "-std=c++17".to_string(),
+    ]
 }
 
 /// Compiles `src` to a CUBIN for `sm_<arch>` (for example 90). Errors carry NVRTC's log.
@@ -144,18 +163,30 @@ pub fn compile_with_log(src: &KernelSource, arch: u32) -> Result<(Vec<u8>, Strin
 
 /// [`compile_with_log`] with extra NVRTC options after the standard ones (for example
 /// `--ptxas-options=-v`, whose register and spill report lands in the log).
-pub fn compile_with_options(src: &KernelSource, arch: u32, extra: &[&str]) -> Result<(Vec<u8>, String)> {
+pub fn compile_with_options(
+    src: &KernelSource,
+    arch: u32,
+    extra: &[&str],
+) -> Result<(Vec<u8>, String)> {
     load_nvrtc(None)?;
-    let code = CString::new(src.code).map_err(|_| CudaError::Shape(format!("{} contains a NUL byte", src.path)))?;
+    let code = CString::new(src.code)
+        .map_err(|_| CudaError::Shape(format!("{} contains a NUL byte", src.path)))?;
     let name = CString::new(src.path).expect("kernel paths have no NUL");
-    let header = CString::new(COMMON_HEADER).expect("header has no NUL");
+    let header = CString::new(common_header()).expect("header has no NUL");
     let header_name = CString::new(COMMON_HEADER_NAME).expect("header name has no NUL");
     let headers = [header.as_ptr()];
     let include_names = [header_name.as_ptr()];
     let mut prog: nv::nvrtcProgram = std::ptr::null_mut();
     // SAFETY: all strings outlive the program, which is destroyed below on every path.
     check("nvrtcCreateProgram", unsafe {
-        nv::nvrtcCreateProgram(&mut prog, code.as_ptr(), name.as_ptr(), 1, headers.as_ptr(), include_names.as_ptr())
+        nv::nvrtcCreateProgram(
+            &mut prog,
+            code.as_ptr(),
+            name.as_ptr(),
+            1,
+            headers.as_ptr(),
+            include_names.as_ptr(),
+        )
     })?;
     let result = compile_program(prog, src, arch, extra);
     // SAFETY: `prog` came from nvrtcCreateProgram and is destroyed once.
@@ -163,21 +194,38 @@ pub fn compile_with_options(src: &KernelSource, arch: u32, extra: &[&str]) -> Re
     result
 }
 
-fn compile_program(prog: nv::nvrtcProgram, src: &KernelSource, arch: u32, extra: &[&str]) -> Result<(Vec<u8>, String)> {
-    let all = options(arch).into_iter().chain(extra.iter().map(|o| o.to_string()));
-    let opts: Vec<CString> = all.map(|o| CString::new(o).expect("options have no NUL")).collect();
+fn compile_program(
+    prog: nv::nvrtcProgram,
+    src: &KernelSource,
+    arch: u32,
+    extra: &[&str],
+) -> Result<(Vec<u8>, String)> {
+    let all = options(arch)
+        .into_iter()
+        .chain(extra.iter().map(|o| o.to_string()));
+    let opts: Vec<CString> = all
+        .map(|o| CString::new(o).expect("options have no NUL"))
+        .collect();
     let ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
     // SAFETY: `ptrs` points at `opts`, alive for the call.
     let status = unsafe { nv::nvrtcCompileProgram(prog, ptrs.len() as c_int, ptrs.as_ptr()) };
     if status != nv::nvrtcResult::NVRTC_SUCCESS {
         let log = program_log(prog).unwrap_or_else(|e| format!("(no log: {e})"));
-        return Err(CudaError::Compile { source_name: src.path, arch: format!("sm_{arch}"), log });
+        return Err(CudaError::Compile {
+            source_name: src.path,
+            arch: format!("sm_{arch}"),
+            log,
+        });
     }
     let mut size = 0usize;
     // SAFETY: valid program and out-pointer; the buffer has the size NVRTC reported.
-    check("nvrtcGetCUBINSize", unsafe { nv::nvrtcGetCUBINSize(prog, &mut size) })?;
+    check("nvrtcGetCUBINSize", unsafe {
+        nv::nvrtcGetCUBINSize(prog, &mut size)
+    })?;
     let mut cubin = vec![0u8; size];
-    check("nvrtcGetCUBIN", unsafe { nv::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut c_char) })?;
+    check("nvrtcGetCUBIN", unsafe {
+        nv::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut c_char)
+    })?;
     Ok((cubin, program_log(prog)?.trim().to_string()))
 }
 
@@ -185,9 +233,15 @@ fn compile_program(prog: nv::nvrtcProgram, src: &KernelSource, arch: u32, extra:
 fn program_log(prog: nv::nvrtcProgram) -> Result<String> {
     let mut size = 0usize;
     // SAFETY: as in `compile_program`.
-    check("nvrtcGetProgramLogSize", unsafe { nv::nvrtcGetProgramLogSize(prog, &mut size) })?;
+    check("nvrtcGetProgramLogSize", unsafe {
+        nv::nvrtcGetProgramLogSize(prog, &mut size)
+    })?;
     let mut buf = vec![0 as c_char; size.max(1)];
-    check("nvrtcGetProgramLog", unsafe { nv::nvrtcGetProgramLog(prog, buf.as_mut_ptr()) })?;
+    check("nvrtcGetProgramLog", unsafe {
+        nv::nvrtcGetProgramLog(prog, buf.as_mut_ptr())
+    })?;
     // SAFETY: NVRTC NUL-terminates the log within `size` bytes.
-    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
 }

@@ -12,11 +12,25 @@ use dsv4_cuda::quant::matvec::{row_bytes, Variant};
 use dsv4_cuda::{CudaError, DeviceBuffer, DeviceMatrix, Gpu, Matvec};
 use dsv4_quant::{GgmlType, Numerics};
 
-const TYPES: [GgmlType; 6] = [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS];
+const TYPES: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q4_K,
+    GgmlType::IQ2_XXS,
+];
 
 /// `(cols, rows)` = input -> output sizes of the Flash projections: attn_q_a, attn_q_b,
 /// attn_kv, attn_output_b, routed/shared expert gate/up, expert down.
-const FLASH_SHAPES: [(usize, usize); 6] = [(4096, 1024), (1024, 32768), (4096, 512), (8192, 4096), (4096, 2048), (2048, 4096)];
+const FLASH_SHAPES: [(usize, usize); 6] = [
+    (4096, 1024),
+    (1024, 32768),
+    (4096, 512),
+    (8192, 4096),
+    (4096, 2048),
+    (2048, 4096),
+];
 
 /// Weight scale per type, so outputs have similar magnitudes.
 fn scale(ty: GgmlType) -> f32 {
@@ -37,7 +51,13 @@ struct Case {
 fn case(gpu: &Gpu, ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Case {
     let bytes = random_matrix(ty, rows, cols, scale(ty), seed);
     let w = DeviceMatrix::upload(gpu, ty, rows, cols, &bytes).unwrap();
-    Case { ty, rows, cols, bytes, w }
+    Case {
+        ty,
+        rows,
+        cols,
+        bytes,
+        w,
+    }
 }
 
 fn cpu(c: &Case, x: &[f32]) -> Vec<f32> {
@@ -63,21 +83,47 @@ fn check(gpu: &Gpu, mv: &Matvec, c: &Case, n: usize, v: Option<Variant>, seed: u
         let want = cpu(c, xt);
         let mags = row_magnitudes(c.ty, &c.bytes, c.rows, c.cols, xt);
         let what = format!("{} {}x{} token {t}/{n} {v:?}", c.ty, c.rows, c.cols);
-        worst = worst.max(assert_close(&what, &y[t * c.rows..(t + 1) * c.rows], &want, &mags));
+        worst = worst.max(assert_close(
+            &what,
+            &y[t * c.rows..(t + 1) * c.rows],
+            &want,
+            &mags,
+        ));
     }
     worst
 }
 
 #[test]
 fn flash_shapes_match_cpu() {
-    let Some(gpu) = gpu_or_skip("flash_shapes_match_cpu") else { return };
+    let Some(gpu) = gpu_or_skip("flash_shapes_match_cpu") else {
+        return;
+    };
     let mv = Matvec::new(&gpu).unwrap();
     for ty in TYPES {
         for (i, &(cols, rows)) in FLASH_SHAPES.iter().enumerate() {
             let c = case(&gpu, ty, rows, cols, 100 + i as u64);
             let rel = check(&gpu, &mv, &c, 1, None, 7 + i as u64);
-            eprintln!("{ty} {cols}->{rows}: rel L2 {rel:.2e} ({:?})", mv.variant(rows, 1));
+            eprintln!(
+                "{ty} {cols}->{rows}: rel L2 {rel:.2e} ({:?})",
+                mv.variant(&c.w, 1)
+            );
         }
+    }
+}
+
+/// Every compiled single-token variant: float kernels with 1, 2, 4 rows per warp; quantized
+/// ones with groups of 2 or 4 rows over the default warp count and over only 8 or 16 warps
+/// (so each warp walks many groups and its copy pipeline crosses group boundaries).
+fn single_token_variants(ty: GgmlType) -> Vec<Variant> {
+    let v = |rows, warps| Variant {
+        rows,
+        tokens: 1,
+        warps,
+    };
+    if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+        vec![v(1, 0), v(2, 0), v(4, 0)]
+    } else {
+        vec![v(2, 0), v(2, 8), v(4, 0), v(4, 16)]
     }
 }
 
@@ -86,7 +132,9 @@ fn flash_shapes_match_cpu() {
 /// and a row longer than 8192.
 #[test]
 fn odd_shapes_match_cpu() {
-    let Some(gpu) = gpu_or_skip("odd_shapes_match_cpu") else { return };
+    let Some(gpu) = gpu_or_skip("odd_shapes_match_cpu") else {
+        return;
+    };
     let mv = Matvec::new(&gpu).unwrap();
     for ty in TYPES {
         // The smallest column count each type's kernels accept.
@@ -95,10 +143,17 @@ fn odd_shapes_match_cpu() {
             GgmlType::F16 => 8,
             _ => ty.block_elems(),
         };
-        let shapes = [(1, u), (37, 3 * u), (129, 5 * u), (3, 9 * u), (1000, 40 * u), (17, 12288)];
+        let shapes = [
+            (1, u),
+            (37, 3 * u),
+            (129, 5 * u),
+            (3, 9 * u),
+            (1000, 40 * u),
+            (17, 12288),
+        ];
         for (i, &(rows, cols)) in shapes.iter().enumerate() {
             let c = case(&gpu, ty, rows, cols, 300 + i as u64);
-            for v in [Variant { rows_per_warp: 1, tokens: 1 }, Variant { rows_per_warp: 2, tokens: 1 }, Variant { rows_per_warp: 4, tokens: 1 }] {
+            for v in single_token_variants(ty) {
                 check(&gpu, &mv, &c, 1, Some(v), 11 + i as u64);
             }
         }
@@ -108,7 +163,9 @@ fn odd_shapes_match_cpu() {
 /// `Y = W X` for 2..16 tokens in every batch variant equals one CPU matvec per token.
 #[test]
 fn batches_match_cpu() {
-    let Some(gpu) = gpu_or_skip("batches_match_cpu") else { return };
+    let Some(gpu) = gpu_or_skip("batches_match_cpu") else {
+        return;
+    };
     let mv = Matvec::new(&gpu).unwrap();
     for ty in TYPES {
         let c = case(&gpu, ty, 1000, 2048, 500);
@@ -116,7 +173,23 @@ fn batches_match_cpu() {
             check(&gpu, &mv, &c, n, None, 20 + n as u64);
         }
         // A variant wider than needed: the unused token slots must stay unwritten and harmless.
-        check(&gpu, &mv, &c, 3, Some(Variant { rows_per_warp: 2, tokens: 16 }), 40);
+        let wide = Variant {
+            rows: 2,
+            tokens: 16,
+            warps: 0,
+        };
+        check(&gpu, &mv, &c, 3, Some(wide), 40);
+        // Few warps: many groups per warp, for every token capacity.
+        if !matches!(ty, GgmlType::F32 | GgmlType::F16) {
+            for tokens in [4, 8, 16] {
+                let few = Variant {
+                    rows: 2,
+                    tokens,
+                    warps: 16,
+                };
+                check(&gpu, &mv, &c, tokens - 1, Some(few), 42);
+            }
+        }
         let big = case(&gpu, ty, 4096, 4096, 501);
         check(&gpu, &mv, &big, 16, None, 41);
     }
@@ -125,7 +198,9 @@ fn batches_match_cpu() {
 /// The same launch twice gives the same bits (no atomics, fixed reduction order).
 #[test]
 fn results_are_deterministic() {
-    let Some(gpu) = gpu_or_skip("results_are_deterministic") else { return };
+    let Some(gpu) = gpu_or_skip("results_are_deterministic") else {
+        return;
+    };
     let mv = Matvec::new(&gpu).unwrap();
     for ty in TYPES {
         let c = case(&gpu, ty, 2048, 4096, 600);
@@ -134,9 +209,18 @@ fn results_are_deterministic() {
         for _ in 0..3 {
             let mut y = gpu.upload(&vec![f32::NAN; 2048]).unwrap();
             mv.run(&c.w, &x, &mut y).unwrap();
-            runs.push(gpu.download(&y).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            runs.push(
+                gpu.download(&y)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+            );
         }
-        assert!(runs.windows(2).all(|w| w[0] == w[1]), "{ty}: results differ between runs");
+        assert!(
+            runs.windows(2).all(|w| w[0] == w[1]),
+            "{ty}: results differ between runs"
+        );
     }
 }
 
@@ -144,10 +228,17 @@ fn results_are_deterministic() {
 /// gives the same result as the expert uploaded alone.
 #[test]
 fn matrix_views_into_a_stacked_buffer() {
-    let Some(gpu) = gpu_or_skip("matrix_views_into_a_stacked_buffer") else { return };
+    let Some(gpu) = gpu_or_skip("matrix_views_into_a_stacked_buffer") else {
+        return;
+    };
     let mv = Matvec::new(&gpu).unwrap();
     let (experts, rows, cols) = (4, 256, 1024);
-    for ty in [GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0] {
+    for ty in [
+        GgmlType::IQ2_XXS,
+        GgmlType::Q2_K,
+        GgmlType::Q4_K,
+        GgmlType::Q8_0,
+    ] {
         let per = rows * row_bytes(ty, cols).unwrap();
         let all = random_matrix(ty, experts * rows, cols, 0.01, 700);
         let buf = Arc::new(gpu.upload(&all).unwrap());
@@ -157,18 +248,24 @@ fn matrix_views_into_a_stacked_buffer() {
             let w = DeviceMatrix::view(buf.clone(), e * per, ty, rows, cols).unwrap();
             let mut yd = gpu.upload(&vec![f32::NAN; rows]).unwrap();
             mv.run(&w, &xd, &mut yd).unwrap();
-            let alone = DeviceMatrix::upload(&gpu, ty, rows, cols, &all[e * per..(e + 1) * per]).unwrap();
+            let alone =
+                DeviceMatrix::upload(&gpu, ty, rows, cols, &all[e * per..(e + 1) * per]).unwrap();
             let mut y2 = gpu.upload(&vec![f32::NAN; rows]).unwrap();
             mv.run(&alone, &xd, &mut y2).unwrap();
             let (a, b) = (gpu.download(&yd).unwrap(), gpu.download(&y2).unwrap());
-            assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{ty} expert {e}");
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{ty} expert {e}"
+            );
         }
     }
 }
 
 #[test]
 fn bad_shapes_are_errors() {
-    let Some(gpu) = gpu_or_skip("bad_shapes_are_errors") else { return };
+    let Some(gpu) = gpu_or_skip("bad_shapes_are_errors") else {
+        return;
+    };
     let mv = Matvec::new(&gpu).unwrap();
     let c = case(&gpu, GgmlType::Q8_0, 64, 256, 1);
     let x: DeviceBuffer<f32> = gpu.alloc_zeros(255).unwrap();
@@ -176,11 +273,23 @@ fn bad_shapes_are_errors() {
     assert!(matches!(mv.run(&c.w, &x, &mut y), Err(CudaError::Shape(_))));
     let x: DeviceBuffer<f32> = gpu.alloc_zeros(256 * 17).unwrap();
     let mut y: DeviceBuffer<f32> = gpu.alloc_zeros(64 * 17).unwrap();
-    assert!(matches!(mv.run_batch(&c.w, &x, 17, &mut y), Err(CudaError::Shape(_))));
+    assert!(matches!(
+        mv.run_batch(&c.w, &x, 17, &mut y),
+        Err(CudaError::Shape(_))
+    ));
     let buf = Arc::new(gpu.upload(&vec![0u8; 4096]).unwrap());
-    assert!(DeviceMatrix::view(buf.clone(), 8, GgmlType::Q8_0, 1, 32).is_err(), "unaligned offset");
-    assert!(DeviceMatrix::view(buf, 0, GgmlType::Q8_0, 200, 32).is_err(), "overrun");
-    assert!(DeviceMatrix::upload(&gpu, GgmlType::Q4_0, 1, 32, &[0; 18]).is_err(), "unsupported type");
+    assert!(
+        DeviceMatrix::view(buf.clone(), 8, GgmlType::Q8_0, 1, 32).is_err(),
+        "unaligned offset"
+    );
+    assert!(
+        DeviceMatrix::view(buf, 0, GgmlType::Q8_0, 200, 32).is_err(),
+        "overrun"
+    );
+    assert!(
+        DeviceMatrix::upload(&gpu, GgmlType::Q4_0, 1, 32, &[0; 18]).is_err(),
+        "unsupported type"
+    );
 }
 
 /// Shape rules that need no GPU.
@@ -191,7 +300,13 @@ fn row_bytes_rules() {
     assert_eq!(row_bytes(GgmlType::Q2_K, 2048).unwrap(), 672);
     assert_eq!(row_bytes(GgmlType::Q4_K, 2048).unwrap(), 1152);
     assert!(row_bytes(GgmlType::Q2_K, 100).is_err());
-    assert!(row_bytes(GgmlType::F16, 12).is_err(), "F16 rows need 8-column multiples");
-    assert!(row_bytes(GgmlType::F32, 6).is_err(), "F32 rows need 4-column multiples");
+    assert!(
+        row_bytes(GgmlType::F16, 12).is_err(),
+        "F16 rows need 8-column multiples"
+    );
+    assert!(
+        row_bytes(GgmlType::F32, 6).is_err(),
+        "F32 rows need 4-column multiples"
+    );
     assert!(row_bytes(GgmlType::BF16, 64).is_err());
 }

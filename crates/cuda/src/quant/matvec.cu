@@ -1,27 +1,21 @@
 // y = W x (and Y = W X for a handful of tokens) with W in its GGUF block layout and f32
 // activations: the plain numerics (weights decoded exactly, f32 products and sums).
 //
-// Work split. A CTA is MV_WARPS warps; each warp owns R consecutive rows for the whole row
-// length, so no partial sum ever crosses warps: every output is one warp's butterfly
-// reduction of its lanes' partials, in a fixed order, with no atomics. The result depends
-// only on (W, x, rows, cols), never on timing.
+// Determinism. Every output is produced by one warp: its lanes' partial sums, a butterfly
+// reduction in a fixed order, no atomics. The result depends only on (W, x, shape), never
+// on timing or on how many CTAs run at once.
 //
-// Quantized types. A warp walks the row in steps of 1024 columns (32 lanes x one 32-column
-// sub-block each). For every step it copies the step's bytes of its R rows into shared
-// memory with 16-byte coalesced loads (GGUF blocks of 34, 66 and 84 bytes are not 16-byte
-// aligned, so lanes cannot load their own blocks with wide loads), then each lane decodes
-// its sub-block from shared memory. The loads for step s+1 are issued before step s is
-// computed, so a warp keeps up to R x 1.1 KB in flight while it does arithmetic.
-// Each lane keeps its 32 activations in registers and reuses them for all R rows, which is
-// what keeps activation traffic (4 bytes per column) below the weight traffic.
+// Quantized types (mv_quant below): persistent warps, each streaming whole row groups through
+// a cp.async pipeline in shared memory; GGUF blocks of 34, 66 and 84 bytes are not 16-byte
+// aligned, so warps copy whole 16-byte lines and lanes decode their blocks from shared memory.
 //
-// Float types (F32, F16) are 16-byte aligned in every row: lanes load 16 bytes of weights
-// directly, 4 or 8 columns each.
+// Float types (mv_float): rows are 16-byte aligned, so lanes load 16 bytes of weights
+// directly, 4 or 8 columns each, and each warp owns R rows.
 //
-// Host-side preconditions (checked in matvec.rs): W starts 16-byte aligned and the
-// allocation extends at least to the next 16-byte boundary after the matrix (the staging
-// rounds its reads out to whole 16-byte lines); X, Y and their strides are 16-byte aligned
-// (X) / any (Y); cols is a whole number of blocks (and of 4 or 8 for F32 / F16).
+// Host-side preconditions (checked in matvec.rs): W starts 16-byte aligned and its buffer
+// extends at least to the next 16-byte boundary after the matrix (the staging rounds its
+// reads out to whole 16-byte lines); X and its stride are 16-byte aligned; cols is a whole
+// number of blocks (and of 4 or 8 for F32 / F16).
 
 #include "dsv4_common.cuh"
 
@@ -34,6 +28,9 @@
 
 #define MV_WARPS 4
 #define MV_THREADS (MV_WARPS * DSV4_WARP)
+// Quantized kernels: 8 warps per CTA share one shared-memory copy of x.
+#define MVQ_WARPS 8
+#define MVQ_THREADS (MVQ_WARPS * DSV4_WARP)
 // Columns per warp step for the quantized types: one 32-column sub-block per lane.
 #define MV_STEP_COLS 1024
 
@@ -49,13 +46,21 @@ template <> struct Blk<T_IQ2_XXS> { static constexpr int COLS = 256, BYTES = 66;
 // of the inner sum (one multiply per sub-block instead of one per weight). Two interleaved
 // partial sums halve the dependent-FMA chain.
 
-// Q8_0: p = the 34-byte block (2-byte aligned).
+// Q8_0: p = the 34-byte block (2-byte aligned). The 32 code bytes start at p + 2, which is
+// 4-byte aligned for half the lanes only; every lane reads the 9 aligned words around them
+// and funnel-shifts, 9 shared loads instead of 16 two-byte ones.
 __device__ __forceinline__ float dot_q8_0(const u8* p, const float* x) {
     const float d = f16_to_f32(lds_u16(p));
+    const u8* q = p + 2;
+    const u32* aw = reinterpret_cast<const u32*>(reinterpret_cast<u64>(q) & ~(u64)3);
+    const u32 sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;  // 0 or 16
+    u32 wd[9];
+#pragma unroll
+    for (int k = 0; k < 9; ++k) wd[k] = aw[k];
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-        const u32 w = lds_u32_a2(p + 2 + 4 * k) ^ 0x80808080u;
+        const u32 w = __funnelshift_r(wd[k], wd[k + 1], sh) ^ 0x80808080u;
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             if (k & 1) s1 = fmaf(sbyte_to_f32(w, e), x[4 * k + e], s1);
@@ -161,127 +166,188 @@ __device__ __forceinline__ void step_lines(const u8* W, i64 row_bytes, int row, 
     n16 = (sh + nu * Blk<T>::BYTES + 15) >> 4;
 }
 
-template <int T, int R, int NT>
-__device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
-                                         const float* __restrict__ X, i64 x_stride,
-                                         float* __restrict__ Y, i64 y_stride, int n,
-                                         const u64* __restrict__ grid_g) {
-    constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
-    constexpr int STEP_BYTES = UPS * Blk<T>::BYTES;
-    // A step's first byte can sit up to 14 bytes into its line (blocks have even sizes).
-    constexpr int BUF = (STEP_BYTES + 14 + 15) / 16 * 16;
-    constexpr int NL = (BUF / 16 + DSV4_WARP - 1) / DSV4_WARP;
-    __shared__ __align__(16) u8 sbuf[MV_WARPS][R][BUF];
-    __shared__ u64 grid_s[T == T_IQ2_XXS ? 256 : 1];
-
-    if (T == T_IQ2_XXS) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = grid_g[i];
-        __syncthreads();
-    }
-    const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
-    const int row0 = (blockIdx.x * MV_WARPS + warp) * R;
-    if (row0 >= rows) return;  // warp-uniform; no block-wide barrier follows
-    const int units = cols / Blk<T>::COLS;
-    const int nsteps = (units + UPS - 1) / UPS;
-    const int nsub = cols / 32;
-
-    float acc[R][NT];
+// Queues the cp.async copies of one item (row group rg, step s) into the stage at shared
+// address `stage`; rows past the end are skipped.
+template <int T, int G, int BUF, int NL>
+__device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes, int rows, int units,
+                                         int rg, int s, int lane, u32 stage) {
 #pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
-
-    uint4 pf[R][NL];
-    // Prologue: step 0 in flight.
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-        if (row0 + r < rows) {
+    for (int g = 0; g < G; ++g) {
+        const int row = rg * G + g;
+        if (row < rows) {
             const u8* a; int sh, n16;
-            step_lines<T>(W, row_bytes, row0 + r, 0, units, a, sh, n16);
+            step_lines<T>(W, row_bytes, row, s, units, a, sh, n16);
 #pragma unroll
             for (int l = 0; l < NL; ++l) {
                 const int q = lane + DSV4_WARP * l;
-                if (q < n16) pf[r][l] = ld_stream_16(a + 16 * q);
+                if (q < n16) cp_async_16(stage + (u32)(g * BUF + 16 * q), a + 16 * q);
             }
         }
     }
+}
 
-    for (int s = 0; s < nsteps; ++s) {
-        int shs[R];
-        __syncwarp();  // every lane is done reading the previous step's bytes
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            shs[r] = 0;
-            if (row0 + r < rows) {
-                const u8* a; int n16;
-                step_lines<T>(W, row_bytes, row0 + r, s, units, a, shs[r], n16);
-#pragma unroll
-                for (int l = 0; l < NL; ++l) {
-                    const int q = lane + DSV4_WARP * l;
-                    if (q < n16) *reinterpret_cast<uint4*>(&sbuf[warp][r][16 * q]) = pf[r][l];
-                }
-            }
-        }
-        __syncwarp();
-        if (s + 1 < nsteps) {
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-                if (row0 + r < rows) {
-                    const u8* a; int sh, n16;
-                    step_lines<T>(W, row_bytes, row0 + r, s + 1, units, a, sh, n16);
-#pragma unroll
-                    for (int l = 0; l < NL; ++l) {
-                        const int q = lane + DSV4_WARP * l;
-                        if (q < n16) pf[r][l] = ld_stream_16(a + 16 * q);
-                    }
-                }
-            }
-        }
+// Work split of the quantized kernels. The rows form groups of G; the launch has `nwarps`
+// warps in all (about as many as the GPU holds at once, chosen by the host), and warp w owns
+// row groups w, w + nwarps, ... entirely, so each output is one warp's sum and no partial sum
+// crosses warps. A warp walks its groups' items, (group, 1024-column step) pairs, in order,
+// and copies each item's G x ~1.1 KB (Q8_0) of weights into its shared stage buffer with
+// cp.async S items ahead, across group boundaries, so its memory pipeline never drains
+// while it computes. Each lane decodes its 32-column sub-block of each of the G rows
+// against its 32 activations (loaded once per item, reused for G rows) and accumulates in
+// registers; at the end of a group the warp butterfly-reduces and writes the G outputs.
+// Deterministic: fixed assignment, fixed order, no atomics.
+//
+// Activations. With `xsm` set (one token, and the host found room), the CTA first copies x
+// into shared memory, where a lane's 32 activations are 8 float4 chunks. Read straight from
+// global memory, each of those 16-byte loads would touch 32 different 128-byte lines (one
+// per lane), the dominant L1 cost of the kernel; in shared memory the chunks of sub-block b
+// are stored rotated (chunk c at slot c ^ (b % 8)) so the 8 lanes of each quarter-warp hit
+// 8 different bank groups and every load takes the minimum 4 wavefronts.
+//
+// Shared memory (all dynamic, laid out by the host, see matvec.rs): [IQ2_XXS grid: 2 KiB]
+// [x: cols floats if xsm] [stages: MVQ_WARPS x S x G x BUF bytes].
+template <int T, int G, int NT, int S>
+__device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
+                                         const float* __restrict__ X, i64 x_stride,
+                                         float* __restrict__ Y, i64 y_stride, int n,
+                                         const u64* __restrict__ grid_g, int nwarps, int xsm) {
+    constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
+    constexpr int STEP_BYTES = UPS * Blk<T>::BYTES;
+    // A step's first byte can sit up to 14 bytes into its line (blocks have even sizes), and
+    // dot_q8_0 reads up to 4 bytes past a block: both must stay inside the stage.
+    constexpr int BUF = (STEP_BYTES + 14 + 4 + 15) / 16 * 16;
+    constexpr int NL = (BUF / 16 + DSV4_WARP - 1) / DSV4_WARP;
+    constexpr int GRID_BYTES = T == T_IQ2_XXS ? 256 * 8 : 0;
+    extern __shared__ __align__(16) u8 dyn[];
+    u64* grid_s = reinterpret_cast<u64*>(dyn);
+    float4* xs = reinterpret_cast<float4*>(dyn + GRID_BYTES);
+    u8* stages = dyn + GRID_BYTES + (xsm ? cols * 4 : 0);
 
+    if (T == T_IQ2_XXS) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = grid_g[i];
+    }
+    if (NT == 1 && xsm) {
+        for (int k = threadIdx.x; k < cols / 4; k += blockDim.x) {
+            const int b = k >> 3, c = k & 7;
+            xs[(b << 3) | (c ^ (b & 7))] = ld_x4(X + 4 * k);
+        }
+    }
+    __syncthreads();
+
+    const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
+    const int gw = blockIdx.x * MVQ_WARPS + warp;  // global warp index
+    const int units = cols / Blk<T>::COLS;
+    const int nsteps = max(1, (units + UPS - 1) / UPS);
+    const int nsub = cols / 32;
+    const int groups = (rows + G - 1) / G;
+    const int my_groups = groups > gw ? (groups - gw + nwarps - 1) / nwarps : 0;
+    const int items = my_groups * nsteps;
+    u8* my_stages = stages + warp * (S * G * BUF);
+    const u32 stage0 = smem_addr(my_stages);
+
+    // Prologue: items 0 .. S-2 in flight. Item j is group gw + (j / nsteps) * nwarps, step
+    // j % nsteps; one commit group per item (empty past the end) keeps "item j = the S-th
+    // newest group" when it is waited for.
+#pragma unroll
+    for (int j = 0; j < S - 1; ++j) {
+        if (j < items) {
+            const int jg = j / nsteps;
+            mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, gw + jg * nwarps, j - jg * nsteps, lane,
+                                    stage0 + (u32)(j * G * BUF));
+        }
+        cp_async_commit();
+    }
+
+    float acc[G][NT];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[g][t] = 0.f;
+
+    int stage = 0;  // j % S
+    for (int j = 0; j < items; ++j) {
+        {
+            const int jn = j + S - 1;
+            if (jn < items) {
+                const int jg = jn / nsteps;
+                const int st = stage == 0 ? S - 1 : stage - 1;  // jn % S
+                mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, gw + jg * nwarps, jn - jg * nsteps, lane,
+                                        stage0 + (u32)(st * G * BUF));
+            }
+            cp_async_commit();
+        }
+        cp_async_wait<S - 1>();
+        __syncwarp();  // every lane's copies of item j have landed
+
+        const int jg = j / nsteps;
+        const int rg = gw + jg * nwarps;
+        const int s = j - jg * nsteps;
+        const u8* sp = my_stages + stage * (G * BUF);
         const int sb = s * DSV4_WARP + lane;  // this lane's 32-column sub-block in the row
         if (sb < nsub) {
-            // Offset of the lane's block in the step, and its sub-block inside a super-block.
+            // The lane's block within the step, and its sub-block inside a super-block.
             const int unit = Blk<T>::COLS == 32 ? lane : (lane >> 3);
-            const int j = lane & 7;
+            const int jj = lane & 7;
+            int shs[G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const u8* a; int n16;
+                step_lines<T>(W, row_bytes, min(rg * G + g, rows - 1), s, units, a, shs[g], n16);
+            }
 #pragma unroll
             for (int t = 0; t < NT; ++t) {
                 if (t < n) {
                     float x[32];
-                    const float* xp = X + (i64)t * x_stride + (i64)sb * 32;
+                    if (NT == 1 && xsm) {
 #pragma unroll
-                    for (int i = 0; i < 8; ++i) {
-                        const float4 v = ld_x4(xp + 4 * i);
-                        x[4 * i] = v.x; x[4 * i + 1] = v.y; x[4 * i + 2] = v.z; x[4 * i + 3] = v.w;
+                        for (int q = 0; q < 8; ++q) {
+                            const float4 v = xs[(sb << 3) | (q ^ (sb & 7))];
+                            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+                        }
+                    } else {
+                        const float* xp = X + (i64)t * x_stride + (i64)sb * 32;
+#pragma unroll
+                        for (int q = 0; q < 8; ++q) {
+                            const float4 v = ld_x4(xp + 4 * q);
+                            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+                        }
                     }
                     float xs0 = 0.f, xs1 = 0.f;
                     if (T == T_Q2_K || T == T_Q4_K) {
 #pragma unroll
-                        for (int i = 0; i < 16; ++i) { xs0 += x[i]; xs1 += x[16 + i]; }
+                        for (int q = 0; q < 16; ++q) { xs0 += x[q]; xs1 += x[16 + q]; }
                     }
 #pragma unroll
-                    for (int r = 0; r < R; ++r) {
-                        if (row0 + r < rows) {
-                            const u8* p = &sbuf[warp][r][shs[r] + unit * Blk<T>::BYTES];
+                    for (int g = 0; g < G; ++g) {
+                        if (rg * G + g < rows) {
+                            const u8* bp = sp + g * BUF + shs[g] + unit * Blk<T>::BYTES;
                             float v;
-                            if (T == T_Q8_0) v = dot_q8_0(p, x);
-                            else if (T == T_Q4_K) v = dot_q4_k(p, j, x, xs0 + xs1);
-                            else if (T == T_Q2_K) v = dot_q2_k(p, j, x, xs0, xs1);
-                            else v = dot_iq2_xxs(p, j, x, grid_s);
-                            acc[r][t] += v;
+                            if (T == T_Q8_0) v = dot_q8_0(bp, x);
+                            else if (T == T_Q4_K) v = dot_q4_k(bp, jj, x, xs0 + xs1);
+                            else if (T == T_Q2_K) v = dot_q2_k(bp, jj, x, xs0, xs1);
+                            else v = dot_iq2_xxs(bp, jj, x, grid_s);
+                            acc[g][t] += v;
                         }
                     }
                 }
             }
         }
-    }
+        __syncwarp();  // stage j % S is refilled by the next iteration's issue
+        stage = stage + 1 == S ? 0 : stage + 1;
 
+        if (s == nsteps - 1) {  // the group's last step: reduce, write, reset
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+            for (int g = 0; g < G; ++g)
 #pragma unroll
-        for (int t = 0; t < NT; ++t) {
-            const float v = warp_sum(acc[r][t]);
-            if (lane == 0 && row0 + r < rows && t < n) Y[(i64)t * y_stride + row0 + r] = v;
+                for (int t = 0; t < NT; ++t) {
+                    const float v = warp_sum(acc[g][t]);
+                    acc[g][t] = 0.f;
+                    const int row = rg * G + g;
+                    if (lane == 0 && row < rows && t < n) Y[(i64)t * y_stride + row] = v;
+                }
         }
+    }
+    cp_async_wait<0>();  // no copy may outlive the CTA's shared memory
 }
 
 // ---- float kernel body ----------------------------------------------------------------------
@@ -353,34 +419,53 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
 // ---- entry points ---------------------------------------------------------------------------
 // One signature for every variant: W (row-major GGUF rows of row_bytes), X[t * x_stride + c],
 // Y[t * y_stride + r] for tokens t < n (n <= NT), grid = IQ2_XXS magnitude table (unused by
-// the other types). Grid: ceil(rows / (MV_WARPS * R)) CTAs of MV_THREADS threads.
-// Names: mv_<type>_r<R>_n<NT>; matvec.rs builds the same names.
+// the other types), nwarps = warps in the launch and xsm = x staged in shared memory (both
+// quantized types only). matvec.rs builds the same names and launch shapes:
+//   quantized: mv_<type>_g<G>_n<NT>, nwarps / 8 CTAs of 256 threads (nwarps a multiple of 8),
+//              dynamic shared memory as laid out above mv_quant;
+//   float:     mv_<type>_r<R>_n<NT>, ceil(rows / (4 * R)) CTAs of 128 threads.
 
 #define MV_ARGS                                                                                 \
     const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, const float *__restrict__ X,   \
-        i64 x_stride, float *__restrict__ Y, i64 y_stride, int n, const u64 *__restrict__ grid
-#define MV_QUANT(NAME, T, R, NT)                                                                \
-    extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
-        mv_quant<T, R, NT>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid);        \
+        i64 x_stride, float *__restrict__ Y, i64 y_stride, int n, const u64 *__restrict__ grid, \
+        int nwarps, int xsm
+#define MV_QUANT(NAME, T, G, NT, S)                                                             \
+    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
+        mv_quant<T, G, NT, S>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid, nwarps,  \
+                              xsm);                                                             \
     }
 #define MV_FLOAT(NAME, T, R, NT)                                                                \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
         (void)grid;                                                                             \
+        (void)nwarps;                                                                           \
+        (void)xsm;                                                                              \
         mv_float<T, R, NT>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n);              \
     }
 
-// Single token: R by row count (few rows -> R = 1 so more warps share the matrix).
-#define MV_ALL_R(M, name, T)                                                                    \
-    M(mv_##name##_r1_n1, T, 1, 1)                                                               \
-    M(mv_##name##_r2_n1, T, 2, 1)                                                               \
-    M(mv_##name##_r4_n1, T, 4, 1)                                                               \
-    M(mv_##name##_r2_n4, T, 2, 4)                                                               \
-    M(mv_##name##_r2_n8, T, 2, 8)                                                               \
-    M(mv_##name##_r2_n16, T, 2, 16)
+// Float types: one token with 1, 2 or 4 rows per warp (few rows -> fewer rows per warp, so
+// more warps share the matrix), and 2 rows per warp for 4, 8, 16 tokens.
+#define MV_FLOAT_ALL(name, T)                                                                   \
+    MV_FLOAT(mv_##name##_r1_n1, T, 1, 1)                                                        \
+    MV_FLOAT(mv_##name##_r2_n1, T, 2, 1)                                                        \
+    MV_FLOAT(mv_##name##_r4_n1, T, 4, 1)                                                        \
+    MV_FLOAT(mv_##name##_r2_n4, T, 2, 4)                                                        \
+    MV_FLOAT(mv_##name##_r2_n8, T, 2, 8)                                                        \
+    MV_FLOAT(mv_##name##_r2_n16, T, 2, 16)
 
-MV_ALL_R(MV_FLOAT, f32, T_F32)
-MV_ALL_R(MV_FLOAT, f16, T_F16)
-MV_ALL_R(MV_QUANT, q8_0, T_Q8_0)
-MV_ALL_R(MV_QUANT, q2_k, T_Q2_K)
-MV_ALL_R(MV_QUANT, q4_k, T_Q4_K)
-MV_ALL_R(MV_QUANT, iq2_xxs, T_IQ2_XXS)
+// Quantized types: one token with groups of 2 rows and four stages in flight per warp, or
+// groups of 4 rows (more activation reuse) and two stages; several tokens with groups of 2
+// rows and two stages (their registers go to the per-token sums). matvec.rs mirrors the
+// stage counts (QUANT_VARIANTS) to size shared memory.
+#define MV_QUANT_ALL(name, T)                                                                   \
+    MV_QUANT(mv_##name##_g2_n1, T, 2, 1, 4)                                                     \
+    MV_QUANT(mv_##name##_g4_n1, T, 4, 1, 2)                                                     \
+    MV_QUANT(mv_##name##_g2_n4, T, 2, 4, 2)                                                     \
+    MV_QUANT(mv_##name##_g2_n8, T, 2, 8, 2)                                                     \
+    MV_QUANT(mv_##name##_g2_n16, T, 2, 16, 2)
+
+MV_FLOAT_ALL(f32, T_F32)
+MV_FLOAT_ALL(f16, T_F16)
+MV_QUANT_ALL(q8_0, T_Q8_0)
+MV_QUANT_ALL(q2_k, T_Q2_K)
+MV_QUANT_ALL(q4_k, T_Q4_K)
+MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS)

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use dsv4_gguf::GgmlType;
 
@@ -21,9 +22,10 @@ use crate::kernels;
 /// Largest token count of one [`Matvec::run_batch`] call.
 pub const MAX_BATCH: usize = 16;
 
-/// Threads per CTA, as `MV_THREADS` in `matvec.cu` (four warps).
-const THREADS: u32 = 128;
+/// Warps per CTA of the float kernels (`MV_WARPS` in `matvec.cu`) and of the quantized ones
+/// (`MVQ_WARPS`).
 const WARPS: usize = 4;
+const QWARPS: usize = 8;
 
 /// The types with kernels, and their names in the kernel symbols.
 const TYPES: &[(GgmlType, &str)] = &[
@@ -35,19 +37,62 @@ const TYPES: &[(GgmlType, &str)] = &[
     (GgmlType::IQ2_XXS, "iq2_xxs"),
 ];
 
-/// `(rows per warp, tokens)` of every compiled variant, as instantiated in `matvec.cu`.
-const VARIANTS: &[(usize, usize)] = &[(1, 1), (2, 1), (4, 1), (2, 4), (2, 8), (2, 16)];
+/// `(rows per warp, tokens)` of the float kernels, as instantiated in `matvec.cu`.
+const FLOAT_VARIANTS: &[(usize, usize)] = &[(1, 1), (2, 1), (4, 1), (2, 4), (2, 8), (2, 16)];
+/// `(rows per group, tokens)` of the quantized kernels.
+const QUANT_VARIANTS: &[(usize, usize)] = &[(2, 1), (4, 1), (2, 4), (2, 8), (2, 16)];
+/// Copy stages per warp of each quantized variant, as instantiated in `matvec.cu`.
+fn stages(rows: usize, tokens: usize) -> usize {
+    match (rows, tokens) {
+        (2, 1) => 4,
+        _ => 2,
+    }
+}
+/// Bytes of one row's stage buffer (`BUF` in `mv_quant`): a 1024-column step, plus its
+/// offset in the first 16-byte line and the 4 bytes the Q8_0 decoder may read past a block.
+fn stage_buf(ty: GgmlType) -> usize {
+    let step = 1024 / ty.block_elems() * ty.block_bytes();
+    (step + 14 + 4).next_multiple_of(16)
+}
+/// Largest x (in bytes) staged in shared memory for one-token products.
+const MAX_X_SMEM: usize = 64 * 1024;
+
+fn is_float(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::F32 | GgmlType::F16)
+}
+
+/// The compiled `(rows, tokens)` variants of `ty`.
+fn variants(ty: GgmlType) -> &'static [(usize, usize)] {
+    if is_float(ty) {
+        FLOAT_VARIANTS
+    } else {
+        QUANT_VARIANTS
+    }
+}
+
+fn symbol(ty: GgmlType, name: &str, rows: usize, tokens: usize) -> String {
+    let r = if is_float(ty) { 'r' } else { 'g' };
+    format!("mv_{name}_{r}{rows}_n{tokens}")
+}
 
 /// Every kernel symbol `matvec.cu` must define (the compile check looks for each in the CUBIN).
 pub fn kernel_names() -> Vec<String> {
     TYPES
         .iter()
-        .flat_map(|&(_, name)| VARIANTS.iter().map(move |&(r, nt)| format!("mv_{name}_r{r}_n{nt}")))
+        .flat_map(|&(ty, name)| {
+            variants(ty)
+                .iter()
+                .map(move |&(r, nt)| symbol(ty, name, r, nt))
+        })
         .collect()
 }
 
 fn type_name(ty: GgmlType) -> Result<&'static str> {
-    TYPES.iter().find(|(t, _)| *t == ty).map(|(_, n)| *n).ok_or(CudaError::UnsupportedType(ty))
+    TYPES
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, n)| *n)
+        .ok_or(CudaError::UnsupportedType(ty))
 }
 
 /// A weight matrix in device memory: `rows` rows of `cols` elements of `ty`, each row
@@ -67,7 +112,9 @@ pub fn row_bytes(ty: GgmlType, cols: usize) -> Result<usize> {
     type_name(ty)?;
     let block = ty.block_elems();
     if !cols.is_multiple_of(block) {
-        return Err(CudaError::Shape(format!("{ty} row of {cols} columns is not a whole number of {block}-column blocks")));
+        return Err(CudaError::Shape(format!(
+            "{ty} row of {cols} columns is not a whole number of {block}-column blocks"
+        )));
     }
     // The float kernels give each lane 16 bytes of a row.
     let lane_cols = match ty {
@@ -76,7 +123,9 @@ pub fn row_bytes(ty: GgmlType, cols: usize) -> Result<usize> {
         _ => 1,
     };
     if !cols.is_multiple_of(lane_cols) {
-        return Err(CudaError::Shape(format!("{ty} rows need a multiple of {lane_cols} columns, got {cols}")));
+        return Err(CudaError::Shape(format!(
+            "{ty} rows need a multiple of {lane_cols} columns, got {cols}"
+        )));
     }
     if cols > i32::MAX as usize {
         return Err(CudaError::Shape(format!("{cols} columns")));
@@ -87,28 +136,50 @@ pub fn row_bytes(ty: GgmlType, cols: usize) -> Result<usize> {
 impl DeviceMatrix {
     /// Uploads `bytes` (exactly `rows` rows of `cols` elements of `ty`) into its own buffer.
     pub fn upload(gpu: &Gpu, ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        let need = row_bytes(ty, cols)?.checked_mul(rows).ok_or_else(|| CudaError::Shape("size overflows".into()))?;
+        let need = row_bytes(ty, cols)?
+            .checked_mul(rows)
+            .ok_or_else(|| CudaError::Shape("size overflows".into()))?;
         if bytes.len() != need {
-            return Err(CudaError::Shape(format!("{rows}x{cols} {ty} needs {need} bytes, got {}", bytes.len())));
+            return Err(CudaError::Shape(format!(
+                "{rows}x{cols} {ty} needs {need} bytes, got {}",
+                bytes.len()
+            )));
         }
         Self::view(Arc::new(gpu.upload(bytes)?), 0, ty, rows, cols)
     }
 
     /// The matrix stored at byte `offset` of `buf`. The offset must be 16-byte aligned (GGUF
     /// tensor data is 32-byte aligned, and stacked experts are whole matrices apart).
-    pub fn view(buf: Arc<DeviceBuffer<u8>>, offset: usize, ty: GgmlType, rows: usize, cols: usize) -> Result<Self> {
+    pub fn view(
+        buf: Arc<DeviceBuffer<u8>>,
+        offset: usize,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
         let rb = row_bytes(ty, cols)?;
         if rows > i32::MAX as usize {
             return Err(CudaError::Shape(format!("{rows} rows")));
         }
         if !offset.is_multiple_of(16) {
-            return Err(CudaError::Shape(format!("matrix offset {offset} is not 16-byte aligned")));
+            return Err(CudaError::Shape(format!(
+                "matrix offset {offset} is not 16-byte aligned"
+            )));
         }
         let end = rb.checked_mul(rows).and_then(|b| b.checked_add(offset));
         if end.is_none_or(|e| e > buf.len()) {
-            return Err(CudaError::Shape(format!("{rows}x{cols} {ty} at offset {offset} overruns a buffer of {} bytes", buf.len())));
+            return Err(CudaError::Shape(format!(
+                "{rows}x{cols} {ty} at offset {offset} overruns a buffer of {} bytes",
+                buf.len()
+            )));
         }
-        Ok(DeviceMatrix { buf, offset, ty, rows, cols })
+        Ok(DeviceMatrix {
+            buf,
+            offset,
+            ty,
+            rows,
+            cols,
+        })
     }
 
     pub fn ty(&self) -> GgmlType {
@@ -141,88 +212,210 @@ pub struct Matvec {
     /// IQ2_XXS magnitude octets (`dsv4_quant`'s table), read into shared memory per CTA.
     iq2_grid: DeviceBuffer<u64>,
     sm_count: usize,
+    /// Most shared memory one CTA may have on this device.
+    smem_optin: usize,
 }
 
-/// Which compiled variant a call uses: rows per warp and token capacity.
+/// Dynamic shared memory of a quantized launch, laid out as above `mv_quant`.
+fn quant_smem(ty: GgmlType, cols: usize, v: Variant, xsm: bool) -> usize {
+    let grid = if ty == GgmlType::IQ2_XXS { 256 * 8 } else { 0 };
+    let x = if xsm { cols * 4 } else { 0 };
+    grid + x + QWARPS * stages(v.rows, v.tokens) * v.rows * stage_buf(ty)
+}
+
+/// How a call is launched. Float types: `rows` rows per warp, four warps per CTA, one warp
+/// per `rows` rows. Quantized types: groups of `rows` rows shared out over `warps` warps in
+/// all (0: as many as the GPU holds at once, capped at the number of groups; see `mv_quant`
+/// in `matvec.cu`). `tokens` is the compiled token capacity (at least the call's token
+/// count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Variant {
-    pub rows_per_warp: usize,
+    pub rows: usize,
     pub tokens: usize,
+    pub warps: usize,
 }
 
 impl Matvec {
     /// Compiles (or takes from the cache) and loads `matvec.cu` on `gpu`.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let module = gpu.load_module(&kernels::MATVEC)?;
+        let smem_optin = gpu
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let mut funcs = HashMap::new();
         for &(ty, name) in TYPES {
-            for &(r, nt) in VARIANTS {
-                let sym = format!("mv_{name}_r{r}_n{nt}"); // as kernel_names()
-                let f = module.load_function(&sym).map_err(|_| CudaError::MissingKernel(sym.clone()))?;
+            for &(r, nt) in variants(ty) {
+                let sym = symbol(ty, name, r, nt);
+                let f = module
+                    .load_function(&sym)
+                    .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
+                if !is_float(ty) {
+                    // All of a quantized kernel's shared memory is dynamic; allow what the
+                    // device allows (the launch asks only for what it needs).
+                    f.set_attribute(
+                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        smem_optin,
+                    )?;
+                }
                 funcs.insert((ty, r, nt), f);
             }
         }
         let iq2_grid = gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?;
-        Ok(Matvec { stream: gpu.stream().clone(), funcs, iq2_grid, sm_count: gpu.sm_count() })
+        Ok(Matvec {
+            stream: gpu.stream().clone(),
+            funcs,
+            iq2_grid,
+            sm_count: gpu.sm_count(),
+            smem_optin: smem_optin.max(0) as usize,
+        })
     }
 
-    /// The variant a product of `rows` rows over `n` tokens runs. One token: the most rows
-    /// per warp that still leaves at least 8 warps per SM (more rows per warp reuse each
-    /// activation load more; more warps keep more loads in flight). Several tokens: two rows
-    /// per warp and the smallest token capacity that holds `n`.
-    pub fn variant(&self, rows: usize, n: usize) -> Variant {
-        if n <= 1 {
-            let min_warps = 8 * self.sm_count;
-            let rows_per_warp = [4, 2].into_iter().find(|&r| rows / r >= min_warps).unwrap_or(1);
-            return Variant { rows_per_warp, tokens: 1 };
+    /// The variant a product of `w` over `n` tokens runs.
+    ///
+    /// Float types, one token: the most rows per warp that still leaves at least 8 warps per
+    /// SM (more rows per warp reuse each activation load more; more warps keep more loads in
+    /// flight). Quantized types: groups of 2 rows over as many warps as fit on the GPU at
+    /// once (each warp then streams its groups through its own copy pipeline). Several
+    /// tokens: 2 rows per warp or group and the smallest compiled token capacity that holds
+    /// `n`.
+    pub fn variant(&self, w: &DeviceMatrix, n: usize) -> Variant {
+        let tokens = if n <= 1 {
+            1
+        } else {
+            [4, 8, 16]
+                .into_iter()
+                .find(|&t| t >= n)
+                .unwrap_or(MAX_BATCH)
+        };
+        if is_float(w.ty) {
+            let rows = if n > 1 {
+                2
+            } else {
+                [4, 2]
+                    .into_iter()
+                    .find(|&r| w.rows / r >= 8 * self.sm_count)
+                    .unwrap_or(1)
+            };
+            return Variant {
+                rows,
+                tokens,
+                warps: 0,
+            };
         }
-        let tokens = [4, 8, 16].into_iter().find(|&t| t >= n).unwrap_or(MAX_BATCH);
-        Variant { rows_per_warp: 2, tokens }
+        Variant {
+            rows: 2,
+            tokens,
+            warps: 0,
+        }
+    }
+
+    /// Warps a quantized launch of `f` over `groups` row groups uses when the variant leaves
+    /// it open: one wave of resident CTAs, or fewer when there are fewer groups.
+    fn quant_warps(&self, f: &CudaFunction, groups: usize, smem: usize) -> usize {
+        let threads = (QWARPS * 32) as u32;
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
+            .unwrap_or(1)
+            .max(1) as usize;
+        (per_sm * self.sm_count * QWARPS)
+            .min(groups.next_multiple_of(QWARPS))
+            .max(QWARPS)
     }
 
     /// `y = W x`: `x` has `cols` elements, `y` gets `rows`.
-    pub fn run(&self, w: &DeviceMatrix, x: &DeviceBuffer<f32>, y: &mut DeviceBuffer<f32>) -> Result<()> {
+    pub fn run(
+        &self,
+        w: &DeviceMatrix,
+        x: &DeviceBuffer<f32>,
+        y: &mut DeviceBuffer<f32>,
+    ) -> Result<()> {
         self.run_batch(w, x, 1, y)
     }
 
     /// `Y = W X` for `n <= MAX_BATCH` tokens, reading `W` once: `x` holds the tokens'
     /// activations one after another (`n * cols`), `y` gets their outputs the same way
     /// (`n * rows`).
-    pub fn run_batch(&self, w: &DeviceMatrix, x: &DeviceBuffer<f32>, n: usize, y: &mut DeviceBuffer<f32>) -> Result<()> {
-        let v = self.variant(w.rows, n);
+    pub fn run_batch(
+        &self,
+        w: &DeviceMatrix,
+        x: &DeviceBuffer<f32>,
+        n: usize,
+        y: &mut DeviceBuffer<f32>,
+    ) -> Result<()> {
+        let v = self.variant(w, n);
         self.run_variant(w, x, n, y, v)
     }
 
     /// [`Matvec::run_batch`] with an explicit variant (for benchmarks and tests of every
     /// variant). `v` must be one of the compiled ones, with `v.tokens >= n`.
-    pub fn run_variant(&self, w: &DeviceMatrix, x: &DeviceBuffer<f32>, n: usize, y: &mut DeviceBuffer<f32>, v: Variant) -> Result<()> {
+    pub fn run_variant(
+        &self,
+        w: &DeviceMatrix,
+        x: &DeviceBuffer<f32>,
+        n: usize,
+        y: &mut DeviceBuffer<f32>,
+        v: Variant,
+    ) -> Result<()> {
         if n == 0 || n > MAX_BATCH || n > v.tokens {
-            return Err(CudaError::Shape(format!("{n} tokens for a variant of {} (at most {MAX_BATCH})", v.tokens)));
+            return Err(CudaError::Shape(format!(
+                "{n} tokens for a variant of {} (at most {MAX_BATCH})",
+                v.tokens
+            )));
         }
         if x.len() != n * w.cols {
-            return Err(CudaError::Shape(format!("x has {} elements, {n} tokens of {} columns need {}", x.len(), w.cols, n * w.cols)));
+            return Err(CudaError::Shape(format!(
+                "x has {} elements, {n} tokens of {} columns need {}",
+                x.len(),
+                w.cols,
+                n * w.cols
+            )));
         }
         if y.len() != n * w.rows {
-            return Err(CudaError::Shape(format!("y has {} elements, {n} tokens of {} rows need {}", y.len(), w.rows, n * w.rows)));
+            return Err(CudaError::Shape(format!(
+                "y has {} elements, {n} tokens of {} rows need {}",
+                y.len(),
+                w.rows,
+                n * w.rows
+            )));
         }
         let f = self
             .funcs
-            .get(&(w.ty, v.rows_per_warp, v.tokens))
-            .ok_or_else(|| CudaError::MissingKernel(format!("{} r{} n{}", w.ty, v.rows_per_warp, v.tokens)))?;
+            .get(&(w.ty, v.rows, v.tokens))
+            .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty)))?;
         if w.rows == 0 {
             return Ok(());
         }
-        let rows_per_cta = WARPS * v.rows_per_warp;
+        let (ctas, threads, warps, smem, xsm) = if is_float(w.ty) {
+            (w.rows.div_ceil(WARPS * v.rows), WARPS * 32, 0, 0, false)
+        } else {
+            let xsm = n == 1 && w.cols * 4 <= MAX_X_SMEM;
+            let smem = quant_smem(w.ty, w.cols, v, xsm);
+            if smem > self.smem_optin {
+                return Err(CudaError::Shape(format!(
+                    "{v:?} needs {smem} bytes of shared memory, the device allows {}",
+                    self.smem_optin
+                )));
+            }
+            let groups = w.rows.div_ceil(v.rows);
+            let warps = if v.warps == 0 {
+                self.quant_warps(f, groups, smem)
+            } else {
+                v.warps.next_multiple_of(QWARPS)
+            };
+            (warps / QWARPS, QWARPS * 32, warps, smem, xsm)
+        };
         let cfg = LaunchConfig {
-            grid_dim: (w.rows.div_ceil(rows_per_cta) as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
+            grid_dim: (ctas as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: smem as u32,
         };
         let weights = w.buf.cuda_slice().slice(w.offset..w.offset + w.num_bytes());
         let row_bytes = w.row_bytes() as i64;
         let (rows, cols) = (w.rows as i32, w.cols as i32);
         let (x_stride, y_stride) = (w.cols as i64, w.rows as i64);
         let n = n as i32;
+        let warps = warps as i32;
+        let xsm = xsm as i32;
         let xv = x.view();
         let mut yv = y.view_mut();
         let grid = self.iq2_grid.view();
@@ -237,7 +430,9 @@ impl Matvec {
             .arg(&mut yv)
             .arg(&y_stride)
             .arg(&n)
-            .arg(&grid);
+            .arg(&grid)
+            .arg(&warps)
+            .arg(&xsm);
         // SAFETY: the argument list matches MV_ARGS in matvec.cu; the shapes were checked
         // above, the weights lie inside their buffer (DeviceMatrix::view) whose allocation
         // covers the 16-byte line after them (ALLOC_ALIGN), and every buffer outlives the

@@ -25,7 +25,10 @@ fn env_flag(name: &str) -> bool {
 /// The GPU a test runs on, or `None` after printing that `test` is skipped and why. The
 /// only GPU detection of the test suite.
 pub fn gpu_or_skip(test: &str) -> Option<Gpu> {
-    let index = std::env::var(GPU_INDEX_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let index = std::env::var(GPU_INDEX_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     match Gpu::new(index) {
         Ok(gpu) => Some(gpu),
         Err(e @ (CudaError::NoDriver | CudaError::NoDevice { .. })) => {
@@ -50,9 +53,13 @@ fn venv_nvrtc() -> Option<PathBuf> {
     }
     for target in targets {
         let lib = target.join("cuda-nvrtc-venv/lib");
-        let Ok(entries) = std::fs::read_dir(&lib) else { continue };
+        let Ok(entries) = std::fs::read_dir(&lib) else {
+            continue;
+        };
         for e in entries.flatten() {
-            let cand = e.path().join("site-packages/nvidia/cu13/lib/libnvrtc.so.13");
+            let cand = e
+                .path()
+                .join("site-packages/nvidia/cu13/lib/libnvrtc.so.13");
             if cand.is_file() {
                 return Some(cand);
             }
@@ -64,7 +71,10 @@ fn venv_nvrtc() -> Option<PathBuf> {
 /// Loads NVRTC for the compile check: `DSV4_NVRTC_LIB`, else the setup script's venv, else
 /// the system's. Returns what was loaded, or `None` after printing that `test` is skipped.
 pub fn nvrtc_or_skip(test: &str) -> Option<String> {
-    let explicit = std::env::var_os(dsv4_cuda::nvrtc::NVRTC_LIB_ENV).is_none().then(venv_nvrtc).flatten();
+    let explicit = std::env::var_os(dsv4_cuda::nvrtc::NVRTC_LIB_ENV)
+        .is_none()
+        .then(venv_nvrtc)
+        .flatten();
     match dsv4_cuda::nvrtc::load_nvrtc(explicit.as_deref()) {
         Ok(what) => Some(what),
         Err(e) => {
@@ -103,11 +113,19 @@ pub fn random_matrix(ty: GgmlType, rows: usize, cols: usize, scale: f32, seed: u
     let mut m: Vec<u8> = (0..rows * row_bytes).map(|_| r.gen()).collect();
     let val = |r: &mut ChaCha8Rng| {
         let v: f32 = r.gen_range(scale * 0.05..scale);
-        if r.gen() { v } else { -v }
+        if r.gen() {
+            v
+        } else {
+            -v
+        }
     };
     match ty {
-        GgmlType::F32 => m.chunks_exact_mut(4).for_each(|c| c.copy_from_slice(&val(&mut r).to_le_bytes())),
-        GgmlType::F16 => m.chunks_exact_mut(2).for_each(|c| c.copy_from_slice(&half::f16::from_f32(val(&mut r)).to_le_bytes())),
+        GgmlType::F32 => m
+            .chunks_exact_mut(4)
+            .for_each(|c| c.copy_from_slice(&val(&mut r).to_le_bytes())),
+        GgmlType::F16 => m
+            .chunks_exact_mut(2)
+            .for_each(|c| c.copy_from_slice(&half::f16::from_f32(val(&mut r)).to_le_bytes())),
         _ => {
             for blk in m.chunks_exact_mut(ty.block_bytes()) {
                 for &o in f16_fields(ty) {
@@ -125,7 +143,11 @@ pub fn random_x(n: usize, seed: u64) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let g: f32 = (0..4).map(|_| r.gen_range(-1.0f32..1.0)).sum();
-            if r.gen_range(0..64) == 0 { g * 20.0 } else { g }
+            if r.gen_range(0..64) == 0 {
+                g * 20.0
+            } else {
+                g
+            }
         })
         .collect()
 }
@@ -162,14 +184,28 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], mags: &[f64]) -> f64 
     let mut num = 0f64;
     let mut den = 0f64;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(g.is_finite(), "{what}: element {i} is {g} (not written, or overflow); CPU has {w}");
+        assert!(
+            g.is_finite(),
+            "{what}: element {i} is {g} (not written, or overflow); CPU has {w}"
+        );
         let d = g as f64 - w as f64;
         let bound = ELEM_TOL * mags[i] + 1e-30;
-        assert!(d.abs() <= bound, "{what}: element {i}: GPU {g} vs CPU {w} (|diff| {:.3e} > {bound:.3e})", d.abs());
+        assert!(
+            d.abs() <= bound,
+            "{what}: element {i}: GPU {g} vs CPU {w} (|diff| {:.3e} > {bound:.3e})",
+            d.abs()
+        );
         num += d * d;
         den += (w as f64) * (w as f64);
     }
-    let rel = if den > 0.0 { (num / den).sqrt() } else { num.sqrt() };
-    assert!(rel <= REL_L2_TOL, "{what}: relative L2 error {rel:.3e} > {REL_L2_TOL:e}");
+    let rel = if den > 0.0 {
+        (num / den).sqrt()
+    } else {
+        num.sqrt()
+    };
+    assert!(
+        rel <= REL_L2_TOL,
+        "{what}: relative L2 error {rel:.3e} > {REL_L2_TOL:e}"
+    );
     rel
 }
