@@ -229,10 +229,7 @@ fn main() {
                         warps: 0,
                     });
                 }
-                for v in tried {
-                    let ms = time_ms(&gpu, &util, args.reps, |i| {
-                        mv.run_variant(&mats[i % copies], &x, n, &mut y, v).unwrap()
-                    });
+                let print = |name: String, ms: f64| {
                     let gbs = one as f64 / (ms * 1e-3) / 1e9;
                     println!(
                         "{:<8} {:<12} {:>12} {:>9.2} {:>3} {:>8} {:>10.2} {:>9.0} {:>6.0}%",
@@ -241,11 +238,26 @@ fn main() {
                         format!("{cols}->{rows}"),
                         one as f64 / (1 << 20) as f64,
                         n,
-                        variant_name(ty, v),
+                        name,
                         ms * 1e3,
                         gbs,
                         100.0 * gbs * 1e9 / copy
                     );
+                };
+                for v in tried {
+                    let ms = time_ms(&gpu, &util, args.reps, |i| {
+                        mv.run_variant(&mats[i % copies], &x, n, &mut y, v).unwrap()
+                    });
+                    print(variant_name(ty, v), ms);
+                }
+                // The official numerics (quantized activations, dp4a), one token.
+                if n == 1 && !matches!(ty, GgmlType::F32 | GgmlType::F16) {
+                    let bytes = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap();
+                    let acts: DeviceBuffer<u8> = gpu.upload(&vec![1u8; bytes]).unwrap();
+                    let ms = time_ms(&gpu, &util, args.reps, |i| {
+                        mv.run_q(&mats[i % copies], &acts, &mut y).unwrap()
+                    });
+                    print("q8act".to_string(), ms);
                 }
             }
         }

@@ -310,3 +310,49 @@ fn row_bytes_rules() {
     );
     assert!(row_bytes(GgmlType::BF16, 64).is_err());
 }
+
+/// The official numerics: activations quantized on the CPU (ds4's Q8_0-like blocks for Q8_0
+/// weights, Q8_K for the k-/i-quants), uploaded, and multiplied with dp4a; compared with
+/// `dsv4_quant::matvec` (Official), which quantizes the same x the same way. The integer
+/// block sums are exact on both sides; only the f32 accumulation order differs, so the
+/// tolerances are the plain ones.
+#[test]
+fn quantized_activations_match_cpu_official() {
+    let Some(gpu) = gpu_or_skip("quantized_activations_match_cpu_official") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::IQ2_XXS,
+        GgmlType::Q2_K,
+        GgmlType::Q4_K,
+    ] {
+        let b = ty.block_elems();
+        let shapes =
+            FLASH_SHAPES
+                .iter()
+                .copied()
+                .chain([(b, 1), (3 * b, 37), (5 * b, 129), (12288, 17)]);
+        for (i, (cols, rows)) in shapes.enumerate() {
+            let c = case(&gpu, ty, rows, cols, 800 + i as u64);
+            let x = random_x(cols, 900 + i as u64);
+            let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x).unwrap();
+            let packed = dsv4_cuda::quant::matvec::pack_acts(&acts);
+            assert_eq!(
+                packed.len(),
+                dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap()
+            );
+            let ad = gpu.upload(&packed).unwrap();
+            let mut yd = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+            mv.run_q(&c.w, &ad, &mut yd).unwrap();
+            let got = gpu.download(&yd).unwrap();
+            let mut want = vec![0f32; rows];
+            dsv4_quant::matvec(ty, &c.bytes, rows, cols, &x, &mut want, Numerics::Official)
+                .unwrap();
+            let mags = row_magnitudes(ty, &c.bytes, rows, cols, &x);
+            let rel = assert_close(&format!("{ty} {cols}->{rows} official"), &got, &want, &mags);
+            eprintln!("{ty} {cols}->{rows} official: rel L2 {rel:.2e}");
+        }
+    }
+}

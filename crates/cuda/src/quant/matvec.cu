@@ -150,6 +150,105 @@ __device__ __forceinline__ float dot_iq2_xxs(const u8* p, int ib, const float* x
     return db * (s0 + s1);
 }
 
+// ---- dot products with quantized activations (the official numerics) ----------------------
+// ds4's CPU formulas (FORMATS §3.4-3.7), one 32-column sub-block per lane: the integer sums
+// are exact (dp4a), and each returns the sub-block's share of the row sum in f32. The CPU
+// adds the same shares per block in another grouping, so results agree to f32 rounding.
+// Activation blocks: Q8_0-like = f32 d + 32 int8 (36 bytes); Q8_K = f32 d + 256 int8 +
+// 16 int16 bsums (292 bytes); both staged verbatim in shared memory (4-byte aligned).
+
+// Q8_0 weights (34-byte block at p, 2-byte aligned) x Q8_0-like block at a.
+__device__ __forceinline__ float dotq_q8_0(const u8* p, const u8* a) {
+    const float d = f16_to_f32(lds_u16(p));
+    const u8* q = p + 2;
+    const u32* aw = reinterpret_cast<const u32*>(reinterpret_cast<u64>(q) & ~(u64)3);
+    const u32 sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;
+    const u32* xq = reinterpret_cast<const u32*>(a + 4);
+    u32 wd[9];
+#pragma unroll
+    for (int k = 0; k < 9; ++k) wd[k] = aw[k];
+    int isum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) isum = __dp4a((int)__funnelshift_r(wd[k], wd[k + 1], sh), (int)xq[k], isum);
+    // CPU: acc += (f32(d_w) * d_x) * (f32)isum.
+    return (d * *reinterpret_cast<const float*>(a)) * (float)isum;
+}
+
+// Q4_K super-block at p (4-byte aligned), sub-block j, x Q8_K block at a.
+__device__ __forceinline__ float dotq_q4_k(const u8* p, int j, const u8* a) {
+    const float d = f16_to_f32(lds_u16(p)), dmin = f16_to_f32(lds_u16(p + 2));
+    const u8* sc = p + 4;
+    int scl, mn;
+    if (j < 4) {
+        scl = sc[j] & 63;
+        mn = sc[j + 4] & 63;
+    } else {
+        scl = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+        mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+    const u8* q = p + 16 + 32 * (j >> 1);
+    const int shift = (j & 1) * 4;
+    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * j);
+    int isum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) isum = __dp4a((int)((lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu), (int)xq[k], isum);
+    const short* bs = reinterpret_cast<const short*>(a + 260);
+    const float yd = *reinterpret_cast<const float*>(a);
+    // CPU: (yd * d) * isum - (yd * dmin) * summs, with isum = sum_j sc_j * s_j and
+    // summs = sum_j m_j * (bsums[2j] + bsums[2j+1]).
+    return (yd * d) * (float)(scl * isum) - (yd * dmin) * (float)(mn * ((int)bs[2 * j] + (int)bs[2 * j + 1]));
+}
+
+// Q2_K super-block at p (4-byte aligned), sub-block j (16-column halves 2j, 2j+1), x Q8_K.
+__device__ __forceinline__ float dotq_q2_k(const u8* p, int j, const u8* a) {
+    const float d = f16_to_f32(lds_u16(p + 80)), dmin = f16_to_f32(lds_u16(p + 82));
+    const int sc0 = p[2 * j], sc1 = p[2 * j + 1];
+    const u8* q = p + 16 + 32 * (j >> 2);
+    const int shift = 2 * (j & 3);
+    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * j);
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int w = (int)((lds_u32(q + 4 * k) >> shift) & 0x03030303u);
+        if (k < 4) s0 = __dp4a(w, (int)xq[k], s0);
+        else s1 = __dp4a(w, (int)xq[k], s1);
+    }
+    const short* bs = reinterpret_cast<const short*>(a + 260);
+    const float yd = *reinterpret_cast<const float*>(a);
+    const int isum = (sc0 & 15) * s0 + (sc1 & 15) * s1;
+    const int summs = (int)bs[2 * j] * (sc0 >> 4) + (int)bs[2 * j + 1] * (sc1 >> 4);
+    // CPU: dall * isum - dmin * summs, dall = yd * d, dmin = yd * dmin.
+    return (yd * d) * (float)isum - (yd * dmin) * (float)summs;
+}
+
+// 0xFF in byte i of the result where bit i of the 4-bit b is set: the four shifted copies of
+// b in the product do not overlap, so no carries mix the bytes.
+__device__ __forceinline__ u32 byte_masks(u32 b) {
+    return ((b * 0x00204081u) & 0x01010101u) * 0xFFu;
+}
+
+// IQ2_XXS super-block at p (2-byte aligned), group ib, x Q8_K block at a.
+__device__ __forceinline__ float dotq_iq2_xxs(const u8* p, int ib, const u8* a, const u64* grid) {
+    const float d = f16_to_f32(lds_u16(p));
+    const u32 wa = lds_u32_a2(p + 2 + 8 * ib), wb = lds_u32_a2(p + 6 + 8 * ib);
+    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * ib);
+    int isum = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const u64 g = grid[(wa >> (8 * k)) & 255u];
+        const u32 sg = (wb >> (7 * k)) & 127u;
+        const u32 ks = sg | ((__popc(sg) & 1u) << 7);
+        // Negate the marked magnitude bytes: (g ^ m) - m per byte is -g where m = 0xFF.
+        const u32 mlo = byte_masks(ks & 15u), mhi = byte_masks(ks >> 4);
+        const u32 lo = __vsub4((u32)g ^ mlo, mlo), hi = __vsub4((u32)(g >> 32) ^ mhi, mhi);
+        isum = __dp4a((int)lo, (int)xq[2 * k], isum);
+        isum = __dp4a((int)hi, (int)xq[2 * k + 1], isum);
+    }
+    const int part = (2 * (int)(wb >> 28) + 1) * isum;
+    // CPU: sumf += (f32(d) * y.d) * bsum per block, result 0.125 * sumf.
+    return 0.125f * ((d * *reinterpret_cast<const float*>(a)) * (float)part);
+}
+
 // ---- quantized kernel body ------------------------------------------------------------------
 
 // Where step s of a row lies: the 16-byte line `a` holding its first byte, the offset `sh`
@@ -206,7 +305,7 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
 //
 // Shared memory (all dynamic, laid out by the host, see matvec.rs): [IQ2_XXS grid: 2 KiB]
 // [x: cols floats if xsm] [stages: MVQ_WARPS x S x G x BUF bytes].
-template <int T, int G, int NT, int S>
+template <int T, int G, int NT, int S, bool QA>
 __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
                                          const float* __restrict__ X, i64 x_stride,
                                          float* __restrict__ Y, i64 y_stride, int n,
@@ -221,12 +320,20 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
     extern __shared__ __align__(16) u8 dyn[];
     u64* grid_s = reinterpret_cast<u64*>(dyn);
     float4* xs = reinterpret_cast<float4*>(dyn + GRID_BYTES);
-    u8* stages = dyn + GRID_BYTES + (xsm ? cols * 4 : 0);
+    // Quantized activations: 36 bytes per 32 columns (Q8_0-like) or 292 per 256 (Q8_K).
+    const int act_bytes = !QA ? 0 : T == T_Q8_0 ? cols / 32 * 36 : cols / 256 * 292;
+    u8* xact = dyn + GRID_BYTES;
+    u8* stages = dyn + GRID_BYTES + (QA ? (act_bytes + 15) / 16 * 16 : xsm ? cols * 4 : 0);
 
     if (T == T_IQ2_XXS) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = grid_g[i];
     }
-    if (NT == 1 && xsm) {
+    if (QA) {
+        // Verbatim copy, 4 bytes a thread (block sizes are multiples of 4, not of 16).
+        const u32* src = reinterpret_cast<const u32*>(X);
+        u32* dst = reinterpret_cast<u32*>(xact);
+        for (int k = threadIdx.x; k < act_bytes / 4; k += blockDim.x) dst[k] = __ldg(src + k);
+    } else if (NT == 1 && xsm) {
         for (int k = threadIdx.x; k < cols / 4; k += blockDim.x) {
             const int b = k >> 3, c = k & 7;
             xs[(b << 3) | (c ^ (b & 7))] = ld_x4(X + 4 * k);
@@ -294,6 +401,22 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
                 const u8* a; int n16;
                 step_lines<T>(W, row_bytes, min(rg * G + g, rows - 1), s, units, a, shs[g], n16);
             }
+            if constexpr (QA) {
+                // The lane's activation block: its own (Q8_0-like) or its super-block's (Q8_K).
+                const u8* ab = T == T_Q8_0 ? xact + sb * 36 : xact + (sb >> 3) * 292;
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    if (rg * G + g < rows) {
+                        const u8* bp = sp + g * BUF + shs[g] + unit * Blk<T>::BYTES;
+                        float v;
+                        if (T == T_Q8_0) v = dotq_q8_0(bp, ab);
+                        else if (T == T_Q4_K) v = dotq_q4_k(bp, jj, ab);
+                        else if (T == T_Q2_K) v = dotq_q2_k(bp, jj, ab);
+                        else v = dotq_iq2_xxs(bp, jj, ab, grid_s);
+                        acc[g][0] += v;
+                    }
+                }
+            } else {
 #pragma unroll
             for (int t = 0; t < NT; ++t) {
                 if (t < n) {
@@ -330,6 +453,7 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
                         }
                     }
                 }
+            }
             }
         }
         __syncwarp();  // stage j % S is refilled by the next iteration's issue
@@ -431,8 +555,14 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
         int nwarps, int xsm
 #define MV_QUANT(NAME, T, G, NT, S)                                                             \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
-        mv_quant<T, G, NT, S>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid, nwarps,  \
-                              xsm);                                                             \
+        mv_quant<T, G, NT, S, false>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid,   \
+                                     nwarps, xsm);                                              \
+    }
+// Quantized activations: X holds the activation blocks' bytes (one token).
+#define MV_QACT(NAME, T, G, S)                                                                  \
+    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
+        mv_quant<T, G, 1, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid,     \
+                                   nwarps, xsm);                                                \
     }
 #define MV_FLOAT(NAME, T, R, NT)                                                                \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
@@ -461,7 +591,8 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
     MV_QUANT(mv_##name##_g4_n1, T, 4, 1, 2)                                                     \
     MV_QUANT(mv_##name##_g2_n4, T, 2, 4, 2)                                                     \
     MV_QUANT(mv_##name##_g2_n8, T, 2, 8, 2)                                                     \
-    MV_QUANT(mv_##name##_g2_n16, T, 2, 16, 2)
+    MV_QUANT(mv_##name##_g2_n16, T, 2, 16, 2)                                                   \
+    MV_QACT(mvq_##name##_g2, T, 2, 4)
 
 MV_FLOAT_ALL(f32, T_F32)
 MV_FLOAT_ALL(f16, T_F16)

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
-use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaStream, CudaView, LaunchConfig, PushKernelArg};
 use dsv4_gguf::GgmlType;
+use dsv4_quant::QuantizedActs;
 
 use crate::buffer::DeviceBuffer;
 use crate::device::Gpu;
@@ -77,14 +78,16 @@ fn symbol(ty: GgmlType, name: &str, rows: usize, tokens: usize) -> String {
 
 /// Every kernel symbol `matvec.cu` must define (the compile check looks for each in the CUBIN).
 pub fn kernel_names() -> Vec<String> {
-    TYPES
+    let plain = TYPES.iter().flat_map(|&(ty, name)| {
+        variants(ty)
+            .iter()
+            .map(move |&(r, nt)| symbol(ty, name, r, nt))
+    });
+    let qact = TYPES
         .iter()
-        .flat_map(|&(ty, name)| {
-            variants(ty)
-                .iter()
-                .map(move |&(r, nt)| symbol(ty, name, r, nt))
-        })
-        .collect()
+        .filter(|(ty, _)| !is_float(*ty))
+        .map(|(_, name)| format!("mvq_{name}_g2"));
+    plain.chain(qact).collect()
 }
 
 fn type_name(ty: GgmlType) -> Result<&'static str> {
@@ -209,6 +212,8 @@ impl DeviceMatrix {
 pub struct Matvec {
     stream: Arc<CudaStream>,
     funcs: HashMap<(GgmlType, usize, usize), CudaFunction>,
+    /// Quantized-activation kernels (`mvq_<type>_g2`), quantized weight types only.
+    funcs_q: HashMap<GgmlType, CudaFunction>,
     /// IQ2_XXS magnitude octets (`dsv4_quant`'s table), read into shared memory per CTA.
     iq2_grid: DeviceBuffer<u64>,
     sm_count: usize,
@@ -243,6 +248,7 @@ impl Matvec {
             .context()
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let mut funcs = HashMap::new();
+        let mut funcs_q = HashMap::new();
         for &(ty, name) in TYPES {
             for &(r, nt) in variants(ty) {
                 let sym = symbol(ty, name, r, nt);
@@ -259,11 +265,23 @@ impl Matvec {
                 }
                 funcs.insert((ty, r, nt), f);
             }
+            if !is_float(ty) {
+                let sym = format!("mvq_{name}_g2");
+                let f = module
+                    .load_function(&sym)
+                    .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
+                f.set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem_optin,
+                )?;
+                funcs_q.insert(ty, f);
+            }
         }
         let iq2_grid = gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?;
         Ok(Matvec {
             stream: gpu.stream().clone(),
             funcs,
+            funcs_q,
             iq2_grid,
             sm_count: gpu.sm_count(),
             smem_optin: smem_optin.max(0) as usize,
@@ -390,20 +408,47 @@ impl Matvec {
         } else {
             let xsm = n == 1 && w.cols * 4 <= MAX_X_SMEM;
             let smem = quant_smem(w.ty, w.cols, v, xsm);
-            if smem > self.smem_optin {
-                return Err(CudaError::Shape(format!(
-                    "{v:?} needs {smem} bytes of shared memory, the device allows {}",
-                    self.smem_optin
-                )));
-            }
-            let groups = w.rows.div_ceil(v.rows);
-            let warps = if v.warps == 0 {
-                self.quant_warps(f, groups, smem)
-            } else {
-                v.warps.next_multiple_of(QWARPS)
-            };
+            let warps = self.quant_launch(f, w, v, smem)?;
             (warps / QWARPS, QWARPS * 32, warps, smem, xsm)
         };
+        self.launch(f, w, &x.view(), n, y, (ctas, threads, smem), warps, xsm)
+    }
+
+    /// Warps of a quantized launch (see [`Variant::warps`]), after checking its shared memory.
+    fn quant_launch(
+        &self,
+        f: &CudaFunction,
+        w: &DeviceMatrix,
+        v: Variant,
+        smem: usize,
+    ) -> Result<usize> {
+        if smem > self.smem_optin {
+            return Err(CudaError::Shape(format!(
+                "{v:?} needs {smem} bytes of shared memory, the device allows {}",
+                self.smem_optin
+            )));
+        }
+        let groups = w.rows.div_ceil(v.rows);
+        Ok(if v.warps == 0 {
+            self.quant_warps(f, groups, smem)
+        } else {
+            v.warps.next_multiple_of(QWARPS)
+        })
+    }
+
+    /// Queues one kernel with the MV_ARGS argument list.
+    #[allow(clippy::too_many_arguments)]
+    fn launch<X>(
+        &self,
+        f: &CudaFunction,
+        w: &DeviceMatrix,
+        x: &CudaView<'_, X>,
+        n: usize,
+        y: &mut DeviceBuffer<f32>,
+        (ctas, threads, smem): (usize, usize, usize),
+        warps: usize,
+        xsm: bool,
+    ) -> Result<()> {
         let cfg = LaunchConfig {
             grid_dim: (ctas as u32, 1, 1),
             block_dim: (threads as u32, 1, 1),
@@ -416,7 +461,6 @@ impl Matvec {
         let n = n as i32;
         let warps = warps as i32;
         let xsm = xsm as i32;
-        let xv = x.view();
         let mut yv = y.view_mut();
         let grid = self.iq2_grid.view();
         let mut launch = self.stream.launch_builder(f);
@@ -425,7 +469,7 @@ impl Matvec {
             .arg(&row_bytes)
             .arg(&rows)
             .arg(&cols)
-            .arg(&xv)
+            .arg(x)
             .arg(&x_stride)
             .arg(&mut yv)
             .arg(&y_stride)
@@ -433,11 +477,106 @@ impl Matvec {
             .arg(&grid)
             .arg(&warps)
             .arg(&xsm);
-        // SAFETY: the argument list matches MV_ARGS in matvec.cu; the shapes were checked
-        // above, the weights lie inside their buffer (DeviceMatrix::view) whose allocation
-        // covers the 16-byte line after them (ALLOC_ALIGN), and every buffer outlives the
-        // launch on this stream (they are borrowed for the call and freed only through it).
+        // SAFETY: the argument list matches MV_ARGS in matvec.cu; callers checked the shapes,
+        // the weights lie inside their buffer (DeviceMatrix::view) whose allocation covers the
+        // 16-byte line after them (ALLOC_ALIGN), and every buffer outlives the launch on this
+        // stream (they are borrowed for the call and freed only through it).
         unsafe { launch.launch(cfg) }?;
         Ok(())
     }
+
+    /// `y = W x` with the official numerics: `acts` holds `x` quantized the way `W`'s type
+    /// needs (ds4's Q8_0-like blocks for Q8_0, Q8_K for Q2_K, Q4_K, IQ2_XXS), as the bytes
+    /// [`pack_acts`] makes. Matches `dsv4_quant::matvec_acts` (and `dot_q`) to f32 rounding:
+    /// the integer block sums are exact, only the order of the f32 additions differs.
+    pub fn run_q(
+        &self,
+        w: &DeviceMatrix,
+        acts: &DeviceBuffer<u8>,
+        y: &mut DeviceBuffer<f32>,
+    ) -> Result<()> {
+        let need = act_bytes(w.ty, w.cols)?;
+        if acts.len() != need {
+            return Err(CudaError::Shape(format!(
+                "{} activation bytes, {} columns of {} need {need}",
+                acts.len(),
+                w.cols,
+                w.ty
+            )));
+        }
+        if y.len() != w.rows {
+            return Err(CudaError::Shape(format!(
+                "y has {} elements, {} rows",
+                y.len(),
+                w.rows
+            )));
+        }
+        let f = self
+            .funcs_q
+            .get(&w.ty)
+            .ok_or(CudaError::UnsupportedType(w.ty))?;
+        if w.rows == 0 {
+            return Ok(());
+        }
+        let v = Variant {
+            rows: 2,
+            tokens: 1,
+            warps: 0,
+        };
+        let grid = if w.ty == GgmlType::IQ2_XXS {
+            256 * 8
+        } else {
+            0
+        };
+        let smem = grid + need.next_multiple_of(16) + QWARPS * 4 * v.rows * stage_buf(w.ty);
+        let warps = self.quant_launch(f, w, v, smem)?;
+        self.launch(
+            f,
+            w,
+            &acts.view(),
+            1,
+            y,
+            (warps / QWARPS, QWARPS * 32, smem),
+            warps,
+            false,
+        )
+    }
+}
+
+/// Bytes of `cols` activations quantized for weights of type `ty` (Q8_0: 36 per 32 columns,
+/// f32 scale then 32 int8; Q2_K, Q4_K, IQ2_XXS: Q8_K, 292 per 256 columns, f32 scale, 256
+/// int8, 16 int16 block sums), the layout of ds4's C structs.
+pub fn act_bytes(ty: GgmlType, cols: usize) -> Result<usize> {
+    row_bytes(ty, cols)?;
+    match ty {
+        GgmlType::Q8_0 => Ok(cols / 32 * 36),
+        GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::IQ2_XXS => Ok(cols / 256 * 292),
+        other => Err(CudaError::UnsupportedType(other)),
+    }
+}
+
+/// The device bytes of quantized activations (little-endian, ds4's block layouts).
+pub fn pack_acts(acts: &QuantizedActs) -> Vec<u8> {
+    let mut out = Vec::new();
+    match acts {
+        QuantizedActs::F32(x) => x
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+        QuantizedActs::Q8_0(blocks) => {
+            for b in blocks {
+                out.extend_from_slice(&b.d.to_le_bytes());
+                out.extend(b.qs.iter().map(|&q| q as u8));
+            }
+        }
+        QuantizedActs::Q8K(blocks) => {
+            for b in blocks {
+                out.extend_from_slice(&b.d.to_le_bytes());
+                out.extend(b.qs.iter().map(|&q| q as u8));
+                b.bsums
+                    .iter()
+                    .for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
+            }
+        }
+    }
+    out
 }
