@@ -226,7 +226,8 @@ fn main() {
                     tried.push(Variant {
                         rows: 4,
                         tokens: 1,
-                        warps: 0,
+                        split: 0,
+                        ctas: 0,
                     });
                 }
                 let print = |name: String, ms: f64| {

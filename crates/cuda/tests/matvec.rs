@@ -112,18 +112,20 @@ fn flash_shapes_match_cpu() {
 }
 
 /// Every compiled single-token variant: float kernels with 1, 2, 4 rows per warp; quantized
-/// ones with groups of 2 or 4 rows over the default warp count and over only 8 or 16 warps
-/// (so each warp walks many groups and its copy pipeline crosses group boundaries).
+/// ones with groups of 2 or 4 rows, the automatic plan, a single CTA (every warp walks many
+/// rounds and its copy pipeline crosses them), and splits of 2, 4, 8 warps per group over a
+/// few CTAs (partials combined in shared memory; clamped where rows are short).
 fn single_token_variants(ty: GgmlType) -> Vec<Variant> {
-    let v = |rows, warps| Variant {
+    let v = |rows, split, ctas| Variant {
         rows,
         tokens: 1,
-        warps,
+        split,
+        ctas,
     };
     if matches!(ty, GgmlType::F32 | GgmlType::F16) {
-        vec![v(1, 0), v(2, 0), v(4, 0)]
+        vec![v(1, 0, 0), v(2, 0, 0), v(4, 0, 0)]
     } else {
-        vec![v(2, 0), v(2, 8), v(4, 0), v(4, 16)]
+        vec![v(2, 0, 0), v(2, 1, 1), v(2, 4, 3), v(4, 2, 0), v(4, 8, 2)]
     }
 }
 
@@ -176,16 +178,18 @@ fn batches_match_cpu() {
         let wide = Variant {
             rows: 2,
             tokens: 16,
-            warps: 0,
+            split: 0,
+            ctas: 0,
         };
         check(&gpu, &mv, &c, 3, Some(wide), 40);
-        // Few warps: many groups per warp, for every token capacity.
+        // Two CTAs, two warps per group: many rounds per warp, for every token capacity.
         if !matches!(ty, GgmlType::F32 | GgmlType::F16) {
             for tokens in [4, 8, 16] {
                 let few = Variant {
                     rows: 2,
                     tokens,
-                    warps: 16,
+                    split: 2,
+                    ctas: 2,
                 };
                 check(&gpu, &mv, &c, tokens - 1, Some(few), 42);
             }

@@ -285,16 +285,18 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
     }
 }
 
-// Work split of the quantized kernels. The rows form groups of G; the launch has `nwarps`
-// warps in all (about as many as the GPU holds at once, chosen by the host), and warp w owns
-// row groups w, w + nwarps, ... entirely, so each output is one warp's sum and no partial sum
-// crosses warps. A warp walks its groups' items, (group, 1024-column step) pairs, in order,
-// and copies each item's G x ~1.1 KB (Q8_0) of weights into its shared stage buffer with
-// cp.async S items ahead, across group boundaries, so its memory pipeline never drains
+// Work split of the quantized kernels. The rows form groups of G. A CTA's 8 warps work on
+// 8 / KS groups at a time ("a round"), KS warps per group (KS = 1, 2, 4 or 8, chosen by the
+// host: more when there are too few groups to fill the GPU), each taking every KS-th
+// 1024-column step of the group. CTA c handles the rounds of group packs c, c + nctas, ...
+// (one wave of persistent CTAs). A warp walks its items, (group, step) pairs, in order and
+// copies each item's G x ~1.1 KB (Q8_0) of weights into its shared stage buffer with
+// cp.async S items ahead, across round boundaries, so its memory pipeline never drains
 // while it computes. Each lane decodes its 32-column sub-block of each of the G rows
 // against its 32 activations (loaded once per item, reused for G rows) and accumulates in
-// registers; at the end of a group the warp butterfly-reduces and writes the G outputs.
-// Deterministic: fixed assignment, fixed order, no atomics.
+// registers. At the end of a round each warp butterfly-reduces its G sums; with KS = 1 it
+// writes them, otherwise the KS partials meet in shared memory and the group's first warp
+// adds them in warp order. Deterministic: fixed assignment, fixed order, no atomics.
 //
 // Activations. With `xsm` set (one token, and the host found room), the CTA first copies x
 // into shared memory, where a lane's 32 activations are 8 float4 chunks. Read straight from
@@ -304,12 +306,13 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
 // 8 different bank groups and every load takes the minimum 4 wavefronts.
 //
 // Shared memory (all dynamic, laid out by the host, see matvec.rs): [IQ2_XXS grid: 2 KiB]
-// [x: cols floats if xsm] [stages: MVQ_WARPS x S x G x BUF bytes].
+// [partials: 2 x 8 x G x NT floats] [x: cols floats if xsm, or the activation blocks]
+// [stages: MVQ_WARPS x S x G x BUF bytes].
 template <int T, int G, int NT, int S, bool QA>
 __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
                                          const float* __restrict__ X, i64 x_stride,
                                          float* __restrict__ Y, i64 y_stride, int n,
-                                         const u64* __restrict__ grid_g, int nwarps, int xsm) {
+                                         const u64* __restrict__ grid_g, int ks, int xsm) {
     constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
     constexpr int STEP_BYTES = UPS * Blk<T>::BYTES;
     // A step's first byte can sit up to 14 bytes into its line (blocks have even sizes), and
@@ -317,14 +320,50 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
     constexpr int BUF = (STEP_BYTES + 14 + 4 + 15) / 16 * 16;
     constexpr int NL = (BUF / 16 + DSV4_WARP - 1) / DSV4_WARP;
     constexpr int GRID_BYTES = T == T_IQ2_XXS ? 256 * 8 : 0;
+    constexpr int PART_BYTES = 2 * MVQ_WARPS * G * NT * 4;
     extern __shared__ __align__(16) u8 dyn[];
     u64* grid_s = reinterpret_cast<u64*>(dyn);
-    float4* xs = reinterpret_cast<float4*>(dyn + GRID_BYTES);
+    float* part = reinterpret_cast<float*>(dyn + GRID_BYTES);
+    u8* xbase = dyn + GRID_BYTES + PART_BYTES;
+    float4* xs = reinterpret_cast<float4*>(xbase);
     // Quantized activations: 36 bytes per 32 columns (Q8_0-like) or 292 per 256 (Q8_K).
     const int act_bytes = !QA ? 0 : T == T_Q8_0 ? cols / 32 * 36 : cols / 256 * 292;
-    u8* xact = dyn + GRID_BYTES;
-    u8* stages = dyn + GRID_BYTES + (QA ? (act_bytes + 15) / 16 * 16 : xsm ? cols * 4 : 0);
+    u8* xact = xbase;
+    u8* stages = xbase + (QA ? (act_bytes + 15) / 16 * 16 : xsm ? cols * 4 : 0);
 
+    const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
+    const int units = cols / Blk<T>::COLS;
+    const int nsteps = max(1, (units + UPS - 1) / UPS);
+    const int nsub = cols / 32;
+    const int groups = (rows + G - 1) / G;
+    const int gpc = MVQ_WARPS / ks;               // groups per round
+    const int slot = warp / ks, kslice = warp - slot * ks;
+    const int npacks = (groups + gpc - 1) / gpc;  // rounds over the whole launch
+    const int nctas = gridDim.x, cta = blockIdx.x;
+    const int rounds = npacks > cta ? (npacks - cta + nctas - 1) / nctas : 0;  // same for all warps
+    const int my_steps = (nsteps - kslice + ks - 1) / ks;                      // >= 1: ks <= nsteps
+    const int items = rounds * my_steps;
+    u8* my_stages = stages + warp * (S * G * BUF);
+    const u32 stage0 = smem_addr(my_stages);
+
+    // Prologue: items 0 .. S-2 in flight. Item j is round j / my_steps (group
+    // ((round * nctas + cta) * gpc + slot)), step kslice + (j % my_steps) * ks; one commit
+    // group per item (empty past the end) keeps "item j = the S-th newest group" when it is
+    // waited for.
+#pragma unroll
+    for (int j = 0; j < S - 1; ++j) {
+        if (j < items) {
+            const int r = j / my_steps;
+            const int rg = (r * nctas + cta) * gpc + slot;
+            if (rg < groups)
+                mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, rg, kslice + (j - r * my_steps) * ks, lane,
+                                        stage0 + (u32)(j * G * BUF));
+        }
+        cp_async_commit();
+    }
+
+    // Activations (and the IQ2_XXS grid) are staged while the first weight copies are in
+    // flight: the two memory latencies overlap instead of adding up.
     if (T == T_IQ2_XXS) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = grid_g[i];
     }
@@ -332,38 +371,16 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
         // Verbatim copy, 4 bytes a thread (block sizes are multiples of 4, not of 16).
         const u32* src = reinterpret_cast<const u32*>(X);
         u32* dst = reinterpret_cast<u32*>(xact);
+#pragma unroll 4
         for (int k = threadIdx.x; k < act_bytes / 4; k += blockDim.x) dst[k] = __ldg(src + k);
     } else if (NT == 1 && xsm) {
+#pragma unroll 4
         for (int k = threadIdx.x; k < cols / 4; k += blockDim.x) {
             const int b = k >> 3, c = k & 7;
             xs[(b << 3) | (c ^ (b & 7))] = ld_x4(X + 4 * k);
         }
     }
     __syncthreads();
-
-    const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
-    const int gw = blockIdx.x * MVQ_WARPS + warp;  // global warp index
-    const int units = cols / Blk<T>::COLS;
-    const int nsteps = max(1, (units + UPS - 1) / UPS);
-    const int nsub = cols / 32;
-    const int groups = (rows + G - 1) / G;
-    const int my_groups = groups > gw ? (groups - gw + nwarps - 1) / nwarps : 0;
-    const int items = my_groups * nsteps;
-    u8* my_stages = stages + warp * (S * G * BUF);
-    const u32 stage0 = smem_addr(my_stages);
-
-    // Prologue: items 0 .. S-2 in flight. Item j is group gw + (j / nsteps) * nwarps, step
-    // j % nsteps; one commit group per item (empty past the end) keeps "item j = the S-th
-    // newest group" when it is waited for.
-#pragma unroll
-    for (int j = 0; j < S - 1; ++j) {
-        if (j < items) {
-            const int jg = j / nsteps;
-            mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, gw + jg * nwarps, j - jg * nsteps, lane,
-                                    stage0 + (u32)(j * G * BUF));
-        }
-        cp_async_commit();
-    }
 
     float acc[G][NT];
 #pragma unroll
@@ -376,22 +393,25 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
         {
             const int jn = j + S - 1;
             if (jn < items) {
-                const int jg = jn / nsteps;
+                const int r = jn / my_steps;
+                const int rg = (r * nctas + cta) * gpc + slot;
                 const int st = stage == 0 ? S - 1 : stage - 1;  // jn % S
-                mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, gw + jg * nwarps, jn - jg * nsteps, lane,
-                                        stage0 + (u32)(st * G * BUF));
+                if (rg < groups)
+                    mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, rg, kslice + (jn - r * my_steps) * ks, lane,
+                                            stage0 + (u32)(st * G * BUF));
             }
             cp_async_commit();
         }
         cp_async_wait<S - 1>();
         __syncwarp();  // every lane's copies of item j have landed
 
-        const int jg = j / nsteps;
-        const int rg = gw + jg * nwarps;
-        const int s = j - jg * nsteps;
+        const int r = j / my_steps;
+        const int si = j - r * my_steps;
+        const int rg = (r * nctas + cta) * gpc + slot;
+        const int s = kslice + si * ks;
         const u8* sp = my_stages + stage * (G * BUF);
         const int sb = s * DSV4_WARP + lane;  // this lane's 32-column sub-block in the row
-        if (sb < nsub) {
+        if (rg < groups && sb < nsub) {
             // The lane's block within the step, and its sub-block inside a super-block.
             const int unit = Blk<T>::COLS == 32 ? lane : (lane >> 3);
             const int jj = lane & 7;
@@ -459,7 +479,8 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
         __syncwarp();  // stage j % S is refilled by the next iteration's issue
         stage = stage + 1 == S ? 0 : stage + 1;
 
-        if (s == nsteps - 1) {  // the group's last step: reduce, write, reset
+        if (si == my_steps - 1) {  // the warp's last step of this round: reduce and reset
+            float* pr = part + ((r & 1) * MVQ_WARPS + warp) * (G * NT);
 #pragma unroll
             for (int g = 0; g < G; ++g)
 #pragma unroll
@@ -467,8 +488,25 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
                     const float v = warp_sum(acc[g][t]);
                     acc[g][t] = 0.f;
                     const int row = rg * G + g;
-                    if (lane == 0 && row < rows && t < n) Y[(i64)t * y_stride + row] = v;
+                    if (ks == 1) {
+                        if (lane == 0 && row < rows && t < n) Y[(i64)t * y_stride + row] = v;
+                    } else if (lane == 0) {
+                        pr[g * NT + t] = v;
+                    }
                 }
+            if (ks > 1) {
+                // Partials of a round live in buffer r % 2, so the next round's writes never
+                // meet this round's reads and one barrier per round suffices.
+                __syncthreads();
+                if (kslice == 0 && lane < G * NT) {
+                    const int g = lane / NT, t = lane - g * NT;
+                    const int row = rg * G + g;
+                    const float* p0 = part + ((r & 1) * MVQ_WARPS + warp) * (G * NT) + lane;
+                    float v = 0.f;
+                    for (int k = 0; k < ks; ++k) v += p0[k * G * NT];
+                    if (row < rows && t < n) Y[(i64)t * y_stride + row] = v;
+                }
+            }
         }
     }
     cp_async_wait<0>();  // no copy may outlive the CTA's shared memory
@@ -543,31 +581,32 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
 // ---- entry points ---------------------------------------------------------------------------
 // One signature for every variant: W (row-major GGUF rows of row_bytes), X[t * x_stride + c],
 // Y[t * y_stride + r] for tokens t < n (n <= NT), grid = IQ2_XXS magnitude table (unused by
-// the other types), nwarps = warps in the launch and xsm = x staged in shared memory (both
+// the other types), ks = warps per row group and xsm = x staged in shared memory (both
 // quantized types only). matvec.rs builds the same names and launch shapes:
-//   quantized: mv_<type>_g<G>_n<NT>, nwarps / 8 CTAs of 256 threads (nwarps a multiple of 8),
-//              dynamic shared memory as laid out above mv_quant;
+//   quantized: mv_<type>_g<G>_n<NT> (and mvq_<type>_g2 for quantized activations), any
+//              number of CTAs of 256 threads (one wave is best), ks in {1, 2, 4, 8} and at
+//              most ceil(cols / 1024), dynamic shared memory as laid out above mv_quant;
 //   float:     mv_<type>_r<R>_n<NT>, ceil(rows / (4 * R)) CTAs of 128 threads.
 
 #define MV_ARGS                                                                                 \
     const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, const float *__restrict__ X,   \
         i64 x_stride, float *__restrict__ Y, i64 y_stride, int n, const u64 *__restrict__ grid, \
-        int nwarps, int xsm
+        int ks, int xsm
 #define MV_QUANT(NAME, T, G, NT, S)                                                             \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
         mv_quant<T, G, NT, S, false>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid,   \
-                                     nwarps, xsm);                                              \
+                                     ks, xsm);                                              \
     }
 // Quantized activations: X holds the activation blocks' bytes (one token).
 #define MV_QACT(NAME, T, G, S)                                                                  \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
         mv_quant<T, G, 1, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid,     \
-                                   nwarps, xsm);                                                \
+                                   ks, xsm);                                                \
     }
 #define MV_FLOAT(NAME, T, R, NT)                                                                \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
         (void)grid;                                                                             \
-        (void)nwarps;                                                                           \
+        (void)ks;                                                                               \
         (void)xsm;                                                                              \
         mv_float<T, R, NT>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n);              \
     }

@@ -221,23 +221,36 @@ pub struct Matvec {
     smem_optin: usize,
 }
 
+/// Bytes of the split partial sums (`PART_BYTES` in `mv_quant`): two rounds' worth, one float
+/// per (warp, row, token).
+fn part_bytes(v: Variant) -> usize {
+    2 * QWARPS * v.rows * v.tokens * 4
+}
+
+/// The largest power of two not above `n` (n >= 1).
+fn prev_pow2(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
+}
+
 /// Dynamic shared memory of a quantized launch, laid out as above `mv_quant`.
 fn quant_smem(ty: GgmlType, cols: usize, v: Variant, xsm: bool) -> usize {
     let grid = if ty == GgmlType::IQ2_XXS { 256 * 8 } else { 0 };
     let x = if xsm { cols * 4 } else { 0 };
-    grid + x + QWARPS * stages(v.rows, v.tokens) * v.rows * stage_buf(ty)
+    grid + part_bytes(v) + x + QWARPS * stages(v.rows, v.tokens) * v.rows * stage_buf(ty)
 }
 
 /// How a call is launched. Float types: `rows` rows per warp, four warps per CTA, one warp
-/// per `rows` rows. Quantized types: groups of `rows` rows shared out over `warps` warps in
-/// all (0: as many as the GPU holds at once, capped at the number of groups; see `mv_quant`
-/// in `matvec.cu`). `tokens` is the compiled token capacity (at least the call's token
-/// count).
+/// per `rows` rows. Quantized types: groups of `rows` rows, `split` warps per group (1, 2, 4
+/// or 8, at most one per 1024-column step) and `ctas` CTAs of 8 warps (see `mv_quant` in
+/// `matvec.cu`); 0 leaves either to [`Matvec`] (one wave of CTAs; a split only when there
+/// are too few groups to fill the GPU). `tokens` is the compiled token capacity (at least
+/// the call's token count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Variant {
     pub rows: usize,
     pub tokens: usize,
-    pub warps: usize,
+    pub split: usize,
+    pub ctas: usize,
 }
 
 impl Matvec {
@@ -292,8 +305,8 @@ impl Matvec {
     ///
     /// Float types, one token: the most rows per warp that still leaves at least 8 warps per
     /// SM (more rows per warp reuse each activation load more; more warps keep more loads in
-    /// flight). Quantized types: groups of 2 rows over as many warps as fit on the GPU at
-    /// once (each warp then streams its groups through its own copy pipeline). Several
+    /// flight). Quantized types: groups of 2 rows, one wave of CTAs, split and CTA count
+    /// chosen at launch (see [`Variant`]). Several
     /// tokens: 2 rows per warp or group and the smallest compiled token capacity that holds
     /// `n`.
     pub fn variant(&self, w: &DeviceMatrix, n: usize) -> Variant {
@@ -317,27 +330,16 @@ impl Matvec {
             return Variant {
                 rows,
                 tokens,
-                warps: 0,
+                split: 0,
+                ctas: 0,
             };
         }
         Variant {
             rows: 2,
             tokens,
-            warps: 0,
+            split: 0,
+            ctas: 0,
         }
-    }
-
-    /// Warps a quantized launch of `f` over `groups` row groups uses when the variant leaves
-    /// it open: one wave of resident CTAs, or fewer when there are fewer groups.
-    fn quant_warps(&self, f: &CudaFunction, groups: usize, smem: usize) -> usize {
-        let threads = (QWARPS * 32) as u32;
-        let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
-            .unwrap_or(1)
-            .max(1) as usize;
-        (per_sm * self.sm_count * QWARPS)
-            .min(groups.next_multiple_of(QWARPS))
-            .max(QWARPS)
     }
 
     /// `y = W x`: `x` has `cols` elements, `y` gets `rows`.
@@ -403,37 +405,50 @@ impl Matvec {
         if w.rows == 0 {
             return Ok(());
         }
-        let (ctas, threads, warps, smem, xsm) = if is_float(w.ty) {
+        let (ctas, threads, split, smem, xsm) = if is_float(w.ty) {
             (w.rows.div_ceil(WARPS * v.rows), WARPS * 32, 0, 0, false)
         } else {
             let xsm = n == 1 && w.cols * 4 <= MAX_X_SMEM;
             let smem = quant_smem(w.ty, w.cols, v, xsm);
-            let warps = self.quant_launch(f, w, v, smem)?;
-            (warps / QWARPS, QWARPS * 32, warps, smem, xsm)
+            let (ctas, split) = self.quant_plan(f, w, v, smem)?;
+            (ctas, QWARPS * 32, split, smem, xsm)
         };
-        self.launch(f, w, &x.view(), n, y, (ctas, threads, smem), warps, xsm)
+        self.launch(f, w, &x.view(), n, y, (ctas, threads, smem), split, xsm)
     }
 
-    /// Warps of a quantized launch (see [`Variant::warps`]), after checking its shared memory.
-    fn quant_launch(
+    /// CTAs and split of a quantized launch (see [`Variant`]), after checking its shared
+    /// memory.
+    fn quant_plan(
         &self,
         f: &CudaFunction,
         w: &DeviceMatrix,
         v: Variant,
         smem: usize,
-    ) -> Result<usize> {
+    ) -> Result<(usize, usize)> {
         if smem > self.smem_optin {
             return Err(CudaError::Shape(format!(
                 "{v:?} needs {smem} bytes of shared memory, the device allows {}",
                 self.smem_optin
             )));
         }
+        let threads = (QWARPS * 32) as u32;
+        let per_sm = f
+            .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
+            .unwrap_or(1)
+            .max(1) as usize;
+        let wave = per_sm * self.sm_count;
         let groups = w.rows.div_ceil(v.rows);
-        Ok(if v.warps == 0 {
-            self.quant_warps(f, groups, smem)
+        let nsteps = w.cols.div_ceil(1024).max(1);
+        // Split only as far as needed to give every resident warp a share.
+        let want = if v.split == 0 {
+            (wave * QWARPS).div_ceil(groups)
         } else {
-            v.warps.next_multiple_of(QWARPS)
-        })
+            v.split
+        };
+        let split = prev_pow2(want.clamp(1, QWARPS).min(nsteps));
+        let packs = groups.div_ceil(QWARPS / split);
+        let ctas = if v.ctas == 0 { wave.min(packs) } else { v.ctas };
+        Ok((ctas.max(1), split))
     }
 
     /// Queues one kernel with the MV_ARGS argument list.
@@ -446,7 +461,7 @@ impl Matvec {
         n: usize,
         y: &mut DeviceBuffer<f32>,
         (ctas, threads, smem): (usize, usize, usize),
-        warps: usize,
+        split: usize,
         xsm: bool,
     ) -> Result<()> {
         let cfg = LaunchConfig {
@@ -459,7 +474,7 @@ impl Matvec {
         let (rows, cols) = (w.rows as i32, w.cols as i32);
         let (x_stride, y_stride) = (w.cols as i64, w.rows as i64);
         let n = n as i32;
-        let warps = warps as i32;
+        let split = split as i32;
         let xsm = xsm as i32;
         let mut yv = y.view_mut();
         let grid = self.iq2_grid.view();
@@ -475,7 +490,7 @@ impl Matvec {
             .arg(&y_stride)
             .arg(&n)
             .arg(&grid)
-            .arg(&warps)
+            .arg(&split)
             .arg(&xsm);
         // SAFETY: the argument list matches MV_ARGS in matvec.cu; callers checked the shapes,
         // the weights lie inside their buffer (DeviceMatrix::view) whose allocation covers the
@@ -521,23 +536,27 @@ impl Matvec {
         let v = Variant {
             rows: 2,
             tokens: 1,
-            warps: 0,
+            split: 0,
+            ctas: 0,
         };
         let grid = if w.ty == GgmlType::IQ2_XXS {
             256 * 8
         } else {
             0
         };
-        let smem = grid + need.next_multiple_of(16) + QWARPS * 4 * v.rows * stage_buf(w.ty);
-        let warps = self.quant_launch(f, w, v, smem)?;
+        let smem = grid
+            + part_bytes(v)
+            + need.next_multiple_of(16)
+            + QWARPS * 4 * v.rows * stage_buf(w.ty);
+        let (ctas, split) = self.quant_plan(f, w, v, smem)?;
         self.launch(
             f,
             w,
             &acts.view(),
             1,
             y,
-            (warps / QWARPS, QWARPS * 32, smem),
-            warps,
+            (ctas, QWARPS * 32, smem),
+            split,
             false,
         )
     }
