@@ -1,0 +1,100 @@
+// Shared device helpers, handed to NVRTC as the in-memory header "dsv4_common.cuh".
+//
+// Kernels include no CUDA header: NVRTC then needs no toolkit include directory on the GPU
+// machine, and the compile check needs only libnvrtc. Everything below is plain C++ plus
+// PTX, so it builds for any sm_80+ target.
+
+#pragma once
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef int i32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+#define DSV4_WARP 32
+#define DSV4_FULL_MASK 0xffffffffu
+
+// IEEE binary16 -> binary32 in hardware: exact for every input, subnormals included, so
+// weights decode to the same f32 values as the CPU reference.
+__device__ __forceinline__ float f16_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// 16 bytes of streamed weights. Weights are read exactly once per matvec, so they bypass L1
+// allocation and leave L1 to the activations, which every warp of the SM re-reads.
+__device__ __forceinline__ uint4 ld_stream_16(const u8* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+// Activations: read-only for the kernel's lifetime and shared by all warps, so cached.
+__device__ __forceinline__ float4 ld_x4(const float* p) {
+    return __ldg(reinterpret_cast<const float4*>(p));
+}
+
+// Byte e (0..3) of w, taken as an unsigned integer 0..255, converted to float without the
+// quarter-rate I2F unit: the byte becomes the low mantissa bits of 2^23 (exponent byte 0x4B),
+// and subtracting 2^23 leaves the integer exactly. PRMT + FADD, both full-rate.
+__device__ __forceinline__ float byte_to_f32(u32 w, int e) {
+    return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u + (u32)e)) - 8388608.0f;
+}
+
+// The same for signed int8 codes: callers flip the sign bit of each byte first
+// (w ^ 0x80808080 maps q to q + 128), and 2^23 + 128 comes off instead.
+__device__ __forceinline__ float sbyte_to_f32(u32 w_flipped, int e) {
+    return __uint_as_float(__byte_perm(w_flipped, 0x4B000000u, 0x7540u + (u32)e)) - 8388736.0f;
+}
+
+// Shared-memory reads at 2-byte alignment: GGUF blocks of 34 and 66 bytes leave the u32
+// fields of a block only 2-byte aligned.
+__device__ __forceinline__ u16 lds_u16(const u8* p) {
+    return *reinterpret_cast<const u16*>(p);
+}
+__device__ __forceinline__ u32 lds_u32_a2(const u8* p) {
+    const u16* q = reinterpret_cast<const u16*>(p);
+    return (u32)q[0] | ((u32)q[1] << 16);
+}
+__device__ __forceinline__ u32 lds_u32(const u8* p) {
+    return *reinterpret_cast<const u32*>(p);
+}
+
+// Butterfly sum over the warp. The pairing is fixed, so the result (the same in every lane)
+// is a deterministic function of the 32 inputs.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(DSV4_FULL_MASK, v, off);
+    return v;
+}
+
+// ---- asynchronous global -> shared copies (sm_80+) -----------------------------------------
+// A warp can queue several steps of weights this way without holding them in registers and
+// without waiting: the copy engine of the SM lands them in shared memory while the warp
+// computes on earlier steps. `.cg` caches in L2 only, like the streamed loads above.
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+__device__ __forceinline__ void cp_async_16(u32 dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}

@@ -1,0 +1,60 @@
+//! Every CUDA source of the crate, embedded at build time. The device code is compiled at
+//! start-up by NVRTC ([`crate::nvrtc`]); the compile-check test walks [`ALL_SOURCES`], so a
+//! `.cu` file added here is checked in CI without a GPU.
+
+/// One `.cu` file: `path` (relative to `crates/cuda/src`, for messages and as NVRTC's program
+/// name) and its text.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelSource {
+    pub path: &'static str,
+    pub code: &'static str,
+}
+
+/// The header every source may `#include`, handed to NVRTC in memory (no include path needed).
+pub const COMMON_HEADER_NAME: &str = "dsv4_common.cuh";
+pub const COMMON_HEADER: &str = include_str!("common.cuh");
+
+pub const MATVEC: KernelSource = KernelSource {
+    path: "quant/matvec.cu",
+    code: include_str!("quant/matvec.cu"),
+};
+
+pub const UTIL: KernelSource = KernelSource {
+    path: "util.cu",
+    code: include_str!("util.cu"),
+};
+
+pub const ALL_SOURCES: &[KernelSource] = &[MATVEC, UTIL];
+
+/// Development aid: with `DSV4_KERNEL_DIR=<dir>` (a copy of `crates/cuda/src`), kernels and
+/// the common header are read from `<dir>/<path>` at run time instead of the embedded text,
+/// so a kernel can be edited and re-run on a GPU machine without rebuilding the binaries.
+/// Files missing there fall back to the embedded text.
+pub const KERNEL_DIR_ENV: &str = "DSV4_KERNEL_DIR";
+
+fn override_text(path: &str) -> Option<&'static str> {
+    let dir = std::env::var_os(KERNEL_DIR_ENV).filter(|d| !d.is_empty())?;
+    let text = std::fs::read_to_string(std::path::Path::new(&dir).join(path)).ok()?;
+    // Leaked once per load: a development path, a few kilobytes.
+    Some(Box::leak(text.into_boxed_str()))
+}
+
+impl KernelSource {
+    /// This source as it will be compiled: the embedded text, or its override (see
+    /// [`KERNEL_DIR_ENV`]).
+    pub fn resolved(&self) -> KernelSource {
+        match override_text(self.path) {
+            Some(code) => KernelSource {
+                path: self.path,
+                code,
+            },
+            None => *self,
+        }
+    }
+}
+
+/// The common header as it will be compiled (embedded, or its override).
+pub fn common_header() -> &'static str {
+    static HEADER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    HEADER.get_or_init(|| override_text("common.cuh").unwrap_or(COMMON_HEADER))
+}

@@ -1,0 +1,641 @@
+// y = W x (and Y = W X for a handful of tokens) with W in its GGUF block layout and f32
+// activations: the plain numerics (weights decoded exactly, f32 products and sums).
+//
+// Determinism. Every output is produced by one warp: its lanes' partial sums, a butterfly
+// reduction in a fixed order, no atomics. The result depends only on (W, x, shape), never
+// on timing or on how many CTAs run at once.
+//
+// Quantized types (mv_quant below): persistent warps, each streaming whole row groups through
+// a cp.async pipeline in shared memory; GGUF blocks of 34, 66 and 84 bytes are not 16-byte
+// aligned, so warps copy whole 16-byte lines and lanes decode their blocks from shared memory.
+//
+// Float types (mv_float): rows are 16-byte aligned, so lanes load 16 bytes of weights
+// directly, 4 or 8 columns each, and each warp owns R rows.
+//
+// Host-side preconditions (checked in matvec.rs): W starts 16-byte aligned and its buffer
+// extends at least to the next 16-byte boundary after the matrix (the staging rounds its
+// reads out to whole 16-byte lines); X and its stride are 16-byte aligned; cols is a whole
+// number of blocks (and of 4 or 8 for F32 / F16).
+
+#include "dsv4_common.cuh"
+
+#define T_F32 0
+#define T_F16 1
+#define T_Q8_0 2
+#define T_Q2_K 3
+#define T_Q4_K 4
+#define T_IQ2_XXS 5
+
+#define MV_WARPS 4
+#define MV_THREADS (MV_WARPS * DSV4_WARP)
+// Quantized kernels: 8 warps per CTA share one shared-memory copy of x.
+#define MVQ_WARPS 8
+#define MVQ_THREADS (MVQ_WARPS * DSV4_WARP)
+// Columns per warp step for the quantized types: one 32-column sub-block per lane.
+#define MV_STEP_COLS 1024
+
+// Block geometry: the smallest run of bytes that holds whole columns.
+template <int T> struct Blk;
+template <> struct Blk<T_Q8_0> { static constexpr int COLS = 32, BYTES = 34; };
+template <> struct Blk<T_Q2_K> { static constexpr int COLS = 256, BYTES = 84; };
+template <> struct Blk<T_Q4_K> { static constexpr int COLS = 256, BYTES = 144; };
+template <> struct Blk<T_IQ2_XXS> { static constexpr int COLS = 256, BYTES = 66; };
+
+// ---- per-sub-block dot products (32 columns, one lane) -------------------------------------
+// Each returns sum_i w_i * x_i for the lane's 32 columns, with the block scales factored out
+// of the inner sum (one multiply per sub-block instead of one per weight). Two interleaved
+// partial sums halve the dependent-FMA chain.
+
+// Q8_0: p = the 34-byte block (2-byte aligned). The 32 code bytes start at p + 2, which is
+// 4-byte aligned for half the lanes only; every lane reads the 9 aligned words around them
+// and funnel-shifts, 9 shared loads instead of 16 two-byte ones.
+__device__ __forceinline__ float dot_q8_0(const u8* p, const float* x) {
+    const float d = f16_to_f32(lds_u16(p));
+    const u8* q = p + 2;
+    const u32* aw = reinterpret_cast<const u32*>(reinterpret_cast<u64>(q) & ~(u64)3);
+    const u32 sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;  // 0 or 16
+    u32 wd[9];
+#pragma unroll
+    for (int k = 0; k < 9; ++k) wd[k] = aw[k];
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const u32 w = __funnelshift_r(wd[k], wd[k + 1], sh) ^ 0x80808080u;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            if (k & 1) s1 = fmaf(sbyte_to_f32(w, e), x[4 * k + e], s1);
+            else s0 = fmaf(sbyte_to_f32(w, e), x[4 * k + e], s0);
+        }
+    }
+    return d * (s0 + s1);
+}
+
+// Q4_K: p = the 144-byte super-block (4-byte aligned), j = sub-block 0..7 (32 columns),
+// xsum = sum of the lane's 32 activations (for the min term).
+__device__ __forceinline__ float dot_q4_k(const u8* p, int j, const float* x, float xsum) {
+    const float d = f16_to_f32(lds_u16(p)), dmin = f16_to_f32(lds_u16(p + 2));
+    const u8* sc = p + 4;
+    u32 scl, mn;
+    if (j < 4) {
+        scl = sc[j] & 63;
+        mn = sc[j + 4] & 63;
+    } else {
+        scl = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+        mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+    // Sub-block j lives in the low (even j) or high (odd j) nibbles of chunk j/2.
+    const u8* q = p + 16 + 32 * (j >> 1);
+    const int shift = (j & 1) * 4;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const u32 w = (lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            if (k & 1) s1 = fmaf(byte_to_f32(w, e), x[4 * k + e], s1);
+            else s0 = fmaf(byte_to_f32(w, e), x[4 * k + e], s0);
+        }
+    }
+    return (d * (float)scl) * (s0 + s1) - (dmin * (float)mn) * xsum;
+}
+
+// Q2_K: p = the 84-byte super-block (4-byte aligned), j = sub-block 0..7; its two 16-column
+// halves have their own scale/min bytes; xs0, xs1 = sums of the lane's activations 0..15 and
+// 16..31.
+__device__ __forceinline__ float dot_q2_k(const u8* p, int j, const float* x, float xs0, float xs1) {
+    const float d = f16_to_f32(lds_u16(p + 80)), dmin = f16_to_f32(lds_u16(p + 82));
+    const u32 sc0 = p[2 * j], sc1 = p[2 * j + 1];
+    // Columns 32j.. are bit pair (j % 4) of the 32 code bytes of half j / 4.
+    const u8* q = p + 16 + 32 * (j >> 2);
+    const int shift = 2 * (j & 3);
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const u32 w = (lds_u32(q + 4 * k) >> shift) & 0x03030303u;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            if (k < 4) s0 = fmaf(byte_to_f32(w, e), x[4 * k + e], s0);
+            else s1 = fmaf(byte_to_f32(w, e), x[4 * k + e], s1);
+        }
+    }
+    return d * ((float)(sc0 & 15) * s0 + (float)(sc1 & 15) * s1) -
+           dmin * ((float)(sc0 >> 4) * xs0 + (float)(sc1 >> 4) * xs1);
+}
+
+// IQ2_XXS: p = the 66-byte super-block (2-byte aligned), ib = group 0..7 (32 columns);
+// grid = the 256 8-byte magnitude octets, in shared memory.
+__device__ __forceinline__ float dot_iq2_xxs(const u8* p, int ib, const float* x, const u64* grid) {
+    const float d = f16_to_f32(lds_u16(p));
+    const u32 a = lds_u32_a2(p + 2 + 8 * ib), b = lds_u32_a2(p + 6 + 8 * ib);
+    // Same f32 operations and order as the reference dequantization.
+    const float db = (d * (0.5f + (float)(b >> 28))) * 0.25f;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const u64 g = grid[(a >> (8 * k)) & 255u];
+        const u32 lo = (u32)g, hi = (u32)(g >> 32);
+        const u32 sg = (b >> (7 * k)) & 127u;
+        // The eighth sign is implied: it makes the count of negative signs even.
+        const u32 ks = sg | ((__popc(sg) & 1u) << 7);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            const float v = byte_to_f32(e < 4 ? lo : hi, e & 3);
+            // Apply the sign to the activation (an XOR of its sign bit): exact, and cheaper
+            // than building a signed weight.
+            const float xv = __uint_as_float(__float_as_uint(x[8 * k + e]) ^ ((ks << (31 - e)) & 0x80000000u));
+            if (e & 1) s1 = fmaf(v, xv, s1);
+            else s0 = fmaf(v, xv, s0);
+        }
+    }
+    return db * (s0 + s1);
+}
+
+// ---- dot products with quantized activations (the official numerics) ----------------------
+// ds4's CPU formulas (FORMATS §3.4-3.7), one 32-column sub-block per lane: the integer sums
+// are exact (dp4a), and each returns the sub-block's share of the row sum in f32. The CPU
+// adds the same shares per block in another grouping, so results agree to f32 rounding.
+// Activation blocks: Q8_0-like = f32 d + 32 int8 (36 bytes); Q8_K = f32 d + 256 int8 +
+// 16 int16 bsums (292 bytes); both staged verbatim in shared memory (4-byte aligned).
+
+// Q8_0 weights (34-byte block at p, 2-byte aligned) x Q8_0-like block at a.
+__device__ __forceinline__ float dotq_q8_0(const u8* p, const u8* a) {
+    const float d = f16_to_f32(lds_u16(p));
+    const u8* q = p + 2;
+    const u32* aw = reinterpret_cast<const u32*>(reinterpret_cast<u64>(q) & ~(u64)3);
+    const u32 sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;
+    const u32* xq = reinterpret_cast<const u32*>(a + 4);
+    u32 wd[9];
+#pragma unroll
+    for (int k = 0; k < 9; ++k) wd[k] = aw[k];
+    int isum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) isum = __dp4a((int)__funnelshift_r(wd[k], wd[k + 1], sh), (int)xq[k], isum);
+    // CPU: acc += (f32(d_w) * d_x) * (f32)isum.
+    return (d * *reinterpret_cast<const float*>(a)) * (float)isum;
+}
+
+// Q4_K super-block at p (4-byte aligned), sub-block j, x Q8_K block at a.
+__device__ __forceinline__ float dotq_q4_k(const u8* p, int j, const u8* a) {
+    const float d = f16_to_f32(lds_u16(p)), dmin = f16_to_f32(lds_u16(p + 2));
+    const u8* sc = p + 4;
+    int scl, mn;
+    if (j < 4) {
+        scl = sc[j] & 63;
+        mn = sc[j + 4] & 63;
+    } else {
+        scl = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+        mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+    const u8* q = p + 16 + 32 * (j >> 1);
+    const int shift = (j & 1) * 4;
+    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * j);
+    int isum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) isum = __dp4a((int)((lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu), (int)xq[k], isum);
+    const short* bs = reinterpret_cast<const short*>(a + 260);
+    const float yd = *reinterpret_cast<const float*>(a);
+    // CPU: (yd * d) * isum - (yd * dmin) * summs, with isum = sum_j sc_j * s_j and
+    // summs = sum_j m_j * (bsums[2j] + bsums[2j+1]).
+    return (yd * d) * (float)(scl * isum) - (yd * dmin) * (float)(mn * ((int)bs[2 * j] + (int)bs[2 * j + 1]));
+}
+
+// Q2_K super-block at p (4-byte aligned), sub-block j (16-column halves 2j, 2j+1), x Q8_K.
+__device__ __forceinline__ float dotq_q2_k(const u8* p, int j, const u8* a) {
+    const float d = f16_to_f32(lds_u16(p + 80)), dmin = f16_to_f32(lds_u16(p + 82));
+    const int sc0 = p[2 * j], sc1 = p[2 * j + 1];
+    const u8* q = p + 16 + 32 * (j >> 2);
+    const int shift = 2 * (j & 3);
+    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * j);
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const int w = (int)((lds_u32(q + 4 * k) >> shift) & 0x03030303u);
+        if (k < 4) s0 = __dp4a(w, (int)xq[k], s0);
+        else s1 = __dp4a(w, (int)xq[k], s1);
+    }
+    const short* bs = reinterpret_cast<const short*>(a + 260);
+    const float yd = *reinterpret_cast<const float*>(a);
+    const int isum = (sc0 & 15) * s0 + (sc1 & 15) * s1;
+    const int summs = (int)bs[2 * j] * (sc0 >> 4) + (int)bs[2 * j + 1] * (sc1 >> 4);
+    // CPU: dall * isum - dmin * summs, dall = yd * d, dmin = yd * dmin.
+    return (yd * d) * (float)isum - (yd * dmin) * (float)summs;
+}
+
+// 0xFF in byte i of the result where bit i of the 4-bit b is set: the four shifted copies of
+// b in the product do not overlap, so no carries mix the bytes.
+__device__ __forceinline__ u32 byte_masks(u32 b) {
+    return ((b * 0x00204081u) & 0x01010101u) * 0xFFu;
+}
+
+// IQ2_XXS super-block at p (2-byte aligned), group ib, x Q8_K block at a.
+__device__ __forceinline__ float dotq_iq2_xxs(const u8* p, int ib, const u8* a, const u64* grid) {
+    const float d = f16_to_f32(lds_u16(p));
+    const u32 wa = lds_u32_a2(p + 2 + 8 * ib), wb = lds_u32_a2(p + 6 + 8 * ib);
+    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * ib);
+    int isum = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const u64 g = grid[(wa >> (8 * k)) & 255u];
+        const u32 sg = (wb >> (7 * k)) & 127u;
+        const u32 ks = sg | ((__popc(sg) & 1u) << 7);
+        // Negate the marked magnitude bytes: (g ^ m) - m per byte is -g where m = 0xFF.
+        const u32 mlo = byte_masks(ks & 15u), mhi = byte_masks(ks >> 4);
+        const u32 lo = __vsub4((u32)g ^ mlo, mlo), hi = __vsub4((u32)(g >> 32) ^ mhi, mhi);
+        isum = __dp4a((int)lo, (int)xq[2 * k], isum);
+        isum = __dp4a((int)hi, (int)xq[2 * k + 1], isum);
+    }
+    const int part = (2 * (int)(wb >> 28) + 1) * isum;
+    // CPU: sumf += (f32(d) * y.d) * bsum per block, result 0.125 * sumf.
+    return 0.125f * ((d * *reinterpret_cast<const float*>(a)) * (float)part);
+}
+
+// ---- quantized kernel body ------------------------------------------------------------------
+
+// Where step s of a row lies: the 16-byte line `a` holding its first byte, the offset `sh`
+// of that byte in the line, and how many 16-byte lines `n16` cover the step.
+template <int T>
+__device__ __forceinline__ void step_lines(const u8* W, i64 row_bytes, int row, int s, int units,
+                                           const u8*& a, int& sh, int& n16) {
+    constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
+    const int u0 = s * UPS;
+    const int nu = min(UPS, units - u0);
+    const u8* first = W + (u64)row * (u64)row_bytes + (u64)u0 * Blk<T>::BYTES;
+    a = reinterpret_cast<const u8*>(reinterpret_cast<u64>(first) & ~(u64)15);
+    sh = (int)(first - a);
+    n16 = (sh + nu * Blk<T>::BYTES + 15) >> 4;
+}
+
+// Queues the cp.async copies of one item (row group rg, step s) into the stage at shared
+// address `stage`; rows past the end are skipped.
+template <int T, int G, int BUF, int NL>
+__device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes, int rows, int units,
+                                         int rg, int s, int lane, u32 stage) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const int row = rg * G + g;
+        if (row < rows) {
+            const u8* a; int sh, n16;
+            step_lines<T>(W, row_bytes, row, s, units, a, sh, n16);
+#pragma unroll
+            for (int l = 0; l < NL; ++l) {
+                const int q = lane + DSV4_WARP * l;
+                if (q < n16) cp_async_16(stage + (u32)(g * BUF + 16 * q), a + 16 * q);
+            }
+        }
+    }
+}
+
+// Work split of the quantized kernels. The rows form groups of G. A CTA's 8 warps work on
+// 8 / KS groups at a time ("a round"), KS warps per group (KS = 1, 2, 4 or 8, chosen by the
+// host: more when there are too few groups to fill the GPU), each taking every KS-th
+// 1024-column step of the group. CTA c handles the rounds of group packs c, c + nctas, ...
+// (one wave of persistent CTAs). A warp walks its items, (group, step) pairs, in order and
+// copies each item's G x ~1.1 KB (Q8_0) of weights into its shared stage buffer with
+// cp.async S items ahead, across round boundaries, so its memory pipeline never drains
+// while it computes. Each lane decodes its 32-column sub-block of each of the G rows
+// against its 32 activations (loaded once per item, reused for G rows) and accumulates in
+// registers. At the end of a round each warp butterfly-reduces its G sums; with KS = 1 it
+// writes them, otherwise the KS partials meet in shared memory and the group's first warp
+// adds them in warp order. Deterministic: fixed assignment, fixed order, no atomics.
+//
+// Activations. With `xsm` set (one token, and the host found room), the CTA first copies x
+// into shared memory, where a lane's 32 activations are 8 float4 chunks. Read straight from
+// global memory, each of those 16-byte loads would touch 32 different 128-byte lines (one
+// per lane), the dominant L1 cost of the kernel; in shared memory the chunks of sub-block b
+// are stored rotated (chunk c at slot c ^ (b % 8)) so the 8 lanes of each quarter-warp hit
+// 8 different bank groups and every load takes the minimum 4 wavefronts.
+//
+// Shared memory (all dynamic, laid out by the host, see matvec.rs): [IQ2_XXS grid: 2 KiB]
+// [partials: 2 x 8 x G x NT floats] [x: cols floats if xsm, or the activation blocks]
+// [stages: MVQ_WARPS x S x G x BUF bytes].
+template <int T, int G, int NT, int S, bool QA>
+__device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
+                                         const float* __restrict__ X, i64 x_stride,
+                                         float* __restrict__ Y, i64 y_stride, int n,
+                                         const u64* __restrict__ grid_g, int ks, int xsm) {
+    constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
+    constexpr int STEP_BYTES = UPS * Blk<T>::BYTES;
+    // A step's first byte can sit up to 14 bytes into its line (blocks have even sizes), and
+    // dot_q8_0 reads up to 4 bytes past a block: both must stay inside the stage.
+    constexpr int BUF = (STEP_BYTES + 14 + 4 + 15) / 16 * 16;
+    constexpr int NL = (BUF / 16 + DSV4_WARP - 1) / DSV4_WARP;
+    constexpr int GRID_BYTES = T == T_IQ2_XXS ? 256 * 8 : 0;
+    constexpr int PART_BYTES = 2 * MVQ_WARPS * G * NT * 4;
+    extern __shared__ __align__(16) u8 dyn[];
+    u64* grid_s = reinterpret_cast<u64*>(dyn);
+    float* part = reinterpret_cast<float*>(dyn + GRID_BYTES);
+    u8* xbase = dyn + GRID_BYTES + PART_BYTES;
+    float4* xs = reinterpret_cast<float4*>(xbase);
+    // Quantized activations: 36 bytes per 32 columns (Q8_0-like) or 292 per 256 (Q8_K).
+    const int act_bytes = !QA ? 0 : T == T_Q8_0 ? cols / 32 * 36 : cols / 256 * 292;
+    u8* xact = xbase;
+    u8* stages = xbase + (QA ? (act_bytes + 15) / 16 * 16 : xsm ? cols * 4 : 0);
+
+    const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
+    const int units = cols / Blk<T>::COLS;
+    const int nsteps = max(1, (units + UPS - 1) / UPS);
+    const int nsub = cols / 32;
+    const int groups = (rows + G - 1) / G;
+    const int gpc = MVQ_WARPS / ks;               // groups per round
+    const int slot = warp / ks, kslice = warp - slot * ks;
+    const int npacks = (groups + gpc - 1) / gpc;  // rounds over the whole launch
+    const int nctas = gridDim.x, cta = blockIdx.x;
+    const int rounds = npacks > cta ? (npacks - cta + nctas - 1) / nctas : 0;  // same for all warps
+    const int my_steps = (nsteps - kslice + ks - 1) / ks;                      // >= 1: ks <= nsteps
+    const int items = rounds * my_steps;
+    u8* my_stages = stages + warp * (S * G * BUF);
+    const u32 stage0 = smem_addr(my_stages);
+
+    // Prologue: items 0 .. S-2 in flight. Item j is round j / my_steps (group
+    // ((round * nctas + cta) * gpc + slot)), step kslice + (j % my_steps) * ks; one commit
+    // group per item (empty past the end) keeps "item j = the S-th newest group" when it is
+    // waited for.
+#pragma unroll
+    for (int j = 0; j < S - 1; ++j) {
+        if (j < items) {
+            const int r = j / my_steps;
+            const int rg = (r * nctas + cta) * gpc + slot;
+            if (rg < groups)
+                mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, rg, kslice + (j - r * my_steps) * ks, lane,
+                                        stage0 + (u32)(j * G * BUF));
+        }
+        cp_async_commit();
+    }
+
+    // Activations (and the IQ2_XXS grid) are staged while the first weight copies are in
+    // flight: the two memory latencies overlap instead of adding up.
+    if (T == T_IQ2_XXS) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = grid_g[i];
+    }
+    if (QA) {
+        // Verbatim copy, 4 bytes a thread (block sizes are multiples of 4, not of 16).
+        const u32* src = reinterpret_cast<const u32*>(X);
+        u32* dst = reinterpret_cast<u32*>(xact);
+#pragma unroll 4
+        for (int k = threadIdx.x; k < act_bytes / 4; k += blockDim.x) dst[k] = __ldg(src + k);
+    } else if (NT == 1 && xsm) {
+#pragma unroll 4
+        for (int k = threadIdx.x; k < cols / 4; k += blockDim.x) {
+            const int b = k >> 3, c = k & 7;
+            xs[(b << 3) | (c ^ (b & 7))] = ld_x4(X + 4 * k);
+        }
+    }
+    __syncthreads();
+
+    float acc[G][NT];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[g][t] = 0.f;
+
+    int stage = 0;  // j % S
+    for (int j = 0; j < items; ++j) {
+        {
+            const int jn = j + S - 1;
+            if (jn < items) {
+                const int r = jn / my_steps;
+                const int rg = (r * nctas + cta) * gpc + slot;
+                const int st = stage == 0 ? S - 1 : stage - 1;  // jn % S
+                if (rg < groups)
+                    mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, rg, kslice + (jn - r * my_steps) * ks, lane,
+                                            stage0 + (u32)(st * G * BUF));
+            }
+            cp_async_commit();
+        }
+        cp_async_wait<S - 1>();
+        __syncwarp();  // every lane's copies of item j have landed
+
+        const int r = j / my_steps;
+        const int si = j - r * my_steps;
+        const int rg = (r * nctas + cta) * gpc + slot;
+        const int s = kslice + si * ks;
+        const u8* sp = my_stages + stage * (G * BUF);
+        const int sb = s * DSV4_WARP + lane;  // this lane's 32-column sub-block in the row
+        if (rg < groups && sb < nsub) {
+            // The lane's block within the step, and its sub-block inside a super-block.
+            const int unit = Blk<T>::COLS == 32 ? lane : (lane >> 3);
+            const int jj = lane & 7;
+            int shs[G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                const u8* a; int n16;
+                step_lines<T>(W, row_bytes, min(rg * G + g, rows - 1), s, units, a, shs[g], n16);
+            }
+            if constexpr (QA) {
+                // The lane's activation block: its own (Q8_0-like) or its super-block's (Q8_K).
+                const u8* ab = T == T_Q8_0 ? xact + sb * 36 : xact + (sb >> 3) * 292;
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    if (rg * G + g < rows) {
+                        const u8* bp = sp + g * BUF + shs[g] + unit * Blk<T>::BYTES;
+                        float v;
+                        if (T == T_Q8_0) v = dotq_q8_0(bp, ab);
+                        else if (T == T_Q4_K) v = dotq_q4_k(bp, jj, ab);
+                        else if (T == T_Q2_K) v = dotq_q2_k(bp, jj, ab);
+                        else v = dotq_iq2_xxs(bp, jj, ab, grid_s);
+                        acc[g][0] += v;
+                    }
+                }
+            } else {
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                if (t < n) {
+                    float x[32];
+                    if (NT == 1 && xsm) {
+#pragma unroll
+                        for (int q = 0; q < 8; ++q) {
+                            const float4 v = xs[(sb << 3) | (q ^ (sb & 7))];
+                            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+                        }
+                    } else {
+                        const float* xp = X + (i64)t * x_stride + (i64)sb * 32;
+#pragma unroll
+                        for (int q = 0; q < 8; ++q) {
+                            const float4 v = ld_x4(xp + 4 * q);
+                            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+                        }
+                    }
+                    float xs0 = 0.f, xs1 = 0.f;
+                    if (T == T_Q2_K || T == T_Q4_K) {
+#pragma unroll
+                        for (int q = 0; q < 16; ++q) { xs0 += x[q]; xs1 += x[16 + q]; }
+                    }
+#pragma unroll
+                    for (int g = 0; g < G; ++g) {
+                        if (rg * G + g < rows) {
+                            const u8* bp = sp + g * BUF + shs[g] + unit * Blk<T>::BYTES;
+                            float v;
+                            if (T == T_Q8_0) v = dot_q8_0(bp, x);
+                            else if (T == T_Q4_K) v = dot_q4_k(bp, jj, x, xs0 + xs1);
+                            else if (T == T_Q2_K) v = dot_q2_k(bp, jj, x, xs0, xs1);
+                            else v = dot_iq2_xxs(bp, jj, x, grid_s);
+                            acc[g][t] += v;
+                        }
+                    }
+                }
+            }
+            }
+        }
+        __syncwarp();  // stage j % S is refilled by the next iteration's issue
+        stage = stage + 1 == S ? 0 : stage + 1;
+
+        if (si == my_steps - 1) {  // the warp's last step of this round: reduce and reset
+            float* pr = part + ((r & 1) * MVQ_WARPS + warp) * (G * NT);
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int t = 0; t < NT; ++t) {
+                    const float v = warp_sum(acc[g][t]);
+                    acc[g][t] = 0.f;
+                    const int row = rg * G + g;
+                    if (ks == 1) {
+                        if (lane == 0 && row < rows && t < n) Y[(i64)t * y_stride + row] = v;
+                    } else if (lane == 0) {
+                        pr[g * NT + t] = v;
+                    }
+                }
+            if (ks > 1) {
+                // Partials of a round live in buffer r % 2, so the next round's writes never
+                // meet this round's reads and one barrier per round suffices.
+                __syncthreads();
+                if (kslice == 0 && lane < G * NT) {
+                    const int g = lane / NT, t = lane - g * NT;
+                    const int row = rg * G + g;
+                    const float* p0 = part + ((r & 1) * MVQ_WARPS + warp) * (G * NT) + lane;
+                    float v = 0.f;
+                    for (int k = 0; k < ks; ++k) v += p0[k * G * NT];
+                    if (row < rows && t < n) Y[(i64)t * y_stride + row] = v;
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();  // no copy may outlive the CTA's shared memory
+}
+
+// ---- float kernel body ----------------------------------------------------------------------
+
+template <int T, int R, int NT>
+__device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
+                                         const float* __restrict__ X, i64 x_stride,
+                                         float* __restrict__ Y, i64 y_stride, int n) {
+    // 16 bytes of weights per lane: 4 f32 or 8 f16 columns.
+    constexpr int EPU = T == T_F32 ? 4 : 8;
+    const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
+    const int row0 = (blockIdx.x * MV_WARPS + warp) * R;
+    if (row0 >= rows) return;
+    const int nunits = cols / EPU;
+
+    float acc[R][NT];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
+
+    // Unrolled so that the loads of several iterations are in flight together.
+#pragma unroll 4
+    for (int u = lane; u < nunits; u += DSV4_WARP) {
+        uint4 w[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+            if (row0 + r < rows) w[r] = ld_stream_16(W + (u64)(row0 + r) * (u64)row_bytes + 16 * (u64)u);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (t < n) {
+                float x[EPU];
+                const float* xp = X + (i64)t * x_stride + (i64)u * EPU;
+#pragma unroll
+                for (int i = 0; i < EPU / 4; ++i) {
+                    const float4 v = ld_x4(xp + 4 * i);
+                    x[4 * i] = v.x; x[4 * i + 1] = v.y; x[4 * i + 2] = v.z; x[4 * i + 3] = v.w;
+                }
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    if (row0 + r < rows) {
+                        const u32 ws[4] = {w[r].x, w[r].y, w[r].z, w[r].w};
+                        float s = acc[r][t];
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) {
+                            if (T == T_F32) {
+                                s = fmaf(__uint_as_float(ws[i]), x[i], s);
+                            } else {
+                                s = fmaf(f16_to_f32((u16)(ws[i] & 0xffffu)), x[2 * i], s);
+                                s = fmaf(f16_to_f32((u16)(ws[i] >> 16)), x[2 * i + 1], s);
+                            }
+                        }
+                        acc[r][t] = s;
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            const float v = warp_sum(acc[r][t]);
+            if (lane == 0 && row0 + r < rows && t < n) Y[(i64)t * y_stride + row0 + r] = v;
+        }
+}
+
+// ---- entry points ---------------------------------------------------------------------------
+// One signature for every variant: W (row-major GGUF rows of row_bytes), X[t * x_stride + c],
+// Y[t * y_stride + r] for tokens t < n (n <= NT), grid = IQ2_XXS magnitude table (unused by
+// the other types), ks = warps per row group and xsm = x staged in shared memory (both
+// quantized types only). matvec.rs builds the same names and launch shapes:
+//   quantized: mv_<type>_g<G>_n<NT> (and mvq_<type>_g2 for quantized activations), any
+//              number of CTAs of 256 threads (one wave is best), ks in {1, 2, 4, 8} and at
+//              most ceil(cols / 1024), dynamic shared memory as laid out above mv_quant;
+//   float:     mv_<type>_r<R>_n<NT>, ceil(rows / (4 * R)) CTAs of 128 threads.
+
+#define MV_ARGS                                                                                 \
+    const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, const float *__restrict__ X,   \
+        i64 x_stride, float *__restrict__ Y, i64 y_stride, int n, const u64 *__restrict__ grid, \
+        int ks, int xsm
+#define MV_QUANT(NAME, T, G, NT, S)                                                             \
+    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
+        mv_quant<T, G, NT, S, false>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid,   \
+                                     ks, xsm);                                              \
+    }
+// Quantized activations: X holds the activation blocks' bytes (one token).
+#define MV_QACT(NAME, T, G, S)                                                                  \
+    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
+        mv_quant<T, G, 1, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid,     \
+                                   ks, xsm);                                                \
+    }
+#define MV_FLOAT(NAME, T, R, NT)                                                                \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
+        (void)grid;                                                                             \
+        (void)ks;                                                                               \
+        (void)xsm;                                                                              \
+        mv_float<T, R, NT>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n);              \
+    }
+
+// Float types: one token with 1, 2 or 4 rows per warp (few rows -> fewer rows per warp, so
+// more warps share the matrix), and 2 rows per warp for 4, 8, 16 tokens.
+#define MV_FLOAT_ALL(name, T)                                                                   \
+    MV_FLOAT(mv_##name##_r1_n1, T, 1, 1)                                                        \
+    MV_FLOAT(mv_##name##_r2_n1, T, 2, 1)                                                        \
+    MV_FLOAT(mv_##name##_r4_n1, T, 4, 1)                                                        \
+    MV_FLOAT(mv_##name##_r2_n4, T, 2, 4)                                                        \
+    MV_FLOAT(mv_##name##_r2_n8, T, 2, 8)                                                        \
+    MV_FLOAT(mv_##name##_r2_n16, T, 2, 16)
+
+// Quantized types: one token with groups of 2 rows and four stages in flight per warp, or
+// groups of 4 rows (more activation reuse) and two stages; several tokens with groups of 2
+// rows and two stages (their registers go to the per-token sums). matvec.rs mirrors the
+// stage counts (QUANT_VARIANTS) to size shared memory.
+#define MV_QUANT_ALL(name, T)                                                                   \
+    MV_QUANT(mv_##name##_g2_n1, T, 2, 1, 4)                                                     \
+    MV_QUANT(mv_##name##_g4_n1, T, 4, 1, 2)                                                     \
+    MV_QUANT(mv_##name##_g2_n4, T, 2, 4, 2)                                                     \
+    MV_QUANT(mv_##name##_g2_n8, T, 2, 8, 2)                                                     \
+    MV_QUANT(mv_##name##_g2_n16, T, 2, 16, 2)                                                   \
+    MV_QACT(mvq_##name##_g2, T, 2, 4)
+
+MV_FLOAT_ALL(f32, T_F32)
+MV_FLOAT_ALL(f16, T_F16)
+MV_QUANT_ALL(q8_0, T_Q8_0)
+MV_QUANT_ALL(q2_k, T_Q2_K)
+MV_QUANT_ALL(q4_k, T_Q4_K)
+MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS)

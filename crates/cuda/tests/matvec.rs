@@ -1,0 +1,362 @@
+//! GPU matvec against the CPU reference (`dsv4_quant::matvec`, plain numerics), for every
+//! weight type over the DeepSeek V4 Flash shapes and awkward small ones. Outputs are
+//! poisoned with NaN before each launch, so an element the kernel never writes fails.
+//! Without a GPU every test prints SKIPPED (DSV4_REQUIRE_GPU=1 makes that a failure).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_close, gpu_or_skip, random_matrix, random_x, row_magnitudes};
+use dsv4_cuda::quant::matvec::{row_bytes, Variant};
+use dsv4_cuda::{CudaError, DeviceBuffer, DeviceMatrix, Gpu, Matvec};
+use dsv4_quant::{GgmlType, Numerics};
+
+const TYPES: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q4_K,
+    GgmlType::IQ2_XXS,
+];
+
+/// `(cols, rows)` = input -> output sizes of the Flash projections: attn_q_a, attn_q_b,
+/// attn_kv, attn_output_b, routed/shared expert gate/up, expert down.
+const FLASH_SHAPES: [(usize, usize); 6] = [
+    (4096, 1024),
+    (1024, 32768),
+    (4096, 512),
+    (8192, 4096),
+    (4096, 2048),
+    (2048, 4096),
+];
+
+/// Weight scale per type, so outputs have similar magnitudes.
+fn scale(ty: GgmlType) -> f32 {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 => 0.05,
+        _ => 0.01,
+    }
+}
+
+struct Case {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+    w: DeviceMatrix,
+}
+
+fn case(gpu: &Gpu, ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Case {
+    let bytes = random_matrix(ty, rows, cols, scale(ty), seed);
+    let w = DeviceMatrix::upload(gpu, ty, rows, cols, &bytes).unwrap();
+    Case {
+        ty,
+        rows,
+        cols,
+        bytes,
+        w,
+    }
+}
+
+fn cpu(c: &Case, x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; c.rows];
+    dsv4_quant::matvec(c.ty, &c.bytes, c.rows, c.cols, x, &mut y, Numerics::Plain).unwrap();
+    y
+}
+
+/// Runs `n` tokens through variant `v` (or the default choice) with NaN-poisoned outputs and
+/// checks each token's output against the CPU. Returns the worst relative L2 error.
+fn check(gpu: &Gpu, mv: &Matvec, c: &Case, n: usize, v: Option<Variant>, seed: u64) -> f64 {
+    let x: Vec<f32> = random_x(n * c.cols, seed);
+    let xd = gpu.upload(&x).unwrap();
+    let mut yd = gpu.upload(&vec![f32::NAN; n * c.rows]).unwrap();
+    match v {
+        Some(v) => mv.run_variant(&c.w, &xd, n, &mut yd, v).unwrap(),
+        None => mv.run_batch(&c.w, &xd, n, &mut yd).unwrap(),
+    }
+    let y = gpu.download(&yd).unwrap();
+    let mut worst = 0f64;
+    for t in 0..n {
+        let xt = &x[t * c.cols..(t + 1) * c.cols];
+        let want = cpu(c, xt);
+        let mags = row_magnitudes(c.ty, &c.bytes, c.rows, c.cols, xt);
+        let what = format!("{} {}x{} token {t}/{n} {v:?}", c.ty, c.rows, c.cols);
+        worst = worst.max(assert_close(
+            &what,
+            &y[t * c.rows..(t + 1) * c.rows],
+            &want,
+            &mags,
+        ));
+    }
+    worst
+}
+
+#[test]
+fn flash_shapes_match_cpu() {
+    let Some(gpu) = gpu_or_skip("flash_shapes_match_cpu") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    for ty in TYPES {
+        for (i, &(cols, rows)) in FLASH_SHAPES.iter().enumerate() {
+            let c = case(&gpu, ty, rows, cols, 100 + i as u64);
+            let rel = check(&gpu, &mv, &c, 1, None, 7 + i as u64);
+            eprintln!(
+                "{ty} {cols}->{rows}: rel L2 {rel:.2e} ({:?})",
+                mv.variant(&c.w, 1)
+            );
+        }
+    }
+}
+
+/// Every compiled single-token variant: float kernels with 1, 2, 4 rows per warp; quantized
+/// ones with groups of 2 or 4 rows, the automatic plan, a single CTA (every warp walks many
+/// rounds and its copy pipeline crosses them), and splits of 2, 4, 8 warps per group over a
+/// few CTAs (partials combined in shared memory; clamped where rows are short).
+fn single_token_variants(ty: GgmlType) -> Vec<Variant> {
+    let v = |rows, split, ctas| Variant {
+        rows,
+        tokens: 1,
+        split,
+        ctas,
+    };
+    if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+        vec![v(1, 0, 0), v(2, 0, 0), v(4, 0, 0)]
+    } else {
+        vec![v(2, 0, 0), v(2, 1, 1), v(2, 4, 3), v(4, 2, 0), v(4, 8, 2)]
+    }
+}
+
+/// Rows that do not fill the last warp or CTA, single partial steps, rows whose byte length
+/// is not a multiple of 16 (so each row starts at a different offset in its 16-byte line),
+/// and a row longer than 8192.
+#[test]
+fn odd_shapes_match_cpu() {
+    let Some(gpu) = gpu_or_skip("odd_shapes_match_cpu") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    for ty in TYPES {
+        // The smallest column count each type's kernels accept.
+        let u = match ty {
+            GgmlType::F32 => 4,
+            GgmlType::F16 => 8,
+            _ => ty.block_elems(),
+        };
+        let shapes = [
+            (1, u),
+            (37, 3 * u),
+            (129, 5 * u),
+            (3, 9 * u),
+            (1000, 40 * u),
+            (17, 12288),
+        ];
+        for (i, &(rows, cols)) in shapes.iter().enumerate() {
+            let c = case(&gpu, ty, rows, cols, 300 + i as u64);
+            for v in single_token_variants(ty) {
+                check(&gpu, &mv, &c, 1, Some(v), 11 + i as u64);
+            }
+        }
+    }
+}
+
+/// `Y = W X` for 2..16 tokens in every batch variant equals one CPU matvec per token.
+#[test]
+fn batches_match_cpu() {
+    let Some(gpu) = gpu_or_skip("batches_match_cpu") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    for ty in TYPES {
+        let c = case(&gpu, ty, 1000, 2048, 500);
+        for n in [2, 3, 4, 5, 8, 13, 16] {
+            check(&gpu, &mv, &c, n, None, 20 + n as u64);
+        }
+        // A variant wider than needed: the unused token slots must stay unwritten and harmless.
+        let wide = Variant {
+            rows: 2,
+            tokens: 16,
+            split: 0,
+            ctas: 0,
+        };
+        check(&gpu, &mv, &c, 3, Some(wide), 40);
+        // Two CTAs, two warps per group: many rounds per warp, for every token capacity.
+        if !matches!(ty, GgmlType::F32 | GgmlType::F16) {
+            for tokens in [4, 8, 16] {
+                let few = Variant {
+                    rows: 2,
+                    tokens,
+                    split: 2,
+                    ctas: 2,
+                };
+                check(&gpu, &mv, &c, tokens - 1, Some(few), 42);
+            }
+        }
+        let big = case(&gpu, ty, 4096, 4096, 501);
+        check(&gpu, &mv, &big, 16, None, 41);
+    }
+}
+
+/// The same launch twice gives the same bits (no atomics, fixed reduction order).
+#[test]
+fn results_are_deterministic() {
+    let Some(gpu) = gpu_or_skip("results_are_deterministic") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    for ty in TYPES {
+        let c = case(&gpu, ty, 2048, 4096, 600);
+        let x = gpu.upload(&random_x(4096, 1)).unwrap();
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let mut y = gpu.upload(&vec![f32::NAN; 2048]).unwrap();
+            mv.run(&c.w, &x, &mut y).unwrap();
+            runs.push(
+                gpu.download(&y)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert!(
+            runs.windows(2).all(|w| w[0] == w[1]),
+            "{ty}: results differ between runs"
+        );
+    }
+}
+
+/// One expert of a stacked expert tensor, addressed as a window into the shared buffer,
+/// gives the same result as the expert uploaded alone.
+#[test]
+fn matrix_views_into_a_stacked_buffer() {
+    let Some(gpu) = gpu_or_skip("matrix_views_into_a_stacked_buffer") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    let (experts, rows, cols) = (4, 256, 1024);
+    for ty in [
+        GgmlType::IQ2_XXS,
+        GgmlType::Q2_K,
+        GgmlType::Q4_K,
+        GgmlType::Q8_0,
+    ] {
+        let per = rows * row_bytes(ty, cols).unwrap();
+        let all = random_matrix(ty, experts * rows, cols, 0.01, 700);
+        let buf = Arc::new(gpu.upload(&all).unwrap());
+        let x = random_x(cols, 3);
+        let xd = gpu.upload(&x).unwrap();
+        for e in 0..experts {
+            let w = DeviceMatrix::view(buf.clone(), e * per, ty, rows, cols).unwrap();
+            let mut yd = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+            mv.run(&w, &xd, &mut yd).unwrap();
+            let alone =
+                DeviceMatrix::upload(&gpu, ty, rows, cols, &all[e * per..(e + 1) * per]).unwrap();
+            let mut y2 = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+            mv.run(&alone, &xd, &mut y2).unwrap();
+            let (a, b) = (gpu.download(&yd).unwrap(), gpu.download(&y2).unwrap());
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{ty} expert {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let Some(gpu) = gpu_or_skip("bad_shapes_are_errors") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    let c = case(&gpu, GgmlType::Q8_0, 64, 256, 1);
+    let x: DeviceBuffer<f32> = gpu.alloc_zeros(255).unwrap();
+    let mut y: DeviceBuffer<f32> = gpu.alloc_zeros(64).unwrap();
+    assert!(matches!(mv.run(&c.w, &x, &mut y), Err(CudaError::Shape(_))));
+    let x: DeviceBuffer<f32> = gpu.alloc_zeros(256 * 17).unwrap();
+    let mut y: DeviceBuffer<f32> = gpu.alloc_zeros(64 * 17).unwrap();
+    assert!(matches!(
+        mv.run_batch(&c.w, &x, 17, &mut y),
+        Err(CudaError::Shape(_))
+    ));
+    let buf = Arc::new(gpu.upload(&vec![0u8; 4096]).unwrap());
+    assert!(
+        DeviceMatrix::view(buf.clone(), 8, GgmlType::Q8_0, 1, 32).is_err(),
+        "unaligned offset"
+    );
+    assert!(
+        DeviceMatrix::view(buf, 0, GgmlType::Q8_0, 200, 32).is_err(),
+        "overrun"
+    );
+    assert!(
+        DeviceMatrix::upload(&gpu, GgmlType::Q4_0, 1, 32, &[0; 18]).is_err(),
+        "unsupported type"
+    );
+}
+
+/// Shape rules that need no GPU.
+#[test]
+fn row_bytes_rules() {
+    assert_eq!(row_bytes(GgmlType::Q8_0, 4096).unwrap(), 4352);
+    assert_eq!(row_bytes(GgmlType::IQ2_XXS, 4096).unwrap(), 1056);
+    assert_eq!(row_bytes(GgmlType::Q2_K, 2048).unwrap(), 672);
+    assert_eq!(row_bytes(GgmlType::Q4_K, 2048).unwrap(), 1152);
+    assert!(row_bytes(GgmlType::Q2_K, 100).is_err());
+    assert!(
+        row_bytes(GgmlType::F16, 12).is_err(),
+        "F16 rows need 8-column multiples"
+    );
+    assert!(
+        row_bytes(GgmlType::F32, 6).is_err(),
+        "F32 rows need 4-column multiples"
+    );
+    assert!(row_bytes(GgmlType::BF16, 64).is_err());
+}
+
+/// The official numerics: activations quantized on the CPU (ds4's Q8_0-like blocks for Q8_0
+/// weights, Q8_K for the k-/i-quants), uploaded, and multiplied with dp4a; compared with
+/// `dsv4_quant::matvec` (Official), which quantizes the same x the same way. The integer
+/// block sums are exact on both sides; only the f32 accumulation order differs, so the
+/// tolerances are the plain ones.
+#[test]
+fn quantized_activations_match_cpu_official() {
+    let Some(gpu) = gpu_or_skip("quantized_activations_match_cpu_official") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::IQ2_XXS,
+        GgmlType::Q2_K,
+        GgmlType::Q4_K,
+    ] {
+        let b = ty.block_elems();
+        let shapes =
+            FLASH_SHAPES
+                .iter()
+                .copied()
+                .chain([(b, 1), (3 * b, 37), (5 * b, 129), (12288, 17)]);
+        for (i, (cols, rows)) in shapes.enumerate() {
+            let c = case(&gpu, ty, rows, cols, 800 + i as u64);
+            let x = random_x(cols, 900 + i as u64);
+            let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x).unwrap();
+            let packed = dsv4_cuda::quant::matvec::pack_acts(&acts);
+            assert_eq!(
+                packed.len(),
+                dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap()
+            );
+            let ad = gpu.upload(&packed).unwrap();
+            let mut yd = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+            mv.run_q(&c.w, &ad, &mut yd).unwrap();
+            let got = gpu.download(&yd).unwrap();
+            let mut want = vec![0f32; rows];
+            dsv4_quant::matvec(ty, &c.bytes, rows, cols, &x, &mut want, Numerics::Official)
+                .unwrap();
+            let mags = row_magnitudes(ty, &c.bytes, rows, cols, &x);
+            let rel = assert_close(&format!("{ty} {cols}->{rows} official"), &got, &want, &mags);
+            eprintln!("{ty} {cols}->{rows} official: rel L2 {rel:.2e}");
+        }
+    }
+}
