@@ -192,7 +192,8 @@ pub struct Entry {
     pub tokens: u32,
     pub bytes: u64,
     pub hits: u64,
-    pub last_used_unix: u64,
+    /// Milliseconds since the Unix epoch (ms so that saves within one second still order).
+    pub last_used_ms: u64,
 }
 
 /// The result of [`KvStore::lookup`]: the checkpoint to load.
@@ -268,15 +269,15 @@ pub fn score(tokens: u32, bytes: u64, hits: u64, idle_s: u64) -> f64 {
 /// schedule under which two conversations sharing a prefix produce identical checkpoints
 /// instead of near-duplicates.
 pub fn aligned_save_point(len: usize, align: usize) -> usize {
-    if align == 0 {
-        len
-    } else {
-        len / align * align
-    }
+    len.checked_div(align).map_or(len, |q| q * align)
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    now_ms() / 1000
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn is_not_found(e: &io::Error) -> bool {
@@ -360,7 +361,7 @@ impl KvStore {
                 Check::Invalid(reason) => store.discard(&path, None, &reason),
             }
         }
-        let now = now_unix();
+        let now = now_ms();
         let entries = store.entries()?;
         store.evict_locked(entries, None, now)?;
         Ok(store)
@@ -539,7 +540,7 @@ impl KvStore {
         s.push_str(USAGE_MAGIC);
         s.push('\n');
         for e in entries {
-            s.push_str(&format!("{} {} {}\n", e.id, e.hits, e.last_used_unix));
+            s.push_str(&format!("{} {} {}\n", e.id, e.hits, e.last_used_ms));
         }
         let tmp = self.dir.join(format!("{USAGE_TMP_PREFIX}{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
         fs::write(&tmp, s).map_err(io_err(&tmp))?;
@@ -560,7 +561,7 @@ impl KvStore {
                 Ok(m) => m,
                 Err(_) => continue,
             };
-            let (hits, last) = usage.get(&id).copied().unwrap_or((0, m.mtime().max(0) as u64));
+            let (hits, last) = usage.get(&id).copied().unwrap_or((0, (m.mtime().max(0) as u64) * 1000 + m.mtime_nsec().max(0) as u64 / 1_000_000));
             out.push(Entry {
                 id,
                 path,
@@ -568,7 +569,7 @@ impl KvStore {
                 tokens: name.tokens,
                 bytes: m.len(),
                 hits,
-                last_used_unix: last,
+                last_used_ms: last,
             });
         }
         Ok(out)
@@ -582,9 +583,9 @@ impl KvStore {
         if total > self.opts.budget_bytes {
             // Lowest score first; ties: least recently used first.
             entries.sort_by(|a, b| {
-                let sa = score(a.tokens, a.bytes, a.hits, now.saturating_sub(a.last_used_unix));
-                let sb = score(b.tokens, b.bytes, b.hits, now.saturating_sub(b.last_used_unix));
-                sa.total_cmp(&sb).then(a.last_used_unix.cmp(&b.last_used_unix)).then(a.id.cmp(&b.id))
+                let sa = score(a.tokens, a.bytes, a.hits, now.saturating_sub(a.last_used_ms) / 1000);
+                let sb = score(b.tokens, b.bytes, b.hits, now.saturating_sub(b.last_used_ms) / 1000);
+                sa.total_cmp(&sb).then(a.last_used_ms.cmp(&b.last_used_ms)).then(a.id.cmp(&b.id))
             });
             let mut keep = Vec::with_capacity(entries.len());
             for e in entries {
@@ -693,10 +694,10 @@ impl KvStore {
         }
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
         drop(tmp);
-        let now = now_unix();
+        let now = now_ms();
         let mut entries = self.entries()?;
         if let Some(e) = entries.iter_mut().find(|e| e.id == id) {
-            e.last_used_unix = now;
+            e.last_used_ms = now;
         }
         let evicted = self.evict_locked(entries, Some(&id), now)?;
         Ok(SavedInfo { evicted, ..info(SaveStatus::Written) })
@@ -781,7 +782,7 @@ impl KvStore {
         let mut entries = self.entries()?;
         if let Some(e) = entries.iter_mut().find(|e| e.id == id) {
             e.hits += 1;
-            e.last_used_unix = now_unix();
+            e.last_used_ms = now_ms();
         }
         self.write_usage(&entries)
     }
