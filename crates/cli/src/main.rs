@@ -5,6 +5,7 @@ mod chat;
 mod demo;
 mod download;
 mod inspect;
+mod kv;
 mod logits;
 mod synth;
 mod test_vectors;
@@ -39,6 +40,8 @@ enum Command {
     Bench(bench::Args),
     /// Fetch one of antirez's published GGUF files (resumable, checksum-verified).
     Download(download::Args),
+    /// Inspect a disk KV cache directory: ls, rm, stats.
+    Kv(kv::Args),
     /// Check prompt rendering (and, with a real model, greedy decoding) against the official
     /// DeepSeek V4 Flash test vectors.
     TestVectors(test_vectors::Args),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Download(a) => download::run(a),
         Command::TestVectors(a) => test_vectors::run(a),
+        Command::Kv(a) => kv::run(a),
     };
     match result {
         Ok(code) => code,

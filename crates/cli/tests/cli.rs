@@ -244,3 +244,33 @@ fn download_fetches_and_verifies_from_a_local_hub() {
     let o = dsv4(&["download", "q3", "--dir", dir.to_str().unwrap(), "--base-url", &base]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn kv_lists_removes_and_counts_checkpoints() {
+    let dir = scratch().join("kvcache");
+    {
+        let store = dsv4_kvstore::KvStore::open(&dir, 1 << 30).unwrap();
+        let fp = [7u8; 32];
+        let ext = dsv4_kvstore::Extensions::new();
+        store.save(&fp, &[1, 2, 3], &[0u8; 1000], &ext).unwrap();
+        store.save(&fp, &[1, 2, 3, 4, 5], &[1u8; 2000], &ext).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let o = dsv4(&["kv", "stats", "--dir", d]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).starts_with("2 checkpoints"), "{}", text(&o.stdout));
+    let o = dsv4(&["kv", "ls", "--dir", d]);
+    let lines: Vec<String> = text(&o.stdout).lines().skip(1).map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{}", text(&o.stdout));
+    let short = lines.iter().find(|l| l.split_whitespace().next() == Some("3")).unwrap();
+    let id = short.split_whitespace().last().unwrap();
+    let id = &id[id.len() - 16..];
+    let o = dsv4(&["kv", "rm", "--dir", d, id]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = dsv4(&["kv", "ls", "--dir", d]);
+    assert_eq!(text(&o.stdout).lines().count(), 2);
+    let o = dsv4(&["kv", "rm", "--dir", d, "zzzz"]);
+    assert!(!o.status.success());
+    let o = dsv4(&["kv", "ls", "--dir", "/nonexistent/kv"]);
+    assert!(!o.status.success());
+}
