@@ -157,3 +157,31 @@ fn repl_holds_a_conversation_through_a_pty() {
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     assert!(text(&o.stdout).contains("repl ok"));
 }
+
+/// A long prompt's state is saved by the first run and restored by the next one.
+#[test]
+fn kv_disk_cache_survives_a_restart() {
+    let d = tmp();
+    let kv = d.path().join("kv");
+    let trace = d.path().join("t.jsonl");
+    let long: String = (0..500).map(|i| format!("item {i}, ")).collect();
+    let args = |t: &str| {
+        vec![
+            "chat".to_string(), "--demo".into(), "--nothink".into(), "--temp".into(), "0".into(), "-n".into(), "4".into(),
+            "-p".into(), long.clone(), "--kv-disk-dir".into(), kv.to_str().unwrap().into(), "--trace".into(), t.into(),
+        ]
+    };
+    let run = |a: Vec<String>| Command::new(env!("CARGO_BIN_EXE_dsv4")).args(a).output().unwrap();
+    let first = run(args(trace.to_str().unwrap()));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let second = run(args(trace.to_str().unwrap()));
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(text(&second.stderr).contains("from disk"), "{}", text(&second.stderr));
+    assert_eq!(first.stdout, second.stdout, "restored state, same greedy answer");
+    let cache: Vec<serde_json::Value> = trace_events(&trace).into_iter().filter(|e| e["event"] == "cache").collect();
+    assert_eq!(cache.len(), 2);
+    assert!(cache[0]["saved_to_disk_tokens"].as_u64().unwrap() > 500);
+    assert_eq!(cache[1]["from_disk_tokens"], cache[0]["saved_to_disk_tokens"]);
+    let o = dsv4(&["kv", "stats", "--dir", kv.to_str().unwrap()], &[]);
+    assert!(text(&o.stdout).starts_with("1 checkpoints"), "{}", text(&o.stdout));
+}

@@ -6,12 +6,14 @@
 //! samples a token, feeds it to the session, and reports text that is safe to show: whole
 //! UTF-8 characters, with any stop string and what follows it withheld.
 
+use crate::disk::DiskCache;
 use crate::loop_guard::LoopGuard;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::stop::StopMatcher;
 use dsv4_model::{Checkpoint, ForwardError, Model, Numerics, SessionState};
 use dsv4_tokenizer::{IncrementalDecoder, Tokenizer};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct GenerationParams {
@@ -70,6 +72,7 @@ pub struct Session {
     last_logits: Option<Vec<f32>>,
     /// Oldest first; every checkpoint's position is at most `tokens.len()`.
     checkpoints: Vec<Checkpoint>,
+    disk: Option<Arc<DiskCache>>,
 }
 
 /// A checkpoint is taken every this many tokens (a multiple of every compression ratio, though
@@ -81,7 +84,12 @@ pub const MAX_CHECKPOINTS: usize = 16;
 
 impl Session {
     pub fn new(model: &Model) -> Session {
-        Session { state: model.new_state(), tokens: Vec::new(), last_logits: None, checkpoints: Vec::new() }
+        Session { state: model.new_state(), tokens: Vec::new(), last_logits: None, checkpoints: Vec::new(), disk: None }
+    }
+
+    /// Restores from and saves to this disk cache from now on.
+    pub fn attach_disk(&mut self, disk: Arc<DiskCache>) {
+        self.disk = Some(disk);
     }
 
     fn take_checkpoint(&mut self) {
@@ -117,7 +125,9 @@ impl Session {
     }
 
     pub fn reset(&mut self, model: &Model) {
+        let disk = self.disk.take();
         *self = Session::new(model);
+        self.disk = disk;
     }
 }
 
@@ -134,8 +144,13 @@ pub struct Step {
 /// What a prefill cost, for the end-of-answer stats.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PrefillStats {
+    /// Prompt tokens not prefilled: from the live session or the disk cache.
     pub reused: usize,
+    /// Of those, restored from the disk cache.
+    pub from_disk: usize,
     pub prefilled: usize,
+    /// Tokens saved to the disk cache after this prefill (0: none, or already stored).
+    pub saved_to_disk: usize,
     pub seconds: f64,
 }
 
@@ -179,7 +194,19 @@ impl<'a> Generation<'a> {
         if common < session.tokens.len() || (common == prompt.len() && session.last_logits.is_none()) {
             common = session.rewind(model, common.min(prompt.len() - 1));
         }
+        let mut from_disk = 0;
+        if let Some(disk) = session.disk.clone() {
+            if let Some((state, tokens)) = disk.restore(model, prompt, common) {
+                from_disk = tokens.len();
+                common = tokens.len();
+                session.state = state;
+                session.tokens = tokens;
+                session.checkpoints.clear();
+                session.last_logits = None;
+            }
+        }
         let reused = common;
+        let mut saved_to_disk = 0;
         let mut logits = session.last_logits.take().filter(|_| common == prompt.len());
         let todo = &prompt[common..];
         let mut done = 0;
@@ -202,9 +229,15 @@ impl<'a> Generation<'a> {
             if session.tokens.len() % CHECKPOINT_INTERVAL == 0 || done == todo.len() - 1 {
                 session.take_checkpoint();
             }
+            if done == todo.len() - 1 {
+                if let Some(disk) = &session.disk {
+                    saved_to_disk = disk.save(model, &session.state, &session.tokens);
+                }
+            }
             progress(done, todo.len());
         }
-        let prefill = PrefillStats { reused, prefilled: todo.len(), seconds: t0.elapsed().as_secs_f64() };
+        let prefill =
+            PrefillStats { reused, from_disk, prefilled: todo.len(), saved_to_disk, seconds: t0.elapsed().as_secs_f64() };
         Ok(Generation {
             model,
             sampler: Sampler::new(params.sampling.clone()),

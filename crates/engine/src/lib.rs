@@ -1,12 +1,14 @@
 //! Turning a model into text: sampling, stop conditions and the generation loop over a live
 //! session. The server and the CLI drive generation through this crate and never see tensors.
 
+pub mod disk;
 pub mod generate;
 pub mod loop_guard;
 pub mod plan;
 pub mod sampler;
 pub mod stop;
 
+pub use disk::{DiskCache, DiskEvent};
 pub use generate::{Finish, GenError, Generation, GenerationParams, PrefillStats, Session, Step};
 pub use loop_guard::LoopGuard;
 pub use plan::MemoryPlan;

@@ -148,3 +148,36 @@ fn edits_and_regenerations_rewind_the_live_session() {
     assert_eq!(c, fresh);
     assert!(reused <= shared);
 }
+
+/// A long prompt is saved to the disk cache; a new session (as after a restart) restores the
+/// longest stored prefix and produces exactly what a cold prefill produces.
+#[test]
+fn disk_cache_restores_long_prefixes_across_sessions() {
+    let (m, tok) = model();
+    let dir = tempfile::tempdir().unwrap();
+    let open = || std::sync::Arc::new(dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m, Numerics::Official).unwrap());
+    let long: String = (0..400).map(|i| format!("w{i} ")).collect();
+    let first = prompt(tok, &long);
+    assert!(first.len() > dsv4_engine::disk::MIN_SAVE_TOKENS);
+    let no = AtomicBool::new(false);
+
+    let mut a = Session::new(m);
+    a.attach_disk(open());
+    let g = Generation::start(m, tok, &mut a, &first, params(3), CTX, &no, &mut |_, _| {}).unwrap();
+    assert_eq!(g.prefill.saved_to_disk, first.len() - 1);
+    assert_eq!(g.prefill.from_disk, 0);
+    drop(g);
+
+    let mut second = first.clone();
+    second.extend(tok.encode(" and then some more words"));
+    let mut b = Session::new(m);
+    b.attach_disk(open());
+    let (ids, _, _, reused) = generate(&mut b, &second, params(5));
+    assert_eq!(reused, first.len() - 1, "restored from disk");
+    let (cold, _, _, _) = generate(&mut Session::new(m), &second, params(5));
+    assert_eq!(ids, cold, "a restored state continues exactly like a cold prefill");
+
+    // Another numerics mode is another fingerprint: nothing to restore.
+    let plain = dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m, Numerics::Plain).unwrap();
+    assert!(plain.restore(m, &second, 0).is_none());
+}

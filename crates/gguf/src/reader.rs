@@ -100,6 +100,12 @@ impl GgufFile {
         }
     }
 
+    /// The header, metadata and tensor directory: every byte before the tensor data.
+    pub fn header_bytes(&self) -> &[u8] {
+        let b = self.bytes();
+        &b[..(self.data_start as usize).min(b.len())]
+    }
+
     /// The format version; always 3, the only one accepted.
     pub fn version(&self) -> u32 {
         self.version

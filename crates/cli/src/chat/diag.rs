@@ -104,8 +104,14 @@ impl Trace {
         self.write(json!({"event": "prompt", "tokens": tokens, "rendered": rendered}));
     }
 
-    pub fn cache(&mut self, reused: usize, prefilled: usize) {
-        self.write(json!({"event": "cache", "reused_tokens": reused, "prefilled_tokens": prefilled}));
+    pub fn cache(&mut self, p: &dsv4_engine::PrefillStats) {
+        self.write(json!({
+            "event": "cache",
+            "reused_tokens": p.reused,
+            "from_disk_tokens": p.from_disk,
+            "prefilled_tokens": p.prefilled,
+            "saved_to_disk_tokens": p.saved_to_disk,
+        }));
     }
 
     pub fn generated(&mut self, content: &str, reasoning: &str, tokens: usize, finish: &str) {

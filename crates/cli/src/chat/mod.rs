@@ -77,6 +77,12 @@ pub struct Args {
     /// Append rendered prompts, cache decisions and generated text (JSON lines) to this file.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Keep long prompts' states in this directory and restore them in later runs.
+    #[arg(long)]
+    pub kv_disk_dir: Option<PathBuf>,
+    /// Disk budget of the KV cache directory, in MiB.
+    #[arg(long, default_value_t = 16384)]
+    pub kv_disk_space_mb: u64,
 }
 
 impl Args {
@@ -122,6 +128,7 @@ pub struct Loaded {
     pub model: Model,
     pub tok: Arc<Tokenizer>,
     pub encoder: dsv4_chat::PromptEncoder,
+    pub disk: Option<Arc<dsv4_engine::DiskCache>>,
 }
 
 fn model_path(a: &Args) -> anyhow::Result<PathBuf> {
@@ -153,7 +160,14 @@ pub fn load(a: &Args) -> anyhow::Result<Loaded> {
         eprintln!("demo model: synthetic random weights with the real vocabulary; its text is noise.");
     }
     let encoder = dsv4_chat::PromptEncoder::new(tok.clone(), a.ctx as u32);
-    Ok(Loaded { model, tok, encoder })
+    let disk = match &a.kv_disk_dir {
+        Some(dir) => Some(Arc::new(
+            dsv4_engine::DiskCache::open(dir, a.kv_disk_space_mb << 20, &model, a.numerics())
+                .map_err(|e| anyhow::anyhow!("KV cache {}: {e}", dir.display()))?,
+        )),
+        None => None,
+    };
+    Ok(Loaded { model, tok, encoder, disk })
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {

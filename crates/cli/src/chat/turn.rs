@@ -26,8 +26,12 @@ pub struct Chat<'a> {
 
 impl<'a> Chat<'a> {
     pub fn new(loaded: &'a Loaded, a: &Args, mode: ThinkingMode, gen: GenerationParams) -> Chat<'a> {
+        let mut session = Session::new(&loaded.model);
+        if let Some(d) = &loaded.disk {
+            session.attach_disk(d.clone());
+        }
         Chat {
-            session: Session::new(&loaded.model),
+            session,
             loaded,
             messages: Vec::new(),
             mode,
@@ -103,7 +107,12 @@ impl<'a> Chat<'a> {
             }
         };
         let prefill = g.prefill;
-        trace.cache(prefill.reused, prefill.prefilled);
+        trace.cache(&prefill);
+        if let Some(d) = &self.loaded.disk {
+            for w in d.take_warnings() {
+                eprintln!("kv cache: {w}");
+            }
+        }
         let prefill_s = t0.elapsed().as_secs_f64();
 
         let options = dsv4_chat::parsing_options_for(&conv, Vec::new());
@@ -142,9 +151,10 @@ impl<'a> Chat<'a> {
             prefix: false,
         });
         eprintln!(
-            "[prompt {} tokens ({} reused), prefill {:.1} t/s; generated {} tokens, {:.1} t/s; {}]",
+            "[prompt {} tokens ({} reused{}), prefill {:.1} t/s; generated {} tokens, {:.1} t/s; {}]",
             ids.len(),
             prefill.reused,
+            if prefill.from_disk > 0 { format!(", {} from disk", prefill.from_disk) } else { String::new() },
             prefill.prefilled as f64 / prefill_s.max(1e-9),
             n,
             n as f64 / gen_s.max(1e-9),

@@ -1,0 +1,78 @@
+//! The disk KV cache as a session sees it: before prefilling, take the longest stored prefix
+//! of the prompt when it beats what the live session holds; after prefilling a long prompt,
+//! save the state so the next request, or the next run, starts from there.
+
+use dsv4_kvstore::{Extensions, Fingerprint, KvStore, SaveStatus};
+use dsv4_model::{Model, Numerics, SessionState};
+use sha2::{Digest, Sha256};
+
+/// Prompts shorter than this are not worth a file (they prefill in well under a second).
+pub const MIN_SAVE_TOKENS: usize = 512;
+
+pub struct DiskCache {
+    store: KvStore,
+    fingerprint: Fingerprint,
+}
+
+/// What the disk cache did for one prompt, for traces and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskEvent {
+    pub loaded_tokens: usize,
+    pub saved_tokens: usize,
+    pub warnings: Vec<String>,
+}
+
+impl DiskCache {
+    /// Opens (creating) `dir` with a byte budget. States depend on the exact model file and on
+    /// the numerics, so both go into the fingerprint: a checkpoint is never restored into a
+    /// different model or arithmetic.
+    pub fn open(dir: &std::path::Path, budget_bytes: u64, model: &Model, numerics: Numerics) -> Result<DiskCache, String> {
+        let opts = dsv4_kvstore::Options { budget_bytes, min_extension_tokens: MIN_SAVE_TOKENS as u32 / 2 };
+        let store = KvStore::open_with(dir, opts, None).map_err(|e| e.to_string())?;
+        let mut h = Sha256::new();
+        h.update(b"dsv4 session state v1");
+        h.update(model.file.header_bytes());
+        // The header alone does not tell two seeds or re-quantizations of one layout apart: a
+        // sample of every tensor's bytes (both ends) does, for a few MB of reads.
+        for t in model.file.tensors() {
+            let d = model.file.tensor_data(t);
+            h.update(&d[..d.len().min(256)]);
+            h.update(&d[d.len().saturating_sub(256)..]);
+        }
+        h.update([numerics as u8]);
+        Ok(DiskCache { store, fingerprint: h.finalize().into() })
+    }
+
+    /// The stored state holding the longest prefix of `prompt` (at most `prompt.len() - 1`
+    /// tokens, so the last prompt token is always computed for its logits).
+    pub fn restore(&self, model: &Model, prompt: &[u32], at_least: usize) -> Option<(SessionState, Vec<u32>)> {
+        let upto = prompt.len().checked_sub(1)?;
+        // Names alone say how long the best prefix is: read nothing unless it beats `at_least`.
+        if self.store.lookup(&self.fingerprint, &prompt[..upto])?.tokens as usize <= at_least {
+            return None;
+        }
+        let loaded = self.store.lookup_load(&self.fingerprint, &prompt[..upto])?;
+        if loaded.tokens.len() <= at_least {
+            return None;
+        }
+        let state = SessionState::from_bytes(&model.cfg, &loaded.payload).ok()?;
+        (state.pos as usize == loaded.tokens.len()).then_some((state, loaded.tokens))
+    }
+
+    /// Saves `state`, which holds exactly `tokens`; returns the tokens written (0 when the
+    /// store already had them or skipped the save).
+    pub fn save(&self, model: &Model, state: &SessionState, tokens: &[u32]) -> usize {
+        if tokens.len() < MIN_SAVE_TOKENS {
+            return 0;
+        }
+        let payload = state.to_bytes(&model.cfg);
+        match self.store.save(&self.fingerprint, tokens, &payload, &Extensions::new()) {
+            Ok(info) if info.status == SaveStatus::Written => tokens.len(),
+            _ => 0,
+        }
+    }
+
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.store.take_warnings().into_iter().map(|w| format!("{}: {}", w.path.display(), w.message)).collect()
+    }
+}
