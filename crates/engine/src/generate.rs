@@ -226,7 +226,7 @@ impl<'a> Generation<'a> {
             logits = model.forward(&mut session.state, chunk, false, params.numerics)?.pop();
             session.tokens.extend_from_slice(chunk);
             done += n;
-            if session.tokens.len() % CHECKPOINT_INTERVAL == 0 || done == todo.len() - 1 {
+            if session.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) || done == todo.len() - 1 {
                 session.take_checkpoint();
             }
             if done == todo.len() - 1 {
@@ -274,7 +274,7 @@ impl<'a> Generation<'a> {
         }
         self.logits = self.model.forward(&mut self.session.state, &[t], false, self.params.numerics)?.pop().unwrap();
         self.session.tokens.push(t);
-        if self.session.tokens.len() % CHECKPOINT_INTERVAL == 0 {
+        if self.session.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) {
             self.session.take_checkpoint();
         }
         self.generated.push(t);

@@ -211,7 +211,7 @@ impl Display {
             }
             ChatEvent::Content(t) => {
                 if self.in_reasoning {
-                    let _ = write!(o, "{}\n", if self.tty { RESET } else { "" });
+                    let _ = writeln!(o, "{}", if self.tty { RESET } else { "" });
                     self.in_reasoning = false;
                 }
                 content.push_str(t);
