@@ -81,15 +81,38 @@ impl<'a> Forward<'a> {
         (logits, if keep_hidden { streams } else { Vec::new() })
     }
 
-    /// HC read-out at one site: the sublayer input and the mixing to write back with.
-    fn hc_pre(&self, site: &HcWeights, s: &[f32]) -> (Vec<f32>, hc::HcMix) {
-        let mut flat = s.to_vec();
-        norm::rms_norm_plain_inplace(&mut flat, self.cfg.rms_eps);
-        let m = self.mv(&site.proj, &flat);
-        let mix = hc::mix(&m, &site.scale, &site.base, self.cfg.hc_count, self.cfg.sinkhorn_iters, self.cfg.hc_eps);
-        let mut x = vec![0f32; self.cfg.n_embd];
-        hc::read(s, &mix.pre, &mut x);
-        (x, mix)
+    /// `W x` for every token's `x` at once: each weight chunk is read once per batch, and each
+    /// output has the bits a separate product would have (so batching never changes results).
+    pub(crate) fn mm(&self, m: &Mat, xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let n = xs.len();
+        let flat: Vec<f32> = xs.iter().flatten().copied().collect();
+        let mut out = vec![0f32; n * m.rows];
+        m.matmul(&flat, n, &mut out, self.numerics);
+        out.chunks_exact(m.rows.max(1)).take(n).map(|r| r.to_vec()).collect()
+    }
+
+    /// HC read-out at one site for every token: the sublayer inputs and the mixings to write
+    /// back with.
+    fn hc_pre(&self, site: &HcWeights, streams: &[Vec<f32>]) -> (Vec<Vec<f32>>, Vec<hc::HcMix>) {
+        let flats: Vec<Vec<f32>> = streams
+            .par_iter()
+            .map(|s| {
+                let mut flat = s.clone();
+                norm::rms_norm_plain_inplace(&mut flat, self.cfg.rms_eps);
+                flat
+            })
+            .collect();
+        let ms = self.mm(&site.proj, &flats);
+        streams
+            .par_iter()
+            .zip(ms.par_iter())
+            .map(|(s, m)| {
+                let mix = hc::mix(m, &site.scale, &site.base, self.cfg.hc_count, self.cfg.sinkhorn_iters, self.cfg.hc_eps);
+                let mut x = vec![0f32; self.cfg.n_embd];
+                hc::read(s, &mix.pre, &mut x);
+                (x, mix)
+            })
+            .unzip()
     }
 
     pub(crate) fn attention_layer(
@@ -101,14 +124,9 @@ impl<'a> Forward<'a> {
         streams: &mut [Vec<f32>],
     ) {
         let cfg = self.cfg;
-        let pre: Vec<(hc::HcMix, TokenProj)> = streams
-            .par_iter()
-            .enumerate()
-            .map(|(t, s)| {
-                let (x, mix) = self.hc_pre(&lw.hc_attn, s);
-                (mix, self.project(lw, rope, &x, pos0 + t as u64))
-            })
-            .collect();
+        let (xs, mixes) = self.hc_pre(&lw.hc_attn, streams);
+        let projs = self.project(lw, rope, &xs, pos0);
+        let pre: Vec<(hc::HcMix, TokenProj)> = mixes.into_iter().zip(projs).collect();
 
         let (d, hd) = (cfg.head_dim, cfg.n_head);
         let mut outs: Vec<Vec<f32>> = Vec::with_capacity(pre.len());
@@ -158,58 +176,83 @@ impl<'a> Forward<'a> {
             outs.push(o);
         }
 
-        streams.par_iter_mut().zip(pre.par_iter().zip(outs.par_iter())).for_each(|(s, ((mix, _), o))| {
-            let y = self.output_projection(lw, o);
-            hc::write(s, &y, mix);
+        let ys = self.output_projection(lw, &outs);
+        streams.par_iter_mut().zip(pre.par_iter().zip(ys.par_iter())).for_each(|(s, ((mix, _), y))| {
+            hc::write(s, y, mix);
         });
     }
 
-    /// Everything of the attention sublayer that depends on this token alone.
-    fn project(&self, lw: &LayerWeights, rope: &Rope, x: &[f32], pos: u64) -> TokenProj {
+    /// Everything of the attention sublayer that depends on each token alone, for a batch of
+    /// tokens at positions `pos0 ..`.
+    fn project(&self, lw: &LayerWeights, rope: &Rope, xs: &[Vec<f32>], pos0: u64) -> Vec<TokenProj> {
         let cfg = self.cfg;
         let (d, eps) = (cfg.head_dim, cfg.rms_eps);
-        let mut a = vec![0f32; x.len()];
-        norm::rms_norm(x, &lw.attn_norm, eps, &mut a);
-        let mut qr = self.mv(&lw.q_a, &a);
-        norm::rms_norm_inplace(&mut qr, &lw.q_a_norm, eps);
-        let mut q = self.mv(&lw.q_b, &qr);
-        for qh in q.chunks_exact_mut(d) {
-            norm::rms_norm_plain_inplace(qh, eps);
-            rope.apply(qh, pos, false);
-        }
-        let mut kv = self.mv(&lw.kv, &a);
-        norm::rms_norm_inplace(&mut kv, &lw.kv_norm, eps);
-        rope.apply(&mut kv, pos, false);
-        self.numerics.store_kv_row(&mut kv, cfg.rope_dim);
-
-        let comp = lw.compressor.as_ref().map(|cw| self.compressor_inputs(cw, &a, lw.kind, pos));
-        let (index_comp, index_q) = match &lw.indexer {
+        let a: Vec<Vec<f32>> = xs
+            .par_iter()
+            .map(|x| {
+                let mut a = vec![0f32; x.len()];
+                norm::rms_norm(x, &lw.attn_norm, eps, &mut a);
+                a
+            })
+            .collect();
+        let mut qr = self.mm(&lw.q_a, &a);
+        qr.par_iter_mut().for_each(|v| norm::rms_norm_inplace(v, &lw.q_a_norm, eps));
+        let mut q = self.mm(&lw.q_b, &qr);
+        let mut kv = self.mm(&lw.kv, &a);
+        q.par_iter_mut().zip(kv.par_iter_mut()).enumerate().for_each(|(t, (q, kv))| {
+            let pos = pos0 + t as u64;
+            for qh in q.chunks_exact_mut(d) {
+                norm::rms_norm_plain_inplace(qh, eps);
+                rope.apply(qh, pos, false);
+            }
+            norm::rms_norm_inplace(kv, &lw.kv_norm, eps);
+            rope.apply(kv, pos, false);
+            self.numerics.store_kv_row(kv, cfg.rope_dim);
+        });
+        let mut comp = lw.compressor.as_ref().map(|cw| self.compressor_inputs(cw, &a, lw.kind, pos0));
+        let (mut index_comp, mut index_q) = match &lw.indexer {
             Some(iw) => {
-                let kvsc = self.compressor_inputs(&iw.compressor, &a, lw.kind, pos);
-                let mut iq = self.mv(&iw.q_b, &qr);
-                for qh in iq.chunks_exact_mut(cfg.indexer_head_dim) {
-                    rope.apply(qh, pos, false);
-                    self.numerics.indexer_row(qh);
-                }
+                let kvsc = self.compressor_inputs(&iw.compressor, &a, lw.kind, pos0);
+                let mut iq = self.mm(&iw.q_b, &qr);
+                iq.par_iter_mut().enumerate().for_each(|(t, iq)| {
+                    for qh in iq.chunks_exact_mut(cfg.indexer_head_dim) {
+                        rope.apply(qh, pos0 + t as u64, false);
+                        self.numerics.indexer_row(qh);
+                    }
+                });
                 let scale = 1.0 / ((cfg.indexer_head_dim * cfg.indexer_heads) as f32).sqrt();
-                let wts: Vec<f32> = self.mv(&iw.proj, &a).into_iter().map(|v| v * scale).collect();
-                (Some(kvsc), Some((iq, wts)))
+                let mut wts = self.mm(&iw.proj, &a);
+                wts.iter_mut().flatten().for_each(|v| *v *= scale);
+                (Some(kvsc), Some(iq.into_iter().zip(wts).collect::<Vec<_>>()))
             }
             None => (None, None),
         };
-        TokenProj { q, kv, comp, index_comp, index_q }
+        q.into_iter()
+            .zip(kv)
+            .enumerate()
+            .map(|(t, (q, kv))| TokenProj {
+                q,
+                kv,
+                comp: comp.as_mut().map(|c| std::mem::take(&mut c[t])),
+                index_comp: index_comp.as_mut().map(|c| std::mem::take(&mut c[t])),
+                index_q: index_q.as_mut().map(|c| std::mem::take(&mut c[t])),
+            })
+            .collect()
     }
 
-    /// A token's compressor projection and score (gate logits plus its in-window position bias).
-    fn compressor_inputs(&self, cw: &CompressorWeights, a: &[f32], kind: LayerKind, pos: u64) -> (Vec<f32>, Vec<f32>) {
-        let kv = self.mv(&cw.kv, a);
-        let mut sc = self.mv(&cw.gate, a);
-        let width = sc.len();
-        let pm = (pos % kind.ratio() as u64) as usize;
-        for (s, b) in sc.iter_mut().zip(&cw.ape[pm * width..(pm + 1) * width]) {
-            *s += b;
+    /// Each token's compressor projection and score (gate logits plus its in-window position
+    /// bias).
+    fn compressor_inputs(&self, cw: &CompressorWeights, a: &[Vec<f32>], kind: LayerKind, pos0: u64) -> Vec<(Vec<f32>, Vec<f32>)> {
+        let kv = self.mm(&cw.kv, a);
+        let mut sc = self.mm(&cw.gate, a);
+        for (t, s) in sc.iter_mut().enumerate() {
+            let width = s.len();
+            let pm = ((pos0 + t as u64) % kind.ratio() as u64) as usize;
+            for (v, b) in s.iter_mut().zip(&cw.ape[pm * width..(pm + 1) * width]) {
+                *v += b;
+            }
         }
-        (kv, sc)
+        kv.into_iter().zip(sc).collect()
     }
 
     /// Norm, RoPE at the window's first position, and the cache numerics of a pooled row.
@@ -226,23 +269,33 @@ impl<'a> Forward<'a> {
 
     /// Grouped low-rank output: each group of heads is projected on its own, then all groups
     /// together back to the model width.
-    fn output_projection(&self, lw: &LayerWeights, o: &[f32]) -> Vec<f32> {
+    fn output_projection(&self, lw: &LayerWeights, outs: &[Vec<f32>]) -> Vec<Vec<f32>> {
         let cfg = self.cfg;
         let (g_in, r) = (cfg.heads_per_group() * cfg.head_dim, cfg.o_lora_rank);
-        let mut z = vec![0f32; cfg.o_groups * r];
-        for (g, zg) in z.chunks_exact_mut(r).enumerate() {
-            lw.out_a.rows(g * r, r).matvec(&o[g * g_in..(g + 1) * g_in], zg, self.numerics);
+        let mut z = vec![vec![0f32; cfg.o_groups * r]; outs.len()];
+        for g in 0..cfg.o_groups {
+            let slices: Vec<Vec<f32>> = outs.iter().map(|o| o[g * g_in..(g + 1) * g_in].to_vec()).collect();
+            let zg = self.mm(&lw.out_a.rows(g * r, r), &slices);
+            for (zt, zgt) in z.iter_mut().zip(zg) {
+                zt[g * r..(g + 1) * r].copy_from_slice(&zgt);
+            }
         }
-        self.mv(&lw.out_b, &z)
+        self.mm(&lw.out_b, &z)
     }
 
     pub(crate) fn ffn_layer(&self, lw: &LayerWeights, clamp: f32, tokens: &[u32], streams: &mut [Vec<f32>]) {
-        streams.par_iter_mut().zip(tokens.par_iter()).for_each(|(s, &tok)| {
-            let (x, mix) = self.hc_pre(&lw.hc_ffn, s);
-            let mut f = vec![0f32; x.len()];
-            norm::rms_norm(&x, &lw.ffn_norm, self.cfg.rms_eps, &mut f);
-            let y = moe::forward(self.cfg, lw, &f, tok, clamp, self.numerics);
-            hc::write(s, &y, &mix);
+        let (xs, mixes) = self.hc_pre(&lw.hc_ffn, streams);
+        let fs: Vec<Vec<f32>> = xs
+            .par_iter()
+            .map(|x| {
+                let mut f = vec![0f32; x.len()];
+                norm::rms_norm(x, &lw.ffn_norm, self.cfg.rms_eps, &mut f);
+                f
+            })
+            .collect();
+        let ys = moe::forward(self, lw, &fs, tokens, clamp);
+        streams.par_iter_mut().zip(ys.par_iter().zip(mixes.par_iter())).for_each(|(s, (y, mix))| {
+            hc::write(s, y, mix);
         });
     }
 

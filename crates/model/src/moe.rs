@@ -12,15 +12,10 @@
 //! the official code divides plainly (done here, guarding only against a zero sum).
 
 use crate::config::ModelConfig;
-use crate::numerics::Numerics;
+use crate::forward::Forward;
 use crate::ops::{softplus, swiglu_clamped};
-use crate::weights::{LayerWeights, Mat, Router};
-
-fn mv(m: &Mat, x: &[f32], numerics: Numerics) -> Vec<f32> {
-    let mut out = vec![0f32; m.rows];
-    m.matvec(x, &mut out, numerics);
-    out
-}
+use crate::weights::{LayerWeights, Router};
+use rayon::prelude::*;
 
 /// The experts a token goes to, in selection order.
 pub fn route(cfg: &ModelConfig, router: &Router, probs: &[f32], token: u32) -> Vec<usize> {
@@ -40,31 +35,63 @@ pub fn route(cfg: &ModelConfig, router: &Router, probs: &[f32], token: u32) -> V
     }
 }
 
-/// The FFN sublayer's output for one normed input `f`.
-pub fn forward(cfg: &ModelConfig, lw: &LayerWeights, f: &[f32], token: u32, clamp: f32, numerics: Numerics) -> Vec<f32> {
+/// The FFN sublayer's output for each token's normed input. Tokens are grouped by expert so
+/// each expert's weights are read once per batch; every product still has the bits of a
+/// per-token one, and each token sums its experts in selection order, then the shared expert,
+/// so results never depend on the batch.
+pub fn forward(fw: &Forward, lw: &LayerWeights, fs: &[Vec<f32>], tokens: &[u32], clamp: f32) -> Vec<Vec<f32>> {
+    let cfg = fw.cfg;
     let (e, ffn) = (cfg.n_embd, cfg.expert_ffn);
-    let probs: Vec<f32> = mv(&lw.gate_inp, f, numerics).into_iter().map(|l| softplus(l).sqrt()).collect();
-    let sel = route(cfg, &lw.router, &probs, token);
-    let sum: f32 = sel.iter().map(|&x| probs[x]).sum();
-    let mut y = vec![0f32; e];
-    let mut h = vec![0f32; ffn];
-    let mut down = vec![0f32; e];
-    for &x in &sel {
-        let wk = cfg.expert_weights_scale * probs[x] / sum.max(f32::MIN_POSITIVE);
-        let g = mv(&lw.gate_exps.rows(x * ffn, ffn), f, numerics);
-        let u = mv(&lw.up_exps.rows(x * ffn, ffn), f, numerics);
-        for ((hv, gv), uv) in h.iter_mut().zip(&g).zip(&u) {
-            *hv = swiglu_clamped(*gv, *uv, clamp) * wk;
+    let logits = fw.mm(&lw.gate_inp, fs);
+    let routes: Vec<(Vec<usize>, Vec<f32>)> = logits
+        .par_iter()
+        .zip(tokens.par_iter())
+        .map(|(l, &tok)| {
+            let probs: Vec<f32> = l.iter().map(|&z| softplus(z).sqrt()).collect();
+            let sel = route(cfg, &lw.router, &probs, tok);
+            let sum: f32 = sel.iter().map(|&x| probs[x]).sum();
+            let wk = sel.iter().map(|&x| cfg.expert_weights_scale * probs[x] / sum.max(f32::MIN_POSITIVE)).collect();
+            (sel, wk)
+        })
+        .collect();
+    let mut users: Vec<Vec<(usize, usize)>> = vec![Vec::new(); cfg.n_expert];
+    for (t, (sel, _)) in routes.iter().enumerate() {
+        for (k, &x) in sel.iter().enumerate() {
+            users[x].push((t, k));
         }
-        lw.down_exps.rows(x * e, e).matvec(&h, &mut down, numerics);
-        y.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
     }
-    let g = mv(&lw.gate_sh, f, numerics);
-    let u = mv(&lw.up_sh, f, numerics);
-    for ((hv, gv), uv) in h.iter_mut().zip(&g).zip(&u) {
-        *hv = swiglu_clamped(*gv, *uv, clamp);
+    let mut downs: Vec<Vec<Vec<f32>>> = routes.iter().map(|(sel, _)| vec![Vec::new(); sel.len()]).collect();
+    for (x, us) in users.iter().enumerate().filter(|(_, us)| !us.is_empty()) {
+        let fx: Vec<Vec<f32>> = us.iter().map(|&(t, _)| fs[t].clone()).collect();
+        let g = fw.mm(&lw.gate_exps.rows(x * ffn, ffn), &fx);
+        let u = fw.mm(&lw.up_exps.rows(x * ffn, ffn), &fx);
+        let hs: Vec<Vec<f32>> = us
+            .iter()
+            .zip(g.iter().zip(&u))
+            .map(|(&(t, k), (g, u))| {
+                let wk = routes[t].1[k];
+                // The route weight scales the SwiGLU output, before the down projection.
+                g.iter().zip(u).map(|(gv, uv)| swiglu_clamped(*gv, *uv, clamp) * wk).collect()
+            })
+            .collect();
+        for (&(t, k), d) in us.iter().zip(fw.mm(&lw.down_exps.rows(x * e, e), &hs)) {
+            downs[t][k] = d;
+        }
     }
-    lw.down_sh.matvec(&h, &mut down, numerics);
-    y.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
-    y
+    let g = fw.mm(&lw.gate_sh, fs);
+    let u = fw.mm(&lw.up_sh, fs);
+    let hs: Vec<Vec<f32>> =
+        g.iter().zip(&u).map(|(g, u)| g.iter().zip(u).map(|(gv, uv)| swiglu_clamped(*gv, *uv, clamp)).collect()).collect();
+    let shared = fw.mm(&lw.down_sh, &hs);
+    downs
+        .into_iter()
+        .zip(shared)
+        .map(|(routed, sh)| {
+            let mut y = vec![0f32; e];
+            for d in routed.iter().chain(std::iter::once(&sh)) {
+                y.iter_mut().zip(d).for_each(|(a, b)| *a += b);
+            }
+            y
+        })
+        .collect()
 }

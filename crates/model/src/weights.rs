@@ -65,6 +65,18 @@ impl Mat {
             .expect("matrix shape and type were validated when the weights were bound");
     }
 
+    /// `out[t] = W xs[t]` for `n` vectors at once (`xs`: `n × cols`, `out`: `n × rows`), each
+    /// output bit-identical to [`matvec`](Self::matvec) on that vector.
+    pub fn matmul(&self, xs: &[f32], n: usize, out: &mut [f32], numerics: Numerics) {
+        let mode = if numerics.quantized_activations() {
+            dsv4_quant::Numerics::Official
+        } else {
+            dsv4_quant::Numerics::Plain
+        };
+        dsv4_quant::matmul(self.ty, self.bytes(), self.rows, self.cols, xs, n, out, mode)
+            .expect("matrix shape and type were validated when the weights were bound");
+    }
+
     /// Row `r` dequantized (embedding lookups).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();

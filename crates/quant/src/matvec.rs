@@ -98,36 +98,101 @@ pub fn matvec_acts(
     Ok(())
 }
 
+/// `out[t][r] = weights[r] · xs[t]` for `n` activation vectors (`xs` is `n × cols`, `out` is
+/// `n × rows`), reading each weight chunk once for all of them while it is in cache.
+///
+/// Every output is computed by exactly the kernel [`matvec`] uses for that vector, so a batch
+/// gives bit-for-bit the results of `n` separate calls (prefill chunking relies on this).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    xs: &[f32],
+    n: usize,
+    out: &mut [f32],
+    numerics: Numerics,
+) -> Result<(), QuantError> {
+    if xs.len() != n * cols {
+        return Err(QuantError::Length { what: "batched activation elements", expected: n * cols, got: xs.len() });
+    }
+    if out.len() != n * rows {
+        return Err(QuantError::Length { what: "batched output elements", expected: n * rows, got: out.len() });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let row_bytes = check_shape(ty, weights, rows, cols, cols, rows)?;
+    let acts: Vec<QuantizedActs> = match numerics {
+        Numerics::Plain => Vec::new(),
+        Numerics::Official => xs.chunks_exact(cols.max(1)).take(n).map(|x| QuantizedActs::for_weight(ty, x)).collect::<Result<_, _>>()?,
+    };
+    let plain = match numerics {
+        Numerics::Plain => Some(plain_kernel(ty)?),
+        Numerics::Official => None,
+    };
+    let kernels: Vec<Kernel<'_>> = (0..n)
+        .map(|t| match plain {
+            Some(k) => Ok(Kernel::F32(k, &xs[t * cols..(t + 1) * cols])),
+            None => act_kernel(ty, &acts[t]),
+        })
+        .collect::<Result<_, _>>()?;
+    if row_bytes == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    // Chunk-major scratch: chunk c holds its rows for token 0, then token 1, … so that every
+    // parallel task writes one contiguous block; scattered to token-major order afterwards.
+    let chunk_rows = (CHUNK_BYTES / row_bytes).max(1).next_multiple_of(8);
+    let mut scratch = vec![0f32; n * rows];
+    scratch.par_chunks_mut(chunk_rows * n).zip(weights.par_chunks(chunk_rows * row_bytes)).for_each(|(s, w)| {
+        let r = w.len() / row_bytes;
+        for (t, k) in kernels.iter().enumerate() {
+            run_rows_serial(w, row_bytes, &mut s[t * r..(t + 1) * r], k);
+        }
+    });
+    for (c, block) in scratch.chunks(chunk_rows * n).enumerate() {
+        let r = block.len() / n;
+        for t in 0..n {
+            out[t * rows + c * chunk_rows..t * rows + c * chunk_rows + r].copy_from_slice(&block[t * r..(t + 1) * r]);
+        }
+    }
+    Ok(())
+}
+
 fn run_rows(weights: &[u8], row_bytes: usize, out: &mut [f32], k: &Kernel<'_>) {
     if row_bytes == 0 {
         // Zero columns: every dot product is the empty sum.
         out.fill(0.0);
         return;
     }
-    let serial = |o: &mut [f32], w: &[u8]| {
-        let mut o = o;
-        let mut w = w;
-        if let Kernel::Seq(e, x) = *k {
-            // Eight sequential chains side by side; same result as row by row.
-            let mut oc = o.chunks_exact_mut(8);
-            let mut wc = w.chunks_exact(8 * row_bytes);
-            for (o8, w8) in (&mut oc).zip(&mut wc) {
-                let rows: [&[u8]; 8] = std::array::from_fn(|r| &w8[r * row_bytes..(r + 1) * row_bytes]);
-                o8.copy_from_slice(&float::dot_seq8(e, rows, x));
-            }
-            (o, w) = (oc.into_remainder(), wc.remainder());
-        }
-        for (v, r) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
-            *v = k.run(r);
-        }
-    };
     if weights.len() < PAR_MIN_BYTES {
-        serial(out, weights);
+        run_rows_serial(weights, row_bytes, out, k);
         return;
     }
     // A multiple of 8 rows keeps the eight-row sequential kernel busy in every chunk.
     let chunk_rows = (CHUNK_BYTES / row_bytes).max(1).next_multiple_of(8);
     out.par_chunks_mut(chunk_rows)
         .zip(weights.par_chunks(chunk_rows * row_bytes))
-        .for_each(|(o, w)| serial(o, w));
+        .for_each(|(o, w)| run_rows_serial(w, row_bytes, o, k));
+}
+
+/// Rows of `w` against one kernel on the calling thread; each row's value does not depend on
+/// where the slice starts (the eight-row kernel gives the same bits as row by row).
+fn run_rows_serial(w: &[u8], row_bytes: usize, o: &mut [f32], k: &Kernel<'_>) {
+    let mut o = o;
+    let mut w = w;
+    if let Kernel::Seq(e, x) = *k {
+        let mut oc = o.chunks_exact_mut(8);
+        let mut wc = w.chunks_exact(8 * row_bytes);
+        for (o8, w8) in (&mut oc).zip(&mut wc) {
+            let rows: [&[u8]; 8] = std::array::from_fn(|r| &w8[r * row_bytes..(r + 1) * row_bytes]);
+            o8.copy_from_slice(&float::dot_seq8(e, rows, x));
+        }
+        (o, w) = (oc.into_remainder(), wc.remainder());
+    }
+    for (v, r) in o.iter_mut().zip(w.chunks_exact(row_bytes)) {
+        *v = k.run(r);
+    }
 }
