@@ -1,22 +1,8 @@
-use anyhow::Context;
-use dsv4_gguf::GgufFile;
-use dsv4_model::{ExpertMix, Model, Numerics};
-use dsv4_synth::{Preset, SynthSpec};
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
+//! The built-in demo model: the tiny synthetic preset, generated on first use and cached.
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// The prompt to continue.
-    #[arg(short, long, default_value = "Write a haiku about memory bandwidth.")]
-    prompt: String,
-    /// Tokens to generate.
-    #[arg(short = 'n', long, default_value_t = 24)]
-    tokens: usize,
-}
+use dsv4_model::ExpertMix;
+use dsv4_synth::{Preset, SynthSpec};
+use std::path::PathBuf;
 
 /// Where the generated demo model is cached between runs.
 fn demo_path() -> PathBuf {
@@ -24,7 +10,13 @@ fn demo_path() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("dsv4").join("demo-tiny-q2-seed0.gguf")
+    // The geometry's fingerprint is in the name, so a newer dsv4 with another tiny preset never
+    // picks up a stale cached file.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{:?}{}", dsv4_synth::tiny_config(), env!("CARGO_PKG_VERSION")).bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    base.join("dsv4").join(format!("demo-tiny-q2-seed0-{:08x}.gguf", h as u32))
 }
 
 /// The demo model's path, generating it on first use.
@@ -39,49 +31,3 @@ pub fn ensure_demo_model() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let path = ensure_demo_model()?;
-    let file = Arc::new(GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?);
-    let tok = crate::tokenize::from_gguf(&file)?;
-    let model = Model::from_file(file)?;
-    eprintln!("demo model: synthetic random weights with the real vocabulary; the text below is noise.");
-    let sp = tok.specials();
-    let mut ids = vec![sp.bos, sp.user];
-    ids.extend(tok.encode(&a.prompt));
-    ids.extend([sp.assistant, sp.think_end]);
-    let mut state = model.new_state();
-    let t = Instant::now();
-    let mut logits = model.forward(&mut state, &ids, false, Numerics::Official)?.pop().unwrap();
-    let prefill = t.elapsed().as_secs_f64();
-    let mut dec = dsv4_tokenizer::IncrementalDecoder::new(&tok);
-    let t = Instant::now();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for _ in 0..a.tokens {
-        let next = argmax(&logits);
-        out.write_all(dec.push(next).as_bytes())?;
-        out.flush()?;
-        logits = model.forward(&mut state, &[next], false, Numerics::Official)?.pop().unwrap();
-    }
-    out.write_all(dec.finish().as_bytes())?;
-    writeln!(out)?;
-    let gen = t.elapsed().as_secs_f64();
-    eprintln!(
-        "prompt {} tokens ({:.0} t/s prefill), generated {} tokens ({:.1} t/s)",
-        ids.len(),
-        ids.len() as f64 / prefill,
-        a.tokens,
-        a.tokens as f64 / gen
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}

@@ -26,8 +26,6 @@ struct Cli {
 enum Command {
     /// Chat with the model: one-shot with -p, otherwise an interactive REPL.
     Chat(chat::Args),
-    /// Generate from the built-in tiny demo model (synthetic weights: the output is noise).
-    Demo(demo::Args),
     /// Write a synthetic model in antirez's GGUF layout (random weights, real shapes).
     Synth(synth::Args),
     /// Show a GGUF's metadata and tensors, and check them against the DeepSeek V4 layout.
@@ -73,7 +71,6 @@ fn main() -> ExitCode {
     install_sigint();
     let result = match cli.command {
         Command::Chat(a) => chat::run(a),
-        Command::Demo(a) => demo::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),
