@@ -67,7 +67,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let t = Instant::now();
         let mut logits = last;
         for _ in 0..a.decode {
-            let next = argmax(&logits);
+            let next = dsv4_engine::sampler::argmax(&logits);
             logits = model.forward(&mut st, &[next], false, numerics)?.pop().unwrap();
         }
         let decode_s = t.elapsed().as_secs_f64();
@@ -84,10 +84,6 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b }) as u32
 }
 
 fn cpu_name() -> String {

@@ -53,6 +53,11 @@ impl Numerics {
     pub fn quantized_activations(self) -> bool {
         self == Numerics::Official
     }
+
+    /// The dot-product arithmetic the quant kernels use under these numerics.
+    pub fn dot_mode(self) -> dsv4_quant::Numerics {
+        if self.quantized_activations() { dsv4_quant::Numerics::Official } else { dsv4_quant::Numerics::Plain }
+    }
 }
 
 /// Scales a block by a power of two so its max lands at or under `max`, rounds every value to

@@ -56,11 +56,7 @@ impl Mat {
     pub fn matvec(&self, x: &[f32], out: &mut [f32], numerics: Numerics) {
         debug_assert_eq!(x.len(), self.cols);
         debug_assert_eq!(out.len(), self.rows);
-        let mode = if numerics.quantized_activations() {
-            dsv4_quant::Numerics::Official
-        } else {
-            dsv4_quant::Numerics::Plain
-        };
+        let mode = numerics.dot_mode();
         dsv4_quant::matvec(self.ty, self.bytes(), self.rows, self.cols, x, out, mode)
             .expect("matrix shape and type were validated when the weights were bound");
     }
@@ -68,11 +64,7 @@ impl Mat {
     /// `out[t] = W xs[t]` for `n` vectors at once (`xs`: `n × cols`, `out`: `n × rows`), each
     /// output bit-identical to [`matvec`](Self::matvec) on that vector.
     pub fn matmul(&self, xs: &[f32], n: usize, out: &mut [f32], numerics: Numerics) {
-        let mode = if numerics.quantized_activations() {
-            dsv4_quant::Numerics::Official
-        } else {
-            dsv4_quant::Numerics::Plain
-        };
+        let mode = numerics.dot_mode();
         dsv4_quant::matmul(self.ty, self.bytes(), self.rows, self.cols, xs, n, out, mode)
             .expect("matrix shape and type were validated when the weights were bound");
     }
