@@ -7,6 +7,7 @@ mod download;
 mod inspect;
 mod kv;
 mod logits;
+mod serve;
 mod synth;
 mod test_vectors;
 mod tokenize;
@@ -26,6 +27,9 @@ struct Cli {
 enum Command {
     /// Chat with the model: one-shot with -p, otherwise an interactive REPL.
     Chat(chat::Args),
+    /// Serve the OpenAI (Chat Completions, Completions, Responses) and Anthropic (Messages)
+    /// APIs over HTTP, for coding agents and SDKs.
+    Serve(serve::Args),
     /// Write a synthetic model in antirez's GGUF layout (random weights, real shapes).
     Synth(synth::Args),
     /// Show a GGUF's metadata and tensors, and check them against the DeepSeek V4 layout.
@@ -68,9 +72,13 @@ pub fn install_sigint() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_sigint();
+    // The server handles SIGINT/SIGTERM itself (graceful shutdown) through tokio.
+    if !matches!(cli.command, Command::Serve(_)) {
+        install_sigint();
+    }
     let result = match cli.command {
         Command::Chat(a) => chat::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Tokenize(a) => tokenize::run(a),

@@ -27,21 +27,5 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn from_gguf(f: &GgufFile) -> anyhow::Result<Tokenizer> {
-    let strs = |key: &str| -> anyhow::Result<Vec<String>> {
-        let v = f.get(key).with_context(|| format!("the model has no `{key}`"))?;
-        let items = v.as_str_array().with_context(|| format!("`{key}` is not an array of strings"))?;
-        Ok(items.into_iter().map(str::to_owned).collect())
-    };
-    let tokens = strs("tokenizer.ggml.tokens")?;
-    let merges = strs("tokenizer.ggml.merges")?;
-    let types: Vec<i32> = match f.get("tokenizer.ggml.token_type") {
-        Some(v) => v
-            .as_i64_array()
-            .context("`tokenizer.ggml.token_type` is not an integer array")?
-            .into_iter()
-            .map(|t| t as i32)
-            .collect(),
-        None => vec![1; tokens.len()],
-    };
-    Ok(Tokenizer::from_vocab(&tokens, &merges, &types)?)
+    Ok(Tokenizer::from_gguf(f)?)
 }

@@ -65,6 +65,7 @@ pub enum GenError {
 }
 
 /// A model state together with the tokens it has consumed, and checkpoints to rewind to.
+#[derive(Clone)]
 pub struct Session {
     pub state: SessionState,
     pub tokens: Vec<u32>,
@@ -122,6 +123,15 @@ impl Session {
     /// Tokens `prompt` shares with what the session holds.
     pub fn common_prefix(&self, prompt: &[u32]) -> usize {
         self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count()
+    }
+
+    /// Saves the whole state to the attached disk cache (eviction, shutdown); returns the
+    /// tokens written (0 when there is no cache, the session is short, or it is stored).
+    pub fn save_to_disk(&self, model: &Model) -> usize {
+        match &self.disk {
+            Some(d) => d.save(model, &self.state, &self.tokens),
+            None => 0,
+        }
     }
 
     pub fn reset(&mut self, model: &Model) {
@@ -290,6 +300,14 @@ impl<'a> Generation<'a> {
             return Ok(self.end(Some(t), out.emit, Finish::Length));
         }
         Ok(Step { token: Some(t), text: lossy(out.emit), finish: None })
+    }
+
+    /// Ends the answer here on the caller's word (a tool-call block closed, a stop sequence
+    /// matched in parsed output): the session keeps what it consumed, with a checkpoint.
+    pub fn close(&mut self) {
+        if !self.finished {
+            self.end(None, Vec::new(), Finish::Stop);
+        }
     }
 
     fn end(&mut self, token: Option<u32>, mut emit: Vec<u8>, finish: Finish) -> Step {

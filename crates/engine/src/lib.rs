@@ -5,6 +5,7 @@ pub mod disk;
 pub mod generate;
 pub mod loop_guard;
 pub mod plan;
+pub mod pool;
 pub mod sampler;
 pub mod stop;
 
@@ -12,5 +13,6 @@ pub use disk::{DiskCache, DiskEvent};
 pub use generate::{Finish, GenError, Generation, GenerationParams, PrefillStats, Session, Step};
 pub use loop_guard::LoopGuard;
 pub use plan::MemoryPlan;
+pub use pool::{Placement, SessionPool};
 pub use sampler::{Sampler, SamplingParams};
 pub use stop::StopMatcher;

@@ -60,6 +60,9 @@ pub enum TokenizerError {
         token: &'static str,
     },
 
+    #[error("the model's `{key}` {problem}")]
+    GgufKey { key: &'static str, problem: &'static str },
+
     #[error("tokenizers: {0}")]
     Hf(String),
 

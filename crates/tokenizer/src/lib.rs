@@ -8,6 +8,7 @@
 
 mod byte_level;
 mod error;
+mod gguf;
 mod incremental;
 mod tokenizer;
 mod vocab;

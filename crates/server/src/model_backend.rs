@@ -1,0 +1,134 @@
+//! The real engine behind the server: the model, resident sessions and the disk KV cache.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use dsv4_engine::{DiskCache, Finish, GenError, Generation, GenerationParams, LoopGuard, Session, SessionPool};
+use dsv4_model::{Model, Numerics};
+use dsv4_tokenizer::Tokenizer;
+
+use crate::backend::{Backend, CacheSource, End, GenJob, MissReason, Next, PromptReport};
+
+/// Engine settings that do not change per request.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub ctx: usize,
+    pub numerics: Numerics,
+    /// Stop endless verbatim loops (greedy test vectors turn it off).
+    pub loop_guard: bool,
+    /// Resident sessions kept in memory.
+    pub sessions: usize,
+    pub prefill_chunk: usize,
+}
+
+pub struct ModelBackend {
+    model: Arc<Model>,
+    tok: Arc<Tokenizer>,
+    opts: EngineOptions,
+    pool: SessionPool,
+    disk: Option<Arc<DiskCache>>,
+    /// Log lines for the server's stderr (cache warnings, evictions).
+    log: Box<dyn FnMut(String) + Send>,
+}
+
+impl ModelBackend {
+    pub fn new(
+        model: Arc<Model>,
+        tok: Arc<Tokenizer>,
+        opts: EngineOptions,
+        disk: Option<Arc<DiskCache>>,
+        log: Box<dyn FnMut(String) + Send>,
+    ) -> ModelBackend {
+        let pool = SessionPool::new(opts.sessions);
+        ModelBackend { model, tok, opts, pool, disk, log }
+    }
+
+    fn new_session(&self) -> Session {
+        let mut s = Session::new(&self.model);
+        if let Some(d) = &self.disk {
+            s.attach_disk(d.clone());
+        }
+        s
+    }
+
+    fn flush_disk_warnings(&mut self) {
+        if let Some(d) = &self.disk {
+            for w in d.take_warnings() {
+                (self.log)(format!("kv cache: {w}"));
+            }
+        }
+    }
+}
+
+impl Backend for ModelBackend {
+    fn generate(
+        &mut self,
+        job: &GenJob,
+        cancel: &AtomicBool,
+        ready: &mut dyn FnMut(&PromptReport),
+        token: &mut dyn FnMut(u32) -> Next,
+    ) -> Result<End, String> {
+        let params = GenerationParams {
+            sampling: job.sampling.clone(),
+            max_tokens: job.max_tokens.max(1),
+            // Stop strings are matched by the caller on parsed output (never inside reasoning
+            // or tool-call markup), so the engine does not cut on raw text.
+            stop: Vec::new(),
+            loop_guard: self.opts.loop_guard.then(LoopGuard::default),
+            numerics: self.opts.numerics,
+            prefill_chunk: self.opts.prefill_chunk,
+        };
+        let fresh = self.new_session();
+        let any_resident = !self.pool.is_empty();
+        let (session, _) = self.pool.acquire(&self.model, &job.prompt, &|| fresh.clone());
+        let started = Generation::start(&self.model, &self.tok, session, &job.prompt, params, self.opts.ctx, cancel, &mut |_, _| {});
+        let mut g = match started {
+            Ok(g) => g,
+            Err(GenError::Cancelled) => return Ok(End::Cancelled),
+            Err(e) => return Err(e.to_string()),
+        };
+        let p = g.prefill;
+        let source = if p.from_disk > 0 {
+            CacheSource::Disk
+        } else if p.reused > 0 {
+            CacheSource::Live
+        } else if any_resident {
+            CacheSource::Miss(MissReason::Mismatch)
+        } else {
+            CacheSource::Miss(MissReason::Cold)
+        };
+        ready(&PromptReport { prompt_tokens: job.prompt.len(), cached_tokens: p.reused, source, prefill_seconds: p.seconds });
+        let mut greedy = false;
+        let end = loop {
+            let step = g.next(greedy, cancel).map_err(|e| e.to_string())?;
+            if let Some(t) = step.token {
+                let next = token(t);
+                greedy = next.greedy;
+                if next.stop && step.finish.is_none() {
+                    g.close();
+                    break End::Stopped;
+                }
+            }
+            if let Some(f) = step.finish {
+                break match f {
+                    Finish::Eos => End::Eos,
+                    Finish::Length => End::Length,
+                    Finish::Stop => End::Stopped,
+                    Finish::Loop => End::Loop,
+                    Finish::Cancelled => End::Cancelled,
+                };
+            }
+        };
+        drop(g);
+        self.flush_disk_warnings();
+        Ok(end)
+    }
+
+    fn shutdown(&mut self) {
+        let saved = self.pool.save_all(&self.model);
+        if saved > 0 {
+            (self.log)(format!("kv cache: saved {saved} tokens of resident sessions at shutdown"));
+        }
+        self.flush_disk_warnings();
+    }
+}
