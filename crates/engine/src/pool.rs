@@ -1,11 +1,11 @@
 //! Resident sessions: several live sessions kept in memory so that an agent's side requests
 //! (titles, sub-agents, a second agent) do not evict its main conversation.
 //!
-//! A prompt goes to the session sharing its longest token prefix. When that session would
-//! lose a long tail by rewinding (a sub-agent sharing only the system prompt, a title request
-//! sharing nothing), the prompt gets its own session instead: a copy of the best one cut
-//! back to the shared prefix, in a free slot or in the least recently used one. Short
-//! divergences (regenerate, an edited last turn) rewind the session in place.
+//! A prompt goes to the session sharing its longest token prefix. When the prompt continues
+//! that conversation (it shares most of it and drops only a short tail: regenerate, an edited
+//! last turn), the session rewinds in place. Otherwise (a sub-agent sharing only the system
+//! prompt, a title request sharing nothing) the prompt gets its own session: a copy of the
+//! best one cut back to the shared prefix, in a free slot or in the least recently used one.
 
 use crate::generate::Session;
 use dsv4_model::Model;
@@ -90,7 +90,10 @@ impl SessionPool {
             Some((i, common)) if common > 0 => {
                 let held = self.slots[i].session.tokens.len();
                 let loss = held - common;
-                if loss <= IN_PLACE_LOSS.max(held / 8) || self.capacity == 1 {
+                // The prompt continues this conversation (regenerate, edited last turn) when it
+                // shares most of it and drops only a short tail.
+                let same_conversation = loss <= IN_PLACE_LOSS.max(held / 8) && common * 2 >= held;
+                if same_conversation || self.capacity == 1 {
                     (i, Placement::Reused { common })
                 } else {
                     let mut fork = self.slots[i].session.clone();

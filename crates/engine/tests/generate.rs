@@ -181,3 +181,89 @@ fn disk_cache_restores_long_prefixes_across_sessions() {
     let plain = dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m, Numerics::Plain).unwrap();
     assert!(plain.restore(m, &second, 0).is_none());
 }
+
+mod pool {
+    use super::*;
+    use dsv4_engine::{Placement, SessionPool};
+
+    fn long_prompt(tok: &Tokenizer, topic: &str, words: usize) -> Vec<u32> {
+        let body: String = (0..words).map(|i| format!("{topic}{} ", i % 97)).collect();
+        prompt(tok, &body)
+    }
+
+    fn run(pool: &mut SessionPool, p: &[u32], n: usize) -> (Vec<u32>, Placement, usize) {
+        let (m, _) = model();
+        let (session, placement) = pool.acquire(m, p, &|| Session::new(m));
+        let (ids, _, _, reused) = generate(session, p, params(n));
+        (ids, placement, reused)
+    }
+
+    #[test]
+    fn side_requests_do_not_evict_the_main_conversation() {
+        let (_, tok) = model();
+        let mut pool = SessionPool::new(3);
+        let main = long_prompt(tok, "agent", 700);
+        assert!(main.len() > 1200, "main prompt too short to be worth keeping: {}", main.len());
+        let (answer, placement, _) = run(&mut pool, &main, 8);
+        assert_eq!(placement, Placement::Fresh);
+        // A title request shares only the first tokens: it gets its own session.
+        let title = prompt(tok, "Write a five-word title for this conversation.");
+        let (_, placement, _) = run(&mut pool, &title, 4);
+        assert!(matches!(placement, Placement::Fresh | Placement::Forked { .. }), "{placement:?}");
+        assert_eq!(pool.len(), 2);
+        // The main conversation's next turn reuses all it had.
+        let mut next = main.clone();
+        next.extend(&answer);
+        next.extend(tok.encode(" and then?"));
+        let (_, placement, reused) = run(&mut pool, &next, 4);
+        assert_eq!(placement, Placement::Reused { common: main.len() + answer.len() });
+        assert_eq!(reused, main.len() + answer.len());
+    }
+
+    #[test]
+    fn a_sub_agent_forks_the_shared_prefix_and_matches_a_fresh_run() {
+        let (m, tok) = model();
+        let mut pool = SessionPool::new(2);
+        // Longer than a checkpoint interval, so the fork starts from a checkpoint inside it.
+        let system = long_prompt(tok, "tools", 700);
+        let mut main = system.clone();
+        main.extend(long_prompt(tok, "main", 800));
+        run(&mut pool, &main, 4);
+        let mut sub = system.clone();
+        sub.extend(tok.encode(" sub-agent task: list the files"));
+        let (ids, placement, reused) = run(&mut pool, &sub, 10);
+        let Placement::Forked { common } = placement else { panic!("sub-agent not forked: {placement:?}") };
+        assert!(common <= system.len() && common > 0);
+        assert_eq!(reused, common);
+        // Bit-identical to computing the sub-agent prompt from scratch.
+        let (fresh, _, _, _) = generate(&mut Session::new(m), &sub, params(10));
+        assert_eq!(ids, fresh);
+        // The main conversation is still resident, untouched.
+        assert_eq!(pool.len(), 2);
+        let (_, placement, _) = run(&mut pool, &main, 2);
+        assert!(matches!(placement, Placement::Reused { common } if common == main.len() - 1 || common == main.len()), "{placement:?}");
+    }
+
+    #[test]
+    fn regenerate_rewinds_in_place_and_capacity_evicts_least_recent() {
+        let (_, tok) = model();
+        let mut pool = SessionPool::new(2);
+        let a = prompt(tok, "First conversation about rivers.");
+        run(&mut pool, &a, 6);
+        // Regenerate: the same prompt again stays in the same session.
+        let (_, placement, reused) = run(&mut pool, &a, 6);
+        assert!(matches!(placement, Placement::Reused { .. }), "{placement:?}");
+        assert_eq!(reused, a.len() - 1);
+        assert_eq!(pool.len(), 1);
+        let b = long_prompt(tok, "mountains", 30);
+        let c = long_prompt(tok, "oceans", 30);
+        run(&mut pool, &b, 2);
+        run(&mut pool, &c, 2);
+        assert_eq!(pool.len(), 2, "capacity exceeded");
+        // `a` was least recently used: it is gone, `c` is resident.
+        let (_, placement, _) = run(&mut pool, &c, 2);
+        assert!(matches!(placement, Placement::Reused { .. }));
+        let (_, placement, reused) = run(&mut pool, &a, 2);
+        assert!(matches!(placement, Placement::Fresh | Placement::Forked { .. }) && reused < 4, "{placement:?} reused {reused}");
+    }
+}

@@ -146,7 +146,7 @@ where
     Chunk<P>: Serialize + Send,
 {
     let ready = st.ready()?;
-    let req: P = serde_json::from_slice(bytes)?;
+    let req: P = crate::error::parse_json(bytes)?;
     let mut conv = st.converter.convert(req.into_api())?;
     refuse_unsupported(&conv)?;
     let encoded = ready.encoder.encode_request(&mut conv)?;
@@ -332,7 +332,7 @@ pub(crate) async fn count_tokens(State(st): State<Arc<AppState>>, body: Result<B
         let prep = st.clone();
         tokio::task::spawn_blocking(move || -> Result<usize, ApiError> {
             let ready = prep.ready()?;
-            let req: MessagesRequest = serde_json::from_slice(&bytes)?;
+            let req: MessagesRequest = crate::error::parse_json(&bytes)?;
             let mut conv = prep.converter.convert(ApiRequest::Messages(req))?;
             Ok(ready.encoder.encode_request(&mut conv)?.token_ids.len())
         })

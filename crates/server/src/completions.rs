@@ -81,7 +81,7 @@ pub(crate) async fn handle(State(st): State<Arc<AppState>>, body: Result<Bytes, 
 async fn run(st: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let ready = st.ready()?;
     let bytes = read_body(body, st.cfg.body_limit)?;
-    let req: CompletionRequest = serde_json::from_slice(&bytes)?;
+    let req: CompletionRequest = crate::error::parse_json(&bytes)?;
     refuse_unsupported(&req)?;
     let tok = ready.tok.clone();
     let vocab = tok.vocab_size();

@@ -100,8 +100,19 @@ impl From<ChatError> for ApiError {
     }
 }
 
-impl From<serde_json::Error> for ApiError {
-    fn from(e: serde_json::Error) -> ApiError {
-        ApiError::bad_request(format!("invalid request body: {e}"))
-    }
+/// Deserializes a request body; the error names the offending field's path
+/// (`messages[0].role: unknown variant ...`), not just a column number.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::bad_request(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid request body: `{path}`: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    Ok(value)
 }

@@ -4,7 +4,7 @@
 //! It honours the same contract as the real engine: cancellation between steps, `Next`
 //! verdicts, `max_tokens`, and reports the common prefix with the previous prompt as cached.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ pub struct ScriptedBackend {
     pub token_delay: Duration,
     last_prompt: Vec<u32>,
     records: Arc<Mutex<Vec<JobRecord>>>,
+    started: Arc<AtomicUsize>,
 }
 
 impl ScriptedBackend {
@@ -44,6 +45,7 @@ impl ScriptedBackend {
             token_delay: Duration::ZERO,
             last_prompt: Vec::new(),
             records: Arc::new(Mutex::new(Vec::new())),
+            started: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -56,6 +58,11 @@ impl ScriptedBackend {
         self.prefill_delay = prefill;
         self.token_delay = per_token;
         self
+    }
+
+    /// Jobs the worker has started (records are written only when a job ends).
+    pub fn started(&self) -> Arc<AtomicUsize> {
+        self.started.clone()
     }
 
     /// Shared view of the jobs run so far.
@@ -87,6 +94,7 @@ impl Backend for ScriptedBackend {
         ready: &mut dyn FnMut(&PromptReport),
         token: &mut dyn FnMut(u32) -> Next,
     ) -> Result<End, String> {
+        self.started.fetch_add(1, Ordering::SeqCst);
         let mut rec = JobRecord { prompt: job.prompt.clone(), max_tokens: job.max_tokens, ..JobRecord::default() };
         let result = (|| {
             if !sleep_unless(cancel, self.prefill_delay) {

@@ -158,7 +158,11 @@ fn run_job(backend: &mut dyn Backend, tok: &Arc<Tokenizer>, metrics: &Metrics, j
         metrics.decode_done(generated, t0.elapsed().as_secs_f64());
     }
     match result {
-        Ok(End::Cancelled) => metrics.cancelled_running(started.elapsed().as_secs_f64()),
+        Ok(End::Cancelled) => {
+            metrics.cancelled_running(started.elapsed().as_secs_f64());
+            // Heard only when the client is still there, i.e. the server is shutting down.
+            let _ = events.send(Event::Finish(End::Cancelled));
+        }
         Ok(end) => {
             if let Some((mut decoder, mut stop)) = raw.take() {
                 // Text held back for a possible stop string or an unfinished character.
