@@ -97,6 +97,28 @@ pub struct EncodedPrompt {
     pub think_max_downgraded: bool,
 }
 
+impl EncodedPrompt {
+    /// Token ids of the prompt text from byte `from` on (special ranges as their tokens,
+    /// the rest plain BPE), or `None` when `from` is not a character boundary or falls
+    /// inside a special token.
+    ///
+    /// A live session that holds the prompt's first `from` bytes under a tokenization of
+    /// its own (what the model sampled, which need not be the canonical BPE of its text)
+    /// continues with these ids: the model then sees exactly this prompt's text.
+    pub fn ids_from(&self, tokenizer: &Arc<Tokenizer>, from: usize) -> Option<Vec<u32>> {
+        if !self.prompt.is_char_boundary(from) || self.special_ranges.iter().any(|r| r.start < from && from < r.end) {
+            return None;
+        }
+        let ranges: Vec<Range<usize>> = self
+            .special_ranges
+            .iter()
+            .filter(|r| r.start >= from)
+            .map(|r| r.start - from..r.end - from)
+            .collect();
+        RecipeTokenizer::new(tokenizer.clone()).encode_ids(&self.prompt[from..], &ranges).ok()
+    }
+}
+
 /// Renders conversations with the official V4 encoder and encodes them with our tokenizer.
 ///
 /// ```no_run

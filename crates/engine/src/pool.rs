@@ -63,6 +63,11 @@ impl SessionPool {
         self.slots.is_empty()
     }
 
+    /// The resident sessions, in no particular order.
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.slots.iter().map(|s| &s.session)
+    }
+
     /// Tokens held by each resident session, most recently used first.
     pub fn resident(&self) -> Vec<usize> {
         let mut v: Vec<(u64, usize)> = self.slots.iter().map(|s| (s.last_used, s.session.tokens.len())).collect();

@@ -8,12 +8,19 @@
 
 use std::sync::atomic::AtomicBool;
 
+use std::sync::Arc;
+
+use dsv4_chat::EncodedPrompt;
 use dsv4_engine::SamplingParams;
 
 /// One generation request, already rendered and tokenized.
 #[derive(Clone, Debug)]
 pub struct GenJob {
     pub prompt: Vec<u32>,
+    /// The rendered text behind `prompt` (chat protocols). A live session whose decoded
+    /// tokens are a prefix of this text is reused even when the canonical tokenization of
+    /// that text differs from what the model sampled (a re-sent answer or tool call).
+    pub text: Option<Arc<EncodedPrompt>>,
     /// At least 1; the context limit also ends generation.
     pub max_tokens: usize,
     pub sampling: SamplingParams,

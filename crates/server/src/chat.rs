@@ -17,7 +17,7 @@ use dsv4_chat::deepseek_recipe::openai::{ChatCompletionRequest, ResponsesRequest
 use dsv4_chat::deepseek_recipe::request::{OutputConstraint, ProtocolRequest};
 use dsv4_chat::deepseek_recipe::response::{Accumulate, ProtocolResponse};
 use dsv4_chat::deepseek_recipe::stream::{ChunkGenerator, InferenceChunk, InferenceFinishReason, PromptUsage};
-use dsv4_chat::{ApiRequest, ConvertedRequest, SyncStream};
+use dsv4_chat::{ApiRequest, ConvertedRequest, EncodedPrompt, SyncStream};
 use dsv4_engine::SamplingParams;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -77,6 +77,7 @@ impl ChatProtocol for MessagesRequest {
 struct Prepared {
     conv: ConvertedRequest,
     prompt: Vec<u32>,
+    text: Arc<EncodedPrompt>,
     max_tokens: usize,
 }
 
@@ -114,14 +115,14 @@ where
     let prepared = tokio::task::spawn_blocking(move || prepare::<P>(&prep_state, &bytes))
         .await
         .map_err(|e| ApiError::internal(format!("request preparation failed: {e}")))??;
-    let Prepared { conv, prompt, max_tokens } = prepared;
+    let Prepared { conv, prompt, text, max_tokens } = prepared;
     let s = &conv.settings;
     let sampling = SamplingParams { temperature: s.temperature, top_p: s.top_p, seed: s.seed, ..SamplingParams::default() };
     sampling.validate().map_err(ApiError::bad_request)?;
     let guard = st.cancel_guard();
     let (tx, rx) = mpsc::unbounded_channel();
     let job = Job {
-        gen: GenJob { prompt, max_tokens, sampling },
+        gen: GenJob { prompt, text: Some(text), max_tokens, sampling },
         output: OutputMode::Parsed(conv.parsing_options().clone()),
         cancel: guard.0.clone(),
         events: tx,
@@ -150,7 +151,7 @@ where
     let mut conv = st.converter.convert(req.into_api())?;
     refuse_unsupported(&conv)?;
     let encoded = ready.encoder.encode_request(&mut conv)?;
-    let prompt = encoded.token_ids;
+    let prompt = encoded.token_ids.clone();
     let ctx = st.cfg.ctx;
     if prompt.len() >= ctx {
         return Err(ApiError::context_exceeded(format!(
@@ -164,7 +165,7 @@ where
     let opts = &mut conv.request.inference_options;
     opts.max_tokens = opts.max_tokens.map(|m| m.min(remaining));
     let max_tokens = conv.resolve_max_tokens(prompt.len(), ctx as u32).map_err(|e| ApiError::context_exceeded(e.to_string()))?;
-    Ok(Prepared { conv, prompt, max_tokens: max_tokens as usize })
+    Ok(Prepared { conv, prompt, text: Arc::new(encoded), max_tokens: max_tokens as usize })
 }
 
 /// Structured output would need constrained decoding, which this engine does not do:

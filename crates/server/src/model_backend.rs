@@ -51,6 +51,44 @@ impl ModelBackend {
         s
     }
 
+    /// The prompt as a resident session can continue it: the longest run of that session's
+    /// own tokens whose text starts the rendered prompt, then the rest of the rendered text.
+    /// What the model sampled need not be the canonical tokenization of its text, so a
+    /// re-sent answer or tool call matches here where a token comparison would not. `None`
+    /// when no session reaches further than its token-level common prefix.
+    fn align(&self, job: &GenJob) -> Option<Vec<u32>> {
+        let text = job.text.as_ref()?;
+        let target = text.prompt.as_bytes();
+        let mut best: Option<Vec<u32>> = None;
+        let mut best_len = self.pool.sessions().map(|s| s.common_prefix(&job.prompt)).max().unwrap_or(0);
+        for s in self.pool.sessions() {
+            // Byte offset after each matching token.
+            let mut ends = Vec::new();
+            let mut at = 0;
+            for &t in &s.tokens {
+                let piece = self.tok.decode(&[t]);
+                if !target[at..].starts_with(&piece) {
+                    break;
+                }
+                at += piece.len();
+                ends.push(at);
+            }
+            // The cut must leave a valid rest (a character boundary outside special tokens).
+            while let Some(&end) = ends.last() {
+                if ends.len() <= best_len {
+                    break;
+                }
+                if let Some(rest) = text.ids_from(&self.tok, end) {
+                    best_len = ends.len();
+                    best = Some(s.tokens[..ends.len()].iter().copied().chain(rest).collect());
+                    break;
+                }
+                ends.pop();
+            }
+        }
+        best
+    }
+
     fn flush_disk_warnings(&mut self) {
         if let Some(d) = &self.disk {
             for w in d.take_warnings() {
@@ -80,8 +118,13 @@ impl Backend for ModelBackend {
         };
         let fresh = self.new_session();
         let any_resident = !self.pool.is_empty();
-        let (session, _) = self.pool.acquire(&self.model, &job.prompt, &|| fresh.clone());
-        let started = Generation::start(&self.model, &self.tok, session, &job.prompt, params, self.opts.ctx, cancel, &mut |_, _| {});
+        let prompt = self.align(job);
+        let prompt = prompt.as_deref().unwrap_or(&job.prompt);
+        if prompt.len() >= self.opts.ctx {
+            return Err(format!("the prompt has {} tokens but the context holds {}", prompt.len(), self.opts.ctx));
+        }
+        let (session, _) = self.pool.acquire(&self.model, prompt, &|| fresh.clone());
+        let started = Generation::start(&self.model, &self.tok, session, prompt, params, self.opts.ctx, cancel, &mut |_, _| {});
         let mut g = match started {
             Ok(g) => g,
             Err(GenError::Cancelled) => return Ok(End::Cancelled),
@@ -97,7 +140,7 @@ impl Backend for ModelBackend {
         } else {
             CacheSource::Miss(MissReason::Cold)
         };
-        ready(&PromptReport { prompt_tokens: job.prompt.len(), cached_tokens: p.reused, source, prefill_seconds: p.seconds });
+        ready(&PromptReport { prompt_tokens: prompt.len(), cached_tokens: p.reused, source, prefill_seconds: p.seconds });
         let mut greedy = false;
         let end = loop {
             let step = g.next(greedy, cancel).map_err(|e| e.to_string())?;
