@@ -44,6 +44,9 @@ pub struct Args {
     /// Serve only the known model names instead of any name a client sends.
     #[arg(long)]
     pub strict_model_names: bool,
+    /// Append rendered prompts, cache decisions and generated text (JSON lines) to this file.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
     /// Disable the guard that stops endless verbatim loops.
     #[arg(long)]
     pub no_loop_guard: bool,
@@ -80,6 +83,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         body_limit: a.body_limit_mb.max(1) << 20,
         keepalive: Duration::from_secs(1),
         accept_any_model: !a.strict_model_names,
+        trace: a.trace.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

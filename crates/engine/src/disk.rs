@@ -9,9 +9,16 @@ use sha2::{Digest, Sha256};
 /// Prompts shorter than this are not worth a file (they prefill in well under a second).
 pub const MIN_SAVE_TOKENS: usize = 512;
 
+/// During long prefills and generations the state is saved every this many tokens (a
+/// multiple of the checkpoint interval, so prefill chunks end there): a crash or a client
+/// that gives up mid-prefill loses at most this much work, and two conversations sharing a
+/// long prefix produce the same files instead of near-duplicates.
+pub const SAVE_INTERVAL: usize = 8192;
+
 pub struct DiskCache {
     store: KvStore,
     fingerprint: Fingerprint,
+    interval: usize,
 }
 
 /// What the disk cache did for one prompt, for traces and metrics.
@@ -40,7 +47,19 @@ impl DiskCache {
             h.update(&d[d.len().saturating_sub(256)..]);
         }
         h.update([numerics as u8]);
-        Ok(DiskCache { store, fingerprint: h.finalize().into() })
+        Ok(DiskCache { store, fingerprint: h.finalize().into(), interval: SAVE_INTERVAL })
+    }
+
+    /// Changes the save interval (rounded up to a multiple of the checkpoint interval).
+    pub fn with_save_interval(mut self, tokens: usize) -> DiskCache {
+        let step = crate::generate::CHECKPOINT_INTERVAL;
+        self.interval = tokens.max(1).div_ceil(step) * step;
+        self
+    }
+
+    /// Whether a session that now holds `len` tokens is at a periodic save point.
+    pub fn is_save_point(&self, len: usize) -> bool {
+        len >= MIN_SAVE_TOKENS && len.is_multiple_of(self.interval)
     }
 
     /// The stored state holding the longest prefix of `prompt` (at most `prompt.len() - 1`

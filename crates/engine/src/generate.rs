@@ -239,9 +239,9 @@ impl<'a> Generation<'a> {
             if session.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) || done == todo.len() - 1 {
                 session.take_checkpoint();
             }
-            if done == todo.len() - 1 {
-                if let Some(disk) = &session.disk {
-                    saved_to_disk = disk.save(model, &session.state, &session.tokens);
+            if let Some(disk) = &session.disk {
+                if done == todo.len() - 1 || disk.is_save_point(session.tokens.len()) {
+                    saved_to_disk = saved_to_disk.max(disk.save(model, &session.state, &session.tokens));
                 }
             }
             progress(done, todo.len());
@@ -286,6 +286,11 @@ impl<'a> Generation<'a> {
         self.session.tokens.push(t);
         if self.session.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) {
             self.session.take_checkpoint();
+        }
+        if let Some(disk) = &self.session.disk {
+            if disk.is_save_point(self.session.tokens.len()) {
+                disk.save(self.model, &self.session.state, &self.session.tokens);
+            }
         }
         self.generated.push(t);
         let text = self.decoder.push(t);

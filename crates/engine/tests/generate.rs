@@ -182,6 +182,37 @@ fn disk_cache_restores_long_prefixes_across_sessions() {
     assert!(plain.restore(m, &second, 0).is_none());
 }
 
+/// Long prefills and generations are saved at every save-interval boundary, and a session
+/// that later restores one of them continues exactly like a cold prefill.
+#[test]
+fn long_prefills_and_generations_save_at_aligned_intervals() {
+    let (m, tok) = model();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = std::sync::Arc::new(dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m, Numerics::Official).unwrap().with_save_interval(1024));
+    let long: String = (0..1100).map(|i| format!("v{i} ")).collect();
+    let p = prompt(tok, &long);
+    assert!(p.len() > 2100 && p.len() < 3000, "{}", p.len());
+    let mut a = Session::new(m);
+    a.attach_disk(disk.clone());
+    // Generating past the next boundary saves there too.
+    let n = 3072 - p.len() + 5;
+    let (ids, _, _, _) = generate(&mut a, &p, params(n));
+    assert_eq!(ids.len(), n);
+    let store = dsv4_kvstore::KvStore::open(dir.path(), 1 << 30).unwrap();
+    let mut saved: Vec<u32> = store.list().unwrap().iter().map(|e| e.tokens).collect();
+    saved.sort();
+    assert_eq!(saved, vec![1024, 2048, p.len() as u32 - 1, 3072]);
+    // A fresh session for a prompt that shares only the first 2100 tokens restores 2048.
+    let mut other = p[..2100].to_vec();
+    other.extend(tok.encode(" a different ending"));
+    let mut b = Session::new(m);
+    b.attach_disk(disk);
+    let (got, _, _, reused) = generate(&mut b, &other, params(4));
+    assert_eq!(reused, 2048);
+    let (cold, _, _, _) = generate(&mut Session::new(m), &other, params(4));
+    assert_eq!(got, cold);
+}
+
 mod pool {
     use super::*;
     use dsv4_engine::{Placement, SessionPool};

@@ -119,9 +119,11 @@ where
     let s = &conv.settings;
     let sampling = SamplingParams { temperature: s.temperature, top_p: s.top_p, seed: s.seed, ..SamplingParams::default() };
     sampling.validate().map_err(ApiError::bad_request)?;
+    let id = st.new_id(P::ID_PREFIX);
     let guard = st.cancel_guard();
     let (tx, rx) = mpsc::unbounded_channel();
     let job = Job {
+        id: id.clone(),
         gen: GenJob { prompt, text: Some(text), max_tokens, sampling },
         output: OutputMode::Parsed(conv.parsing_options().clone()),
         cancel: guard.0.clone(),
@@ -130,7 +132,6 @@ where
     if !ready.worker.submit(job, &st.metrics) {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let id = st.new_id(P::ID_PREFIX);
     let generator = P::chunk_generator(&conv.request, id.clone(), conv.model.clone());
     let stream = SyncStream::new(generator, conv.parsing_options().clone(), ready.tok.clone());
     let out = Output::<P> { stream, rx, guard, done: false, report: None };

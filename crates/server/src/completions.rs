@@ -193,7 +193,7 @@ async fn finish_run(
     }
     let guard = st.cancel_guard();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let job = Job { gen: GenJob { prompt, text: None, max_tokens, sampling }, output: OutputMode::Raw { stop }, cancel: guard.0.clone(), events: tx };
+    let job = Job { id: id.clone(), gen: GenJob { prompt, text: None, max_tokens, sampling }, output: OutputMode::Raw { stop }, cancel: guard.0.clone(), events: tx };
     if !ready.worker.submit(job, &st.metrics) {
         return Err(ApiError::unavailable("the server is shutting down"));
     }

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub keepalive: Duration,
     /// Serve any model name (agents send their own preset names) instead of only ours.
     pub accept_any_model: bool,
+    /// Append JSON lines per request (rendered prompt, cache decision, generated text).
+    pub trace: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +62,7 @@ impl Default for ServerConfig {
             body_limit: 256 << 20,
             keepalive: Duration::from_secs(1),
             accept_any_model: true,
+            trace: None,
         }
     }
 }
@@ -162,7 +165,17 @@ where
     tokio::task::spawn_blocking(move || match load() {
         Ok(l) => {
             let ctx = loader_state.cfg.ctx;
-            let worker = Worker::spawn(l.backend, l.tokenizer.clone(), loader_state.metrics.clone());
+            let trace = match &loader_state.cfg.trace {
+                Some(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        let _ = fail_tx.try_send(format!("--trace {}: {e}", p.display()));
+                        return;
+                    }
+                },
+                None => None,
+            };
+            let worker = Worker::spawn(l.backend, l.tokenizer.clone(), loader_state.metrics.clone(), trace);
             let encoder = PromptEncoder::new(l.tokenizer.clone(), ctx as u32);
             let _ = loader_state.ready.set(Ready { tok: l.tokenizer, encoder, worker });
         }

@@ -40,6 +40,8 @@ pub enum Event {
 }
 
 pub struct Job {
+    /// The response id, for the trace.
+    pub id: String,
     pub gen: GenJob,
     pub output: OutputMode,
     pub cancel: Arc<AtomicBool>,
@@ -54,7 +56,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn spawn(mut backend: Box<dyn Backend>, tok: Arc<Tokenizer>, metrics: Arc<Metrics>) -> Worker {
+    pub fn spawn(mut backend: Box<dyn Backend>, tok: Arc<Tokenizer>, metrics: Arc<Metrics>, mut trace: Option<std::fs::File>) -> Worker {
         let (tx, rx) = mpsc::channel::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();
@@ -64,7 +66,7 @@ impl Worker {
                 for job in rx {
                     q.fetch_sub(1, Ordering::SeqCst);
                     metrics.set_queue_depth(q.load(Ordering::SeqCst));
-                    run_job(backend.as_mut(), &tok, &metrics, job);
+                    run_job(backend.as_mut(), &tok, &metrics, &mut trace, job);
                 }
                 backend.shutdown();
             })
@@ -107,8 +109,21 @@ impl Drop for Worker {
     }
 }
 
-fn run_job(backend: &mut dyn Backend, tok: &Arc<Tokenizer>, metrics: &Metrics, job: Job) {
-    let Job { gen, output, cancel, events } = job;
+/// Appends one JSON line to the `--trace` file.
+fn trace_line(trace: &mut Option<std::fs::File>, v: serde_json::Value) {
+    if let Some(f) = trace {
+        use std::io::Write;
+        let _ = writeln!(f, "{v}");
+    }
+}
+
+fn run_job(backend: &mut dyn Backend, tok: &Arc<Tokenizer>, metrics: &Metrics, trace: &mut Option<std::fs::File>, job: Job) {
+    let Job { id, gen, output, cancel, events } = job;
+    if trace.is_some() {
+        let rendered = gen.text.as_ref().map(|t| t.prompt.clone()).unwrap_or_else(|| tok.decode_lossy(&gen.prompt));
+        trace_line(trace, serde_json::json!({"event": "request", "id": id, "prompt_tokens": gen.prompt.len(), "max_tokens": gen.max_tokens,
+            "temperature": gen.sampling.temperature, "top_p": gen.sampling.top_p, "seed": gen.sampling.seed, "rendered": rendered}));
+    }
     if cancel.load(Ordering::Relaxed) || events.is_closed() {
         metrics.cancelled_before_start();
         return;
@@ -124,12 +139,16 @@ fn run_job(backend: &mut dyn Backend, tok: &Arc<Tokenizer>, metrics: &Metrics, j
     let started = std::time::Instant::now();
     let mut first_token: Option<std::time::Instant> = None;
     let mut generated = 0usize;
+    let mut report = None;
+    let mut sampled = Vec::new();
     let mut ready = |r: &PromptReport| {
+        report = Some(*r);
         metrics.prompt_done(r);
         let _ = events.send(Event::Ready(*r));
     };
     let mut on_token = |t: u32| -> Next {
         generated += 1;
+        sampled.push(t);
         first_token.get_or_insert_with(std::time::Instant::now);
         let mut next = Next::default();
         let mut text = String::new();
@@ -154,6 +173,18 @@ fn run_job(backend: &mut dyn Backend, tok: &Arc<Tokenizer>, metrics: &Metrics, j
         next
     };
     let result = backend.generate(&gen, &cancel, &mut ready, &mut on_token);
+    if trace.is_some() {
+        // The cache decision: what was reused and from where.
+        if let Some(r) = report {
+            trace_line(trace, serde_json::json!({"event": "cache", "id": id, "prompt_tokens": r.prompt_tokens, "cached_tokens": r.cached_tokens,
+                "source": r.source.label(), "prefill_seconds": r.prefill_seconds}));
+        }
+        let end = match &result {
+            Ok(e) => format!("{e:?}"),
+            Err(e) => format!("error: {e}"),
+        };
+        trace_line(trace, serde_json::json!({"event": "generated", "id": id, "tokens": sampled.len(), "end": end, "text": tok.decode_lossy(&sampled)}));
+    }
     if let Some(t0) = first_token {
         metrics.decode_done(generated, t0.elapsed().as_secs_f64());
     }
