@@ -15,8 +15,10 @@ use dsv4_cuda::{GpuModel, GpuState};
 use dsv4_model::{Model, Numerics};
 use dsv4_synth::{Preset, SynthSpec};
 
-/// Largest relative L2 distance allowed between a position's GPU and CPU logits.
-const REL_L2_TOL: f32 = 1e-3;
+/// Largest relative L2 distance allowed between a position's GPU and CPU logits. Measured on
+/// an H100: 8.1e-7 (and 9.0e-7 along the 256-token greedy run); a discrete flip (an expert or
+/// an indexer row chosen differently) would show as 1e-3 or more.
+const REL_L2_TOL: f32 = 1e-5;
 
 fn model() -> &'static Model {
     static M: OnceLock<(tempfile::TempDir, Model)> = OnceLock::new();
