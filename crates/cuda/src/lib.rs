@@ -1,5 +1,6 @@
 //! CUDA backend of dsv4: device setup, run-time kernel compilation with a disk cache, device
-//! buffers, and the quantized matrix-vector kernels.
+//! buffers, the quantized matrix-vector kernels, and the whole model's forward pass
+//! ([`GpuModel`], in `model/`).
 //!
 //! Nothing CUDA is linked at build time. cudarc loads libcuda and libnvrtc when first used,
 //! and this crate checks for them first, so on a machine without a driver [`Gpu::new`]

@@ -168,7 +168,7 @@ impl GpuModel {
 
         // Compressors: a row emitted by this token is visible to it.
         let ratio = lw.kind.ratio() as u64;
-        let n_comp = if ratio == 0 { 0 } else { ((pos + 1) / ratio) as usize };
+        let n_comp = (pos + 1).checked_div(ratio).unwrap_or(0) as usize;
         let emits = ratio != 0 && pos % ratio == ratio - 1;
         if let (Some(cw), Some((rows, f))) = (&lw.comp, &ls.comp) {
             let width = lw.kind.compressor_lanes() * d;
@@ -250,7 +250,7 @@ impl GpuModel {
             Route::Scored { bias } => (self.ptr(bias), 0),
         };
         let args = [P(rlog), I(c.n_expert as i32), I(used as i32), P(bias), P(hash_row), F(c.expert_weights_scale), P(sel), P(wts)];
-        self.launch("route", 1, 32, 0, &args)?;
+        self.launch("route", 1, BLOCK, 0, &args)?;
         let experts: Vec<usize> = match &lw.route {
             Route::Hash { host, .. } => host[token as usize * used..(token as usize + 1) * used].iter().map(|&x| x as usize).collect(),
             Route::Scored { .. } => {

@@ -124,7 +124,8 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
 }
 
 impl GpuModel {
-    /// A fresh session able to hold `capacity` tokens (prompt and generated together).
+    /// A fresh session able to hold `capacity` tokens (prompt and generated together), on the
+    /// GPU this model was loaded on.
     pub fn new_state(&self, gpu: &Gpu, capacity: u64) -> Result<GpuState> {
         let c = &self.cfg;
         if capacity == 0 || capacity > c.context_length {

@@ -108,14 +108,15 @@ fn compressor(gpu: &Gpu, w: &CompressorWeights) -> Result<Compressor> {
     Ok(Compressor { ape: gpu.upload(&w.ape)?, kv: mat(gpu, &w.kv)?, gate: mat(gpu, &w.gate)?, norm: gpu.upload(&w.norm)? })
 }
 
-/// Limits of the single-token kernels (`MAX_HC` in ops.cu; route's selection loop).
+/// Limits of the single-token kernels (`MAX_HC` in ops.cu; at most 64 experts per token in
+/// moe.cu).
 fn check_geometry(model: &Model) -> Result<()> {
     let c = &model.cfg;
     let bad = |why: String| Err(CudaError::Shape(why));
     if c.hc_count == 0 || c.hc_count > 16 {
         return bad(format!("{} HC streams (the kernels take 1..=16)", c.hc_count));
     }
-    if c.n_expert_used == 0 || c.n_expert_used > c.n_expert {
+    if c.n_expert_used == 0 || c.n_expert_used > c.n_expert.min(64) {
         return bad(format!("{} of {} experts used", c.n_expert_used, c.n_expert));
     }
     if c.rope_dim > c.head_dim.min(c.indexer_head_dim) || !c.rope_dim.is_multiple_of(2) {
@@ -123,7 +124,7 @@ fn check_geometry(model: &Model) -> Result<()> {
     }
     // Sub-vectors handed to the matvec kernels must stay 16-byte aligned.
     let g_in = c.heads_per_group() * c.head_dim;
-    if g_in % 4 != 0 || c.o_lora_rank % 4 != 0 || c.n_embd % 4 != 0 {
+    if [g_in, c.o_lora_rank, c.n_embd].iter().any(|n| !n.is_multiple_of(4)) {
         return bad("output groups and widths must be multiples of 4 values".into());
     }
     Ok(())

@@ -8,7 +8,7 @@
 //! the relative L2 error of each output vector under 1e-5 (see `tests/matvec.rs`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
@@ -219,6 +219,9 @@ pub struct Matvec {
     sm_count: usize,
     /// Most shared memory one CTA may have on this device.
     smem_optin: usize,
+    /// Resident CTAs per SM by (kernel, dynamic shared memory): the driver's occupancy query
+    /// costs microseconds, and the model runner launches the same few shapes every token.
+    occupancy: Mutex<HashMap<(u64, usize), usize>>,
 }
 
 /// Bytes of the split partial sums (`PART_BYTES` in `mv_quant`): two rounds' worth, one float
@@ -298,6 +301,7 @@ impl Matvec {
             iq2_grid,
             sm_count: gpu.sm_count(),
             smem_optin: smem_optin.max(0) as usize,
+            occupancy: Mutex::new(HashMap::new()),
         })
     }
 
@@ -463,10 +467,22 @@ impl Matvec {
             )));
         }
         let threads = (QWARPS * 32) as u32;
-        let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
-            .unwrap_or(1)
-            .max(1) as usize;
+        // The function handle identifies the kernel for the cache.
+        let key = (f.cu_function() as u64, smem);
+        let cached = self.occupancy.lock().ok().and_then(|m| m.get(&key).copied());
+        let per_sm = match cached {
+            Some(n) => n,
+            None => {
+                let n = f
+                    .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
+                    .unwrap_or(1)
+                    .max(1) as usize;
+                if let Ok(mut m) = self.occupancy.lock() {
+                    m.insert(key, n);
+                }
+                n
+            }
+        };
         let wave = per_sm * self.sm_count;
         let groups = w.rows.div_ceil(v.rows);
         let nsteps = w.cols.div_ceil(1024).max(1);
