@@ -8,6 +8,11 @@
 //! previous step's argmax; the time of a step is host wall time around `GpuModel::forward`,
 //! which includes the launches, the read-backs of score-routed layers and the logits
 //! download. Reported: median and mean over the decode steps, after the prompt.
+//!
+//! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
+//! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
+//! about 0.6 ms per layer, launch- and sync-bound (some 60 launches per layer, one host
+//! read-back per score-routed layer), far from the weight-bandwidth ceiling.
 
 use std::path::PathBuf;
 use std::time::Instant;
