@@ -98,3 +98,73 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
+
+// No CUDA headers, so no INFINITY macro.
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+
+// ---- block-wide reductions (model kernels) --------------------------------------------------
+// Fixed pairing (warp butterfly, then the warps' partials in warp order), so the result is a
+// deterministic function of the inputs. Every thread of the block must call them, with
+// blockDim.x a multiple of 32; `sh` is 32 elements of shared memory, reused call after call.
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(DSV4_FULL_MASK, v, off);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(DSV4_FULL_MASK, v, off));
+    return v;
+}
+
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, T* sh, T identity, Op op) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(DSV4_FULL_MASK, v, off));
+    __syncthreads();  // the previous call's readers are done with sh
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    T t = lane < nw ? sh[lane] : identity;
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) t = op(t, __shfl_xor_sync(DSV4_FULL_MASK, t, off));
+    return t;
+}
+
+struct OpAdd {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct OpMax {
+    __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__device__ __forceinline__ double block_sum_d(double v, double* sh) { return block_reduce(v, sh, 0.0, OpAdd()); }
+__device__ __forceinline__ float block_sum_f(float v, float* sh) { return block_reduce(v, sh, 0.0f, OpAdd()); }
+__device__ __forceinline__ float block_max_f(float v, float* sh) { return block_reduce(v, sh, neg_inf(), OpMax()); }
+
+// An f32's bits as an unsigned key whose integer order is Rust's f32::total_cmp order
+// (-NaN < -inf < ... < -0 < +0 < ... < +inf < NaN): the CPU's selections sort by it.
+__device__ __forceinline__ u32 total_order_key(float f) {
+    const u32 b = __float_as_uint(f);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// 1 / rms from a sum of squares, in the CPU reference's precision (f64 sum, f32 root).
+__device__ __forceinline__ float rms_scale_from(double ss, int n, float eps) {
+    return 1.0f / sqrtf((float)(ss / (double)n) + eps);
+}
+
+// Rotates pair i of a RoPE tail to position p (back from it when `inverse`). The angle is an
+// f32 product widened to double for sin/cos, as the CPU reference forms it; each product and
+// sum is rounded on its own (no FMA), so the rotation matches the CPU bit for bit.
+__device__ __forceinline__ void rope_pair(float* tail, int i, float freq, float p, bool inverse) {
+    const double ang = (double)__fmul_rn(p, freq);
+    float s = (float)sin(ang);
+    const float c = (float)cos(ang);
+    if (inverse) s = -s;
+    const float a = tail[2 * i], b = tail[2 * i + 1];
+    tail[2 * i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    tail[2 * i + 1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+}

@@ -24,7 +24,42 @@ pub const UTIL: KernelSource = KernelSource {
     code: include_str!("util.cu"),
 };
 
-pub const ALL_SOURCES: &[KernelSource] = &[MATVEC, UTIL];
+pub const MODEL_OPS: KernelSource = KernelSource {
+    path: "model/ops.cu",
+    code: include_str!("model/ops.cu"),
+};
+
+pub const MODEL_ATTENTION: KernelSource = KernelSource {
+    path: "model/attention.cu",
+    code: include_str!("model/attention.cu"),
+};
+
+pub const MODEL_COMPRESSOR: KernelSource = KernelSource {
+    path: "model/compressor.cu",
+    code: include_str!("model/compressor.cu"),
+};
+
+pub const MODEL_MOE: KernelSource = KernelSource {
+    path: "model/moe.cu",
+    code: include_str!("model/moe.cu"),
+};
+
+/// The model runner's sources and the kernels the host launches from each.
+pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
+    (MODEL_OPS, &["embed", "hc_pre", "hc_post", "norm_rope", "swiglu", "sum_parts"]),
+    (MODEL_ATTENTION, &["attend", "index_scores", "topk_mask"]),
+    (MODEL_COMPRESSOR, &["comp_push"]),
+    (MODEL_MOE, &["route"]),
+];
+
+pub const ALL_SOURCES: &[KernelSource] = &[
+    MATVEC,
+    UTIL,
+    MODEL_OPS,
+    MODEL_ATTENTION,
+    MODEL_COMPRESSOR,
+    MODEL_MOE,
+];
 
 /// Development aid: with `DSV4_KERNEL_DIR=<dir>` (a copy of `crates/cuda/src`), kernels and
 /// the common header are read from `<dir>/<path>` at run time instead of the embedded text,

@@ -1,5 +1,6 @@
 //! CUDA backend of dsv4: device setup, run-time kernel compilation with a disk cache, device
-//! buffers, and the quantized matrix-vector kernels.
+//! buffers, the quantized matrix-vector kernels, and the whole model's forward pass
+//! ([`GpuModel`], in `model/`).
 //!
 //! Nothing CUDA is linked at build time. cudarc loads libcuda and libnvrtc when first used,
 //! and this crate checks for them first, so on a machine without a driver [`Gpu::new`]
@@ -15,6 +16,7 @@ pub mod cache;
 pub mod device;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod nvrtc;
 pub mod quant;
 pub mod util;
@@ -22,4 +24,5 @@ pub mod util;
 pub use buffer::DeviceBuffer;
 pub use device::{device_count, driver_present, Gpu};
 pub use error::{CudaError, Result};
+pub use model::{GpuModel, GpuState};
 pub use quant::{DeviceMatrix, Matvec, MAX_BATCH};

@@ -57,6 +57,25 @@ fn matvec_cubin_defines_every_kernel_the_host_launches() {
     }
 }
 
+/// The model runner launches its kernels by name, too.
+#[test]
+fn model_cubins_define_every_kernel_the_host_launches() {
+    let Some(_) = common::nvrtc_or_skip("model_cubins_define_every_kernel_the_host_launches") else {
+        return;
+    };
+    for (src, names) in dsv4_cuda::kernels::MODEL_KERNELS {
+        let cubin = nvrtc::compile(src, 90).unwrap();
+        for name in *names {
+            let needle = format!("\0{name}\0");
+            assert!(
+                cubin.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "kernel {name} is not defined by {}",
+                src.path
+            );
+        }
+    }
+}
+
 /// ptxas's resource report: no kernel may spill more than a few bytes of registers to local
 /// memory (a spill in a bandwidth-bound kernel's loop costs traffic on every iteration).
 /// ptxas parks one or two loop-invariant words of some quantized variants on the stack

@@ -68,6 +68,16 @@ impl Model {
         MtpState::new(&self.cfg)
     }
 
+    /// The bound weights (for backends that upload them elsewhere, such as the GPU runner).
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// Each layer's rotation.
+    pub fn ropes(&self) -> &[Rope] {
+        &self.ropes
+    }
+
     pub fn new_state(&self) -> SessionState {
         SessionState::new(&self.cfg)
     }

@@ -8,10 +8,10 @@
 //! the relative L2 error of each output vector under 1e-5 (see `tests/matvec.rs`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
-use cudarc::driver::{CudaFunction, CudaStream, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use dsv4_gguf::GgmlType;
 use dsv4_quant::QuantizedActs;
 
@@ -219,6 +219,9 @@ pub struct Matvec {
     sm_count: usize,
     /// Most shared memory one CTA may have on this device.
     smem_optin: usize,
+    /// Resident CTAs per SM by (kernel, dynamic shared memory): the driver's occupancy query
+    /// costs microseconds, and the model runner launches the same few shapes every token.
+    occupancy: Mutex<HashMap<(u64, usize), usize>>,
 }
 
 /// Bytes of the split partial sums (`PART_BYTES` in `mv_quant`): two rounds' worth, one float
@@ -298,6 +301,7 @@ impl Matvec {
             iq2_grid,
             sm_count: gpu.sm_count(),
             smem_optin: smem_optin.max(0) as usize,
+            occupancy: Mutex::new(HashMap::new()),
         })
     }
 
@@ -413,7 +417,38 @@ impl Matvec {
             let (ctas, split) = self.quant_plan(f, w, v, smem)?;
             (ctas, QWARPS * 32, split, smem, xsm)
         };
-        self.launch(f, w, &x.view(), n, y, (ctas, threads, smem), split, xsm)
+        let xp = dev_addr(&self.stream, x);
+        let yp = dev_addr(&self.stream, y);
+        self.launch(f, w, xp, n, yp, (ctas, threads, smem), split, xsm)
+    }
+
+    /// `y = W x` for one token on device addresses (the model runner's sub-vectors: a head
+    /// group's slice of the attention output, one expert's input).
+    ///
+    /// # Safety
+    /// `x` must address `cols` f32 and `y` `rows` f32 of live device memory of this stream's
+    /// context, neither freed before the queued work completes, and `y` must not overlap `x`.
+    pub unsafe fn run_raw(&self, w: &DeviceMatrix, x: u64, y: u64) -> Result<()> {
+        if !x.is_multiple_of(16) {
+            return Err(CudaError::Shape(format!("x at {x:#x} is not 16-byte aligned")));
+        }
+        let v = self.variant(w, 1);
+        let f = self
+            .funcs
+            .get(&(w.ty, v.rows, v.tokens))
+            .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty)))?;
+        if w.rows == 0 {
+            return Ok(());
+        }
+        let (ctas, threads, split, smem, xsm) = if is_float(w.ty) {
+            (w.rows.div_ceil(WARPS * v.rows), WARPS * 32, 0, 0, false)
+        } else {
+            let xsm = w.cols * 4 <= MAX_X_SMEM;
+            let smem = quant_smem(w.ty, w.cols, v, xsm);
+            let (ctas, split) = self.quant_plan(f, w, v, smem)?;
+            (ctas, QWARPS * 32, split, smem, xsm)
+        };
+        self.launch(f, w, x, 1, y, (ctas, threads, smem), split, xsm)
     }
 
     /// CTAs and split of a quantized launch (see [`Variant`]), after checking its shared
@@ -432,10 +467,22 @@ impl Matvec {
             )));
         }
         let threads = (QWARPS * 32) as u32;
-        let per_sm = f
-            .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
-            .unwrap_or(1)
-            .max(1) as usize;
+        // The function handle identifies the kernel for the cache.
+        let key = (f.cu_function() as u64, smem);
+        let cached = self.occupancy.lock().ok().and_then(|m| m.get(&key).copied());
+        let per_sm = match cached {
+            Some(n) => n,
+            None => {
+                let n = f
+                    .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
+                    .unwrap_or(1)
+                    .max(1) as usize;
+                if let Ok(mut m) = self.occupancy.lock() {
+                    m.insert(key, n);
+                }
+                n
+            }
+        };
         let wave = per_sm * self.sm_count;
         let groups = w.rows.div_ceil(v.rows);
         let nsteps = w.cols.div_ceil(1024).max(1);
@@ -453,13 +500,13 @@ impl Matvec {
 
     /// Queues one kernel with the MV_ARGS argument list.
     #[allow(clippy::too_many_arguments)]
-    fn launch<X>(
+    fn launch(
         &self,
         f: &CudaFunction,
         w: &DeviceMatrix,
-        x: &CudaView<'_, X>,
+        x: u64,
         n: usize,
-        y: &mut DeviceBuffer<f32>,
+        y: u64,
         (ctas, threads, smem): (usize, usize, usize),
         split: usize,
         xsm: bool,
@@ -476,7 +523,6 @@ impl Matvec {
         let n = n as i32;
         let split = split as i32;
         let xsm = xsm as i32;
-        let mut yv = y.view_mut();
         let grid = self.iq2_grid.view();
         let mut launch = self.stream.launch_builder(f);
         launch
@@ -484,9 +530,9 @@ impl Matvec {
             .arg(&row_bytes)
             .arg(&rows)
             .arg(&cols)
-            .arg(x)
+            .arg(&x)
             .arg(&x_stride)
-            .arg(&mut yv)
+            .arg(&y)
             .arg(&y_stride)
             .arg(&n)
             .arg(&grid)
@@ -549,17 +595,25 @@ impl Matvec {
             + need.next_multiple_of(16)
             + QWARPS * 4 * v.rows * stage_buf(w.ty);
         let (ctas, split) = self.quant_plan(f, w, v, smem)?;
+        let (ap, yp) = (dev_addr(&self.stream, acts), dev_addr(&self.stream, y));
         self.launch(
             f,
             w,
-            &acts.view(),
+            ap,
             1,
-            y,
+            yp,
             (ctas, QWARPS * 32, smem),
             split,
             false,
         )
     }
+}
+
+/// The device address of a buffer's first element (kernel arguments are plain addresses).
+pub(crate) fn dev_addr<T>(stream: &Arc<CudaStream>, b: &DeviceBuffer<T>) -> u64 {
+    // With event tracking off (`Gpu::new`) the guard records nothing.
+    let (p, _guard) = b.slice.device_ptr(stream);
+    p
 }
 
 /// Bytes of `cols` activations quantized for weights of type `ty` (Q8_0: 36 per 32 columns,

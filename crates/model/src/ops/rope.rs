@@ -53,6 +53,11 @@ impl Rope {
         }
     }
 
+    /// One frequency per rotated pair (what a GPU kernel needs to rotate the same way).
+    pub fn freqs(&self) -> &[f32] {
+        &self.freqs
+    }
+
     pub fn rope_dim(&self) -> usize {
         2 * self.freqs.len()
     }

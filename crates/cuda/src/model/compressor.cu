@@ -1,0 +1,72 @@
+// The KV compressor of one token (see dsv4_model::compressor): its projection and score join
+// the frontier; the token that completes a window pools the frontier into a row, normalises
+// and rotates it, and resets the frontier. One block.
+//
+// Frontier layout: `slots` × width values and scores; ratio 4 (overlapping, two lanes per
+// dimension) keeps 2·ratio slots, the previous window's then the current one's; other ratios
+// keep `ratio`. An empty slot scores -inf.
+
+#include "dsv4_common.cuh"
+
+extern "C" __global__ void comp_push(float* fkv, float* fsc, const float* kv, const float* sc,
+                                     const float* ape, int ratio, int width, int overlapping,
+                                     long long pos, float* row, const float* norm_w, float eps,
+                                     const float* freqs, int n_pairs) {
+    __shared__ double shd[32];
+    const int pm = (int)(pos % ratio);
+    const int slot = overlapping ? ratio + pm : pm;
+    for (int j = threadIdx.x; j < width; j += blockDim.x) {
+        fkv[slot * width + j] = kv[j];
+        fsc[slot * width + j] = sc[j] + ape[pm * width + j];
+    }
+    if (pm != ratio - 1) return;  // the same for the whole block
+    __syncthreads();
+    // Row dimension j pools candidates: ratio 4 takes lane A (first half) of the previous
+    // window's slots and lane B (second half) of the current window's; others their own column.
+    const int d = overlapping ? width / 2 : width;
+    const int nc = overlapping ? 2 * ratio : ratio;
+    double ss = 0.0;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float m = neg_inf();
+        for (int t = 0; t < nc; ++t) {
+            const int idx = t * width + (overlapping && t >= ratio ? d : 0) + j;
+            m = fmaxf(m, fsc[idx]);
+        }
+        float v = 0.0f;
+        if (m != neg_inf()) {
+            float num = 0.0f, den = 0.0f;
+            for (int t = 0; t < nc; ++t) {
+                const int idx = t * width + (overlapping && t >= ratio ? d : 0) + j;
+                const float e = expf(fsc[idx] - m);
+                num += e * fkv[idx];
+                den += e;
+            }
+            v = num / den;
+        }
+        row[j] = v;
+        ss += (double)v * (double)v;
+    }
+    // The reduction's barriers also end every read of the frontier before it is shifted below.
+    const float s = rms_scale_from(block_sum_d(ss, shd), d, eps);
+    for (int j = threadIdx.x; j < d; j += blockDim.x) row[j] = row[j] * s * norm_w[j];
+    const int rw = ratio * width;
+    if (overlapping) {
+        // The current window becomes the previous one.
+        for (int i = threadIdx.x; i < rw; i += blockDim.x) {
+            fkv[i] = fkv[rw + i];
+            fsc[i] = fsc[rw + i];
+            fkv[rw + i] = 0.0f;
+            fsc[rw + i] = neg_inf();
+        }
+    } else {
+        for (int i = threadIdx.x; i < rw; i += blockDim.x) {
+            fkv[i] = 0.0f;
+            fsc[i] = neg_inf();
+        }
+    }
+    __syncthreads();
+    // The row is rotated to its window's first position.
+    float* tail = row + d - 2 * n_pairs;
+    for (int i = threadIdx.x; i < n_pairs; i += blockDim.x)
+        rope_pair(tail, i, freqs[i], (float)(pos + 1 - ratio), false);
+}

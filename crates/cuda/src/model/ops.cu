@@ -1,0 +1,147 @@
+// The small kernels of the layer loop, one token at a time: embedding, the hyper-connection
+// read-out and write-back, RMSNorm with RoPE, clamped SwiGLU and the expert sum. None of them
+// moves much data; they exist so that the weight products (quant/matvec.cu) see ready inputs.
+
+#include "dsv4_common.cuh"
+
+// HC counts up to this many streams (Flash has 4).
+#define MAX_HC 16
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// The token's embedding row copied into every HC stream of S (hc × e). `f16` selects the
+// table's element type (F16, else F32).
+extern "C" __global__ void embed(const u8* table, int f16, long long row, int e, int hc, float* S) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < e; i += gridDim.x * blockDim.x) {
+        const long long k = row * e + i;
+        const float v = f16 ? f16_to_f32(reinterpret_cast<const u16*>(table)[k])
+                            : reinterpret_cast<const float*>(table)[k];
+        for (int h = 0; h < hc; ++h) S[h * e + i] = v;
+    }
+}
+
+// One block. The HC read-out at one site. `m_raw` is the mixing projection of the raw state S
+// (hc × e): RMSNorm of the flattened state is one scalar, so it scales the few logits here
+// instead of the hc·e inputs before the product. Writes the mixing to `mix` (pre[hc],
+// post[hc], comb[hc·hc], comb[a·hc + b] = weight of old stream a in new stream b) and
+// out = RMSNorm(Σ_h pre_h S_h) · norm_w.
+// head != 0: the output head's read-out instead (sigmoid weights with one scale; no post,
+// no Sinkhorn, nothing written to mix).
+extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const float* scale,
+                                  const float* base, const float* norm_w, float* out, float* mix,
+                                  int hc, int e, int iters, float hc_eps, float rms_eps, int head) {
+    __shared__ double shd[32];
+    __shared__ float pre[MAX_HC];
+    __shared__ float c[MAX_HC * MAX_HC];
+    const int n = hc * e;
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += (double)S[i] * (double)S[i];
+    const float sflat = rms_scale_from(block_sum_d(ss, shd), n, rms_eps);
+    if (threadIdx.x == 0) {
+        if (head) {
+            for (int h = 0; h < hc; ++h) pre[h] = sigmoidf_(m_raw[h] * sflat * scale[0] + base[h]) + hc_eps;
+        } else {
+            for (int h = 0; h < hc; ++h) {
+                pre[h] = sigmoidf_(m_raw[h] * sflat * scale[0] + base[h]) + hc_eps;
+                mix[h] = pre[h];
+                mix[hc + h] = 2.0f * sigmoidf_(m_raw[hc + h] * sflat * scale[1] + base[hc + h]);
+            }
+            for (int k = 0; k < hc * hc; ++k) c[k] = m_raw[2 * hc + k] * sflat * scale[2] + base[2 * hc + k];
+            // Softmax within each row, then `iters` column and `iters - 1` row normalisations,
+            // alternating and starting with a column step.
+            for (int a = 0; a < hc; ++a) {
+                float mx = neg_inf(), sum = 0.0f;
+                for (int b = 0; b < hc; ++b) mx = fmaxf(mx, c[a * hc + b]);
+                for (int b = 0; b < hc; ++b) {
+                    c[a * hc + b] = expf(c[a * hc + b] - mx);
+                    sum += c[a * hc + b];
+                }
+                for (int b = 0; b < hc; ++b) c[a * hc + b] = c[a * hc + b] / sum + hc_eps;
+            }
+            for (int it = 0; it < iters; ++it) {
+                if (it > 0) {
+                    for (int a = 0; a < hc; ++a) {
+                        float sum = 0.0f;
+                        for (int b = 0; b < hc; ++b) sum += c[a * hc + b];
+                        for (int b = 0; b < hc; ++b) c[a * hc + b] /= sum + hc_eps;
+                    }
+                }
+                for (int b = 0; b < hc; ++b) {
+                    float sum = 0.0f;
+                    for (int a = 0; a < hc; ++a) sum += c[a * hc + b];
+                    for (int a = 0; a < hc; ++a) c[a * hc + b] /= sum + hc_eps;
+                }
+            }
+            for (int k = 0; k < hc * hc; ++k) mix[2 * hc + k] = c[k];
+        }
+    }
+    __syncthreads();
+    double sx = 0.0;
+    for (int i = threadIdx.x; i < e; i += blockDim.x) {
+        float x = 0.0f;
+        for (int h = 0; h < hc; ++h) x += pre[h] * S[h * e + i];
+        out[i] = x;
+        sx += (double)x * (double)x;
+    }
+    const float s = rms_scale_from(block_sum_d(sx, shd), e, rms_eps);
+    for (int i = threadIdx.x; i < e; i += blockDim.x) out[i] = out[i] * s * norm_w[i];
+}
+
+// The HC write-back: S_new[b] = post[b] · y + Σ_a comb[a][b] · S_old[a], one thread per column.
+extern "C" __global__ void hc_post(float* S, const float* y, const float* mix, int hc, int e) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= e) return;
+    const float* post = mix + hc;
+    const float* comb = mix + 2 * hc;
+    float old[MAX_HC];
+    for (int a = 0; a < hc; ++a) old[a] = S[a * e + i];
+    for (int b = 0; b < hc; ++b) {
+        float acc = post[b] * y[i];
+        for (int a = 0; a < hc; ++a) acc += comb[a * hc + b] * old[a];
+        S[b * e + i] = acc;
+    }
+}
+
+// grid.x = heads, each `d` contiguous values of src, written to dst (which may be src):
+// RMSNorm (with learned scale w, or plain when w is null; skipped when do_norm is 0), then
+// RoPE of the last 2·n_pairs values at position `pos` (none when n_pairs is 0).
+extern "C" __global__ void norm_rope(const float* src, float* dst, const float* w, int d, int do_norm,
+                                     float eps, const float* freqs, int n_pairs, long long pos) {
+    __shared__ double shd[32];
+    const float* x = src + (long long)blockIdx.x * d;
+    float* y = dst + (long long)blockIdx.x * d;
+    float s = 1.0f;
+    if (do_norm) {
+        double ss = 0.0;
+        for (int i = threadIdx.x; i < d; i += blockDim.x) ss += (double)x[i] * (double)x[i];
+        s = rms_scale_from(block_sum_d(ss, shd), d, eps);
+    }
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        const float v = do_norm ? x[i] * s : x[i];
+        y[i] = w ? v * w[i] : v;
+    }
+    __syncthreads();
+    float* tail = y + d - 2 * n_pairs;
+    for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, false);
+}
+
+// h = silu(min(g, c)) · clamp(u, -c, c), times the route weight *wk when wk is not null.
+extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int n, float clamp,
+                                  const float* wk) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float gv = fminf(g[i], clamp);
+    const float uv = fminf(fmaxf(u[i], -clamp), clamp);
+    float r = gv / (1.0f + expf(-gv)) * uv;
+    if (wk) r *= *wk;
+    h[i] = r;
+}
+
+// y = Σ_p parts[p] in order (routed experts in selection order, then the shared expert).
+extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, float* y) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= e) return;
+    float acc = 0.0f;
+    for (int p = 0; p < n_parts; ++p) acc += parts[(long long)p * e + i];
+    y[i] = acc;
+}
