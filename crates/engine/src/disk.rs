@@ -19,6 +19,8 @@ pub struct DiskCache {
     store: KvStore,
     fingerprint: Fingerprint,
     interval: usize,
+    /// Token prefixes of stored checkpoints by id (files never change once published).
+    prefixes: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Vec<u32>>>>,
 }
 
 /// What the disk cache did for one prompt, for traces and metrics.
@@ -47,7 +49,7 @@ impl DiskCache {
             h.update(&d[d.len().saturating_sub(256)..]);
         }
         h.update([numerics as u8]);
-        Ok(DiskCache { store, fingerprint: h.finalize().into(), interval: SAVE_INTERVAL })
+        Ok(DiskCache { store, fingerprint: h.finalize().into(), interval: SAVE_INTERVAL, prefixes: Default::default() })
     }
 
     /// Changes the save interval (rounded up to a multiple of the checkpoint interval).
@@ -89,6 +91,29 @@ impl DiskCache {
             Ok(info) if info.status == SaveStatus::Written => tokens.len(),
             _ => 0,
         }
+    }
+
+    /// The token prefixes this model's stored checkpoints hold, longer than `longer_than`,
+    /// longest first. A caller that knows a prompt's text can find a stored state whose
+    /// tokens spell the prompt's beginning under another tokenization (what the model
+    /// sampled, re-sent by a client as text) and continue from it.
+    pub fn stored_prefixes(&self, longer_than: usize) -> Vec<std::sync::Arc<Vec<u32>>> {
+        let Ok(mut entries) = self.store.list() else { return Vec::new() };
+        entries.retain(|e| e.fingerprint == self.fingerprint && e.tokens as usize > longer_than);
+        let mut cache = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|id, _| entries.iter().any(|e| &e.id == id));
+        let mut out = Vec::new();
+        for e in &entries {
+            if let Some(t) = cache.get(&e.id) {
+                out.push(t.clone());
+            } else if let Ok(t) = self.store.tokens_of(e) {
+                let t = std::sync::Arc::new(t);
+                cache.insert(e.id.clone(), t.clone());
+                out.push(t);
+            }
+        }
+        out.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        out
     }
 
     pub fn take_warnings(&self) -> Vec<String> {

@@ -1,11 +1,12 @@
 //! Resident sessions: several live sessions kept in memory so that an agent's side requests
 //! (titles, sub-agents, a second agent) do not evict its main conversation.
 //!
-//! A prompt goes to the session sharing its longest token prefix. When the prompt continues
-//! that conversation (it shares most of it and drops only a short tail: regenerate, an edited
-//! last turn), the session rewinds in place. Otherwise (a sub-agent sharing only the system
-//! prompt, a title request sharing nothing) the prompt gets its own session: a copy of the
-//! best one cut back to the shared prefix, in a free slot or in the least recently used one.
+//! A prompt goes to the session sharing its longest token prefix. A prompt that extends that
+//! session continues it. One that diverges from it (a sub-agent sharing only the system
+//! prompt, a title request sharing nothing, a regenerate) gets its own session while there is
+//! room: a copy of the best one cut back to the shared prefix, so the original keeps its tail.
+//! When the pool is full, a short divergence in a session the prompt mostly shares rewinds
+//! that session in place; anything else replaces the least recently used session.
 
 use crate::generate::Session;
 use dsv4_model::Model;
@@ -95,10 +96,15 @@ impl SessionPool {
             Some((i, common)) if common > 0 => {
                 let held = self.slots[i].session.tokens.len();
                 let loss = held - common;
-                // The prompt continues this conversation (regenerate, edited last turn) when it
-                // shares most of it and drops only a short tail.
-                let same_conversation = loss <= IN_PLACE_LOSS.max(held / 8) && common * 2 >= held;
-                if same_conversation || self.capacity == 1 {
+                // Keep the tail whenever there is room: the prompt may be a side request that
+                // shares only a system prompt, and a fork costs memory, not compute. When full,
+                // rewind in place only for a short divergence in a session the prompt mostly
+                // shares (regenerate, an edited last turn); otherwise the least recently used
+                // session makes room.
+                let in_place = loss == 0
+                    || self.capacity == 1
+                    || (self.slots.len() == self.capacity && loss <= IN_PLACE_LOSS.max(held / 8) && common * 2 >= held);
+                if in_place {
                     (i, Placement::Reused { common })
                 } else {
                     let mut fork = self.slots[i].session.clone();

@@ -276,22 +276,27 @@ mod pool {
     }
 
     #[test]
-    fn regenerate_rewinds_in_place_and_capacity_evicts_least_recent() {
+    fn regenerate_forks_while_there_is_room_then_rewinds_in_place_and_evicts_least_recent() {
         let (_, tok) = model();
         let mut pool = SessionPool::new(2);
         let a = prompt(tok, "First conversation about rivers.");
         run(&mut pool, &a, 6);
-        // Regenerate: the same prompt again stays in the same session.
+        // Regenerate with a free slot: a copy cut back to the prompt, the first answer kept.
+        let (_, placement, reused) = run(&mut pool, &a, 6);
+        assert_eq!(placement, Placement::Forked { common: a.len() - 1 });
+        assert_eq!(reused, a.len() - 1);
+        assert_eq!(pool.len(), 2);
+        // Full pool: another regenerate rewinds in place.
         let (_, placement, reused) = run(&mut pool, &a, 6);
         assert!(matches!(placement, Placement::Reused { .. }), "{placement:?}");
         assert_eq!(reused, a.len() - 1);
-        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.len(), 2);
         let b = long_prompt(tok, "mountains", 30);
         let c = long_prompt(tok, "oceans", 30);
         run(&mut pool, &b, 2);
         run(&mut pool, &c, 2);
         assert_eq!(pool.len(), 2, "capacity exceeded");
-        // `a` was least recently used: it is gone, `c` is resident.
+        // Both `a` sessions were least recently used: gone; `c` is resident.
         let (_, placement, _) = run(&mut pool, &c, 2);
         assert!(matches!(placement, Placement::Reused { .. }));
         let (_, placement, reused) = run(&mut pool, &a, 2);

@@ -787,6 +787,29 @@ impl KvStore {
         self.write_usage(&entries)
     }
 
+    /// The token prefix a listed checkpoint holds, read from its header and token section only
+    /// (the payload and checksum are verified when it is loaded). Files are immutable once
+    /// published, so callers may cache the answer by id.
+    pub fn tokens_of(&self, e: &Entry) -> Result<Vec<u32>> {
+        let name = Name::parse_id(&e.id).ok_or_else(|| KvError::InvalidInput(format!("{} is not a checkpoint id", e.id)))?;
+        let mut f = File::open(&e.path).map_err(|err| if is_not_found(&err) { KvError::Vanished(e.id.clone()) } else { io_err(&e.path)(err) })?;
+        let len = f.metadata().map_err(io_err(&e.path))?.len();
+        let mut h = vec![0u8; format::HEADER_LEN];
+        f.read_exact(&mut h).map_err(io_err(&e.path))?;
+        let invalid = |reason: String| KvError::Invalid { path: e.path.clone(), reason };
+        let header = format::parse_header(&h, len).map_err(|err| invalid(err.to_string()))?;
+        if header.token_count != name.tokens || header.fingerprint != name.fingerprint {
+            return Err(invalid("header does not match the file name".into()));
+        }
+        let mut t = vec![0u8; 4 * header.token_count as usize];
+        f.read_exact(&mut t).map_err(io_err(&e.path))?;
+        let tokens = format::decode_tokens(&t);
+        if format::prefix_hash(&header.fingerprint, &tokens) != name.hash {
+            return Err(invalid("tokens do not match the file name".into()));
+        }
+        Ok(tokens)
+    }
+
     /// Lookup then load, falling back to the next-longest prefix when the best file turns
     /// out invalid or vanishes. None when nothing usable is stored.
     pub fn lookup_load(&self, fingerprint: &Fingerprint, prompt: &[u32]) -> Option<Loaded> {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use dsv4_engine::{DiskCache, Finish, GenError, Generation, GenerationParams, LoopGuard, Session, SessionPool};
 use dsv4_model::{Model, Numerics};
+use dsv4_chat::EncodedPrompt;
 use dsv4_tokenizer::Tokenizer;
 
 use crate::backend::{Backend, CacheSource, End, GenJob, MissReason, Next, PromptReport};
@@ -58,35 +59,64 @@ impl ModelBackend {
     /// when no session reaches further than its token-level common prefix.
     fn align(&self, job: &GenJob) -> Option<Vec<u32>> {
         let text = job.text.as_ref()?;
-        let target = text.prompt.as_bytes();
         let mut best: Option<Vec<u32>> = None;
         let mut best_len = self.pool.sessions().map(|s| s.common_prefix(&job.prompt)).max().unwrap_or(0);
         for s in self.pool.sessions() {
-            // Byte offset after each matching token.
-            let mut ends = Vec::new();
-            let mut at = 0;
-            for &t in &s.tokens {
-                let piece = self.tok.decode(&[t]);
-                if !target[at..].starts_with(&piece) {
-                    break;
-                }
-                at += piece.len();
-                ends.push(at);
+            // A live session can rewind: any matching run of its tokens counts.
+            if let Some((n, prompt)) = self.continue_from(text, &s.tokens, best_len, false) {
+                best_len = n;
+                best = Some(prompt);
             }
-            // The cut must leave a valid rest (a character boundary outside special tokens).
-            while let Some(&end) = ends.last() {
-                if ends.len() <= best_len {
+        }
+        if let Some(disk) = &self.disk {
+            // A stored state cannot be cut: only one whose every token matches counts.
+            for stored in disk.stored_prefixes(best_len) {
+                if let Some((_, prompt)) = self.continue_from(text, &stored, best_len, true) {
+                    best = Some(prompt);
                     break;
                 }
-                if let Some(rest) = text.ids_from(&self.tok, end) {
-                    best_len = ends.len();
-                    best = Some(s.tokens[..ends.len()].iter().copied().chain(rest).collect());
-                    break;
-                }
-                ends.pop();
             }
         }
         best
+    }
+
+    /// `held`'s longest run of tokens whose text starts `text`'s rendered prompt, beyond
+    /// `beat` tokens, and the prompt that continues it: (tokens reused, prompt ids).
+    fn continue_from(&self, text: &EncodedPrompt, held: &[u32], beat: usize, whole: bool) -> Option<(usize, Vec<u32>)> {
+        let target = text.prompt.as_bytes();
+        // Byte offset after each matching token.
+        let mut ends = Vec::new();
+        let mut at = 0;
+        for &t in held {
+            let piece = self.tok.decode(&[t]);
+            if !target[at..].starts_with(&piece) {
+                break;
+            }
+            at += piece.len();
+            ends.push(at);
+        }
+        if whole && ends.len() < held.len() {
+            return None;
+        }
+        // The cut must leave a valid rest (a character boundary outside special tokens), and
+        // at least one token to compute.
+        while let Some(&end) = ends.last() {
+            if ends.len() <= beat || end >= target.len() {
+                if whole {
+                    return None;
+                }
+                ends.pop();
+                continue;
+            }
+            if let Some(rest) = text.ids_from(&self.tok, end) {
+                return Some((ends.len(), held[..ends.len()].iter().copied().chain(rest).collect()));
+            }
+            if whole {
+                return None;
+            }
+            ends.pop();
+        }
+        None
     }
 
     fn flush_disk_warnings(&mut self) {
