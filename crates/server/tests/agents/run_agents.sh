@@ -101,6 +101,7 @@ protocol_errors='(APIError|invalid_request_error|Unexpected (event|token)|failed
 
 passed=0
 failed=0
+capped=
 failures=()
 run_client() { # name endpoint dir command...
     local name="$1" endpoint="$2" dir="$3"
@@ -112,7 +113,10 @@ run_client() { # name endpoint dir command...
     after="$(count "$endpoint" 200)"
     after_err="$(($(count "$endpoint" 400) + $(count "$endpoint" 422) + $(count "$endpoint" 500) + $(count auth 401)))"
     local why=""
-    [ "$rc" = 0 ] || why="exit status $rc"
+    # The demo's noise never ends by itself, so every answer runs into its output limit. Claude
+    # Code and Codex report that as an error and exit 1; that exit is accepted when their own
+    # words say so ($capped: what the client prints for it), as it shows they parsed our answer.
+    [ "$rc" = 0 ] || { [ "$rc" = 1 ] && [ -n "$capped" ] && grep -q "$capped" "$work/$name.out"; } || why="exit status $rc"
     [ "$after" -gt "$before" ] || why="${why:+$why; }no 200 on $endpoint ($before -> $after)"
     [ "$after_err" = "$before_err" ] || why="${why:+$why; }$((after_err - before_err)) error answers on $endpoint/auth"
     if [ "$name" = claude ]; then
@@ -144,6 +148,7 @@ for agent in $agents; do
     case "$agent" in
     claude)
         start_server "$ctx"
+        capped='"api_error":"max_output_tokens"'
         h="$(newhome claude)"
         run_client claude messages "$h/project" env -u ANTHROPIC_API_KEY HOME="$h" \
             ANTHROPIC_BASE_URL="$base" ANTHROPIC_AUTH_TOKEN="$key" \
@@ -157,6 +162,7 @@ for agent in $agents; do
         ;;
     opencode)
         start_server "$ctx"
+        capped=
         h="$(newhome opencode)"
         cat >"$h/project/opencode.json" <<EOF
 {
@@ -185,6 +191,7 @@ EOF
         ;;
     codex)
         start_server "$codex_ctx"
+        capped='Incomplete response returned, reason: max_output_tokens'
         h="$(newhome codex)"
         mkdir -p "$h/.codex"
         cat >"$h/.codex/config.toml" <<EOF
@@ -211,6 +218,7 @@ EOF
         ;;
     pi)
         start_server "$ctx"
+        capped=
         h="$(newhome pi)"
         mkdir -p "$h/.pi/agent"
         cat >"$h/.pi/agent/models.json" <<EOF
@@ -246,6 +254,7 @@ EOF
         ;;
     esac
 done
-echo "agents: ${failures[*]:-none} failed"
-echo "$passed passed, $failed failed"
+# (Not the "N passed, N failed" shape: scripts/test runs this after nextest, whose summary
+# should stay the suite's closing count.)
+echo "agent clients: $passed ok, $failed failed${failures:+ (${failures[*]})}"
 [ "$failed" = 0 ]
