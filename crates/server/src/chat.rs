@@ -44,6 +44,11 @@ where
     const FLAVOR: Flavor;
     const ID_PREFIX: &'static str;
     fn into_api(self) -> ApiRequest;
+
+    /// Deserializes a body, with any fix-up the recipe's schema needs first.
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        crate::error::parse_json(bytes)
+    }
 }
 
 impl ChatProtocol for ChatCompletionRequest {
@@ -52,6 +57,19 @@ impl ChatProtocol for ChatCompletionRequest {
     const ID_PREFIX: &'static str = "chatcmpl-";
     fn into_api(self) -> ApiRequest {
         ApiRequest::ChatCompletions(self)
+    }
+
+    /// `max_completion_tokens` is OpenAI's current name for `max_tokens` (its SDKs send it);
+    /// deepseek-recipe 0.2.0's schema only knows `max_tokens`, so it is renamed here rather
+    /// than silently ignored.
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
+        let mut v: serde_json::Value = crate::error::parse_json(bytes)?;
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(m) = obj.remove("max_completion_tokens").filter(|m| !m.is_null()) {
+                obj.insert("max_tokens".into(), m);
+            }
+        }
+        crate::error::from_value(v)
     }
 }
 
@@ -148,7 +166,7 @@ where
     Chunk<P>: Serialize + Send,
 {
     let ready = st.ready()?;
-    let req: P = crate::error::parse_json(bytes)?;
+    let req = P::parse(bytes)?;
     let mut conv = st.converter.convert(req.into_api())?;
     refuse_unsupported(&conv)?;
     let encoded = ready.encoder.encode_request(&mut conv)?;

@@ -100,19 +100,26 @@ impl From<ChatError> for ApiError {
     }
 }
 
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if path == "." || path.is_empty() {
+        ApiError::bad_request(format!("invalid request body: {inner}"))
+    } else {
+        ApiError::bad_request(format!("invalid request body: `{path}`: {inner}"))
+    }
+}
+
+/// Deserializes an already parsed body, naming the offending field like [`parse_json`].
+pub fn from_value<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(path_error)
+}
+
 /// Deserializes a request body; the error names the offending field's path
 /// (`messages[0].role: unknown variant ...`), not just a column number.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            ApiError::bad_request(format!("invalid request body: {inner}"))
-        } else {
-            ApiError::bad_request(format!("invalid request body: `{path}`: {inner}"))
-        }
-    })?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
     de.end().map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     Ok(value)
 }

@@ -188,6 +188,12 @@ fn run_job(backend: &mut dyn Backend, tok: &Arc<Tokenizer>, metrics: &Metrics, t
     if let Some(t0) = first_token {
         metrics.decode_done(generated, t0.elapsed().as_secs_f64());
     }
+    // A client that left mid-answer ends the job through a failed send (End::Stopped): that
+    // is a cancellation too.
+    let result = match result {
+        Ok(_) if cancel.load(Ordering::Relaxed) => Ok(End::Cancelled),
+        other => other,
+    };
     match result {
         Ok(End::Cancelled) => {
             metrics.cancelled_running(started.elapsed().as_secs_f64());

@@ -240,6 +240,13 @@ async fn max_tokens_and_non_thinking_model() {
     assert!(r["choices"][0]["message"].get("reasoning_content").is_none_or(Value::is_null), "non-thinking model produced reasoning: {r}");
     assert_eq!(r["choices"][0]["message"]["content"], tok().decode_lossy(&s.jobs()[0].emitted));
     assert_eq!(s.jobs()[0].max_tokens, 3);
+    // OpenAI's newer name for the same limit.
+    let (status, r) = s
+        .post("/v1/chat/completions", &json!({"model": "deepseek-chat", "max_completion_tokens": 2, "messages": [{"role": "user", "content": "count"}]}))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 2);
+    assert_eq!(s.jobs()[1].max_tokens, 2);
     // Anthropic: max_tokens reached is stop_reason max_tokens.
     let (status, r) = s.post("/v1/messages", &json!({"model": "deepseek-chat", "max_tokens": 2, "messages": [{"role": "user", "content": "count"}]})).await;
     assert_eq!(status, 200, "{r}");

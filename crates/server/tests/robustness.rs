@@ -216,6 +216,21 @@ async fn disconnects_cancel_running_and_queued_work_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_leaving_mid_answer_stops_generation_and_counts_as_cancelled() {
+    let backend = ScriptedBackend::fixed(ids(&"word ".repeat(5000))).with_delays(Duration::ZERO, Duration::from_millis(2));
+    let s = TestServer::scripted(backend, common::config()).await;
+    let body = json!({"model": "deepseek-chat", "stream": true, "max_tokens": 4000, "messages": [{"role": "user", "content": "hi"}]});
+    let mut sock = send(&s.url, "/v1/chat/completions", &body).await;
+    read_until(&mut sock, "word word").await;
+    drop(sock);
+    wait_for("cancelled", Duration::from_secs(3), async || s.metric("dsv4_cancelled_running_total").await == 1.0).await;
+    let jobs = s.wait_jobs(1, Duration::from_secs(3)).await;
+    assert!(matches!(jobs[0].end, Some(End::Stopped | End::Cancelled)), "{:?}", jobs[0].end);
+    assert!(jobs[0].emitted.len() < 2000, "generation went on after the client left: {} tokens", jobs[0].emitted.len());
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn keepalive_comments_during_a_long_prefill() {
     let backend = ScriptedBackend::fixed(ids("done")).with_delays(Duration::from_millis(2600), Duration::ZERO);
     let cfg = ServerConfig { keepalive: Duration::from_millis(500), ..common::config() };
