@@ -7,6 +7,7 @@ mod download;
 mod inspect;
 mod kv;
 mod logits;
+mod progress;
 mod serve;
 mod synth;
 mod test_vectors;

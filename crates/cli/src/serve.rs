@@ -112,6 +112,7 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
     eprintln!("{}", plan.summary());
     plan.check(dsv4_engine::plan::available_memory()).map_err(anyhow::Error::msg)?;
     let t = std::time::Instant::now();
+    crate::progress::load_weights(&file);
     let model = Arc::new(Model::from_file(file)?);
     eprintln!("dsv4 serve: loaded {} ({} layers) in {:.1} s; ready", path.display(), model.cfg.n_layer, t.elapsed().as_secs_f64());
     if a.demo {

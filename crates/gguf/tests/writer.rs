@@ -278,3 +278,23 @@ fn write_to_path_then_open() {
         .unwrap_err();
     assert!(matches!(err, GgufError::Open { .. }));
 }
+
+#[test]
+fn prefault_covers_exactly_the_tensor_data_with_monotone_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.gguf");
+    // 100 MiB of F32 data: two progress steps of 64 MiB.
+    let n = 25 << 20;
+    let mut w = GgufWriter::new();
+    w.add_kv("general.architecture", "deepseek4").unwrap();
+    w.add_tensor("t", &[n], GgmlType::F32).unwrap();
+    let data = vec![7u8; n as usize * 4];
+    std::fs::write(&path, w.write_all(Vec::new(), &[&data]).unwrap()).unwrap();
+    let f = GgufFile::open(&path).unwrap();
+    let mut calls = Vec::new();
+    let total = f.prefault(&mut |done, total| calls.push((done, total)));
+    assert_eq!(total, f.file_size() - f.data_start());
+    assert_eq!(calls.len(), 2);
+    assert!(calls.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(*calls.last().unwrap(), (total, total));
+}

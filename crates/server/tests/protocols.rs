@@ -292,3 +292,62 @@ fn sse_parser_reads_names_data_and_skips_comments() {
     let ev = parse_sse(": keep-alive\n\nevent: a\ndata: {\"x\":1}\n\ndata: [DONE]\n\n");
     assert_eq!(ev, vec![(Some("a".to_owned()), "{\"x\":1}".to_owned()), (None, "[DONE]".to_owned())]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_custom_tool_call_for_apply_patch() {
+    let patch = "*** Begin Patch\n*** Update File: a.txt\n-old\n+new\n*** End Patch";
+    let script = ids(&format!(
+        "Patch it.</think>\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"apply_patch\">\n<｜DSML｜parameter name=\"input\" string=\"true\">{patch}</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
+    ));
+    let s = TestServer::scripted(ScriptedBackend::fixed(script), common::config()).await;
+    let body = json!({"model": "deepseek-v4-flash", "input": "Fix a.txt", "stream": true,
+        "tools": [{"type": "custom", "name": "apply_patch", "description": "Apply a patch"}]});
+    let events = s.stream("/v1/responses", &body).await;
+    let data: Vec<Value> = events.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let done = data.iter().find(|d| d["type"] == "response.output_item.done" && d["item"]["type"] == "custom_tool_call").expect("no custom_tool_call item");
+    assert_eq!(done["item"]["name"], "apply_patch");
+    assert_eq!(done["item"]["input"], patch);
+    let streamed: String = data
+        .iter()
+        .filter(|d| d["type"] == "response.custom_tool_call_input.delta")
+        .map(|d| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, patch, "custom tool input deltas");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_and_unterminated_dsml_still_give_well_formed_answers() {
+    // A block that never closes (the answer ran out), and one with an unknown tag inside.
+    let cases = [
+        "Thinking.</think>Calling.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">Ro",
+        "Thinking.</think>Calling.\n\n<｜DSML｜tool_calls>\n<｜DSML｜bogus>\n</｜DSML｜tool_calls>",
+    ];
+    for text in cases {
+        let s = TestServer::scripted(ScriptedBackend::fixed(ids(text)), common::config()).await;
+        let chat = json!({"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "Weather?"}], "tools": openai_tools()});
+        let (status, r) = s.post("/v1/chat/completions", &chat).await;
+        assert_eq!(status, 200, "{text:?}: {r}");
+        let choice = &r["choices"][0];
+        assert!(["stop", "length", "tool_calls"].contains(&choice["finish_reason"].as_str().unwrap()), "{r}");
+        assert_eq!(choice["message"]["reasoning_content"], "Thinking.");
+        // Whatever was parsed, a tool call that is reported has a name and JSON arguments.
+        for call in choice["message"]["tool_calls"].as_array().into_iter().flatten() {
+            assert!(call["function"]["name"].is_string());
+            assert!(call["function"]["arguments"].is_string());
+        }
+        let mut stream = chat.clone();
+        stream["stream"] = json!(true);
+        let events = s.stream("/v1/chat/completions", &stream).await;
+        assert_eq!(events.last().unwrap().1, "[DONE]", "{text:?}");
+        let anthropic = json!({"model": "deepseek-v4-flash", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "Weather?"}], "tools": anthropic_tools()});
+        let events = s.stream("/v1/messages", &anthropic).await;
+        assert_eq!(events.last().unwrap().0.as_deref(), Some("message_stop"), "{text:?}");
+        // Every content block that starts also stops.
+        let data: Vec<Value> = events.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+        let starts = data.iter().filter(|d| d["type"] == "content_block_start").count();
+        let stops = data.iter().filter(|d| d["type"] == "content_block_stop").count();
+        assert_eq!(starts, stops, "{text:?}");
+        s.stop().await.unwrap();
+    }
+}

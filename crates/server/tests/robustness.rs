@@ -346,3 +346,29 @@ async fn load_test_hundreds_of_mixed_connections() {
     assert_eq!(s.metric("dsv4_requests_total{endpoint=\"messages\",status=\"400\"}").await, 60.0);
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_do_not_hold_up_others() {
+    let backend = ScriptedBackend::fixed(ids(&"tok ".repeat(300)));
+    let s = TestServer::scripted(backend, common::config()).await;
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    // A client that sends half a body and stalls.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(format!("POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"model\":").as_bytes())
+        .await
+        .unwrap();
+    // A streaming client that never reads its answer.
+    let body = json!({"model": "deepseek-chat", "stream": true, "max_tokens": 300, "messages": [{"role": "user", "content": "hi"}]});
+    let _reader = send(&s.url, "/v1/chat/completions", &body).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Others are served meanwhile, promptly.
+    let t = Instant::now();
+    for _ in 0..5 {
+        let (status, v) = s.post("/v1/chat/completions", &json!({"model": "deepseek-chat", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "served slowly: {:?}", t.elapsed());
+    drop(stalled);
+    s.stop().await.unwrap();
+}

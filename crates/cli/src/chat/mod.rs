@@ -154,6 +154,7 @@ pub fn load(a: &Args) -> anyhow::Result<Loaded> {
     eprintln!("{}", plan.summary());
     plan.check(dsv4_engine::plan::available_memory()).map_err(anyhow::Error::msg)?;
     let t = std::time::Instant::now();
+    crate::progress::load_weights(&file);
     let model = Model::from_file(file)?;
     eprintln!("loaded {} ({} layers) in {:.1} s", path.display(), model.cfg.n_layer, t.elapsed().as_secs_f64());
     if a.demo {
