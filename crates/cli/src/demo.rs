@@ -31,3 +31,28 @@ pub fn ensure_demo_model() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+
+/// Which model a command runs: `-m FILE`, `--demo`, or discovery.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelSource {
+    /// Model file (default: $DSV4_MODEL, ./ds4flash.gguf, then the per-user data dir).
+    #[arg(short, long)]
+    pub model: Option<PathBuf>,
+    /// Use the built-in tiny synthetic model (its output is noise).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+impl ModelSource {
+    /// The file to load: the demo model (generated on first use), the given file, or the
+    /// first one discovery finds.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        if self.demo {
+            if self.model.is_some() {
+                anyhow::bail!("--demo and --model exclude each other");
+            }
+            return ensure_demo_model();
+        }
+        Ok(dsv4_download::find_model(self.model.as_deref())?)
+    }
+}

@@ -15,12 +15,8 @@ use std::time::Duration;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// Model file (default: $DSV4_MODEL, ./ds4flash.gguf, then the per-user data dir).
-    #[arg(short, long)]
-    pub model: Option<PathBuf>,
-    /// Serve the built-in tiny synthetic model (its output is noise).
-    #[arg(long)]
-    pub demo: bool,
+    #[command(flatten)]
+    pub source: crate::demo::ModelSource,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8000)]
@@ -62,14 +58,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let path = if a.demo {
-        if a.model.is_some() {
-            bail!("--demo and --model exclude each other");
-        }
-        crate::demo::ensure_demo_model()?
-    } else {
-        dsv4_download::find_model(a.model.as_deref())?
-    };
+    let path = a.source.path()?;
     if a.ctx < 16 {
         bail!("--ctx {} is too small", a.ctx);
     }
@@ -89,7 +78,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         eprintln!("dsv4 serve: listening on http://{} (loading {} …)", listener.local_addr()?, path.display());
-        let demo = a.demo;
+        let demo = a.source.demo;
         let load = move || load(&a, &path).map_err(|e| format!("{e:#}"));
         dsv4_server::serve(listener, cfg, load, shutdown_signal()).await.map_err(anyhow::Error::msg)?;
         if demo {
@@ -115,7 +104,7 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
     crate::progress::load_weights(&file);
     let model = Arc::new(Model::from_file(file)?);
     eprintln!("dsv4 serve: loaded {} ({} layers) in {:.1} s; ready", path.display(), model.cfg.n_layer, t.elapsed().as_secs_f64());
-    if a.demo {
+    if a.source.demo {
         eprintln!("demo model: synthetic random weights with the real vocabulary; its text is noise.");
     }
     let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };

@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{tok, TestServer};
@@ -27,15 +27,7 @@ use serde_json::{json, Value};
 const CTX: usize = 16384;
 
 fn model() -> Arc<Model> {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static M: OnceLock<Arc<Model>> = OnceLock::new();
-    M.get_or_init(|| {
-        let path = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join("tiny.gguf");
-        let spec = dsv4_synth::SynthSpec { preset: dsv4_synth::Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 5 };
-        dsv4_synth::write_model(&path, &spec).unwrap();
-        Arc::new(Model::load(&path).unwrap())
-    })
-    .clone()
+    common::tiny_model(5)
 }
 
 async fn start(kv: &std::path::Path) -> TestServer {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{tok, TestServer};
@@ -13,15 +13,7 @@ use dsv4_server::{EngineOptions, ModelBackend};
 use serde_json::{json, Value};
 
 fn model() -> Arc<Model> {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static M: OnceLock<Arc<Model>> = OnceLock::new();
-    M.get_or_init(|| {
-        let path = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join("tiny.gguf");
-        let spec = dsv4_synth::SynthSpec { preset: dsv4_synth::Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 3 };
-        dsv4_synth::write_model(&path, &spec).unwrap();
-        Arc::new(Model::load(&path).unwrap())
-    })
-    .clone()
+    common::tiny_model(3)
 }
 
 async fn start(disk: Option<&std::path::Path>) -> TestServer {

@@ -341,7 +341,8 @@ async fn load_test_hundreds_of_mixed_connections() {
     assert!(t.elapsed() < Duration::from_secs(60));
     let r = reqwest::get(format!("{}/health", s.url)).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(s.metric("dsv4_queue_depth").await, 0.0);
+    // Departed clients' jobs drain from the queue (each is dropped or cancelled at once).
+    wait_for("queue drained", Duration::from_secs(10), async || s.metric("dsv4_queue_depth").await == 0.0).await;
     // Every well-formed request was answered; departed clients' jobs ended (cancelled or done).
     assert_eq!(s.metric("dsv4_requests_total{endpoint=\"messages\",status=\"400\"}").await, 60.0);
     s.stop().await.unwrap();

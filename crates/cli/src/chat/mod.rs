@@ -17,12 +17,8 @@ use std::sync::Arc;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// Model file (default: $DSV4_MODEL, ./ds4flash.gguf, then the per-user data dir).
-    #[arg(short, long)]
-    pub model: Option<PathBuf>,
-    /// Use the built-in tiny synthetic model (its output is noise).
-    #[arg(long)]
-    pub demo: bool,
+    #[command(flatten)]
+    pub source: crate::demo::ModelSource,
     /// One-shot: answer this prompt and exit.
     #[arg(short, long)]
     pub prompt: Option<String>,
@@ -131,18 +127,8 @@ pub struct Loaded {
     pub disk: Option<Arc<dsv4_engine::DiskCache>>,
 }
 
-fn model_path(a: &Args) -> anyhow::Result<PathBuf> {
-    if a.demo {
-        if a.model.is_some() {
-            bail!("--demo and --model exclude each other");
-        }
-        return crate::demo::ensure_demo_model();
-    }
-    Ok(dsv4_download::find_model(a.model.as_deref())?)
-}
-
 pub fn load(a: &Args) -> anyhow::Result<Loaded> {
-    let path = model_path(a)?;
+    let path = a.source.path()?;
     let file = Arc::new(GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?);
     let tok = Arc::new(crate::tokenize::from_gguf(&file)?);
     let cfg = dsv4_model::ModelConfig::from_metadata(file.metadata())?;
@@ -157,7 +143,7 @@ pub fn load(a: &Args) -> anyhow::Result<Loaded> {
     crate::progress::load_weights(&file);
     let model = Model::from_file(file)?;
     eprintln!("loaded {} ({} layers) in {:.1} s", path.display(), model.cfg.n_layer, t.elapsed().as_secs_f64());
-    if a.demo {
+    if a.source.demo {
         eprintln!("demo model: synthetic random weights with the real vocabulary; its text is noise.");
     }
     let encoder = dsv4_chat::PromptEncoder::new(tok.clone(), a.ctx as u32);
@@ -177,7 +163,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let one_shot = a.one_shot_prompt()?;
     if a.dump_tokens {
         let text = one_shot.context("--dump-tokens needs -p or --prompt-file")?;
-        let path = model_path(&a)?;
+        let path = a.source.path()?;
         let file = GgufFile::open(&path).with_context(|| format!("reading {}", path.display()))?;
         diag::dump_tokens(&crate::tokenize::from_gguf(&file)?, &text)?;
         return Ok(ExitCode::SUCCESS);
