@@ -46,14 +46,12 @@ pub struct SessionPool {
     slots: Vec<Slot>,
     capacity: usize,
     clock: u64,
-    /// Sessions evicted so far that were saved to disk, for metrics.
-    pub evicted_saved: u64,
 }
 
 impl SessionPool {
     /// `capacity` is clamped to at least 1.
     pub fn new(capacity: usize) -> SessionPool {
-        SessionPool { slots: Vec::new(), capacity: capacity.max(1), clock: 0, evicted_saved: 0 }
+        SessionPool { slots: Vec::new(), capacity: capacity.max(1), clock: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -67,13 +65,6 @@ impl SessionPool {
     /// The resident sessions, in no particular order.
     pub fn sessions(&self) -> impl Iterator<Item = &Session> {
         self.slots.iter().map(|s| &s.session)
-    }
-
-    /// Tokens held by each resident session, most recently used first.
-    pub fn resident(&self) -> Vec<usize> {
-        let mut v: Vec<(u64, usize)> = self.slots.iter().map(|s| (s.last_used, s.session.tokens.len())).collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0));
-        v.into_iter().map(|(_, n)| n).collect()
     }
 
     /// The session `prompt` should run on. `new_session` makes an empty one (with the disk
@@ -140,9 +131,7 @@ impl SessionPool {
             .filter(|&i| Some(i) != keep)
             .min_by_key(|&i| self.slots[i].last_used)
             .unwrap_or(0);
-        if self.slots[victim].session.save_to_disk(model) > 0 {
-            self.evicted_saved += 1;
-        }
+        self.slots[victim].session.save_to_disk(model);
         victim
     }
 
