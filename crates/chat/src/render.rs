@@ -106,16 +106,24 @@ impl EncodedPrompt {
     /// its own (what the model sampled, which need not be the canonical BPE of its text)
     /// continues with these ids: the model then sees exactly this prompt's text.
     pub fn ids_from(&self, tokenizer: &Arc<Tokenizer>, from: usize) -> Option<Vec<u32>> {
-        if !self.prompt.is_char_boundary(from) || self.special_ranges.iter().any(|r| r.start < from && from < r.end) {
+        self.ids_between(tokenizer, from, self.prompt.len())
+    }
+
+    /// Token ids of the prompt text in bytes `from..to`, encoded on their own (see
+    /// [`EncodedPrompt::ids_from`]); `None` when either end is not a character boundary or
+    /// falls inside a special token.
+    pub fn ids_between(&self, tokenizer: &Arc<Tokenizer>, from: usize, to: usize) -> Option<Vec<u32>> {
+        let inside = |at: usize| self.special_ranges.iter().any(|r| r.start < at && at < r.end);
+        if from > to || !self.prompt.is_char_boundary(from) || !self.prompt.is_char_boundary(to) || inside(from) || inside(to) {
             return None;
         }
         let ranges: Vec<Range<usize>> = self
             .special_ranges
             .iter()
-            .filter(|r| r.start >= from)
+            .filter(|r| r.start >= from && r.end <= to)
             .map(|r| r.start - from..r.end - from)
             .collect();
-        RecipeTokenizer::new(tokenizer.clone()).encode_ids(&self.prompt[from..], &ranges).ok()
+        RecipeTokenizer::new(tokenizer.clone()).encode_ids(&self.prompt[from..to], &ranges).ok()
     }
 }
 

@@ -152,7 +152,8 @@ where
     }
     let generator = P::chunk_generator(&conv.request, id.clone(), conv.model.clone());
     let stream = SyncStream::new(generator, conv.parsing_options().clone(), ready.tok.clone());
-    let out = Output::<P> { stream, rx, guard, done: false, report: None };
+    let dsml = ready.tok.token_to_id("｜DSML｜");
+    let out = Output::<P> { stream, rx, guard, done: false, report: None, state: st.clone(), generated: Vec::new(), call_ids: Vec::new(), dsml, dsml_seen: false };
     if conv.stream() {
         Ok(sse::respond(out.into_sse_stream(), st.cfg.keepalive))
     } else {
@@ -169,7 +170,10 @@ where
     let req = P::parse(bytes)?;
     let mut conv = st.converter.convert(req.into_api())?;
     refuse_unsupported(&conv)?;
-    let encoded = ready.encoder.encode_request(&mut conv)?;
+    let mut encoded = ready.encoder.encode_request(&mut conv)?;
+    if let Some(replayed) = st.tools.replay(&ready.tok, conv.conversation(), &encoded) {
+        encoded = replayed;
+    }
     let prompt = encoded.token_ids.clone();
     let ctx = st.cfg.ctx;
     if prompt.len() >= ctx {
@@ -219,6 +223,13 @@ where
     guard: CancelOnDrop,
     done: bool,
     report: Option<PromptReport>,
+    state: Arc<AppState>,
+    /// What the model sampled, and the tool-call ids the client was given for it: remembered
+    /// for exact replay when the calls come back.
+    generated: Vec<u32>,
+    call_ids: Vec<String>,
+    dsml: Option<u32>,
+    dsml_seen: bool,
 }
 
 /// One step of output: chunks to send, or the end (with an error to report, if any).
@@ -273,6 +284,11 @@ where
                             };
                             chunks.extend(self.push(InferenceChunk::Finish { finish_reason }));
                             self.done = true;
+                            if !self.call_ids.is_empty() {
+                                if let Some(r) = self.state.ready.get() {
+                                    self.state.tools.record(&r.tok, &self.generated, &self.call_ids);
+                                }
+                            }
                         }
                         Event::Failed(e) => {
                             self.done = true;
@@ -290,6 +306,8 @@ where
     }
 
     fn push_tokens(&mut self, ids: Vec<u32>) -> Vec<Chunk<P>> {
+        self.generated.extend(&ids);
+        self.dsml_seen |= self.dsml.is_some_and(|d| ids.contains(&d));
         self.push(InferenceChunk::Tokens { token_ids: ids, logprobs: None })
     }
 
@@ -299,7 +317,15 @@ where
         }
         // A parse failure cannot be retracted from a stream already sent; what was parsed
         // stands and the processor closes, which ends the output.
-        self.stream.push(chunk).unwrap_or_default()
+        let chunks = self.stream.push(chunk).unwrap_or_default();
+        if self.dsml_seen {
+            for c in &chunks {
+                if let Ok(v) = serde_json::to_value(c) {
+                    crate::replay::tool_call_ids(&v, &mut self.call_ids);
+                }
+            }
+        }
+        chunks
     }
 
     fn into_sse_stream(self) -> impl futures_util::Stream<Item = sse::Item> + Send + 'static {

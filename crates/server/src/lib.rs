@@ -13,6 +13,7 @@ mod completions;
 pub mod error;
 pub mod metrics;
 mod model_backend;
+mod replay;
 mod routes;
 pub mod scripted;
 mod sse;
@@ -86,6 +87,8 @@ pub(crate) struct AppState {
     pub converter: RequestConverter,
     ready: OnceLock<Ready>,
     shutting_down: AtomicBool,
+    /// Sampled tool-call blocks by tool-call id, for exact replay.
+    pub tools: replay::ToolMemory,
     /// Cancel flags of jobs in flight, raised all at once at shutdown.
     inflight: Mutex<Vec<Weak<AtomicBool>>>,
     next_id: AtomicU64,
@@ -103,6 +106,7 @@ impl AppState {
             converter: RequestConverter::new(catalog),
             ready: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
+            tools: replay::ToolMemory::default(),
             inflight: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
         }

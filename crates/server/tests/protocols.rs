@@ -351,3 +351,61 @@ async fn malformed_and_unterminated_dsml_still_give_well_formed_answers() {
         s.stop().await.unwrap();
     }
 }
+
+/// A tool call whose JSON argument the model wrote with its own spacing: re-rendered from the
+/// client's JSON it would differ; replayed, the prompt holds exactly the sampled tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_calls_sent_back_are_replayed_exactly_as_sampled() {
+    let odd = "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"city\" string=\"true\">Rome</｜DSML｜parameter>\n<｜DSML｜parameter name=\"days\" string=\"false\">  3 </｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+    let first = ids(&format!("{REASONING}</think>{CONTENT}{odd}"));
+    let s = TestServer::scripted(
+        ScriptedBackend::new(move |job| if job.prompt.len() < 400 { first.clone() } else { ids("Sunny.</think>It is sunny.") }),
+        common::config(),
+    )
+    .await;
+    let user = json!({"role": "user", "content": "Weather in Rome?"});
+    let (status, r) = s.post("/v1/chat/completions", &json!({"model": "deepseek-v4-flash", "messages": [user], "tools": openai_tools()})).await;
+    assert_eq!(status, 200, "{r}");
+    let msg = r["choices"][0]["message"].clone();
+    let call = msg["tool_calls"][0].clone();
+    assert_eq!(serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(), json!({"city": "Rome", "days": 3}));
+    let follow = |id: &Value| {
+        let mut call = call.clone();
+        call["id"] = id.clone();
+        json!({"model": "deepseek-v4-flash", "tools": openai_tools(), "messages": [
+            user, {"role": "assistant", "content": msg["content"], "reasoning_content": msg["reasoning_content"], "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": id, "content": "sunny, 24 C"}]})
+    };
+    // The real id: the block comes back as sampled.
+    let (status, r2) = s.post("/v1/chat/completions", &follow(&call["id"])).await;
+    assert_eq!(status, 200, "{r2}");
+    let jobs = s.jobs();
+    // The sampled block: the shortest tail of the first answer that holds the whole block.
+    let emitted = &jobs[0].emitted;
+    let k = (1..=emitted.len()).find(|&k| tok().decode_lossy(&emitted[emitted.len() - k..]).contains("<｜DSML｜tool_calls>")).unwrap();
+    let sampled_block = &emitted[emitted.len() - k..];
+    let replayed = &jobs[1].prompt;
+    assert!(replayed.windows(sampled_block.len()).any(|w| w == sampled_block), "sampled block not in the prompt: {}", tok().decode_lossy(replayed));
+    assert!(tok().decode_lossy(replayed).contains("string=\"false\">  3 </"));
+    // An unknown id: the official canonical rendering.
+    let (status, _) = s.post("/v1/chat/completions", &follow(&json!("call_unknown"))).await;
+    assert_eq!(status, 200);
+    let canonical = tok().decode_lossy(&s.jobs()[2].prompt);
+    assert!(!canonical.contains("  3 </") && canonical.contains("string=\"false\">3</"), "{canonical}");
+
+    // Anthropic: the tool_use id the client got brings the same block back.
+    let body = json!({"model": "deepseek-v4-flash", "max_tokens": 500, "tools": anthropic_tools(), "messages": [{"role": "user", "content": "Weather in Rome?"}]});
+    let (status, m) = s.post("/v1/messages", &body).await;
+    assert_eq!(status, 200, "{m}");
+    let tool_use = m["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+    let mut follow = body.clone();
+    follow["messages"] = json!([
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "content": m["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "sunny"}]}]);
+    let (status, _) = s.post("/v1/messages", &follow).await;
+    assert_eq!(status, 200);
+    let prompt = tok().decode_lossy(&s.jobs().last().unwrap().prompt);
+    assert!(prompt.contains("string=\"false\">  3 </"), "Anthropic tool_use not replayed: {prompt}");
+    s.stop().await.unwrap();
+}
