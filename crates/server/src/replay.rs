@@ -34,9 +34,12 @@ pub(crate) struct Block {
     lead: usize,
 }
 
+/// Blocks by tool-call id, and the ids in the order they were remembered.
+type Remembered = (HashMap<String, Arc<Block>>, VecDeque<String>);
+
 #[derive(Default)]
 pub(crate) struct ToolMemory {
-    inner: Mutex<(HashMap<String, Arc<Block>>, VecDeque<String>)>,
+    inner: Mutex<Remembered>,
 }
 
 impl ToolMemory {
