@@ -73,6 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         keepalive: Duration::from_secs(1),
         accept_any_model: !a.strict_model_names,
         trace: a.trace.clone(),
+        tool_memory: a.kv_disk_dir.as_ref().map(|d| d.join("tool-calls.jsonl")),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

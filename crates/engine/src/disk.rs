@@ -116,6 +116,11 @@ impl DiskCache {
         out
     }
 
+    /// (files, bytes) the cache directory holds now, all models included.
+    pub fn usage(&self) -> Option<(u64, u64)> {
+        self.store.stats().ok().map(|s| (s.files, s.bytes))
+    }
+
     pub fn take_warnings(&self) -> Vec<String> {
         self.store.take_warnings().into_iter().map(|w| format!("{}: {}", w.path.display(), w.message)).collect()
     }

@@ -107,4 +107,9 @@ pub trait Backend: Send + 'static {
 
     /// Called once when the server stops, after the last job: persist what is worth keeping.
     fn shutdown(&mut self) {}
+
+    /// (files, bytes) in the disk KV cache, when there is one.
+    fn disk_usage(&self) -> Option<(u64, u64)> {
+        None
+    }
 }

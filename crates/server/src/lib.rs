@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub accept_any_model: bool,
     /// Append JSON lines per request (rendered prompt, cache decision, generated text).
     pub trace: Option<std::path::PathBuf>,
+    /// Where sampled tool-call blocks are kept across restarts (beside the disk KV cache).
+    pub tool_memory: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +66,7 @@ impl Default for ServerConfig {
             keepalive: Duration::from_secs(1),
             accept_any_model: true,
             trace: None,
+            tool_memory: None,
         }
     }
 }
@@ -179,6 +182,13 @@ where
                 },
                 None => None,
             };
+            if let Some(p) = &loader_state.cfg.tool_memory {
+                match loader_state.tools.load(p, l.tokenizer.vocab_size()) {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("dsv4 serve: {}: skipped {n} unreadable tool-call lines", p.display()),
+                    Err(e) => eprintln!("dsv4 serve: {}: {e}; tool calls from earlier runs will be re-rendered", p.display()),
+                }
+            }
             let worker = Worker::spawn(l.backend, l.tokenizer.clone(), loader_state.metrics.clone(), trace);
             let encoder = PromptEncoder::new(l.tokenizer.clone(), ctx as u32);
             let _ = loader_state.ready.set(Ready { tok: l.tokenizer, encoder, worker });
@@ -209,6 +219,11 @@ where
     let _ = tokio::task::spawn_blocking(move || {
         if let Some(r) = join_state.ready.get() {
             r.worker.stop();
+            if let Some(p) = &join_state.cfg.tool_memory {
+                if let Err(e) = join_state.tools.save(p) {
+                    eprintln!("dsv4 serve: saving {}: {e}", p.display());
+                }
+            }
         }
     })
     .await;

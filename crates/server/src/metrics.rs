@@ -25,6 +25,7 @@ struct Counters {
     backend_errors: u64,
     last_prefill_tps: f64,
     last_decode_tps: f64,
+    disk: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -65,6 +66,10 @@ impl Metrics {
 
     pub fn set_queue_depth(&self, n: usize) {
         self.lock().queue_depth = n;
+    }
+
+    pub fn set_disk_usage(&self, files: u64, bytes: u64) {
+        self.lock().disk = Some((files, bytes));
     }
 
     pub fn cancelled_before_start(&self) {
@@ -111,6 +116,10 @@ impl Metrics {
         scalar("cancelled_queued_total", "counter", "Requests whose client left before they started.", c.cancelled_queued.to_string());
         scalar("cancelled_running_total", "counter", "Requests cancelled while prefilling or generating.", c.cancelled_running.to_string());
         scalar("backend_errors_total", "counter", "Requests the engine failed.", c.backend_errors.to_string());
+        if let Some((files, bytes)) = c.disk {
+            scalar("kv_disk_files", "gauge", "Checkpoint files in the disk KV cache.", files.to_string());
+            scalar("kv_disk_bytes", "gauge", "Bytes in the disk KV cache.", bytes.to_string());
+        }
         let _ = writeln!(
             o,
             "# HELP dsv4_kv_cache_lookups_total Prompt cache outcomes: hits by source (live, disk), misses by reason (cold, mismatch).\n# TYPE dsv4_kv_cache_lookups_total counter"

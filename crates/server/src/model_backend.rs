@@ -197,6 +197,10 @@ impl Backend for ModelBackend {
         Ok(end)
     }
 
+    fn disk_usage(&self) -> Option<(u64, u64)> {
+        self.disk.as_ref().and_then(|d| d.usage())
+    }
+
     fn shutdown(&mut self) {
         let saved = self.pool.save_all(&self.model);
         if saved > 0 {

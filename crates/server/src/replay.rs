@@ -61,6 +61,60 @@ impl ToolMemory {
         }
     }
 
+    /// Writes every remembered block (JSON lines, oldest first) to `path` atomically; the
+    /// next server started on the same disk cache reads it back, so a tool call sent back
+    /// after a restart still replays exactly.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &*g;
+        let mut out = String::new();
+        for id in order {
+            if let Some(b) = map.get(id) {
+                out += &serde_json::json!({"id": id, "lead": b.lead, "tokens": b.tokens}).to_string();
+                out.push('\n');
+            }
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, out)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads what [`ToolMemory::save`] wrote; lines that do not parse, or name tokens outside
+    /// the vocabulary, are skipped (and counted in the returned warning count).
+    pub fn load(&self, path: &std::path::Path, vocab: usize) -> std::io::Result<usize> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *g;
+        let mut skipped = 0;
+        let mut last: Option<Arc<Block>> = None;
+        for line in text.lines() {
+            let parsed = serde_json::from_str::<Value>(line).ok().and_then(|v| {
+                let id = v["id"].as_str()?.to_owned();
+                let lead = v["lead"].as_u64()? as usize;
+                let tokens: Vec<u32> = v["tokens"].as_array()?.iter().map(|t| t.as_u64().filter(|&t| (t as usize) < vocab).map(|t| t as u32)).collect::<Option<_>>()?;
+                (!tokens.is_empty()).then_some((id, Block { tokens, lead }))
+            });
+            let Some((id, block)) = parsed else {
+                skipped += 1;
+                continue;
+            };
+            // Calls of one block were saved one after another: share the block again.
+            let block = match &last {
+                Some(b) if **b == block => b.clone(),
+                _ => Arc::new(block),
+            };
+            last = Some(block.clone());
+            if map.insert(id.clone(), block).is_none() {
+                order.push_back(id);
+            }
+        }
+        Ok(skipped)
+    }
+
     fn get(&self, id: &str) -> Option<Arc<Block>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.get(id).cloned()
     }

@@ -67,6 +67,9 @@ impl Worker {
                     q.fetch_sub(1, Ordering::SeqCst);
                     metrics.set_queue_depth(q.load(Ordering::SeqCst));
                     run_job(backend.as_mut(), &tok, &metrics, &mut trace, job);
+                    if let Some((files, bytes)) = backend.disk_usage() {
+                        metrics.set_disk_usage(files, bytes);
+                    }
                 }
                 backend.shutdown();
             })

@@ -76,6 +76,8 @@ async fn disk_cache_survives_a_restart() {
     assert!(cached(&warm) + 1 >= prompt && cached(&warm) > 500, "restored {} of {prompt}", cached(&warm));
     assert_eq!(warm["choices"][0]["message"]["content"], cold["choices"][0]["message"]["content"]);
     assert_eq!(s.metric("dsv4_kv_cache_lookups_total{result=\"hit\",source=\"disk\"}").await, 1.0);
+    assert!(s.metric("dsv4_kv_disk_bytes").await > 0.0);
+    assert!(s.metric("dsv4_kv_disk_files").await >= 1.0);
     s.stop().await.unwrap();
 }
 

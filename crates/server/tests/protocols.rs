@@ -409,3 +409,31 @@ async fn tool_calls_sent_back_are_replayed_exactly_as_sampled() {
     assert!(prompt.contains("string=\"false\">  3 </"), "Anthropic tool_use not replayed: {prompt}");
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_call_memory_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dsv4_server::ServerConfig { tool_memory: Some(dir.path().join("tool-calls.jsonl")), ..common::config() };
+    let odd = "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n<｜DSML｜parameter name=\"days\" string=\"false\"> 3</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
+    let s = TestServer::scripted(ScriptedBackend::fixed(ids(&format!("Hm.</think>{odd}"))), cfg.clone()).await;
+    let user = json!({"role": "user", "content": "Weather?"});
+    let (_, r) = s.post("/v1/chat/completions", &json!({"model": "deepseek-v4-flash", "messages": [user], "tools": openai_tools()})).await;
+    let msg = r["choices"][0]["message"].clone();
+    s.stop().await.unwrap();
+    // A garbage line in the file is skipped, not fatal.
+    let path = dir.path().join("tool-calls.jsonl");
+    let mut saved = std::fs::read_to_string(&path).unwrap();
+    assert!(saved.contains(msg["tool_calls"][0]["id"].as_str().unwrap()));
+    saved.insert_str(0, "{not json\n");
+    std::fs::write(&path, saved).unwrap();
+
+    let s = TestServer::scripted(ScriptedBackend::fixed(ids("ok")), cfg).await;
+    let follow = json!({"model": "deepseek-v4-flash", "tools": openai_tools(), "messages": [
+        user, {"role": "assistant", "content": msg["content"], "reasoning_content": msg["reasoning_content"], "tool_calls": msg["tool_calls"]},
+        {"role": "tool", "tool_call_id": msg["tool_calls"][0]["id"], "content": "sunny"}]});
+    let (status, _) = s.post("/v1/chat/completions", &follow).await;
+    assert_eq!(status, 200);
+    let prompt = tok().decode_lossy(&s.jobs()[0].prompt);
+    assert!(prompt.contains("string=\"false\"> 3</"), "not replayed after the restart: {prompt}");
+    s.stop().await.unwrap();
+}
