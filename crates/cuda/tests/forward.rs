@@ -120,10 +120,13 @@ fn chunked_prefill_matches_token_by_token_and_the_cpu() {
     assert!(rel_l2(&last, &cpu[36]) <= REL_L2_TOL);
 }
 
-/// Official numerics against the CPU's official path. Not bit for bit: an f32 rounding
-/// difference can move one quantized activation by a code or flip an FP8/FP4 rounding, so
-/// the bound is looser than the plain one (measured values are printed).
-const OFFICIAL_TOL: f32 = 1e-2;
+/// Official numerics against the CPU's official path. Not bit for bit: the inputs of every
+/// quantization differ from the CPU's by f32 rounding (as in the plain path), and now and
+/// then that moves an activation code, an FP8 or FP4 rounding, or an indexer choice. One
+/// step from the same state stays close; a free run drifts as those flips compound (the tiny
+/// random model is far more sensitive than a trained one: its CPU official and plain logits
+/// differ by ~0.5 relative L2). The measured values are printed.
+const OFFICIAL_STEP_TOL: f32 = 1e-2;
 
 #[test]
 fn official_numerics_match_the_cpu() {
@@ -138,14 +141,69 @@ fn official_numerics_match_the_cpu() {
     let chunked = gm.forward_all(&mut st, &toks, Numerics::Official).unwrap();
     let mut st1 = gm.new_state(&gpu, n as u64).unwrap();
     let single: Vec<Vec<f32>> = toks.iter().map(|&t| gm.forward(&mut st1, &[t], Numerics::Official).unwrap()).collect();
+    // One GPU step from the CPU's state after each prefix.
+    let mut cs = m.new_state();
+    let mut step = Vec::new();
+    for &t in &toks {
+        let mut g = gm.state_from_host(&gpu, &cs, n as u64).unwrap();
+        step.push(gm.forward(&mut g, &[t], Numerics::Official).unwrap());
+        m.forward(&mut cs, &[t], false, Numerics::Official).unwrap();
+    }
+    let (wt, pt) = worst(&step, &cpu);
     let (wc, pc) = worst(&chunked, &cpu);
-    let (ws, ps) = worst(&single, &cpu);
+    let (ws, _) = worst(&single, &cpu);
     let (wp, _) = worst(&plain, &cpu);
+    let (w16, _) = worst(&chunked[..16], &cpu[..16]);
     let same = chunked.iter().zip(&cpu).filter(|(g, c)| argmax(g) == argmax(c)).count();
+    let errs: Vec<String> = chunked.iter().zip(&cpu).map(|(g, c)| format!("{:.1e}", rel_l2(g, c))).collect();
+    eprintln!("official per position (chunked): {}", errs.join(" "));
     eprintln!(
-        "official GPU vs CPU: chunked max relative L2 {wc:.3e} (position {pc}), token by token {ws:.3e} (position {ps}), same argmax {same}/{n}; CPU official vs CPU plain {wp:.3e}"
+        "official GPU vs CPU: one step from the CPU state max relative L2 {wt:.3e} (position {pt}); free run chunked {wc:.3e} (position {pc}), token by token {ws:.3e}, first 16 positions {w16:.3e}, same argmax {same}/{n}; CPU official vs CPU plain {wp:.3e}"
     );
-    assert!(wc <= OFFICIAL_TOL && ws <= OFFICIAL_TOL, "official numerics drift: {wc:.3e} / {ws:.3e}");
-    // Much closer to the CPU's official path than the plain path is.
-    assert!(wc < wp / 4.0, "official GPU {wc:.3e} not clearly closer than plain {wp:.3e}");
+    assert!(wt <= OFFICIAL_STEP_TOL, "one official step drifts: {wt:.3e}");
+    let cs2 = chunked.iter().zip(&single).all(|(a, b)| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    eprintln!("official chunked == token by token bit for bit: {cs2}");
+}
+
+#[test]
+fn official_kernels_match_the_cpu_bit_for_bit() {
+    let Some((gpu, gm, _)) = setup("official_kernels_match_the_cpu_bit_for_bit", 4) else {
+        return;
+    };
+    let c = &model().cfg;
+    // Deterministic values over several magnitudes, with planted edge cases: an all-zero
+    // block, a block whose largest magnitude is negative, repeated maxima, exact halves.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+    };
+    let len = 4096;
+    let mut x: Vec<f32> = (0..len).map(|i| next() * [1e-3, 0.1, 1.0, 37.0, 900.0][i / 512 % 5]).collect();
+    x[..256].fill(0.0);
+    x[300] = -50.0;
+    x[301] = 50.0;
+    x[600] = -3.0;
+    x[700..704].copy_from_slice(&[0.5, -0.5, 1.5, 2.5]);
+    for ty in [dsv4_quant::GgmlType::Q8_0, dsv4_quant::GgmlType::Q2_K] {
+        let cpu = dsv4_cuda::quant::matvec::pack_acts(&dsv4_quant::QuantizedActs::for_weight(ty, &x).unwrap());
+        let g = gm.probe_quantize(&gpu, ty, &x).unwrap();
+        let diff = g.iter().zip(&cpu).filter(|(a, b)| a != b).count();
+        assert_eq!(g.len(), cpu.len());
+        assert_eq!(diff, 0, "{ty}: {diff} bytes differ");
+    }
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+    let kv = &x[..c.head_dim * (len / c.head_dim)];
+    let mut cpu = kv.to_vec();
+    cpu.chunks_exact_mut(c.head_dim).for_each(|r| Numerics::Official.store_kv_row(r, c.rope_dim));
+    let g = gm.probe_kv_round(&gpu, kv).unwrap();
+    assert_eq!(same(&g, &cpu), 0, "KV rows differ");
+    let id = c.indexer_head_dim;
+    let ix = &x[..id * (len / id)];
+    let mut cpu = ix.to_vec();
+    cpu.chunks_exact_mut(id).for_each(|r| Numerics::Official.indexer_row(r));
+    let g = gm.probe_index_round(&gpu, ix).unwrap();
+    assert_eq!(same(&g, &cpu), 0, "indexer rows differ");
 }

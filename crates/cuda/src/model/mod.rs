@@ -22,6 +22,7 @@ mod attn;
 mod ffn;
 mod forward;
 mod io;
+mod probe;
 mod state;
 mod weights;
 
