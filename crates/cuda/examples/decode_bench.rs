@@ -16,6 +16,11 @@
 //! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
 //! about 0.6 ms per layer, launch- and sync-bound (some 60 launches per layer, one host
 //! read-back per score-routed layer), far from the weight-bandwidth ceiling.
+//!
+//! After chunked forward (same card and settings, plain): 2 layers 1.58 ms, 6 layers 4.00 ms,
+//! 12 layers 7.78 ms (0.65 ms per layer: decode unchanged, it runs the same launches); official
+//! numerics 1.65 ms at 2 layers. Prefill in chunks of 16: 512-token prompt on 6 layers 401 t/s
+//! plain, 379 t/s official (the official products still run one token at a time).
 
 use std::path::PathBuf;
 use std::time::Instant;

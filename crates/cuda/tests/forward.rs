@@ -120,13 +120,15 @@ fn chunked_prefill_matches_token_by_token_and_the_cpu() {
     assert!(rel_l2(&last, &cpu[36]) <= REL_L2_TOL);
 }
 
-/// Official numerics against the CPU's official path. Not bit for bit: the inputs of every
-/// quantization differ from the CPU's by f32 rounding (as in the plain path), and now and
-/// then that moves an activation code, an FP8 or FP4 rounding, or an indexer choice. One
-/// step from the same state stays close; a free run drifts as those flips compound (the tiny
-/// random model is far more sensitive than a trained one: its CPU official and plain logits
-/// differ by ~0.5 relative L2). The measured values are printed.
-const OFFICIAL_STEP_TOL: f32 = 1e-2;
+/// Official numerics against the CPU's official path. The kernels are bit-exact
+/// (`official_kernels_match_the_cpu_bit_for_bit`), but their inputs differ from the CPU's by
+/// f32 rounding as in the plain path, and a quantizer sitting on a rounding tie turns that
+/// into a whole code. Measured on an H100: one GPU step from the CPU's state agrees to ~2e-7
+/// relative L2 at 58 of 64 positions; the others are such flips, up to 2.7e-2 (position 0,
+/// where every head's output is one FP8 row times a scalar, so Q8_0 ties are common). A free
+/// run compounds the flips (the tiny random model amplifies them: its CPU official and plain
+/// logits differ by 0.5): up to 0.35, same argmax at 56/64.
+const OFFICIAL_FLIP_TOL: f32 = 5e-2;
 
 #[test]
 fn official_numerics_match_the_cpu() {
@@ -157,10 +159,17 @@ fn official_numerics_match_the_cpu() {
     let same = chunked.iter().zip(&cpu).filter(|(g, c)| argmax(g) == argmax(c)).count();
     let errs: Vec<String> = chunked.iter().zip(&cpu).map(|(g, c)| format!("{:.1e}", rel_l2(g, c))).collect();
     eprintln!("official per position (chunked): {}", errs.join(" "));
+    let errs: Vec<String> = step.iter().zip(&cpu).map(|(g, c)| format!("{:.1e}", rel_l2(g, c))).collect();
+    eprintln!("official per position (one step from the CPU state): {}", errs.join(" "));
     eprintln!(
         "official GPU vs CPU: one step from the CPU state max relative L2 {wt:.3e} (position {pt}); free run chunked {wc:.3e} (position {pc}), token by token {ws:.3e}, first 16 positions {w16:.3e}, same argmax {same}/{n}; CPU official vs CPU plain {wp:.3e}"
     );
-    assert!(wt <= OFFICIAL_STEP_TOL, "one official step drifts: {wt:.3e}");
+    // Most steps agree to f32 rounding; the rest are bounded flips.
+    let tight = step.iter().zip(&cpu).filter(|(g, c)| rel_l2(g, c) <= REL_L2_TOL).count();
+    eprintln!("official one step: {tight}/{n} positions within {REL_L2_TOL:e}");
+    assert!(tight >= n * 3 / 4, "only {tight}/{n} official steps agree to f32 rounding");
+    assert!(wt <= OFFICIAL_FLIP_TOL, "one official step drifts: {wt:.3e}");
+    assert!(same >= n * 3 / 4, "official free run: same argmax at {same}/{n}");
     let cs2 = chunked.iter().zip(&single).all(|(a, b)| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()));
     eprintln!("official chunked == token by token bit for bit: {cs2}");
 }

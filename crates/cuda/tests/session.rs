@@ -171,3 +171,31 @@ fn restore_replays_bit_for_bit() {
     let c = m.forward(&mut cs, &toks[3..7], false, PLAIN).unwrap().pop().unwrap();
     assert!(rel_l2(&g, &c) <= REL_L2_TOL);
 }
+
+/// Where the official numerics part from the CPU: each layer's cached KV rows and compressor
+/// frontiers after a few tokens, GPU vs CPU (printed per layer; a layer's raw row depends on
+/// every layer below it, its frontier on the same input through a float matrix).
+#[test]
+fn official_states_track_the_cpu_layer_by_layer() {
+    let n = 24;
+    let Some((_gpu, gm, mut st)) = setup("official_states_track_the_cpu_layer_by_layer", n as u64) else {
+        return;
+    };
+    let m = model();
+    let toks = prompt(n);
+    let mut cs = m.new_state();
+    let mut at = 0;
+    for k in [1, 2, 5, 24] {
+        gm.forward(&mut st, &toks[at..k], Numerics::Official).unwrap();
+        m.forward(&mut cs, &toks[at..k], false, Numerics::Official).unwrap();
+        at = k;
+        let (g, c) = (gm.checkpoint(&st).unwrap(), cs.checkpoint());
+        let per: Vec<String> = g
+            .layers
+            .iter()
+            .zip(&c.layers)
+            .map(|(gl, cl)| format!("raw {:.1e} front {:.1e}", rel_l2(&gl.raw, &cl.raw), frontier_err(&gl.compressor, &cl.compressor)))
+            .collect();
+        eprintln!("official after {k} tokens, per layer: {}", per.join(" | "));
+    }
+}

@@ -89,10 +89,12 @@ fn max_cols(c: &ModelConfig) -> usize {
         .unwrap_or(0)
 }
 
-/// Bytes of one token's quantized activations in [`Scratch::acts`]: the Q8_0 size of the
-/// widest input (Q8_0 takes 36 bytes per 32 columns, Q8_K 292 per 256), 16-byte aligned.
+/// Bytes of one token's quantized activations in [`Scratch::acts`]: the larger of the Q8_0
+/// (36 bytes per 32 columns) and Q8_K (292 per 256) sizes of the widest input, 16-byte
+/// aligned.
 pub(super) fn act_stride(c: &ModelConfig) -> usize {
-    (max_cols(c).div_ceil(32) * 36).next_multiple_of(16)
+    let n = max_cols(c);
+    (n.div_ceil(32) * 36).max(n.div_ceil(256) * 292).next_multiple_of(16)
 }
 
 /// One session's state on the GPU.
