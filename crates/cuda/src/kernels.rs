@@ -44,12 +44,18 @@ pub const MODEL_MOE: KernelSource = KernelSource {
     code: include_str!("model/moe.cu"),
 };
 
+pub const MODEL_NUMERICS: KernelSource = KernelSource {
+    path: "model/numerics.cu",
+    code: include_str!("model/numerics.cu"),
+};
+
 /// The model runner's sources and the kernels the host launches from each.
 pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
-    (MODEL_OPS, &["embed", "hc_pre", "hc_post", "norm_rope", "swiglu", "sum_parts"]),
+    (MODEL_OPS, &["embed", "hc_pre", "hc_post", "norm_rope", "swiglu", "sum_parts", "gather_rows", "scatter_rows"]),
     (MODEL_ATTENTION, &["attend", "index_scores", "topk_mask"]),
     (MODEL_COMPRESSOR, &["comp_push"]),
     (MODEL_MOE, &["route"]),
+    (MODEL_NUMERICS, &["quant_q8_0", "quant_q8_k", "kv_round", "index_round"]),
 ];
 
 pub const ALL_SOURCES: &[KernelSource] = &[
@@ -59,6 +65,7 @@ pub const ALL_SOURCES: &[KernelSource] = &[
     MODEL_ATTENTION,
     MODEL_COMPRESSOR,
     MODEL_MOE,
+    MODEL_NUMERICS,
 ];
 
 /// Development aid: with `DSV4_KERNEL_DIR=<dir>` (a copy of `crates/cuda/src`), kernels and

@@ -195,19 +195,25 @@ impl<'a> Reader<'a> {
 /// The part of a session's state that later tokens overwrite, captured at one position so the
 /// session can be rewound there without replaying from the start. Compressed and indexer rows
 /// are append-only, so only their counts are kept: rewinding truncates them.
+///
+/// The parts are public so that other backends (the GPU runner) can produce and consume
+/// checkpoints of the same content; [`SessionState::restore`] checks their sizes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     pub pos: u64,
-    layers: Vec<LayerCheckpoint>,
+    pub layers: Vec<LayerCheckpoint>,
 }
 
+/// One layer's part of a [`Checkpoint`].
 #[derive(Clone, Debug, PartialEq)]
-struct LayerCheckpoint {
-    raw: Vec<f32>,
-    comp_len: usize,
-    index_len: usize,
-    compressor: Option<Frontier>,
-    indexer: Option<Frontier>,
+pub struct LayerCheckpoint {
+    /// The raw window ring, whole.
+    pub raw: Vec<f32>,
+    /// Floats (not rows) of compressed and indexer rows at the checkpoint.
+    pub comp_len: usize,
+    pub index_len: usize,
+    pub compressor: Option<Frontier>,
+    pub indexer: Option<Frontier>,
 }
 
 impl Checkpoint {
@@ -220,6 +226,16 @@ impl Checkpoint {
                 4 * (l.raw.len() + f(&l.compressor) + f(&l.indexer))
             })
             .sum()
+    }
+}
+
+/// Whether a checkpoint's frontier can replace a state's (checkpoints may now be built by
+/// other backends, so their sizes are checked rather than trusted).
+fn same_shape(a: &Option<Frontier>, b: &Option<Frontier>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.ratio == b.ratio && a.width == b.width && a.kv.len() == b.kv.len() && a.score.len() == b.score.len(),
+        _ => false,
     }
 }
 
@@ -246,7 +262,11 @@ impl SessionState {
         let fits = c.pos <= self.pos
             && c.layers.len() == self.layers.len()
             && c.layers.iter().zip(&self.layers).all(|(cl, l)| {
-                cl.raw.len() == l.raw.len() && cl.comp_len <= l.comp_rows.len() && cl.index_len <= l.index_rows.len()
+                cl.raw.len() == l.raw.len()
+                    && cl.comp_len <= l.comp_rows.len()
+                    && cl.index_len <= l.index_rows.len()
+                    && same_shape(&cl.compressor, &l.compressor)
+                    && same_shape(&cl.indexer, &l.indexer)
             });
         if !fits {
             return Err(StateError::Geometry);

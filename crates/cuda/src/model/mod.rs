@@ -3,19 +3,26 @@
 //!
 //! [`GpuModel::load`] uploads a loaded [`Model`](dsv4_model::Model)'s weights once, in their
 //! GGUF layouts; [`GpuModel::new_state`] makes a session ([`GpuState`]: the raw windows,
-//! compressed rows and compressor frontiers of every layer, plus per-token scratch), and
-//! [`GpuModel::forward`] feeds it tokens. Tokens run one at a time: the weight products are
-//! [`Matvec`](crate::Matvec) kernels, the rest are the single-token kernels of `model/*.cu`.
+//! compressed rows and compressor frontiers of every layer, plus scratch), and
+//! [`GpuModel::forward`] feeds it tokens, in chunks of up to [`MAX_BATCH`](crate::MAX_BATCH):
+//! per layer the weight products of a chunk read each matrix once (tokens grouped by expert
+//! in the MoE), while the steps that depend on earlier tokens (raw-window push, compressors,
+//! indexer, attention) run token by token in order. `model/io.rs` moves states to and from
+//! the CPU types (checkpoints, rewinds, forks, the disk cache).
 //!
-//! Numerics: [`Numerics::Plain`](dsv4_model::Numerics) (f32 everywhere, weights decoded
-//! exactly). The official numerics (FP8 KV rows, FP4 indexer, quantized activations) are not
-//! implemented yet and are refused with an error.
+//! Numerics: both of [`Numerics`](dsv4_model::Numerics). `Plain` is f32 everywhere with the
+//! weights decoded exactly; `Official` adds the FP8/BF16 KV rows, the Hadamard + FP4 indexer
+//! and quantized activations in the quantized-weight products (`model/numerics.cu`).
 //!
 //! Every reduction has a fixed order (no float atomics), so a run is deterministic on a given
-//! GPU. One host synchronisation per score-routed layer remains: the chosen experts are read
-//! back to pick the expert matrices.
+//! GPU and chunking. One host synchronisation per score-routed layer and chunk remains: the
+//! chosen experts are read back to pick the expert matrices.
 
+mod attn;
+mod ffn;
 mod forward;
+mod io;
+mod probe;
 mod state;
 mod weights;
 
@@ -75,10 +82,10 @@ impl Kernels {
     /// Safety (upheld by every caller in this module): `args` match the kernel's parameter
     /// list in type and order, and every address points into a live buffer of the model or
     /// of the state, large enough for what the kernel touches given the size arguments.
-    fn launch(&self, stream: &Arc<CudaStream>, name: &str, grid: usize, block: usize, smem: usize, args: &[Arg]) -> Result<()> {
+    fn launch(&self, stream: &Arc<CudaStream>, name: &str, grid: (usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
         let f = self.funcs.get(name).ok_or_else(|| CudaError::MissingKernel(name.into()))?;
         let cfg = LaunchConfig {
-            grid_dim: (grid.max(1) as u32, 1, 1),
+            grid_dim: (grid.0.max(1) as u32, grid.1.max(1) as u32, 1),
             block_dim: (block as u32, 1, 1),
             shared_mem_bytes: smem as u32,
         };

@@ -19,8 +19,15 @@ __device__ __forceinline__ void better(u32& key, int& id, u32 k2, int i2) {
     }
 }
 
+// One block per token (blockIdx.x) of the chunk; hash layers read row toks[t] of hash_table.
 extern "C" __global__ void route(const float* logits, int n_expert, int used, const float* bias,
-                                 const int* hash_row, float scale, int* sel, float* wts) {
+                                 const int* hash_table, const int* toks, float scale, int* sel,
+                                 float* wts) {
+    const int t = blockIdx.x;
+    logits += (long long)t * n_expert;
+    sel += t * used;
+    wts += t * used;
+    const int* hash_row = hash_table ? hash_table + (long long)toks[t] * used : nullptr;
     __shared__ u32 wkey[32];
     __shared__ int wid[32];
     __shared__ int chosen[64];

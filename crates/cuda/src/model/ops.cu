@@ -1,6 +1,8 @@
-// The small kernels of the layer loop, one token at a time: embedding, the hyper-connection
-// read-out and write-back, RMSNorm with RoPE, clamped SwiGLU and the expert sum. None of them
-// moves much data; they exist so that the weight products (quant/matvec.cu) see ready inputs.
+// The small kernels of the layer loop: embedding, the hyper-connection read-out and
+// write-back, RMSNorm with RoPE, clamped SwiGLU, the expert gather/scatter and sum. None of
+// them moves much data; they exist so that the weight products (quant/matvec.cu) see ready
+// inputs. Each takes a chunk of tokens: the token is blockIdx.y (blockIdx.x for the
+// one-block-per-token kernels), and a token's vectors follow the previous token's.
 
 #include "dsv4_common.cuh"
 
@@ -9,9 +11,11 @@
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// The token's embedding row copied into every HC stream of S (hc × e). `f16` selects the
+// Token t's embedding row copied into every HC stream of its S (hc × e). `f16` selects the
 // table's element type (F16, else F32).
-extern "C" __global__ void embed(const u8* table, int f16, long long row, int e, int hc, float* S) {
+extern "C" __global__ void embed(const u8* table, int f16, const int* toks, int e, int hc, float* S) {
+    const long long row = toks[blockIdx.y];
+    S += (long long)blockIdx.y * hc * e;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < e; i += gridDim.x * blockDim.x) {
         const long long k = row * e + i;
         const float v = f16 ? f16_to_f32(reinterpret_cast<const u16*>(table)[k])
@@ -20,7 +24,7 @@ extern "C" __global__ void embed(const u8* table, int f16, long long row, int e,
     }
 }
 
-// One block. The HC read-out at one site. `m_raw` is the mixing projection of the raw state S
+// One block per token (m_raw, mix: m_stride, mix_stride floats per token). The HC read-out at one site. `m_raw` is the mixing projection of the raw state S
 // (hc × e): RMSNorm of the flattened state is one scalar, so it scales the few logits here
 // instead of the hc·e inputs before the product. Writes the mixing to `mix` (pre[hc],
 // post[hc], comb[hc·hc], comb[a·hc + b] = weight of old stream a in new stream b) and
@@ -29,8 +33,13 @@ extern "C" __global__ void embed(const u8* table, int f16, long long row, int e,
 // no Sinkhorn, nothing written to mix).
 extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const float* scale,
                                   const float* base, const float* norm_w, float* out, float* mix,
-                                  int hc, int e, int iters, float hc_eps, float rms_eps, int head) {
+                                  int hc, int e, int iters, float hc_eps, float rms_eps, int head,
+                                  int m_stride, int mix_stride) {
     __shared__ double shd[32];
+    S += (long long)blockIdx.x * hc * e;
+    m_raw += (long long)blockIdx.x * m_stride;
+    out += (long long)blockIdx.x * e;
+    if (mix) mix += (long long)blockIdx.x * mix_stride;
     __shared__ float pre[MAX_HC];
     __shared__ float c[MAX_HC * MAX_HC];
     const int n = hc * e;
@@ -88,9 +97,12 @@ extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const floa
 }
 
 // The HC write-back: S_new[b] = post[b] · y + Σ_a comb[a][b] · S_old[a], one thread per column.
-extern "C" __global__ void hc_post(float* S, const float* y, const float* mix, int hc, int e) {
+extern "C" __global__ void hc_post(float* S, const float* y, const float* mix, int hc, int e, int mix_stride) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
+    S += (long long)blockIdx.y * hc * e;
+    y += (long long)blockIdx.y * e;
+    mix += (long long)blockIdx.y * mix_stride;
     const float* post = mix + hc;
     const float* comb = mix + 2 * hc;
     float old[MAX_HC];
@@ -102,14 +114,17 @@ extern "C" __global__ void hc_post(float* S, const float* y, const float* mix, i
     }
 }
 
-// grid.x = heads, each `d` contiguous values of src, written to dst (which may be src):
-// RMSNorm (with learned scale w, or plain when w is null; skipped when do_norm is 0), then
-// RoPE of the last 2·n_pairs values at position `pos` (none when n_pairs is 0).
+// grid.x = heads, each `d` contiguous values of src, written to dst (which may be src);
+// grid.y = tokens, `stride` floats apart, token t at position pos + t: RMSNorm (with learned
+// scale w, or plain when w is null; skipped when do_norm is 0), then RoPE of the last
+// 2·n_pairs values (none when n_pairs is 0).
 extern "C" __global__ void norm_rope(const float* src, float* dst, const float* w, int d, int do_norm,
-                                     float eps, const float* freqs, int n_pairs, long long pos) {
+                                     float eps, const float* freqs, int n_pairs, long long pos,
+                                     long long stride) {
     __shared__ double shd[32];
-    const float* x = src + (long long)blockIdx.x * d;
-    float* y = dst + (long long)blockIdx.x * d;
+    const float* x = src + blockIdx.y * stride + (long long)blockIdx.x * d;
+    float* y = dst + blockIdx.y * stride + (long long)blockIdx.x * d;
+    pos += blockIdx.y;
     float s = 1.0f;
     if (do_norm) {
         double ss = 0.0;
@@ -125,11 +140,17 @@ extern "C" __global__ void norm_rope(const float* src, float* dst, const float* 
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, false);
 }
 
-// h = silu(min(g, c)) · clamp(u, -c, c), times the route weight *wk when wk is not null.
+// Row r (blockIdx.y) of n values: h = silu(min(g, c)) · clamp(u, -c, c), times the route
+// weight wk[widx[r]] (wk[r] when widx is null) when wk is not null.
 extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int n, float clamp,
-                                  const float* wk) {
+                                  const float* wk, const int* widx) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
+    const long long row = blockIdx.y;
+    g += row * n;
+    u += row * n;
+    h += row * n;
+    if (wk) wk += widx ? widx[row] : row;
     const float gv = fminf(g[i], clamp);
     const float uv = fminf(fmaxf(u[i], -clamp), clamp);
     float r = gv / (1.0f + expf(-gv)) * uv;
@@ -137,11 +158,27 @@ extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int 
     h[i] = r;
 }
 
-// y = Σ_p parts[p] in order (routed experts in selection order, then the shared expert).
-extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, float* y) {
+// y_t = Σ_p part p of token t, in order (routed experts in selection order, then the shared
+// expert); part p of token t is at (p · chunk + t) · e.
+extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int chunk, float* y) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
+    const long long t = blockIdx.y;
     float acc = 0.0f;
-    for (int p = 0; p < n_parts; ++p) acc += parts[(long long)p * e + i];
-    y[i] = acc;
+    for (int p = 0; p < n_parts; ++p) acc += parts[(p * chunk + t) * e + i];
+    y[t * e + i] = acc;
+}
+
+// Row r (blockIdx.y) of dst = row idx[r] of src (rows of `width`): an expert's tokens.
+extern "C" __global__ void gather_rows(const float* src, const int* idx, int width, float* dst) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= width) return;
+    dst[(long long)blockIdx.y * width + i] = src[(long long)idx[blockIdx.y] * width + i];
+}
+
+// Row idx[r] of dst = row r (blockIdx.y) of src: an expert's outputs to their tokens' parts.
+extern "C" __global__ void scatter_rows(const float* src, const int* idx, int width, float* dst) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= width) return;
+    dst[(long long)idx[blockIdx.y] * width + i] = src[(long long)blockIdx.y * width + i];
 }

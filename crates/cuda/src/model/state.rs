@@ -1,6 +1,6 @@
 //! A session on the GPU: per layer, the raw window ring, the compressed rows and the
 //! compressor frontiers (the device twin of `dsv4_model::SessionState`), plus the scratch
-//! vectors one token's pass writes. Compressed rows are preallocated for `capacity` tokens.
+//! vectors one chunk's pass writes. Compressed rows are preallocated for `capacity` tokens.
 
 use dsv4_model::config::LayerKind;
 use dsv4_model::ModelConfig;
@@ -34,16 +34,27 @@ pub(super) struct LayerState {
     pub index: Option<(DeviceBuffer<f32>, Frontier)>,
 }
 
-/// Per-token intermediates, sized for the largest layer.
+/// Tokens one pass over the layers carries (the batched matvec's limit): every per-token
+/// intermediate below holds this many, one after another.
+pub(super) const CHUNK: usize = crate::quant::MAX_BATCH;
+
+/// Intermediates of one chunk, sized for the largest layer. Per-token buffers hold [`CHUNK`]
+/// vectors; `iscore`, `mask` and `att` serve one token at a time (attention runs in order).
 pub(super) struct Scratch {
+    /// The chunk's token ids (hash routing, embedding).
+    pub toks: DeviceBuffer<i32>,
     pub m: DeviceBuffer<f32>,
     pub mix: DeviceBuffer<f32>,
     pub x: DeviceBuffer<f32>,
     pub qr: DeviceBuffer<f32>,
     pub q: DeviceBuffer<f32>,
     pub kv: DeviceBuffer<f32>,
+    /// Compressor projections and scores.
     pub ckv: DeviceBuffer<f32>,
     pub csc: DeviceBuffer<f32>,
+    /// The indexer compressor's.
+    pub ikv: DeviceBuffer<f32>,
+    pub isc: DeviceBuffer<f32>,
     pub iq: DeviceBuffer<f32>,
     pub iw: DeviceBuffer<f32>,
     pub iscore: DeviceBuffer<f32>,
@@ -55,18 +66,42 @@ pub(super) struct Scratch {
     pub rlog: DeviceBuffer<f32>,
     pub sel: DeviceBuffer<i32>,
     pub wts: DeviceBuffer<f32>,
+    /// Expert inputs gathered by expert, and their down projections before the scatter.
+    pub xg: DeviceBuffer<f32>,
+    pub dn: DeviceBuffer<f32>,
     pub g: DeviceBuffer<f32>,
     pub u: DeviceBuffer<f32>,
     pub h: DeviceBuffer<f32>,
+    /// `(used + 1) × CHUNK × n_embd`: part p of token t at `(p · CHUNK + t) · n_embd`.
     pub parts: DeviceBuffer<f32>,
+    /// Gather/scatter indices of one layer's expert groups.
+    pub idx: DeviceBuffer<i32>,
+    /// Quantized activations (official numerics), [`act_stride`] bytes per token.
+    pub acts: DeviceBuffer<u8>,
     pub logits: DeviceBuffer<f32>,
+}
+
+/// Widest activation vector any matrix of the model takes.
+fn max_cols(c: &ModelConfig) -> usize {
+    [c.hc_count * c.n_embd, c.n_embd, c.q_lora_rank, c.heads_per_group() * c.head_dim, c.o_groups * c.o_lora_rank, c.expert_ffn]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+}
+
+/// Bytes of one token's quantized activations in [`Scratch::acts`]: the larger of the Q8_0
+/// (36 bytes per 32 columns) and Q8_K (292 per 256) sizes of the widest input, 16-byte
+/// aligned.
+pub(super) fn act_stride(c: &ModelConfig) -> usize {
+    let n = max_cols(c);
+    (n.div_ceil(32) * 36).max(n.div_ceil(256) * 292).next_multiple_of(16)
 }
 
 /// One session's state on the GPU.
 pub struct GpuState {
     pub(super) pos: u64,
     pub(super) capacity: u64,
-    /// The HC streams of the token in flight (`hc × n_embd`).
+    /// The HC streams of the chunk in flight (`CHUNK × hc × n_embd`).
     pub(super) streams: DeviceBuffer<f32>,
     pub(super) layers: Vec<LayerState>,
     pub(super) s: Scratch,
@@ -94,31 +129,39 @@ pub(super) fn comp_rows(kind: LayerKind, capacity: u64) -> usize {
 
 fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
     let most_rows = c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0);
-    let z = |n: usize| gpu.alloc_zeros::<f32>(n);
+    let z = |n: usize| gpu.alloc_zeros::<f32>(CHUNK * n);
+    let (d, id) = (c.head_dim, c.indexer_head_dim);
     Ok(Scratch {
+        toks: gpu.alloc_zeros::<i32>(CHUNK)?,
         m: z(c.hc_mix().max(c.hc_count))?,
         mix: z(c.hc_mix())?,
         x: z(c.n_embd)?,
         qr: z(c.q_lora_rank)?,
-        q: z(c.n_head * c.head_dim)?,
-        kv: z(c.head_dim)?,
-        ckv: z(2 * c.head_dim.max(c.indexer_head_dim))?,
-        csc: z(2 * c.head_dim.max(c.indexer_head_dim))?,
-        iq: z(c.indexer_heads * c.indexer_head_dim)?,
+        q: z(c.n_head * d)?,
+        kv: z(d)?,
+        ckv: z(2 * d)?,
+        csc: z(2 * d)?,
+        ikv: z(2 * id)?,
+        isc: z(2 * id)?,
+        iq: z(c.indexer_heads * id)?,
         iw: z(c.indexer_heads)?,
-        iscore: z(most_rows)?,
+        iscore: gpu.alloc_zeros::<f32>(most_rows)?,
         mask: gpu.alloc_zeros::<u8>(most_rows)?,
-        att: z(c.n_head * (c.sliding_window + most_rows))?,
-        o: z(c.n_head * c.head_dim)?,
+        att: gpu.alloc_zeros::<f32>(c.n_head * (c.sliding_window + most_rows))?,
+        o: z(c.n_head * d)?,
         z: z(c.o_groups * c.o_lora_rank)?,
         y: z(c.n_embd)?,
         rlog: z(c.n_expert)?,
-        sel: gpu.alloc_zeros::<i32>(c.n_expert_used)?,
+        sel: gpu.alloc_zeros::<i32>(CHUNK * c.n_expert_used)?,
         wts: z(c.n_expert_used)?,
+        xg: z(c.n_embd)?,
+        dn: z(c.n_embd)?,
         g: z(c.expert_ffn)?,
         u: z(c.expert_ffn)?,
         h: z(c.expert_ffn)?,
         parts: z((c.n_expert_used + 1) * c.n_embd)?,
+        idx: gpu.alloc_zeros::<i32>(3 * CHUNK * c.n_expert_used)?,
+        acts: gpu.alloc_zeros::<u8>(CHUNK * act_stride(c))?,
         logits: z(c.vocab_size)?,
     })
 }
@@ -147,7 +190,7 @@ impl GpuModel {
         Ok(GpuState {
             pos: 0,
             capacity,
-            streams: gpu.alloc_zeros(c.hc_count * c.n_embd)?,
+            streams: gpu.alloc_zeros(CHUNK * c.hc_count * c.n_embd)?,
             layers,
             s: scratch(gpu, c, capacity)?,
         })

@@ -25,8 +25,8 @@ pub const MAX_BATCH: usize = 16;
 
 /// Warps per CTA of the float kernels (`MV_WARPS` in `matvec.cu`) and of the quantized ones
 /// (`MVQ_WARPS`).
-const WARPS: usize = 4;
-const QWARPS: usize = 8;
+pub(super) const WARPS: usize = 4;
+pub(super) const QWARPS: usize = 8;
 
 /// The types with kernels, and their names in the kernel symbols.
 const TYPES: &[(GgmlType, &str)] = &[
@@ -51,14 +51,14 @@ fn stages(rows: usize, tokens: usize) -> usize {
 }
 /// Bytes of one row's stage buffer (`BUF` in `mv_quant`): a 1024-column step, plus its
 /// offset in the first 16-byte line and the 4 bytes the Q8_0 decoder may read past a block.
-fn stage_buf(ty: GgmlType) -> usize {
+pub(super) fn stage_buf(ty: GgmlType) -> usize {
     let step = 1024 / ty.block_elems() * ty.block_bytes();
     (step + 14 + 4).next_multiple_of(16)
 }
 /// Largest x (in bytes) staged in shared memory for one-token products.
-const MAX_X_SMEM: usize = 64 * 1024;
+pub(super) const MAX_X_SMEM: usize = 64 * 1024;
 
-fn is_float(ty: GgmlType) -> bool {
+pub(super) fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16)
 }
 
@@ -210,10 +210,10 @@ impl DeviceMatrix {
 
 /// The loaded matvec kernels of one device.
 pub struct Matvec {
-    stream: Arc<CudaStream>,
-    funcs: HashMap<(GgmlType, usize, usize), CudaFunction>,
+    pub(super) stream: Arc<CudaStream>,
+    pub(super) funcs: HashMap<(GgmlType, usize, usize), CudaFunction>,
     /// Quantized-activation kernels (`mvq_<type>_g2`), quantized weight types only.
-    funcs_q: HashMap<GgmlType, CudaFunction>,
+    pub(super) funcs_q: HashMap<GgmlType, CudaFunction>,
     /// IQ2_XXS magnitude octets (`dsv4_quant`'s table), read into shared memory per CTA.
     iq2_grid: DeviceBuffer<u64>,
     sm_count: usize,
@@ -226,7 +226,7 @@ pub struct Matvec {
 
 /// Bytes of the split partial sums (`PART_BYTES` in `mv_quant`): two rounds' worth, one float
 /// per (warp, row, token).
-fn part_bytes(v: Variant) -> usize {
+pub(super) fn part_bytes(v: Variant) -> usize {
     2 * QWARPS * v.rows * v.tokens * 4
 }
 
@@ -236,7 +236,7 @@ fn prev_pow2(n: usize) -> usize {
 }
 
 /// Dynamic shared memory of a quantized launch, laid out as above `mv_quant`.
-fn quant_smem(ty: GgmlType, cols: usize, v: Variant, xsm: bool) -> usize {
+pub(super) fn quant_smem(ty: GgmlType, cols: usize, v: Variant, xsm: bool) -> usize {
     let grid = if ty == GgmlType::IQ2_XXS { 256 * 8 } else { 0 };
     let x = if xsm { cols * 4 } else { 0 };
     grid + part_bytes(v) + x + QWARPS * stages(v.rows, v.tokens) * v.rows * stage_buf(ty)
@@ -419,7 +419,7 @@ impl Matvec {
         };
         let xp = dev_addr(&self.stream, x);
         let yp = dev_addr(&self.stream, y);
-        self.launch(f, w, xp, n, yp, (ctas, threads, smem), split, xsm)
+        self.launch(f, w, (xp, w.cols), n, (yp, w.rows), (ctas, threads, smem), split, xsm)
     }
 
     /// `y = W x` for one token on device addresses (the model runner's sub-vectors: a head
@@ -448,12 +448,12 @@ impl Matvec {
             let (ctas, split) = self.quant_plan(f, w, v, smem)?;
             (ctas, QWARPS * 32, split, smem, xsm)
         };
-        self.launch(f, w, x, 1, y, (ctas, threads, smem), split, xsm)
+        self.launch(f, w, (x, w.cols), 1, (y, w.rows), (ctas, threads, smem), split, xsm)
     }
 
     /// CTAs and split of a quantized launch (see [`Variant`]), after checking its shared
     /// memory.
-    fn quant_plan(
+    pub(super) fn quant_plan(
         &self,
         f: &CudaFunction,
         w: &DeviceMatrix,
@@ -498,15 +498,15 @@ impl Matvec {
         Ok((ctas.max(1), split))
     }
 
-    /// Queues one kernel with the MV_ARGS argument list.
+    /// Queues one kernel with the MV_ARGS argument list (strides in elements).
     #[allow(clippy::too_many_arguments)]
-    fn launch(
+    pub(super) fn launch(
         &self,
         f: &CudaFunction,
         w: &DeviceMatrix,
-        x: u64,
+        (x, x_stride): (u64, usize),
         n: usize,
-        y: u64,
+        (y, y_stride): (u64, usize),
         (ctas, threads, smem): (usize, usize, usize),
         split: usize,
         xsm: bool,
@@ -519,7 +519,7 @@ impl Matvec {
         let weights = w.buf.cuda_slice().slice(w.offset..w.offset + w.num_bytes());
         let row_bytes = w.row_bytes() as i64;
         let (rows, cols) = (w.rows as i32, w.cols as i32);
-        let (x_stride, y_stride) = (w.cols as i64, w.rows as i64);
+        let (x_stride, y_stride) = (x_stride as i64, y_stride as i64);
         let n = n as i32;
         let split = split as i32;
         let xsm = xsm as i32;
@@ -599,9 +599,9 @@ impl Matvec {
         self.launch(
             f,
             w,
-            ap,
+            (ap, w.cols),
             1,
-            yp,
+            (yp, w.rows),
             (ctas, QWARPS * 32, smem),
             split,
             false,

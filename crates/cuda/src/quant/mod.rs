@@ -2,5 +2,6 @@
 //! weights kept byte-identical to the file.
 
 pub mod matvec;
+mod raw;
 
 pub use matvec::{DeviceMatrix, Matvec, MAX_BATCH};

@@ -2,6 +2,8 @@
 //! there, seeded random GGUF matrices, and the CPU comparison.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use std::path::PathBuf;
 
 use dsv4_cuda::{CudaError, Gpu};

@@ -1,0 +1,159 @@
+//! The attention sublayer of one chunk: the projections of every token at once, then, token
+//! by token in order, the steps that read what earlier tokens left in the state (raw-window
+//! push, compressors, indexer, attention), then the output projection of every token.
+//!
+//! The raw window is a ring of `sliding_window` rows and a chunk may be longer than the
+//! window (the test model's is 8), so each token's KV row enters the ring just before its own
+//! attention, never earlier.
+
+use super::forward::{Pass, BLOCK};
+use super::state::{comp_rows, Frontier, GpuState};
+use super::weights::Layer;
+use super::{Arg, GpuModel};
+use crate::error::Result;
+use dsv4_model::config::LayerKind;
+use Arg::{F, I, L, P};
+
+impl GpuModel {
+    /// Pushes one token's compressor inputs; writes the pooled row to `row` when `pos` ends a
+    /// window.
+    #[allow(clippy::too_many_arguments)]
+    fn comp_push(&self, f: &Frontier, kv: u64, sc: u64, ape: u64, kind: LayerKind, width: usize, pos: u64, row: u64, norm: u64, freqs: u64) -> Result<()> {
+        let n_pairs = self.cfg.rope_dim / 2;
+        let args = [
+            P(self.ptr(&f.kv)),
+            P(self.ptr(&f.score)),
+            P(kv),
+            P(sc),
+            P(ape),
+            I(kind.ratio() as i32),
+            I(width as i32),
+            I((kind == LayerKind::Csa) as i32),
+            L(pos as i64),
+            P(row),
+            P(norm),
+            F(self.cfg.rms_eps),
+            P(freqs),
+            I(n_pairs as i32),
+        ];
+        self.launch("comp_push", (1, 1), BLOCK, 0, &args)
+    }
+
+    pub(super) fn attention(&self, st: &GpuState, il: usize, p: &Pass) -> Result<()> {
+        let c = &self.cfg;
+        let lw: &Layer = &self.layers[il];
+        let ls = &st.layers[il];
+        let s = &st.s;
+        let (n, pos0, num) = (p.n(), p.pos0, p.num);
+        let (e, d, nh, n_pairs, ql) = (c.n_embd, c.head_dim, c.n_head, c.rope_dim / 2, c.q_lora_rank);
+        let (hce, ms) = (c.hc_count * c.n_embd, c.hc_mix().max(c.hc_count));
+        let sp = self.ptr(&st.streams);
+        let (x, qr, q, mix, m, kv) = (self.ptr(&s.x), self.ptr(&s.qr), self.ptr(&s.q), self.ptr(&s.mix), self.ptr(&s.m), self.ptr(&s.kv));
+        let freqs = self.ptr(&lw.freqs);
+        let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
+
+        // Every token's projections.
+        self.mm(st, num, &lw.hc_attn.proj, sp, hce, n, m, ms)?;
+        self.hc_pre(&lw.hc_attn, sp, m, &lw.attn_norm, x, mix, false, n)?;
+        self.mm(st, num, &lw.q_a, x, e, n, qr, ql)?;
+        self.norm_rope(qr, qr, self.ptr(&lw.q_a_norm), 1, ql, true, 0, 0, pos0, n, ql)?;
+        self.mm(st, num, &lw.q_b, qr, ql, n, q, nh * d)?;
+        self.norm_rope(q, q, 0, nh, d, true, freqs, n_pairs, pos0, n, nh * d)?;
+        self.mm(st, num, &lw.kv, x, e, n, kv, d)?;
+        let width = lw.kind.compressor_lanes() * d;
+        let (ckv, csc) = (self.ptr(&s.ckv), self.ptr(&s.csc));
+        if let Some(cw) = &lw.comp {
+            self.mm(st, num, &cw.kv, x, e, n, ckv, width)?;
+            self.mm(st, num, &cw.gate, x, e, n, csc, width)?;
+        }
+        let ratio = lw.kind.ratio() as u64;
+        let (id, ih) = (c.indexer_head_dim, c.indexer_heads);
+        let iwidth = lw.kind.compressor_lanes() * id;
+        let (ikv, isc, iq, iwp) = (self.ptr(&s.ikv), self.ptr(&s.isc), self.ptr(&s.iq), self.ptr(&s.iw));
+        // The indexer scores once some token of the chunk sees more rows than it keeps.
+        let last_rows = (pos0 + n as u64).checked_div(ratio).unwrap_or(0) as usize;
+        let scoring = lw.indexer.is_some() && last_rows > c.indexer_top_k;
+        if let Some(iw) = &lw.indexer {
+            self.mm(st, num, &iw.comp.kv, x, e, n, ikv, iwidth)?;
+            self.mm(st, num, &iw.comp.gate, x, e, n, isc, iwidth)?;
+            if scoring {
+                self.mm(st, num, &iw.q_b, qr, ql, n, iq, ih * id)?;
+                self.norm_rope(iq, iq, 0, ih, id, false, freqs, n_pairs, pos0, n, ih * id)?;
+                if p.official() {
+                    self.index_round(iq, n * ih)?;
+                }
+                self.mm(st, num, &iw.proj, x, e, n, iwp, ih)?;
+            }
+        }
+
+        let window = c.sliding_window;
+        let o = self.ptr(&s.o);
+        for t in 0..n {
+            let pos = pos0 + t as u64;
+            // This token's KV row enters the ring.
+            let slot = self.ptr(&ls.raw) + ((pos % window as u64) as usize * d * 4) as u64;
+            self.norm_rope(f4(kv, t * d), slot, self.ptr(&lw.kv_norm), 1, d, true, freqs, n_pairs, pos, 1, d)?;
+            if p.official() {
+                self.kv_round(slot)?;
+            }
+            // Compressors: a row emitted by this token is visible to it.
+            let n_comp = (pos + 1).checked_div(ratio).unwrap_or(0) as usize;
+            let emits = ratio != 0 && pos % ratio == ratio - 1;
+            if let (Some(cw), Some((rows, f))) = (&lw.comp, &ls.comp) {
+                let row = if emits { self.ptr(rows) + ((n_comp - 1) * d * 4) as u64 } else { 0 };
+                self.comp_push(f, f4(ckv, t * width), f4(csc, t * width), self.ptr(&cw.ape), lw.kind, width, pos, row, self.ptr(&cw.norm), freqs)?;
+                if emits && p.official() {
+                    self.kv_round(row)?;
+                }
+            }
+            let mut mask = 0u64;
+            if let (Some(iw), Some((rows, f))) = (&lw.indexer, &ls.index) {
+                let row = if emits { self.ptr(rows) + ((n_comp - 1) * id * 4) as u64 } else { 0 };
+                self.comp_push(f, f4(ikv, t * iwidth), f4(isc, t * iwidth), self.ptr(&iw.comp.ape), lw.kind, iwidth, pos, row, self.ptr(&iw.comp.norm), freqs)?;
+                if emits && p.official() {
+                    self.index_round(row, 1)?;
+                }
+                if n_comp > c.indexer_top_k {
+                    let score = self.ptr(&s.iscore);
+                    let scale = 1.0 / ((id * ih) as f32).sqrt();
+                    let args = [P(f4(iq, t * ih * id)), P(f4(iwp, t * ih)), F(scale), P(self.ptr(rows)), I(n_comp as i32), I(ih as i32), I(id as i32), P(score)];
+                    self.launch("index_scores", ((n_comp * 32).div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
+                    mask = self.ptr(&s.mask);
+                    let args = [P(score), I(n_comp as i32), I(c.indexer_top_k as i32), P(mask)];
+                    self.launch("topk_mask", (n_comp.div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
+                }
+            }
+            debug_assert!(n_comp <= comp_rows(lw.kind, st.capacity));
+
+            let n_raw = (pos + 1).min(window as u64) as usize;
+            let comp = ls.comp.as_ref().map_or(0, |(rows, _)| self.ptr(rows));
+            let args = [
+                P(f4(q, t * nh * d)),
+                P(self.ptr(&ls.raw)),
+                I(window as i32),
+                L(pos as i64),
+                I(n_raw as i32),
+                P(comp),
+                I(n_comp as i32),
+                P(mask),
+                P(self.ptr(&lw.sinks)),
+                P(self.ptr(&s.att)),
+                P(f4(o, t * nh * d)),
+                I(d as i32),
+                P(freqs),
+                I(n_pairs as i32),
+            ];
+            self.launch("attend", (nh, 1), BLOCK, d * 4, &args)?;
+        }
+
+        // Grouped low-rank output: each group of heads through its own slice of out_a.
+        let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
+        let z = self.ptr(&s.z);
+        for (g, wa) in lw.out_a.iter().enumerate() {
+            self.mm(st, num, wa, f4(o, g * g_in), nh * d, n, f4(z, g * r), groups * r)?;
+        }
+        let y = self.ptr(&s.y);
+        self.mm(st, num, &lw.out_b, z, groups * r, n, y, e)?;
+        self.hc_post(sp, y, mix, n)
+    }
+}

@@ -1,0 +1,112 @@
+//! The MoE sublayer of one chunk: routing on the GPU, then each chosen expert once for all
+//! the chunk's tokens it serves (their inputs gathered into consecutive rows, its outputs
+//! scattered back to their tokens' parts), the shared expert over the whole chunk, and each
+//! token's sum of its parts in selection order (the CPU's order, so chunking never changes
+//! which values are added, only the matvec's rounding).
+
+use super::forward::{Pass, BLOCK};
+use super::state::{GpuState, CHUNK};
+use super::weights::{Layer, Route};
+use super::{Arg, GpuModel};
+use crate::error::{CudaError, Result};
+use Arg::{F, I, P};
+
+impl GpuModel {
+    /// The experts of each token of the chunk (`n × used`, selection order).
+    fn chosen(&self, st: &GpuState, lw: &Layer, p: &Pass) -> Result<Vec<usize>> {
+        let c = &self.cfg;
+        let (n, used) = (p.n(), c.n_expert_used);
+        match &lw.route {
+            Route::Hash { host, .. } => Ok(p.toks.iter().flat_map(|&t| host[t as usize * used..(t as usize + 1) * used].iter().map(|&x| x as usize)).collect()),
+            Route::Scored { .. } => {
+                let mut ids = vec![0i32; n * used];
+                self.stream.memcpy_dtoh(&st.s.sel.cuda_slice().slice(..n * used), &mut ids)?;
+                self.stream.synchronize()?;
+                ids.iter()
+                    .map(|&x| usize::try_from(x).ok().filter(|&x| x < c.n_expert))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| CudaError::Shape(format!("routing chose experts {ids:?}")))
+            }
+        }
+    }
+
+    pub(super) fn ffn(&self, st: &mut GpuState, il: usize, p: &Pass) -> Result<()> {
+        let c = &self.cfg;
+        let lw: &Layer = &self.layers[il];
+        let (n, num) = (p.n(), p.num);
+        let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
+        let (hce, ms) = (c.hc_count * e, c.hc_mix().max(c.hc_count));
+        let sp = self.ptr(&st.streams);
+        let s = &st.s;
+        let (x, mix, m) = (self.ptr(&s.x), self.ptr(&s.mix), self.ptr(&s.m));
+        let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
+        self.mm(st, num, &lw.hc_ffn.proj, sp, hce, n, m, ms)?;
+        self.hc_pre(&lw.hc_ffn, sp, m, &lw.ffn_norm, x, mix, false, n)?;
+
+        let (rlog, sel, wts) = (self.ptr(&s.rlog), self.ptr(&s.sel), self.ptr(&s.wts));
+        self.mm(st, num, &lw.gate_inp, x, e, n, rlog, c.n_expert)?;
+        let (bias, table) = match &lw.route {
+            Route::Hash { dev, .. } => (0, self.ptr(dev)),
+            Route::Scored { bias } => (self.ptr(bias), 0),
+        };
+        let toks = self.ptr(&s.toks);
+        let args = [P(rlog), I(c.n_expert as i32), I(used as i32), P(bias), P(table), P(toks), F(c.expert_weights_scale), P(sel), P(wts)];
+        self.launch("route", (n, 1), BLOCK, 0, &args)?;
+        let experts = self.chosen(st, lw, p)?;
+
+        // Which (token, pick) each expert serves, in token order.
+        let mut users: Vec<Vec<(usize, usize)>> = vec![Vec::new(); c.n_expert];
+        for (i, &xid) in experts.iter().enumerate() {
+            users[xid].push((i / used, i % used));
+        }
+        // Experts serving several tokens gather and scatter through index lists, uploaded
+        // once per layer: token rows, then route-weight slots, then part slots.
+        let shared: Vec<&(usize, usize)> = users.iter().filter(|u| u.len() > 1).flatten().collect();
+        let total = shared.len();
+        if total > 0 {
+            let mut idx: Vec<i32> = shared.iter().map(|&&(t, _)| t as i32).collect();
+            idx.extend(shared.iter().map(|&&(t, k)| (t * used + k) as i32));
+            idx.extend(shared.iter().map(|&&(t, k)| (k * CHUNK + t) as i32));
+            self.stream.memcpy_htod(&idx, &mut st.s.idx.cuda_slice_mut().slice_mut(..3 * total))?;
+        }
+        let s = &st.s;
+        let (g, u, h, parts, xg, dn, idx) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts), self.ptr(&s.xg), self.ptr(&s.dn), self.ptr(&s.idx));
+        let clamp = lw.clamp;
+        let glu = |rows: usize, wk: u64, widx: u64| {
+            self.launch("swiglu", (ffn.div_ceil(BLOCK), rows), BLOCK, 0, &[P(g), P(u), P(h), I(ffn as i32), F(clamp), P(wk), P(widx)])
+        };
+        let mut off = 0;
+        for (xid, us) in users.iter().enumerate() {
+            match us.len() {
+                0 => {}
+                1 => {
+                    // One token: straight from its input to its part.
+                    let (t, k) = us[0];
+                    let xt = f4(x, t * e);
+                    self.mm(st, num, &lw.gate[xid], xt, e, 1, g, ffn)?;
+                    self.mm(st, num, &lw.up[xid], xt, e, 1, u, ffn)?;
+                    // The route weight scales the SwiGLU output, before the down projection.
+                    glu(1, f4(wts, t * used + k), 0)?;
+                    self.mm(st, num, &lw.down[xid], h, ffn, 1, f4(parts, (k * CHUNK + t) * e), e)?;
+                }
+                cnt => {
+                    let grid = (e.div_ceil(BLOCK), cnt);
+                    self.launch("gather_rows", grid, BLOCK, 0, &[P(x), P(f4(idx, off)), I(e as i32), P(xg)])?;
+                    self.mm(st, num, &lw.gate[xid], xg, e, cnt, g, ffn)?;
+                    self.mm(st, num, &lw.up[xid], xg, e, cnt, u, ffn)?;
+                    glu(cnt, wts, f4(idx, total + off))?;
+                    self.mm(st, num, &lw.down[xid], h, ffn, cnt, dn, e)?;
+                    self.launch("scatter_rows", grid, BLOCK, 0, &[P(dn), P(f4(idx, 2 * total + off)), I(e as i32), P(parts)])?;
+                    off += cnt;
+                }
+            }
+        }
+        self.mm(st, num, &lw.gate_sh, x, e, n, g, ffn)?;
+        self.mm(st, num, &lw.up_sh, x, e, n, u, ffn)?;
+        glu(n, 0, 0)?;
+        self.mm(st, num, &lw.down_sh, h, ffn, n, f4(parts, used * CHUNK * e), e)?;
+        let y = self.ptr(&s.y);
+        self.launch("sum_parts", (e.div_ceil(BLOCK), n), BLOCK, 0, &[P(parts), I(used as i32 + 1), I(e as i32), I(CHUNK as i32), P(y)])?;
+        self.hc_post(sp, y, mix, n)
+    }
+}
