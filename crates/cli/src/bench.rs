@@ -25,6 +25,8 @@ pub struct Args {
     chunk: usize,
     #[arg(long)]
     plain_numerics: bool,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -46,36 +48,42 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         Some(GgmlType::Q4_K) => "q4",
         _ => "other",
     };
-    let model = Model::from_file(file)?;
+    let model = Arc::new(Model::from_file(file)?);
+    let n_layer = model.cfg.n_layer;
+    let runner = a.device.runner(model, need + 1)?;
+    let err = anyhow::Error::msg;
     let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };
-    let machine = cpu_name();
+    let (machine, backend) = match runner.device() {
+        dsv4_engine::Device::Cpu => (cpu_name(), "cpu".to_owned()),
+        dsv4_engine::Device::Cuda(_) => (runner.describe().split_once(' ').map(|(_, n)| n.replace(',', " ")).unwrap_or_default(), "cuda".to_owned()),
+    };
     let date = crate::today();
     println!("date,machine,backend,threads,model,quant,layers,numerics,frontier,prefill_tokens,prefill_tps,decode_tokens,decode_tps");
-    let mut state = model.new_state();
+    let mut state = runner.new_state().map_err(err)?;
     let mut done = 0;
     for &frontier in &a.frontiers {
         let t = Instant::now();
         let mut last = Vec::new();
         while done < frontier {
             let end = (done + a.chunk).min(frontier);
-            last = model.forward(&mut state, &ids[done..end], false, numerics)?.pop().unwrap();
+            last = runner.forward(&mut state, &ids[done..end], numerics).map_err(err)?;
             done = end;
         }
         let prefill_s = t.elapsed().as_secs_f64();
         // Decode from a copy so the next interval continues from the frontier itself.
-        let mut st = state.clone();
+        let mut st = runner.copy(&state).map_err(err)?;
         let t = Instant::now();
         let mut logits = last;
         for _ in 0..a.decode {
             let next = dsv4_engine::sampler::argmax(&logits);
-            logits = model.forward(&mut st, &[next], false, numerics)?.pop().unwrap();
+            logits = runner.forward(&mut st, &[next], numerics).map_err(err)?;
         }
         let decode_s = t.elapsed().as_secs_f64();
         let prev = a.frontiers.iter().rev().find(|&&f| f < frontier).copied().unwrap_or(0);
         println!(
-            "{date},{machine},cpu,{},{name},{quant},{},{},{frontier},{},{:.2},{},{:.3}",
+            "{date},{machine},{backend},{},{name},{quant},{},{},{frontier},{},{:.2},{},{:.3}",
             rayon::current_num_threads(),
-            model.cfg.n_layer,
+            n_layer,
             if a.plain_numerics { "plain" } else { "official" },
             frontier - prev,
             (frontier - prev) as f64 / prefill_s,

@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod demo;
+mod device;
 mod download;
 mod inspect;
 mod kv;

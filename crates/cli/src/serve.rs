@@ -17,6 +17,8 @@ use std::time::Duration;
 pub struct Args {
     #[command(flatten)]
     pub source: crate::demo::ModelSource,
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8000)]
@@ -116,7 +118,8 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
         None => None,
     };
     let opts = EngineOptions { ctx: a.ctx, numerics, loop_guard: !a.no_loop_guard, sessions: a.sessions.max(1), prefill_chunk: 512 };
-    let backend = ModelBackend::new(model, tok.clone(), opts, disk, Box::new(|line| eprintln!("dsv4 serve: {line}")));
+    let runner = a.device.runner(model, a.ctx)?;
+    let backend = ModelBackend::new(runner, tok.clone(), opts, disk, Box::new(|line| eprintln!("dsv4 serve: {line}")));
     Ok(Loaded { backend: Box::new(backend), tokenizer: tok })
 }
 

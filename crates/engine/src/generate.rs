@@ -10,7 +10,8 @@ use crate::disk::DiskCache;
 use crate::loop_guard::LoopGuard;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::stop::StopMatcher;
-use dsv4_model::{Checkpoint, ForwardError, Model, Numerics, SessionState};
+use crate::runner::{Runner, State};
+use dsv4_model::{Checkpoint, Numerics};
 use dsv4_tokenizer::{IncrementalDecoder, Tokenizer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,8 +55,9 @@ pub enum Finish {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {
+    /// The model failed to run (device errors, a state from another device).
     #[error("{0}")]
-    Forward(#[from] ForwardError),
+    Model(String),
     #[error("invalid sampling parameters: {0}")]
     Params(String),
     #[error("the prompt has {prompt} tokens but the context holds {ctx}")]
@@ -65,9 +67,9 @@ pub enum GenError {
 }
 
 /// A model state together with the tokens it has consumed, and checkpoints to rewind to.
-#[derive(Clone)]
 pub struct Session {
-    pub state: SessionState,
+    /// `None` until the first token (and after a reset): no device memory is held then.
+    state: Option<State>,
     pub tokens: Vec<u32>,
     /// Logits after the last consumed token, when known.
     last_logits: Option<Vec<f32>>,
@@ -83,9 +85,37 @@ pub const CHECKPOINT_INTERVAL: usize = 1024;
 /// Checkpoints kept per session, newest first to survive (a Flash checkpoint is ~20 MB).
 pub const MAX_CHECKPOINTS: usize = 16;
 
+impl Default for Session {
+    fn default() -> Session {
+        Session::new()
+    }
+}
+
 impl Session {
-    pub fn new(model: &Model) -> Session {
-        Session { state: model.new_state(), tokens: Vec::new(), last_logits: None, checkpoints: Vec::new(), disk: None }
+    pub fn new() -> Session {
+        Session { state: None, tokens: Vec::new(), last_logits: None, checkpoints: Vec::new(), disk: None }
+    }
+
+    fn state_mut(&mut self, runner: &Runner) -> Result<&mut State, GenError> {
+        if self.state.is_none() {
+            self.state = Some(runner.new_state().map_err(GenError::Model)?);
+        }
+        Ok(self.state.as_mut().expect("just set"))
+    }
+
+    /// An independent copy (a side conversation sharing this one's prefix). A copy the device
+    /// cannot make starts empty.
+    pub fn fork(&self, runner: &Runner) -> Session {
+        match self.state.as_ref().map(|s| runner.copy(s)) {
+            Some(Ok(state)) => Session {
+                state: Some(state),
+                tokens: self.tokens.clone(),
+                last_logits: self.last_logits.clone(),
+                checkpoints: self.checkpoints.clone(),
+                disk: self.disk.clone(),
+            },
+            _ => Session { disk: self.disk.clone(), ..Session::new() },
+        }
     }
 
     /// Restores from and saves to this disk cache from now on.
@@ -93,11 +123,12 @@ impl Session {
         self.disk = Some(disk);
     }
 
-    fn take_checkpoint(&mut self) {
+    fn take_checkpoint(&mut self, runner: &Runner) {
         if self.checkpoints.last().is_some_and(|c| c.pos as usize == self.tokens.len()) {
             return;
         }
-        self.checkpoints.push(self.state.checkpoint());
+        let Some(Ok(c)) = self.state.as_ref().map(|s| runner.checkpoint(s)) else { return };
+        self.checkpoints.push(c);
         if self.checkpoints.len() > MAX_CHECKPOINTS {
             self.checkpoints.remove(0);
         }
@@ -105,16 +136,20 @@ impl Session {
 
     /// Goes back to the latest checkpoint at or before `pos`; returns the position reached
     /// (0 when no checkpoint helps and the session starts over).
-    pub fn rewind(&mut self, model: &Model, pos: usize) -> usize {
+    pub fn rewind(&mut self, runner: &Runner, pos: usize) -> usize {
         self.last_logits = None;
         self.checkpoints.retain(|c| c.pos as usize <= pos);
-        match self.checkpoints.last() {
-            Some(c) if self.state.restore(c).is_ok() => {
-                self.tokens.truncate(c.pos as usize);
-                self.tokens.len()
+        let restored = match (self.checkpoints.last(), self.state.as_mut()) {
+            (Some(c), Some(st)) => runner.restore(st, c).is_ok().then_some(c.pos as usize),
+            _ => None,
+        };
+        match restored {
+            Some(p) => {
+                self.tokens.truncate(p);
+                p
             }
-            _ => {
-                self.reset(model);
+            None => {
+                self.reset();
                 0
             }
         }
@@ -127,16 +162,17 @@ impl Session {
 
     /// Saves the whole state to the attached disk cache (eviction, shutdown); returns the
     /// tokens written (0 when there is no cache, the session is short, or it is stored).
-    pub fn save_to_disk(&self, model: &Model) -> usize {
-        match &self.disk {
-            Some(d) => d.save(model, &self.state, &self.tokens),
-            None => 0,
+    pub fn save_to_disk(&self, runner: &Runner) -> usize {
+        match (&self.disk, &self.state) {
+            (Some(d), Some(st)) => runner.to_host(st).map(|h| d.save(runner.model(), &h, &self.tokens)).unwrap_or(0),
+            _ => 0,
         }
     }
 
-    pub fn reset(&mut self, model: &Model) {
+    /// Forgets everything but the disk cache (and frees the device state).
+    pub fn reset(&mut self) {
         let disk = self.disk.take();
-        *self = Session::new(model);
+        *self = Session::new();
         self.disk = disk;
     }
 }
@@ -165,7 +201,7 @@ pub struct PrefillStats {
 }
 
 pub struct Generation<'a> {
-    model: &'a Model,
+    runner: &'a Runner,
     session: &'a mut Session,
     sampler: Sampler,
     stop: StopMatcher,
@@ -184,7 +220,7 @@ impl<'a> Generation<'a> {
     /// the session holds; starting over otherwise) and readies the first sample.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        model: &'a Model,
+        runner: &'a Runner,
         tok: &'a Tokenizer,
         session: &'a mut Session,
         prompt: &[u32],
@@ -202,14 +238,15 @@ impl<'a> Generation<'a> {
         // A prompt that diverges from (or ends inside) what the session holds rewinds it; the
         // last prompt token is always recomputed so its logits are at hand.
         if common < session.tokens.len() || (common == prompt.len() && session.last_logits.is_none()) {
-            common = session.rewind(model, common.min(prompt.len() - 1));
+            common = session.rewind(runner, common.min(prompt.len() - 1));
         }
         let mut from_disk = 0;
         if let Some(disk) = session.disk.clone() {
-            if let Some((state, tokens)) = disk.restore(model, prompt, common) {
+            let restored = disk.restore(runner.model(), prompt, common).and_then(|(host, tokens)| Some((runner.from_host(host).ok()?, tokens)));
+            if let Some((state, tokens)) = restored {
                 from_disk = tokens.len();
                 common = tokens.len();
-                session.state = state;
+                session.state = Some(state);
                 session.tokens = tokens;
                 session.checkpoints.clear();
                 session.last_logits = None;
@@ -233,23 +270,21 @@ impl<'a> Generation<'a> {
             let before_last = (todo.len() - 1).checked_sub(done).filter(|&k| k > 0).unwrap_or(usize::MAX);
             let n = params.prefill_chunk.max(1).min(to_boundary).min(before_last).min(todo.len() - done);
             let chunk = &todo[done..done + n];
-            logits = model.forward(&mut session.state, chunk, false, params.numerics)?.pop();
+            logits = Some(runner.forward(session.state_mut(runner)?, chunk, params.numerics).map_err(GenError::Model)?);
             session.tokens.extend_from_slice(chunk);
             done += n;
             if session.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) || done == todo.len() - 1 {
-                session.take_checkpoint();
+                session.take_checkpoint(runner);
             }
-            if let Some(disk) = &session.disk {
-                if done == todo.len() - 1 || disk.is_save_point(session.tokens.len()) {
-                    saved_to_disk = saved_to_disk.max(disk.save(model, &session.state, &session.tokens));
-                }
+            if session.disk.as_ref().is_some_and(|d| done == todo.len() - 1 || d.is_save_point(session.tokens.len())) {
+                saved_to_disk = saved_to_disk.max(session.save_to_disk(runner));
             }
             progress(done, todo.len());
         }
         let prefill =
             PrefillStats { reused, from_disk, prefilled: todo.len(), saved_to_disk, seconds: t0.elapsed().as_secs_f64() };
         Ok(Generation {
-            model,
+            runner,
             sampler: Sampler::new(params.sampling.clone()),
             stop: StopMatcher::new(&params.stop),
             decoder: tok.incremental_decoder(),
@@ -282,15 +317,14 @@ impl<'a> Generation<'a> {
             self.session.last_logits = None;
             return Ok(self.end(Some(t), Vec::new(), Finish::Eos));
         }
-        self.logits = self.model.forward(&mut self.session.state, &[t], false, self.params.numerics)?.pop().unwrap();
+        let state = self.session.state_mut(self.runner)?;
+        self.logits = self.runner.forward(state, &[t], self.params.numerics).map_err(GenError::Model)?;
         self.session.tokens.push(t);
         if self.session.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) {
-            self.session.take_checkpoint();
+            self.session.take_checkpoint(self.runner);
         }
-        if let Some(disk) = &self.session.disk {
-            if disk.is_save_point(self.session.tokens.len()) {
-                disk.save(self.model, &self.session.state, &self.session.tokens);
-            }
+        if self.session.disk.as_ref().is_some_and(|d| d.is_save_point(self.session.tokens.len())) {
+            self.session.save_to_disk(self.runner);
         }
         self.generated.push(t);
         let text = self.decoder.push(t);
@@ -318,7 +352,7 @@ impl<'a> Generation<'a> {
     fn end(&mut self, token: Option<u32>, mut emit: Vec<u8>, finish: Finish) -> Step {
         self.finished = true;
         // The end of an answer is where the next turn's prompt will diverge if it is edited.
-        self.session.take_checkpoint();
+        self.session.take_checkpoint(self.runner);
         if finish != Finish::Stop {
             let tail = self.decoder.finish();
             emit.extend(self.stop.push(tail.as_bytes()).emit);

@@ -6,6 +6,7 @@ pub mod generate;
 pub mod loop_guard;
 pub mod plan;
 pub mod pool;
+pub mod runner;
 pub mod sampler;
 pub mod stop;
 
@@ -14,5 +15,6 @@ pub use generate::{Finish, GenError, Generation, GenerationParams, PrefillStats,
 pub use loop_guard::LoopGuard;
 pub use plan::MemoryPlan;
 pub use pool::{Placement, SessionPool};
+pub use runner::{Device, Runner, State};
 pub use sampler::{Sampler, SamplingParams};
 pub use stop::StopMatcher;

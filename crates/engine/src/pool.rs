@@ -9,7 +9,7 @@
 //! that session in place; anything else replaces the least recently used session.
 
 use crate::generate::Session;
-use dsv4_model::Model;
+use crate::runner::Runner;
 
 /// Rewinding a session by at most this many tokens, or an eighth of it when longer, is
 /// cheaper than keeping its tail: regenerating an answer loses the answer, nothing else.
@@ -71,7 +71,7 @@ impl SessionPool {
     /// cache attached); an evicted session is first saved to disk when it has one.
     pub fn acquire(
         &mut self,
-        model: &Model,
+        runner: &Runner,
         prompt: &[u32],
         new_session: &dyn Fn() -> Session,
     ) -> (&mut Session, Placement) {
@@ -98,16 +98,16 @@ impl SessionPool {
                 if in_place {
                     (i, Placement::Reused { common })
                 } else {
-                    let mut fork = self.slots[i].session.clone();
-                    let kept = fork.rewind(model, common);
+                    let mut fork = self.slots[i].session.fork(runner);
+                    let kept = fork.rewind(runner, common);
                     let placement = if kept > 0 { Placement::Forked { common: kept } } else { Placement::Fresh };
-                    let target = self.free_slot(model, Some(i));
+                    let target = self.free_slot(runner, Some(i));
                     self.put(target, fork);
                     (target, placement)
                 }
             }
             _ => {
-                let target = self.free_slot(model, None);
+                let target = self.free_slot(runner, None);
                 self.put(target, new_session());
                 (target, Placement::Fresh)
             }
@@ -117,13 +117,13 @@ impl SessionPool {
     }
 
     /// Saves every resident session to its disk cache (shutdown); returns tokens written.
-    pub fn save_all(&self, model: &Model) -> usize {
-        self.slots.iter().map(|s| s.session.save_to_disk(model)).sum()
+    pub fn save_all(&self, runner: &Runner) -> usize {
+        self.slots.iter().map(|s| s.session.save_to_disk(runner)).sum()
     }
 
     /// Index of a slot to fill: a new one while under capacity, else the least recently
     /// used one other than `keep` (saved to disk before it goes).
-    fn free_slot(&mut self, model: &Model, keep: Option<usize>) -> usize {
+    fn free_slot(&mut self, runner: &Runner, keep: Option<usize>) -> usize {
         if self.slots.len() < self.capacity {
             return self.slots.len();
         }
@@ -131,7 +131,7 @@ impl SessionPool {
             .filter(|&i| Some(i) != keep)
             .min_by_key(|&i| self.slots[i].last_used)
             .unwrap_or(0);
-        self.slots[victim].session.save_to_disk(model);
+        self.slots[victim].session.save_to_disk(runner);
         victim
     }
 

@@ -1,20 +1,20 @@
 //! The generation loop on the tiny synthetic model.
 
-use dsv4_engine::{Finish, Generation, GenerationParams, SamplingParams, Session};
+use dsv4_engine::{Finish, Generation, GenerationParams, Runner, SamplingParams, Session};
 use dsv4_model::{Model, Numerics};
 use dsv4_synth::{Preset, SynthSpec};
 use dsv4_tokenizer::Tokenizer;
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
-fn model() -> &'static (Model, Tokenizer) {
+fn model() -> &'static (Runner, Tokenizer) {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static M: OnceLock<(Model, Tokenizer)> = OnceLock::new();
+    static M: OnceLock<(Runner, Tokenizer)> = OnceLock::new();
     M.get_or_init(|| {
         let path = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join("tiny.gguf");
         let spec = SynthSpec { preset: Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 11 };
         dsv4_synth::write_model(&path, &spec).unwrap();
-        (Model::load(&path).unwrap(), Tokenizer::bundled().unwrap())
+        (Runner::cpu(std::sync::Arc::new(Model::load(&path).unwrap())), Tokenizer::bundled().unwrap())
     })
 }
 
@@ -51,24 +51,24 @@ fn generate(session: &mut Session, p: &[u32], gp: GenerationParams) -> (Vec<u32>
 fn greedy_generation_is_the_argmax_chain() {
     let (m, tok) = model();
     let p = prompt(tok, "Tell me about Lake Como.");
-    let (ids, text, finish, _) = generate(&mut Session::new(m), &p, params(12));
+    let (ids, text, finish, _) = generate(&mut Session::new(), &p, params(12));
     assert_eq!(finish, Finish::Length);
     assert_eq!(ids.len(), 12);
-    let mut st = m.new_state();
-    let mut logits = m.forward(&mut st, &p, false, Numerics::Official).unwrap().pop().unwrap();
+    let mut st = m.model().new_state();
+    let mut logits = m.model().forward(&mut st, &p, false, Numerics::Official).unwrap().pop().unwrap();
     for &want in &ids {
         let got = dsv4_engine::sampler::argmax(&logits);
         assert_eq!(got, want);
-        logits = m.forward(&mut st, &[got], false, Numerics::Official).unwrap().pop().unwrap();
+        logits = m.model().forward(&mut st, &[got], false, Numerics::Official).unwrap().pop().unwrap();
     }
     assert_eq!(text.as_bytes(), tok.decode(&ids).as_slice());
 }
 
 #[test]
 fn a_new_turn_only_prefills_its_own_tokens() {
-    let (m, tok) = model();
+    let (_, tok) = model();
     let first = prompt(tok, "First question?");
-    let mut live = Session::new(m);
+    let mut live = Session::new();
     let (ids1, _, _, reused) = generate(&mut live, &first, params(5));
     assert_eq!(reused, 0);
     let mut second = first.clone();
@@ -77,20 +77,20 @@ fn a_new_turn_only_prefills_its_own_tokens() {
     let held = live.tokens.len();
     let (ids2, _, _, reused) = generate(&mut live, &second, params(6));
     assert_eq!(reused, held, "the whole first turn is reused");
-    let (fresh, _, _, _) = generate(&mut Session::new(m), &second, params(6));
+    let (fresh, _, _, _) = generate(&mut Session::new(), &second, params(6));
     assert_eq!(ids2, fresh, "reusing the session changes nothing");
 }
 
 #[test]
 fn stop_strings_cut_the_text_and_finish() {
-    let (m, tok) = model();
+    let (_, tok) = model();
     let p = prompt(tok, "Count to ten.");
-    let (_, text, _, _) = generate(&mut Session::new(m), &p, params(24));
+    let (_, text, _, _) = generate(&mut Session::new(), &p, params(24));
     let chars: Vec<char> = text.chars().collect();
     assert!(chars.len() > 8, "{text:?}");
     let stop: String = chars[5..8].iter().collect();
     let before: String = text[..text.find(&stop).unwrap()].to_string();
-    let (_, cut, finish, _) = generate(&mut Session::new(m), &p, GenerationParams { stop: vec![stop], ..params(24) });
+    let (_, cut, finish, _) = generate(&mut Session::new(), &p, GenerationParams { stop: vec![stop], ..params(24) });
     assert_eq!(finish, Finish::Stop);
     assert_eq!(cut, before);
 }
@@ -103,15 +103,15 @@ fn seeded_sampling_is_reproducible_and_cancel_stops() {
         sampling: SamplingParams { temperature: 1.0, seed: Some(9), ..Default::default() },
         ..params(10)
     };
-    let a = generate(&mut Session::new(m), &p, sampled.clone());
-    let b = generate(&mut Session::new(m), &p, sampled);
+    let a = generate(&mut Session::new(), &p, sampled.clone());
+    let b = generate(&mut Session::new(), &p, sampled);
     assert_eq!(a.0, b.0);
 
     let cancel = AtomicBool::new(true);
-    let mut s = Session::new(m);
+    let mut s = Session::new();
     assert!(Generation::start(m, tok, &mut s, &p, params(4), CTX, &cancel, &mut |_, _| {}).is_err());
     let no = AtomicBool::new(false);
-    let mut s = Session::new(m);
+    let mut s = Session::new();
     let mut g = Generation::start(m, tok, &mut s, &p, params(4), CTX, &no, &mut |_, _| {}).unwrap();
     assert_eq!(g.next(false, &cancel).unwrap().finish, Some(Finish::Cancelled));
 }
@@ -121,7 +121,7 @@ fn prompts_that_do_not_fit_are_refused() {
     let (m, tok) = model();
     let p = prompt(tok, "x");
     let no = AtomicBool::new(false);
-    let mut s = Session::new(m);
+    let mut s = Session::new();
     assert!(Generation::start(m, tok, &mut s, &p, params(4), p.len(), &no, &mut |_, _| {}).is_err());
     assert!(Generation::start(m, tok, &mut s, &[], params(4), CTX, &no, &mut |_, _| {}).is_err());
     let bad = GenerationParams { sampling: SamplingParams { top_p: 2.0, ..Default::default() }, ..params(4) };
@@ -132,9 +132,9 @@ fn prompts_that_do_not_fit_are_refused() {
 /// diverge instead of prefilling everything again, and the result equals a fresh session's.
 #[test]
 fn edits_and_regenerations_rewind_the_live_session() {
-    let (m, tok) = model();
+    let (_, tok) = model();
     let first = prompt(tok, "Describe the river Adda in detail, please.");
-    let mut live = Session::new(m);
+    let mut live = Session::new();
     let (a, _, _, _) = generate(&mut live, &first, params(6));
     // Regenerate: the same prompt again reuses everything but its last token.
     let (b, _, _, reused) = generate(&mut live, &first, params(6));
@@ -144,7 +144,7 @@ fn edits_and_regenerations_rewind_the_live_session() {
     let edited = prompt(tok, "Describe the river Ticino in detail, please.");
     let shared = first.iter().zip(&edited).take_while(|(x, y)| x == y).count();
     let (c, _, _, reused) = generate(&mut live, &edited, params(6));
-    let (fresh, _, _, _) = generate(&mut Session::new(m), &edited, params(6));
+    let (fresh, _, _, _) = generate(&mut Session::new(), &edited, params(6));
     assert_eq!(c, fresh);
     assert!(reused <= shared);
 }
@@ -155,13 +155,13 @@ fn edits_and_regenerations_rewind_the_live_session() {
 fn disk_cache_restores_long_prefixes_across_sessions() {
     let (m, tok) = model();
     let dir = tempfile::tempdir().unwrap();
-    let open = || std::sync::Arc::new(dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m, Numerics::Official).unwrap());
+    let open = || std::sync::Arc::new(dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m.model(), Numerics::Official).unwrap());
     let long: String = (0..400).map(|i| format!("w{i} ")).collect();
     let first = prompt(tok, &long);
     assert!(first.len() > dsv4_engine::disk::MIN_SAVE_TOKENS);
     let no = AtomicBool::new(false);
 
-    let mut a = Session::new(m);
+    let mut a = Session::new();
     a.attach_disk(open());
     let g = Generation::start(m, tok, &mut a, &first, params(3), CTX, &no, &mut |_, _| {}).unwrap();
     assert_eq!(g.prefill.saved_to_disk, first.len() - 1);
@@ -170,16 +170,16 @@ fn disk_cache_restores_long_prefixes_across_sessions() {
 
     let mut second = first.clone();
     second.extend(tok.encode(" and then some more words"));
-    let mut b = Session::new(m);
+    let mut b = Session::new();
     b.attach_disk(open());
     let (ids, _, _, reused) = generate(&mut b, &second, params(5));
     assert_eq!(reused, first.len() - 1, "restored from disk");
-    let (cold, _, _, _) = generate(&mut Session::new(m), &second, params(5));
+    let (cold, _, _, _) = generate(&mut Session::new(), &second, params(5));
     assert_eq!(ids, cold, "a restored state continues exactly like a cold prefill");
 
     // Another numerics mode is another fingerprint: nothing to restore.
-    let plain = dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m, Numerics::Plain).unwrap();
-    assert!(plain.restore(m, &second, 0).is_none());
+    let plain = dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m.model(), Numerics::Plain).unwrap();
+    assert!(plain.restore(m.model(), &second, 0).is_none());
 }
 
 /// Long prefills and generations are saved at every save-interval boundary, and a session
@@ -188,11 +188,11 @@ fn disk_cache_restores_long_prefixes_across_sessions() {
 fn long_prefills_and_generations_save_at_aligned_intervals() {
     let (m, tok) = model();
     let dir = tempfile::tempdir().unwrap();
-    let disk = std::sync::Arc::new(dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m, Numerics::Official).unwrap().with_save_interval(1024));
+    let disk = std::sync::Arc::new(dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m.model(), Numerics::Official).unwrap().with_save_interval(1024));
     let long: String = (0..1100).map(|i| format!("v{i} ")).collect();
     let p = prompt(tok, &long);
     assert!(p.len() > 2100 && p.len() < 3000, "{}", p.len());
-    let mut a = Session::new(m);
+    let mut a = Session::new();
     a.attach_disk(disk.clone());
     // Generating past the next boundary saves there too.
     let n = 3072 - p.len() + 5;
@@ -205,11 +205,11 @@ fn long_prefills_and_generations_save_at_aligned_intervals() {
     // A fresh session for a prompt that shares only the first 2100 tokens restores 2048.
     let mut other = p[..2100].to_vec();
     other.extend(tok.encode(" a different ending"));
-    let mut b = Session::new(m);
+    let mut b = Session::new();
     b.attach_disk(disk);
     let (got, _, _, reused) = generate(&mut b, &other, params(4));
     assert_eq!(reused, 2048);
-    let (cold, _, _, _) = generate(&mut Session::new(m), &other, params(4));
+    let (cold, _, _, _) = generate(&mut Session::new(), &other, params(4));
     assert_eq!(got, cold);
 }
 
@@ -224,7 +224,7 @@ mod pool {
 
     fn run(pool: &mut SessionPool, p: &[u32], n: usize) -> (Vec<u32>, Placement, usize) {
         let (m, _) = model();
-        let (session, placement) = pool.acquire(m, p, &|| Session::new(m));
+        let (session, placement) = pool.acquire(m, p, &Session::new);
         let (ids, _, _, reused) = generate(session, p, params(n));
         (ids, placement, reused)
     }
@@ -253,7 +253,7 @@ mod pool {
 
     #[test]
     fn a_sub_agent_forks_the_shared_prefix_and_matches_a_fresh_run() {
-        let (m, tok) = model();
+        let (_, tok) = model();
         let mut pool = SessionPool::new(2);
         // Longer than a checkpoint interval, so the fork starts from a checkpoint inside it.
         let system = long_prompt(tok, "tools", 700);
@@ -267,7 +267,7 @@ mod pool {
         assert!(common <= system.len() && common > 0);
         assert_eq!(reused, common);
         // Bit-identical to computing the sub-agent prompt from scratch.
-        let (fresh, _, _, _) = generate(&mut Session::new(m), &sub, params(10));
+        let (fresh, _, _, _) = generate(&mut Session::new(), &sub, params(10));
         assert_eq!(ids, fresh);
         // The main conversation is still resident, untouched.
         assert_eq!(pool.len(), 2);

@@ -3,8 +3,8 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use dsv4_engine::{DiskCache, Finish, GenError, Generation, GenerationParams, LoopGuard, Session, SessionPool};
-use dsv4_model::{Model, Numerics};
+use dsv4_engine::{DiskCache, Finish, GenError, Generation, GenerationParams, LoopGuard, Runner, Session, SessionPool};
+use dsv4_model::Numerics;
 use dsv4_chat::EncodedPrompt;
 use dsv4_tokenizer::Tokenizer;
 
@@ -23,7 +23,7 @@ pub struct EngineOptions {
 }
 
 pub struct ModelBackend {
-    model: Arc<Model>,
+    runner: Runner,
     tok: Arc<Tokenizer>,
     opts: EngineOptions,
     pool: SessionPool,
@@ -34,22 +34,14 @@ pub struct ModelBackend {
 
 impl ModelBackend {
     pub fn new(
-        model: Arc<Model>,
+        runner: Runner,
         tok: Arc<Tokenizer>,
         opts: EngineOptions,
         disk: Option<Arc<DiskCache>>,
         log: Box<dyn FnMut(String) + Send>,
     ) -> ModelBackend {
         let pool = SessionPool::new(opts.sessions);
-        ModelBackend { model, tok, opts, pool, disk, log }
-    }
-
-    fn new_session(&self) -> Session {
-        let mut s = Session::new(&self.model);
-        if let Some(d) = &self.disk {
-            s.attach_disk(d.clone());
-        }
-        s
+        ModelBackend { runner, tok, opts, pool, disk, log }
     }
 
     /// The prompt as a resident session can continue it: the longest run of that session's
@@ -146,15 +138,23 @@ impl Backend for ModelBackend {
             numerics: self.opts.numerics,
             prefill_chunk: self.opts.prefill_chunk,
         };
-        let fresh = self.new_session();
+
         let any_resident = !self.pool.is_empty();
         let prompt = self.align(job);
         let prompt = prompt.as_deref().unwrap_or(&job.prompt);
         if prompt.len() >= self.opts.ctx {
             return Err(format!("the prompt has {} tokens but the context holds {}", prompt.len(), self.opts.ctx));
         }
-        let (session, _) = self.pool.acquire(&self.model, prompt, &|| fresh.clone());
-        let started = Generation::start(&self.model, &self.tok, session, prompt, params, self.opts.ctx, cancel, &mut |_, _| {});
+        let disk = self.disk.clone();
+        let new_session = move || {
+            let mut s = Session::new();
+            if let Some(d) = &disk {
+                s.attach_disk(d.clone());
+            }
+            s
+        };
+        let (session, _) = self.pool.acquire(&self.runner, prompt, &new_session);
+        let started = Generation::start(&self.runner, &self.tok, session, prompt, params, self.opts.ctx, cancel, &mut |_, _| {});
         let mut g = match started {
             Ok(g) => g,
             Err(GenError::Cancelled) => return Ok(End::Cancelled),
@@ -202,7 +202,7 @@ impl Backend for ModelBackend {
     }
 
     fn shutdown(&mut self) {
-        let saved = self.pool.save_all(&self.model);
+        let saved = self.pool.save_all(&self.runner);
         if saved > 0 {
             (self.log)(format!("kv cache: saved {saved} tokens of resident sessions at shutdown"));
         }

@@ -43,8 +43,8 @@ pub fn dump_logprobs(l: &Loaded, a: &Args, mode: ThinkingMode, text: &str, out: 
     let prompt = l.encoder.encode(&conv, mode)?;
     trace.prompt(&prompt.prompt, prompt.token_ids.len());
     let numerics = a.numerics();
-    let mut state = l.model.new_state();
-    let mut logits = l.model.forward(&mut state, &prompt.token_ids, false, numerics)?.pop().unwrap();
+    let mut state = l.runner.new_state().map_err(anyhow::Error::msg)?;
+    let mut logits = l.runner.forward(&mut state, &prompt.token_ids, numerics).map_err(anyhow::Error::msg)?;
     let eos = l.tok.specials().eos;
     let k = a.logprobs_top_k.clamp(1, 128);
     let mut steps = Vec::new();
@@ -67,7 +67,7 @@ pub fn dump_logprobs(l: &Loaded, a: &Args, mode: ThinkingMode, text: &str, out: 
         if chosen == eos || step + 1 == a.tokens {
             break;
         }
-        logits = l.model.forward(&mut state, &[chosen], false, numerics)?.pop().unwrap();
+        logits = l.runner.forward(&mut state, &[chosen], numerics).map_err(anyhow::Error::msg)?;
     }
     let doc = json!({
         "source": "dsv4",

@@ -19,6 +19,8 @@ use std::sync::Arc;
 pub struct Args {
     #[command(flatten)]
     pub source: crate::demo::ModelSource,
+    #[command(flatten)]
+    pub device: crate::device::DeviceArgs,
     /// One-shot: answer this prompt and exit.
     #[arg(short, long)]
     pub prompt: Option<String>,
@@ -121,7 +123,7 @@ impl Args {
 
 /// What every chat mode needs: the model, its tokenizer and the prompt encoder.
 pub struct Loaded {
-    pub model: Model,
+    pub runner: dsv4_engine::Runner,
     pub tok: Arc<Tokenizer>,
     pub encoder: dsv4_chat::PromptEncoder,
     pub disk: Option<Arc<dsv4_engine::DiskCache>>,
@@ -141,7 +143,7 @@ pub fn load(a: &Args) -> anyhow::Result<Loaded> {
     plan.check(dsv4_engine::plan::available_memory()).map_err(anyhow::Error::msg)?;
     let t = std::time::Instant::now();
     crate::progress::load_weights(&file);
-    let model = Model::from_file(file)?;
+    let model = std::sync::Arc::new(Model::from_file(file)?);
     eprintln!("loaded {} ({} layers) in {:.1} s", path.display(), model.cfg.n_layer, t.elapsed().as_secs_f64());
     if a.source.demo {
         eprintln!("demo model: synthetic random weights with the real vocabulary; its text is noise.");
@@ -154,7 +156,8 @@ pub fn load(a: &Args) -> anyhow::Result<Loaded> {
         )),
         None => None,
     };
-    Ok(Loaded { model, tok, encoder, disk })
+    let runner = a.device.runner(model, a.ctx)?;
+    Ok(Loaded { runner, tok, encoder, disk })
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {

@@ -26,7 +26,7 @@ pub struct Chat<'a> {
 
 impl<'a> Chat<'a> {
     pub fn new(loaded: &'a Loaded, a: &Args, mode: ThinkingMode, gen: GenerationParams) -> Chat<'a> {
-        let mut session = Session::new(&loaded.model);
+        let mut session = Session::new();
         if let Some(d) = &loaded.disk {
             session.attach_disk(d.clone());
         }
@@ -53,13 +53,13 @@ impl<'a> Chat<'a> {
     /// A new context size drops the live session; the transcript is kept and re-prefilled.
     pub fn set_ctx(&mut self, ctx: usize) {
         self.ctx = ctx;
-        self.session.reset(&self.loaded.model);
+        self.session.reset();
     }
 
     /// Forgets the transcript and the live session.
     pub fn reset(&mut self) {
         self.messages.clear();
-        self.session.reset(&self.loaded.model);
+        self.session.reset();
     }
 
     /// Runs one user turn. On Ctrl+C before any token the turn is rolled back; after, the
@@ -82,11 +82,11 @@ impl<'a> Chat<'a> {
         };
         trace.prompt(&prompt.prompt, prompt.token_ids.len());
         let ids = prompt.token_ids;
-        let model = &self.loaded.model;
+        let runner = &self.loaded.runner;
         let tok = &self.loaded.tok;
         let bar = prefill_bar(ids.len());
         let t0 = Instant::now();
-        let started = Generation::start(model, tok, &mut self.session, &ids, self.gen.clone(), self.ctx, cancel, &mut |done, total| {
+        let started = Generation::start(runner, tok, &mut self.session, &ids, self.gen.clone(), self.ctx, cancel, &mut |done, total| {
             if let Some(b) = &bar {
                 b.set_length(total as u64);
                 b.set_position(done as u64);

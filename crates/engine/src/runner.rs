@@ -1,0 +1,135 @@
+//! Where the model runs: on the CPU (the reference) or on one CUDA GPU. Sessions, rewinds,
+//! forks and the disk cache work the same on both: checkpoints and saved states use the CPU's
+//! types ([`Checkpoint`], [`SessionState`]) and the GPU converts at those boundaries.
+
+use std::sync::Arc;
+
+use dsv4_model::{Checkpoint, Model, Numerics, SessionState};
+
+/// Which device to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+/// A model ready to run on its device.
+pub struct Runner {
+    model: Arc<Model>,
+    gpu: Option<Gpu>,
+}
+
+struct Gpu {
+    device: dsv4_cuda::Gpu,
+    model: dsv4_cuda::GpuModel,
+    /// Tokens a GPU state holds (its buffers are sized for the context up front).
+    capacity: u64,
+}
+
+/// One session's model state, on the runner's device.
+pub enum State {
+    Cpu(SessionState),
+    Gpu(dsv4_cuda::GpuState),
+}
+
+impl Runner {
+    pub fn cpu(model: Arc<Model>) -> Runner {
+        Runner { model, gpu: None }
+    }
+
+    /// Uploads the weights to GPU `index`; states hold up to `ctx` tokens.
+    pub fn cuda(model: Arc<Model>, index: usize, ctx: usize) -> Result<Runner, String> {
+        let device = dsv4_cuda::Gpu::new(index).map_err(|e| e.to_string())?;
+        let gm = dsv4_cuda::GpuModel::load(&device, &model).map_err(|e| format!("uploading the model to GPU {index}: {e}"))?;
+        Ok(Runner { model, gpu: Some(Gpu { device, model: gm, capacity: ctx as u64 }) })
+    }
+
+    /// The CPU model (configuration, file, tokenizer metadata).
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn device(&self) -> Device {
+        match &self.gpu {
+            Some(g) => Device::Cuda(g.device.index()),
+            None => Device::Cpu,
+        }
+    }
+
+    /// A description for banners and bench records ("cpu", "cuda:0 NVIDIA H100 …").
+    pub fn describe(&self) -> String {
+        match &self.gpu {
+            Some(g) => format!("cuda:{} {}", g.device.index(), g.device.name()),
+            None => "cpu".to_owned(),
+        }
+    }
+
+    pub fn new_state(&self) -> Result<State, String> {
+        match &self.gpu {
+            Some(g) => g.model.new_state(&g.device, g.capacity).map(State::Gpu).map_err(|e| e.to_string()),
+            None => Ok(State::Cpu(self.model.new_state())),
+        }
+    }
+
+    /// Feeds `tokens`; returns the logits after the last one.
+    pub fn forward(&self, st: &mut State, tokens: &[u32], numerics: Numerics) -> Result<Vec<f32>, String> {
+        match (st, &self.gpu) {
+            (State::Cpu(s), None) => {
+                self.model.forward(s, tokens, false, numerics).map_err(|e| e.to_string())?.pop().ok_or_else(|| "no tokens to run".to_owned())
+            }
+            (State::Gpu(s), Some(g)) => g.model.forward(s, tokens, numerics).map_err(|e| e.to_string()),
+            _ => Err("a session state from another device".to_owned()),
+        }
+    }
+
+    pub fn checkpoint(&self, st: &State) -> Result<Checkpoint, String> {
+        match (st, &self.gpu) {
+            (State::Cpu(s), _) => Ok(s.checkpoint()),
+            (State::Gpu(s), Some(g)) => g.model.checkpoint(s).map_err(|e| e.to_string()),
+            (State::Gpu(_), None) => Err("a GPU state on a CPU runner".to_owned()),
+        }
+    }
+
+    pub fn restore(&self, st: &mut State, c: &Checkpoint) -> Result<(), String> {
+        match (st, &self.gpu) {
+            (State::Cpu(s), _) => s.restore(c).map_err(|e| e.to_string()),
+            (State::Gpu(s), Some(g)) => g.model.restore(s, c).map_err(|e| e.to_string()),
+            (State::Gpu(_), None) => Err("a GPU state on a CPU runner".to_owned()),
+        }
+    }
+
+    /// The whole state in host memory (disk saves).
+    pub fn to_host(&self, st: &State) -> Result<SessionState, String> {
+        match (st, &self.gpu) {
+            (State::Cpu(s), _) => Ok(s.clone()),
+            (State::Gpu(s), Some(g)) => g.model.to_host(s).map_err(|e| e.to_string()),
+            (State::Gpu(_), None) => Err("a GPU state on a CPU runner".to_owned()),
+        }
+    }
+
+    /// A state on this runner's device from a host state (disk restores).
+    pub fn from_host(&self, host: SessionState) -> Result<State, String> {
+        match &self.gpu {
+            Some(g) => g.model.state_from_host(&g.device, &host, g.capacity).map(State::Gpu).map_err(|e| e.to_string()),
+            None => Ok(State::Cpu(host)),
+        }
+    }
+
+    /// An independent copy (forking a session).
+    pub fn copy(&self, st: &State) -> Result<State, String> {
+        match st {
+            State::Cpu(s) => Ok(State::Cpu(s.clone())),
+            State::Gpu(_) => self.from_host(self.to_host(st)?),
+        }
+    }
+}
+
+impl State {
+    /// Tokens the state has consumed.
+    pub fn pos(&self) -> u64 {
+        match self {
+            State::Cpu(s) => s.pos,
+            State::Gpu(s) => s.pos(),
+        }
+    }
+}
