@@ -29,7 +29,7 @@ struct Gpu {
 /// One session's model state, on the runner's device.
 pub enum State {
     Cpu(SessionState),
-    Gpu(dsv4_cuda::GpuState),
+    Gpu(Box<dsv4_cuda::GpuState>),
 }
 
 impl Runner {
@@ -66,7 +66,7 @@ impl Runner {
 
     pub fn new_state(&self) -> Result<State, String> {
         match &self.gpu {
-            Some(g) => g.model.new_state(&g.device, g.capacity).map(State::Gpu).map_err(|e| e.to_string()),
+            Some(g) => g.model.new_state(&g.device, g.capacity).map(|s| State::Gpu(Box::new(s))).map_err(|e| e.to_string()),
             None => Ok(State::Cpu(self.model.new_state())),
         }
     }
@@ -110,7 +110,7 @@ impl Runner {
     /// A state on this runner's device from a host state (disk restores).
     pub fn from_host(&self, host: SessionState) -> Result<State, String> {
         match &self.gpu {
-            Some(g) => g.model.state_from_host(&g.device, &host, g.capacity).map(State::Gpu).map_err(|e| e.to_string()),
+            Some(g) => g.model.state_from_host(&g.device, &host, g.capacity).map(|s| State::Gpu(Box::new(s))).map_err(|e| e.to_string()),
             None => Ok(State::Cpu(host)),
         }
     }
