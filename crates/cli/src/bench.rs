@@ -50,7 +50,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     };
     let model = Arc::new(Model::from_file(file)?);
     let n_layer = model.cfg.n_layer;
-    let runner = a.device.runner(model, need + 1)?;
+    let runner = a.device.runner(model, need + 1, 1)?;
     let err = anyhow::Error::msg;
     let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };
     let (machine, backend) = match runner.device() {

@@ -23,9 +23,10 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// The runner for `model`, its states sized for `ctx` tokens. `auto` falls back to the CPU,
-    /// saying why, when no GPU can be used; `cuda` fails instead.
-    pub fn runner(&self, model: Arc<Model>, ctx: usize) -> anyhow::Result<Runner> {
+    /// The runner for `model`, its states sized for `ctx` tokens, `sessions` of them
+    /// resident. `auto` falls back to the CPU, saying why, when no GPU can be used (none
+    /// present, or too little memory for the plan); `cuda` fails instead.
+    pub fn runner(&self, model: Arc<Model>, ctx: usize, sessions: usize) -> anyhow::Result<Runner> {
         let want_gpu = match self.backend {
             Backend::Cpu => false,
             Backend::Cuda => true,
@@ -35,8 +36,9 @@ impl DeviceArgs {
             return Ok(Runner::cpu(model));
         }
         let t = std::time::Instant::now();
-        match Runner::cuda(model.clone(), self.gpu, ctx) {
-            Ok(r) => {
+        match Runner::cuda(model.clone(), self.gpu, ctx, sessions) {
+            Ok((r, plan)) => {
+                eprintln!("{}", plan.gpu_summary());
                 eprintln!("running on {} (weights uploaded in {:.1} s)", r.describe(), t.elapsed().as_secs_f64());
                 Ok(r)
             }

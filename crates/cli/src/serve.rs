@@ -118,7 +118,7 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
         None => None,
     };
     let opts = EngineOptions { ctx: a.ctx, numerics, loop_guard: !a.no_loop_guard, sessions: a.sessions.max(1), prefill_chunk: 512 };
-    let runner = a.device.runner(model, a.ctx)?;
+    let runner = a.device.runner(model, a.ctx, a.sessions.max(1))?;
     let backend = ModelBackend::new(runner, tok.clone(), opts, disk, Box::new(|line| eprintln!("dsv4 serve: {line}")));
     Ok(Loaded { backend: Box::new(backend), tokenizer: tok })
 }

@@ -113,3 +113,24 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn backend_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |backend: &str| {
+        Command::new(env!("CARGO_BIN_EXE_dsv4"))
+            .args(["chat", "--demo", "--backend", backend, "-n", "2", "-p", "hi"])
+            .env("XDG_CACHE_HOME", dir.path())
+            .output()
+            .unwrap()
+    };
+    let cuda = run("cuda");
+    let err = String::from_utf8_lossy(&cuda.stderr);
+    if cuda.status.success() {
+        eprintln!("SKIPPED: a GPU is present here ({err})");
+        return;
+    }
+    assert!(err.contains("--backend cuda"), "{err}");
+    let auto = run("auto");
+    assert!(auto.status.success(), "{}", String::from_utf8_lossy(&auto.stderr));
+}

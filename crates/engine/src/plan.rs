@@ -45,6 +45,37 @@ impl MemoryPlan {
         MemoryPlan { ctx, weights, kv: kv + frontier, checkpoints, buffers }
     }
 
+    /// The CUDA backend's plan, in device memory: the weights uploaded whole, one full-context
+    /// state per resident session (f32 rows, allocated up front), and one chunk's scratch
+    /// (16 tokens, plus the attention scores over every row of the longest layer). Rewind
+    /// checkpoints live in host memory.
+    pub fn gpu(cfg: &ModelConfig, weights: u64, ctx: usize, sessions: usize) -> MemoryPlan {
+        let one = MemoryPlan::cpu(cfg, weights, ctx, 16);
+        let rows = cfg.layer_kinds.iter().map(|k| (ctx as u64).checked_div(k.ratio() as u64).unwrap_or(0)).max().unwrap_or(0);
+        let att = cfg.n_head as u64 * (cfg.sliding_window as u64 + rows) * 4;
+        let per_session = one.kv + one.buffers + att;
+        MemoryPlan { ctx, weights, kv: one.kv * sessions.max(1) as u64, checkpoints: 0, buffers: (per_session - one.kv) * sessions.max(1) as u64 }
+    }
+
+    /// Refuses a GPU plan that does not fit `free` bytes of device memory.
+    pub fn check_gpu(&self, free: u64, sessions: usize) -> Result<(), String> {
+        let need = self.weights + self.kv + self.buffers;
+        if need <= free {
+            return Ok(());
+        }
+        Err(format!(
+            "the GPU has {} free but this needs {} (weights {}, KV {} for {} session(s) at a {}-token context, buffers {}); \
+             use a smaller --ctx, fewer --sessions, a GPU with more memory, or --backend cpu",
+            gib(free),
+            gib(need),
+            gib(self.weights),
+            gib(self.kv),
+            sessions.max(1),
+            self.ctx,
+            gib(self.buffers)
+        ))
+    }
+
     /// Memory the plan must hold beyond the mapped weights.
     pub fn working_set(&self) -> u64 {
         self.kv + self.checkpoints + self.buffers
@@ -65,6 +96,16 @@ impl MemoryPlan {
             )),
             _ => Ok(()),
         }
+    }
+
+    pub fn gpu_summary(&self) -> String {
+        format!(
+            "GPU memory plan at ctx {}: weights {}, KV {}, buffers {}",
+            self.ctx,
+            gib(self.weights),
+            gib(self.kv),
+            gib(self.buffers)
+        )
     }
 
     pub fn summary(&self) -> String {
@@ -106,5 +147,24 @@ mod tests {
         assert!(p.check(Some(1 << 30)).unwrap_err().contains("use a smaller --ctx"));
         assert!(p.check(Some(1 << 40)).is_ok());
         assert!(p.check(None).is_ok());
+    }
+
+    #[test]
+    fn gpu_plan_counts_weights_and_every_session() {
+        let cfg = ModelConfig::flash(43);
+        let weights = 86_714_775_900;
+        let one = MemoryPlan::gpu(&cfg, weights, 32768, 1);
+        let four = MemoryPlan::gpu(&cfg, weights, 32768, 4);
+        assert_eq!(four.kv, 4 * one.kv);
+        // 32K context: compressed + indexer rows ≈ 0.45 GB a session.
+        assert!(one.kv > 400_000_000 && one.kv < 500_000_000, "{}", one.kv);
+        // An H200 (≈139 GiB free) holds the q2 model with four 32K sessions, an H100 does not.
+        assert!(four.check_gpu(139 << 30, 4).is_ok());
+        let err = four.check_gpu(78 << 30, 4).unwrap_err();
+        assert!(err.contains("--backend cpu") && err.contains("4 session"), "{err}");
+        // At 1M tokens each session's rows are ~14.4 GB: four fit an H200 beside the weights
+        // (≈134 GiB), eight do not.
+        assert!(MemoryPlan::gpu(&cfg, weights, 1 << 20, 4).check_gpu(139 << 30, 4).is_ok());
+        assert!(MemoryPlan::gpu(&cfg, weights, 1 << 20, 8).check_gpu(139 << 30, 8).is_err());
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::plan::MemoryPlan;
 use dsv4_model::{Checkpoint, Model, Numerics, SessionState};
 
 /// Which device to run on.
@@ -37,11 +38,17 @@ impl Runner {
         Runner { model, gpu: None }
     }
 
-    /// Uploads the weights to GPU `index`; states hold up to `ctx` tokens.
-    pub fn cuda(model: Arc<Model>, index: usize, ctx: usize) -> Result<Runner, String> {
+    /// Uploads the weights to GPU `index`; states hold up to `ctx` tokens. The memory plan
+    /// for `sessions` resident sessions is checked against the device's free memory first,
+    /// and returned for display.
+    pub fn cuda(model: Arc<Model>, index: usize, ctx: usize, sessions: usize) -> Result<(Runner, MemoryPlan), String> {
         let device = dsv4_cuda::Gpu::new(index).map_err(|e| e.to_string())?;
+        let weights: u64 = model.file.tensors().iter().map(|t| t.n_bytes()).sum();
+        let plan = MemoryPlan::gpu(&model.cfg, weights, ctx, sessions);
+        let (free, _) = device.mem_info().map_err(|e| e.to_string())?;
+        plan.check_gpu(free as u64, sessions)?;
         let gm = dsv4_cuda::GpuModel::load(&device, &model).map_err(|e| format!("uploading the model to GPU {index}: {e}"))?;
-        Ok(Runner { model, gpu: Some(Gpu { device, model: gm, capacity: ctx as u64 }) })
+        Ok((Runner { model, gpu: Some(Gpu { device, model: gm, capacity: ctx as u64 }) }, plan))
     }
 
     /// The CPU model (configuration, file, tokenizer metadata).

@@ -16,8 +16,8 @@ fn runners(test: &str) -> Option<(Runner, Runner, Tokenizer, tempfile::TempDir)>
     let path = dir.path().join("tiny.gguf");
     dsv4_synth::write_model(&path, &SynthSpec { preset: Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 21 }).unwrap();
     let model = Arc::new(Model::load(&path).unwrap());
-    let gpu = match Runner::cuda(model.clone(), 0, CTX) {
-        Ok(r) => r,
+    let gpu = match Runner::cuda(model.clone(), 0, CTX, 2) {
+        Ok((r, _)) => r,
         Err(e) => {
             if std::env::var("DSV4_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("{test}: DSV4_REQUIRE_GPU=1 but the CUDA runner failed: {e}");

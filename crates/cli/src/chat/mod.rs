@@ -156,7 +156,7 @@ pub fn load(a: &Args) -> anyhow::Result<Loaded> {
         )),
         None => None,
     };
-    let runner = a.device.runner(model, a.ctx)?;
+    let runner = a.device.runner(model, a.ctx, 1)?;
     Ok(Loaded { runner, tok, encoder, disk })
 }
 
