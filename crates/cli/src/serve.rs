@@ -100,7 +100,8 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
         bail!("--ctx {} is larger than the model's context of {} tokens", a.ctx, cfg.context_length);
     }
     let weights: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
-    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, 512);
+    // Every resident session holds a full state: the plan counts them all.
+    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, 512).with_sessions(a.sessions);
     eprintln!("{}", plan.summary());
     plan.check(dsv4_engine::plan::available_memory()).map_err(anyhow::Error::msg)?;
     let t = std::time::Instant::now();

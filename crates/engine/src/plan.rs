@@ -76,6 +76,13 @@ impl MemoryPlan {
         ))
     }
 
+    /// The same plan for `n` resident sessions, each with its own state and checkpoints.
+    pub fn with_sessions(mut self, n: usize) -> MemoryPlan {
+        self.kv *= n.max(1) as u64;
+        self.checkpoints *= n.max(1) as u64;
+        self
+    }
+
     /// Memory the plan must hold beyond the mapped weights.
     pub fn working_set(&self) -> u64 {
         self.kv + self.checkpoints + self.buffers
