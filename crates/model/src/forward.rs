@@ -2,8 +2,9 @@
 //!
 //! Per layer, all per-token work (HC mixing, norms, projections, MoE) runs in parallel over
 //! the batch, while the few steps that depend on earlier tokens (raw-window push, compressor,
-//! indexer and attention) run in token order. Every per-token value is computed by the same
-//! code whatever the batch, so prefilling in any chunking and decoding token by token give
+//! indexer and attention) run in token order, each token on its own session's state. Every
+//! per-token value is computed by the same code whatever the batch, so prefilling in any
+//! chunking, decoding token by token, and decoding several sessions in one batch all give
 //! bit-identical states and logits.
 
 use crate::attention::attend_head;
@@ -56,8 +57,30 @@ impl<'a> Forward<'a> {
         want_logits: impl Fn(usize) -> bool + Sync,
         keep_hidden: bool,
     ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let owner = vec![0; tokens.len()];
+        self.run_sessions(&mut [state], tokens, &owner, want_logits, keep_hidden)
+    }
+
+    /// Runs a batch whose token `i` belongs to session `owner[i]` (each session's tokens in
+    /// its order, at its own positions): the weights are read once for the whole batch, while
+    /// each token attends over its own session's window and rows only.
+    pub fn run_sessions(
+        &self,
+        states: &mut [&mut SessionState],
+        tokens: &[u32],
+        owner: &[usize],
+        want_logits: impl Fn(usize) -> bool + Sync,
+        keep_hidden: bool,
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         let (e, hcn) = (self.cfg.n_embd, self.cfg.hc_count);
-        let pos0 = state.pos;
+        let mut next: Vec<u64> = states.iter().map(|s| s.pos).collect();
+        let pos: Vec<u64> = owner
+            .iter()
+            .map(|&o| {
+                next[o] += 1;
+                next[o] - 1
+            })
+            .collect();
         // Each token's HC state starts as its embedding copied into every stream.
         let mut streams: Vec<Vec<f32>> = tokens
             .par_iter()
@@ -68,10 +91,13 @@ impl<'a> Forward<'a> {
             })
             .collect();
         for (il, lw) in self.w.layers.iter().enumerate() {
-            self.attention_layer(lw, &mut state.layers[il], &self.ropes[il], pos0, &mut streams);
+            let mut layers: Vec<&mut LayerState> = states.iter_mut().map(|s| &mut s.layers[il]).collect();
+            self.attention_layer(lw, &mut layers, owner, &self.ropes[il], &pos, &mut streams);
             self.ffn_layer(lw, self.cfg.swiglu_clamp[il], tokens, &mut streams);
         }
-        state.pos += tokens.len() as u64;
+        for (s, n) in states.iter_mut().zip(next) {
+            s.pos = n;
+        }
         let logits = streams
             .par_iter()
             .enumerate()
@@ -118,20 +144,22 @@ impl<'a> Forward<'a> {
     pub(crate) fn attention_layer(
         &self,
         lw: &LayerWeights,
-        ls: &mut LayerState,
+        layers: &mut [&mut LayerState],
+        owner: &[usize],
         rope: &Rope,
-        pos0: u64,
+        positions: &[u64],
         streams: &mut [Vec<f32>],
     ) {
         let cfg = self.cfg;
         let (xs, mixes) = self.hc_pre(&lw.hc_attn, streams);
-        let projs = self.project(lw, rope, &xs, pos0);
+        let projs = self.project(lw, rope, &xs, positions);
         let pre: Vec<(hc::HcMix, TokenProj)> = mixes.into_iter().zip(projs).collect();
 
         let (d, hd) = (cfg.head_dim, cfg.n_head);
         let mut outs: Vec<Vec<f32>> = Vec::with_capacity(pre.len());
         for (t, (_, p)) in pre.iter().enumerate() {
-            let pos = pos0 + t as u64;
+            let pos = positions[t];
+            let ls = &mut *layers[owner[t]];
             let w = cfg.sliding_window;
             let slot = (pos % w as u64) as usize;
             ls.raw[slot * d..(slot + 1) * d].copy_from_slice(&p.kv);
@@ -183,8 +211,8 @@ impl<'a> Forward<'a> {
     }
 
     /// Everything of the attention sublayer that depends on each token alone, for a batch of
-    /// tokens at positions `pos0 ..`.
-    fn project(&self, lw: &LayerWeights, rope: &Rope, xs: &[Vec<f32>], pos0: u64) -> Vec<TokenProj> {
+    /// tokens at `positions`.
+    fn project(&self, lw: &LayerWeights, rope: &Rope, xs: &[Vec<f32>], positions: &[u64]) -> Vec<TokenProj> {
         let cfg = self.cfg;
         let (d, eps) = (cfg.head_dim, cfg.rms_eps);
         let a: Vec<Vec<f32>> = xs
@@ -200,7 +228,7 @@ impl<'a> Forward<'a> {
         let mut q = self.mm(&lw.q_b, &qr);
         let mut kv = self.mm(&lw.kv, &a);
         q.par_iter_mut().zip(kv.par_iter_mut()).enumerate().for_each(|(t, (q, kv))| {
-            let pos = pos0 + t as u64;
+            let pos = positions[t];
             for qh in q.chunks_exact_mut(d) {
                 norm::rms_norm_plain_inplace(qh, eps);
                 rope.apply(qh, pos, false);
@@ -209,14 +237,14 @@ impl<'a> Forward<'a> {
             rope.apply(kv, pos, false);
             self.numerics.store_kv_row(kv, cfg.rope_dim);
         });
-        let mut comp = lw.compressor.as_ref().map(|cw| self.compressor_inputs(cw, &a, lw.kind, pos0));
+        let mut comp = lw.compressor.as_ref().map(|cw| self.compressor_inputs(cw, &a, lw.kind, positions));
         let (mut index_comp, mut index_q) = match &lw.indexer {
             Some(iw) => {
-                let kvsc = self.compressor_inputs(&iw.compressor, &a, lw.kind, pos0);
+                let kvsc = self.compressor_inputs(&iw.compressor, &a, lw.kind, positions);
                 let mut iq = self.mm(&iw.q_b, &qr);
                 iq.par_iter_mut().enumerate().for_each(|(t, iq)| {
                     for qh in iq.chunks_exact_mut(cfg.indexer_head_dim) {
-                        rope.apply(qh, pos0 + t as u64, false);
+                        rope.apply(qh, positions[t], false);
                         self.numerics.indexer_row(qh);
                     }
                 });
@@ -242,12 +270,12 @@ impl<'a> Forward<'a> {
 
     /// Each token's compressor projection and score (gate logits plus its in-window position
     /// bias).
-    fn compressor_inputs(&self, cw: &CompressorWeights, a: &[Vec<f32>], kind: LayerKind, pos0: u64) -> Vec<(Vec<f32>, Vec<f32>)> {
+    fn compressor_inputs(&self, cw: &CompressorWeights, a: &[Vec<f32>], kind: LayerKind, positions: &[u64]) -> Vec<(Vec<f32>, Vec<f32>)> {
         let kv = self.mm(&cw.kv, a);
         let mut sc = self.mm(&cw.gate, a);
         for (t, s) in sc.iter_mut().enumerate() {
             let width = s.len();
-            let pm = ((pos0 + t as u64) % kind.ratio() as u64) as usize;
+            let pm = (positions[t] % kind.ratio() as u64) as usize;
             for (v, b) in s.iter_mut().zip(&cw.ape[pm * width..(pm + 1) * width]) {
                 *v += b;
             }

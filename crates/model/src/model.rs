@@ -27,6 +27,8 @@ pub enum ForwardError {
     Token { id: u32, vocab: usize },
     #[error("the MTP block needs one {expected}-value hidden state per token")]
     Hidden { expected: usize },
+    #[error("a batch of {states} session states was given {token_lists} token lists")]
+    Batch { states: usize, token_lists: usize },
 }
 
 /// One `Vec` per token (logits or hidden states).
@@ -101,6 +103,36 @@ impl Model {
         self.check_tokens(tokens)?;
         let last = tokens.len().saturating_sub(1);
         Ok(self.runner(numerics).run_hidden(state, tokens, |i| all || i == last, keep_hidden))
+    }
+
+    /// One batched step over several sessions: `tokens[i]` are fed to `states[i]`, and each
+    /// session gets the logits after its last token (empty for a session given no tokens).
+    /// Weights are read once for the whole batch; each session's result is bit-identical to
+    /// [`forward`](Self::forward) on it alone, whoever else is in the batch.
+    pub fn forward_sessions(&self, states: &mut [&mut SessionState], tokens: &[&[u32]], numerics: Numerics) -> Result<Vec<Vec<f32>>, ForwardError> {
+        if states.len() != tokens.len() {
+            return Err(ForwardError::Batch { states: states.len(), token_lists: tokens.len() });
+        }
+        let mut flat = Vec::new();
+        let mut owner = Vec::new();
+        let mut last = vec![usize::MAX; tokens.len()];
+        for (i, t) in tokens.iter().enumerate() {
+            self.check_tokens(t)?;
+            flat.extend_from_slice(t);
+            owner.extend(std::iter::repeat_n(i, t.len()));
+            if !t.is_empty() {
+                last[i] = flat.len() - 1;
+            }
+        }
+        let (rows, _) = self.runner(numerics).run_sessions(states, &flat, &owner, |i| last.contains(&i), false);
+        // Rows come in token order; a session's last token fixes its place among them.
+        let mut order: Vec<usize> = (0..tokens.len()).filter(|&i| last[i] != usize::MAX).collect();
+        order.sort_by_key(|&i| last[i]);
+        let mut out = vec![Vec::new(); tokens.len()];
+        for (i, row) in order.into_iter().zip(rows) {
+            out[i] = row;
+        }
+        Ok(out)
     }
 
     /// Runs the MTP block on `tokens` paired with `hidden` states; logits after each token.

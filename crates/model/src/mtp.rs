@@ -62,7 +62,8 @@ pub fn forward(f: &Forward, mtp: &MtpWeights, state: &mut MtpState, tokens: &[u3
         })
         .collect();
     let rope = Rope::for_layer(cfg, LayerKind::Window);
-    f.attention_layer(&mtp.layer, &mut state.layer, &rope, state.pos, &mut streams);
+    let positions: Vec<u64> = (0..tokens.len() as u64).map(|i| state.pos + i).collect();
+    f.attention_layer(&mtp.layer, &mut [&mut state.layer], &vec![0; tokens.len()], &rope, &positions, &mut streams);
     let clamp = cfg.swiglu_clamp.last().copied().unwrap_or(10.0);
     f.ffn_layer(&mtp.layer, clamp, tokens, &mut streams);
     state.pos += tokens.len() as u64;

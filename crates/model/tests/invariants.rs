@@ -206,3 +206,47 @@ fn checkpoints_rewind_to_any_position() {
     let mut fresh = m.new_state();
     assert!(fresh.restore(cps.last().unwrap()).is_err());
 }
+
+/// Several sessions in one batch (decode steps and a prefill chunk side by side) give each
+/// session exactly what running it alone gives: logits and states, bit for bit.
+#[test]
+fn batched_sessions_equal_sessions_run_alone() {
+    let m = model();
+    for numerics in [Numerics::Official, Numerics::Plain] {
+        let all = tokens(200);
+        // Three sessions at different depths: short, past a ratio-16 row, past the ratio-128 row.
+        let prompts = [&all[..5], &all[20..60], &all[50..190]];
+        let mut alone: Vec<_> = prompts.iter().map(|p| {
+            let mut s = m.new_state();
+            m.forward(&mut s, p, false, numerics).unwrap();
+            s
+        }).collect();
+        let mut batched = alone.clone();
+        for step in 0..12u32 {
+            // Session 1 gets a 7-token chunk on step 3 (a prefill beside decodes); session 2 sits
+            // out step 5.
+            let feeds: Vec<Vec<u32>> = (0..3u32)
+                .map(|i| match (i, step) {
+                    (1, 3) => (0..7).map(|k| 1000 + 13 * k + step).collect(),
+                    (2, 5) => Vec::new(),
+                    _ => vec![3000 + 101 * i + 7 * step],
+                })
+                .collect();
+            let want: Vec<Vec<f32>> = alone
+                .iter_mut()
+                .zip(&feeds)
+                .map(|(s, f)| if f.is_empty() { Vec::new() } else { m.forward(s, f, false, numerics).unwrap().pop().unwrap() })
+                .collect();
+            let mut refs: Vec<&mut dsv4_model::SessionState> = batched.iter_mut().collect();
+            let slices: Vec<&[u32]> = feeds.iter().map(Vec::as_slice).collect();
+            let got = m.forward_sessions(&mut refs, &slices, numerics).unwrap();
+            for i in 0..3 {
+                assert!(want[i].iter().map(|v| v.to_bits()).eq(got[i].iter().map(|v| v.to_bits())), "{numerics:?} step {step} session {i}: logits differ");
+            }
+            assert_eq!(alone, batched, "{numerics:?} step {step}: states differ");
+        }
+    }
+    // Mismatched lengths are an error, not a panic.
+    let mut s = m.new_state();
+    assert!(m.forward_sessions(&mut [&mut s], &[], Numerics::Plain).is_err());
+}
