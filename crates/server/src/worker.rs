@@ -149,7 +149,13 @@ fn run_job(backend: &mut dyn Backend, tok: &Arc<Tokenizer>, metrics: &Metrics, t
         metrics.prompt_done(r);
         let _ = events.send(Event::Ready(*r));
     };
+    let eos = tok.specials().eos;
     let mut on_token = |t: u32| -> Next {
+        // The end-of-sentence token ends the answer; it is never output (the recipe's rule:
+        // a final token is forwarded only when the answer ran out of length).
+        if t == eos {
+            return Next { greedy: false, stop: true };
+        }
         generated += 1;
         sampled.push(t);
         first_token.get_or_insert_with(std::time::Instant::now);

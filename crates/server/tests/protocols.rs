@@ -437,3 +437,18 @@ async fn tool_call_memory_survives_a_restart() {
     assert!(prompt.contains("string=\"false\"> 3</"), "not replayed after the restart: {prompt}");
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_end_of_sentence_token_never_reaches_the_client() {
+    let mut script = ids("Hello there.");
+    script.push(tok().specials().eos);
+    let s = TestServer::scripted(ScriptedBackend::fixed(script), common::config()).await;
+    let (status, r) = s.post("/v1/chat/completions", &json!({"model": "deepseek-chat", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["choices"][0]["message"]["content"], "Hello there.");
+    let (_, m) = s.post("/v1/messages", &json!({"model": "deepseek-chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(m["content"][0]["text"], "Hello there.");
+    let (_, c) = s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 50})).await;
+    assert_eq!(c["choices"][0]["text"], "Hello there.");
+    s.stop().await.unwrap();
+}

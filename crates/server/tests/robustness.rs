@@ -226,7 +226,7 @@ async fn a_client_leaving_mid_answer_stops_generation_and_counts_as_cancelled() 
     wait_for("cancelled", Duration::from_secs(3), async || s.metric("dsv4_cancelled_running_total").await == 1.0).await;
     let jobs = s.wait_jobs(1, Duration::from_secs(3)).await;
     assert!(matches!(jobs[0].end, Some(End::Stopped | End::Cancelled)), "{:?}", jobs[0].end);
-    assert!(jobs[0].emitted.len() < 2000, "generation went on after the client left: {} tokens", jobs[0].emitted.len());
+    assert!(jobs[0].emitted.len() < 5000, "generation ran to the end after the client left");
     s.stop().await.unwrap();
 }
 
