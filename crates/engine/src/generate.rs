@@ -180,7 +180,8 @@ impl Session {
 /// One step of generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
-    /// The sampled token (absent when the step only reports the end).
+    /// The sampled token (absent when the step only reports the end, and for the
+    /// end-of-sentence token, which is never part of the answer).
     pub token: Option<u32>,
     /// Text now safe to show.
     pub text: String,
@@ -315,7 +316,8 @@ impl<'a> Generation<'a> {
         let t = self.sampler.sample(&self.logits, force_greedy);
         if t == self.eos {
             self.session.last_logits = None;
-            return Ok(self.end(Some(t), Vec::new(), Finish::Eos));
+            // The end-of-sentence token is not part of the answer: nothing to show or parse.
+            return Ok(self.end(None, Vec::new(), Finish::Eos));
         }
         let state = self.session.state_mut(self.runner)?;
         self.logits = self.runner.forward(state, &[t], self.params.numerics).map_err(GenError::Model)?;
