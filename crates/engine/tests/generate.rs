@@ -8,12 +8,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 fn model() -> &'static (Runner, Tokenizer) {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     static M: OnceLock<(Runner, Tokenizer)> = OnceLock::new();
     M.get_or_init(|| {
-        let path = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join("tiny.gguf");
         let spec = SynthSpec { preset: Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 11 };
-        dsv4_synth::write_model(&path, &spec).unwrap();
+        let path = dsv4_synth::cached_model(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), &spec).unwrap();
         (Runner::cpu(std::sync::Arc::new(Model::load(&path).unwrap())), Tokenizer::bundled().unwrap())
     })
 }

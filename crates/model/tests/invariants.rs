@@ -21,8 +21,7 @@ fn spec() -> SynthSpec {
 fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
     M.get_or_init(|| {
-        let path = dir().join("tiny.gguf");
-        dsv4_synth::write_model(&path, &spec()).unwrap();
+        let path = dsv4_synth::cached_model(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), &spec()).unwrap();
         Model::load(&path).unwrap()
     })
 }

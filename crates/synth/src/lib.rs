@@ -125,6 +125,26 @@ fn general_and_tokenizer_metadata(name: String) -> Vec<(String, Value)> {
     ]
 }
 
+/// The model for `spec` in `dir`, written on first use and reused afterwards (by other test
+/// processes too: nextest runs each test in its own process). Written to a temporary name and
+/// renamed, so a concurrent reader never sees half a file; the name carries everything the
+/// contents depend on.
+pub fn cached_model(dir: &Path, spec: &SynthSpec) -> Result<std::path::PathBuf, SynthError> {
+    let name = format!("{:?}-{}", spec, env!("CARGO_PKG_VERSION"));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{name}{:?}", spec.config()).bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let path = dir.join(format!("synth-{h:016x}.gguf"));
+    if !path.exists() {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("synth-{h:016x}.{}.tmp", std::process::id()));
+        write_model(&tmp, spec)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}
+
 /// Writes the main model file.
 pub fn write_model(path: &Path, spec: &SynthSpec) -> Result<SynthReport, SynthError> {
     let cfg = spec.config();

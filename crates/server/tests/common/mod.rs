@@ -20,17 +20,16 @@ pub fn ids(text: &str) -> Vec<u32> {
     tok().encode_with_special(text)
 }
 
-/// The tiny synthetic model with `seed`, written once per test binary.
+/// The tiny synthetic model with `seed`, written once into the target directory and shared
+/// by every test process.
 pub fn tiny_model(seed: u64) -> Arc<dsv4_model::Model> {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     static MODELS: Mutex<Vec<(u64, Arc<dsv4_model::Model>)>> = Mutex::new(Vec::new());
     let mut models = MODELS.lock().unwrap();
     if let Some((_, m)) = models.iter().find(|(s, _)| *s == seed) {
         return m.clone();
     }
-    let path = DIR.get_or_init(|| tempfile::tempdir().unwrap()).path().join(format!("tiny-{seed}.gguf"));
     let spec = dsv4_synth::SynthSpec { preset: dsv4_synth::Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed };
-    dsv4_synth::write_model(&path, &spec).unwrap();
+    let path = dsv4_synth::cached_model(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), &spec).unwrap();
     let m = Arc::new(dsv4_model::Model::load(&path).unwrap());
     models.push((seed, m.clone()));
     m
