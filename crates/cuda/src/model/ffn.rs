@@ -3,13 +3,31 @@
 //! scattered back to their tokens' parts), the shared expert over the whole chunk, and each
 //! token's sum of its parts in selection order (the CPU's order, so chunking never changes
 //! which values are added, only the matvec's rounding).
+//!
+//! Chunks of up to `CHUNK / used` tokens (decode) skip the host: the expert products read the
+//! routing's choices from device memory, one launch per projection over every (token, pick)
+//! slot, each slot's output in its own part (see `quant/experts.rs`). Longer chunks read the
+//! choices back once per layer and run each chosen expert once for all its tokens.
 
 use super::forward::{Pass, BLOCK};
 use super::state::{GpuState, CHUNK};
 use super::weights::{Layer, Route};
 use super::{Arg, GpuModel};
 use crate::error::{CudaError, Result};
-use Arg::{F, I, P};
+use super::state::act_stride;
+use crate::quant::matvec::act_bytes;
+use crate::quant::{DeviceMatrix, ExpertSlots, Matvec};
+use dsv4_model::Numerics;
+use dsv4_gguf::GgmlType;
+use std::sync::OnceLock;
+use Arg::{F, I, L, P};
+
+/// `DSV4_CUDA_HOST_EXPERTS=1` keeps the earlier path (expert ids read back to the host, one
+/// launch per chosen expert), for comparisons.
+fn host_experts() -> bool {
+    static V: OnceLock<bool> = OnceLock::new();
+    *V.get_or_init(|| std::env::var("DSV4_CUDA_HOST_EXPERTS").is_ok_and(|v| v == "1"))
+}
 
 impl GpuModel {
     /// The experts of each token of the chunk (`n × used`, selection order).
@@ -52,6 +70,10 @@ impl GpuModel {
         let toks = self.ptr(&s.toks);
         let args = [P(rlog), I(c.n_expert as i32), I(used as i32), P(bias), P(table), P(toks), F(c.expert_weights_scale), P(sel), P(wts)];
         self.launch("route", (n, 1), BLOCK, 0, &args)?;
+        let stacked = [&lw.gate, &lw.up, &lw.down].iter().all(|m| Matvec::experts_stacked(m));
+        if stacked && n * used <= CHUNK && !host_experts() {
+            return self.experts_on_device(st, lw, n, num);
+        }
         let experts = self.chosen(st, lw, p)?;
 
         // Which (token, pick) each expert serves, in token order.
@@ -101,9 +123,66 @@ impl GpuModel {
                 }
             }
         }
+        self.shared_and_sum(st, lw, n, num)
+    }
+
+    /// The routed experts read from the routing's output on the device (no host round trip):
+    /// slot `t · used + k` is pick k of token t; gate and up products into rows of `g` and
+    /// `u`, the weighted SwiGLU into `h`, the down products into the parts.
+    fn experts_on_device(&self, st: &GpuState, lw: &Layer, n: usize, num: Numerics) -> Result<()> {
+        let c = &self.cfg;
+        let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
+        let s = &st.s;
+        let (x, sel, wts) = (self.ptr(&s.x), self.ptr(&s.sel), self.ptr(&s.wts));
+        let (g, u, h, parts) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts));
+        let slots = n * used;
+        let tok = ExpertSlots { ids: sel, n: slots, x_div: used, y_mod: 1, y_mul: 0 };
+        self.mm_experts(st, num, &lw.gate, tok, x, e, g, ffn)?;
+        self.mm_experts(st, num, &lw.up, tok, x, e, u, ffn)?;
+        let args = [P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(wts), P(0)];
+        self.launch("swiglu", (ffn.div_ceil(BLOCK), slots), BLOCK, 0, &args)?;
+        let down = ExpertSlots { ids: sel, n: slots, x_div: 1, y_mod: used, y_mul: CHUNK };
+        self.mm_experts(st, num, &lw.down, down, h, ffn, parts, e)?;
+        self.shared_and_sum(st, lw, n, num)
+    }
+
+    /// [`GpuModel::mm`] over expert slots: input rows `xs` f32 apart (quantized first, one
+    /// row per distinct input, under the official numerics), output rows `ys` apart.
+    #[allow(clippy::too_many_arguments)]
+    fn mm_experts(&self, st: &GpuState, num: Numerics, ws: &[DeviceMatrix], sl: ExpertSlots, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
+        let w = &ws[0];
+        let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
+        if num == Numerics::Plain || float {
+            // SAFETY: the slots address the state's scratch rows, sized for CHUNK rows of the
+            // largest layer (n · used <= CHUNK checked by the caller); sel holds the slots'
+            // ids; outputs are apart from inputs.
+            return unsafe { self.mv.run_experts_raw(ws, sl, x, xs * 4, false, y, ys) };
+        }
+        let stride = act_stride(&self.cfg);
+        if act_bytes(w.ty(), w.cols())? > stride {
+            return Err(CudaError::Shape(format!("{} columns exceed the activation scratch", w.cols())));
+        }
+        let acts = self.ptr(&st.s.acts);
+        let rows = sl.n.div_ceil(sl.x_div);
+        let (kernel, blk) = if w.ty() == GgmlType::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
+        self.launch(kernel, (w.cols() / blk, rows), blk, 0, &[P(x), L(xs as i64), P(acts), L(stride as i64)])?;
+        // SAFETY: as above; the activation scratch holds CHUNK rows of `stride` bytes.
+        unsafe { self.mv.run_experts_raw(ws, sl, acts, stride, true, y, ys) }
+    }
+
+    /// The shared expert over the chunk, then each token's sum of its parts, back into the
+    /// streams.
+    fn shared_and_sum(&self, st: &GpuState, lw: &Layer, n: usize, num: Numerics) -> Result<()> {
+        let c = &self.cfg;
+        let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
+        let sp = self.ptr(&st.streams);
+        let s = &st.s;
+        let (x, mix) = (self.ptr(&s.x), self.ptr(&s.mix));
+        let (g, u, h, parts) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts));
+        let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
         self.mm(st, num, &lw.gate_sh, x, e, n, g, ffn)?;
         self.mm(st, num, &lw.up_sh, x, e, n, u, ffn)?;
-        glu(n, 0, 0)?;
+        self.launch("swiglu", (ffn.div_ceil(BLOCK), n), BLOCK, 0, &[P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(0), P(0)])?;
         self.mm(st, num, &lw.down_sh, h, ffn, n, f4(parts, used * CHUNK * e), e)?;
         let y = self.ptr(&s.y);
         self.launch("sum_parts", (e.div_ceil(BLOCK), n), BLOCK, 0, &[P(parts), I(used as i32 + 1), I(e as i32), I(CHUNK as i32), P(y)])?;

@@ -639,3 +639,51 @@ MV_QUANT_ALL(q8_0, T_Q8_0)
 MV_QUANT_ALL(q2_k, T_Q2_K)
 MV_QUANT_ALL(q4_k, T_Q4_K)
 MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS)
+
+// ---- expert products chosen on the device ----------------------------------------------------
+// One product per slot j = blockIdx.y of a stacked expert tensor (n_expert matrices of
+// `expert_bytes`, one after another from W): expert ids[j] (skipped when out of range), input
+// row j / x_div (`x_stride` BYTES apart: f32 rows, or quantized activation rows), output row
+// (j % y_mod) * y_mul + j / y_mod (`y_stride` floats apart). Each slot is the one-token
+// product of its expert, computed exactly as the one-token kernels above compute it for the
+// same split; the slots never share an output.
+#define MVX_ARGS                                                                                \
+    MV_ARGS, const int *__restrict__ ids, int n_expert, i64 expert_bytes, int x_div, int y_mod, \
+        i64 y_mul
+#define MVX_SLOT                                                                                \
+    const int j = blockIdx.y;                                                                   \
+    const int ex = ids[j];                                                                      \
+    if (ex < 0 || ex >= n_expert) return;                                                       \
+    const u8* Wj = W + (i64)ex * expert_bytes;                                                  \
+    const float* Xj = reinterpret_cast<const float*>(reinterpret_cast<const u8*>(X) +          \
+                                                     (i64)(j / x_div) * x_stride);              \
+    float* Yj = Y + ((i64)(j % y_mod) * y_mul + j / y_mod) * y_stride;
+#define MVX_QUANT(NAME, T)                                                                      \
+    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVX_ARGS) {                  \
+        MVX_SLOT                                                                                \
+        mv_quant<T, 2, 1, 4, false>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, grid, ks, xsm);  \
+    }
+#define MVX_QACT(NAME, T)                                                                       \
+    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVX_ARGS) {                  \
+        MVX_SLOT                                                                                \
+        mv_quant<T, 2, 1, 4, true>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, grid, ks, xsm);   \
+    }
+#define MVX_FLOAT(NAME, T)                                                                      \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MVX_ARGS) {                   \
+        (void)grid;                                                                             \
+        (void)ks;                                                                               \
+        (void)xsm;                                                                              \
+        MVX_SLOT                                                                                \
+        mv_float<T, 2, 1>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1);                          \
+    }
+
+MVX_FLOAT(mvx_f32, T_F32)
+MVX_FLOAT(mvx_f16, T_F16)
+MVX_QUANT(mvx_q8_0, T_Q8_0)
+MVX_QUANT(mvx_q2_k, T_Q2_K)
+MVX_QUANT(mvx_q4_k, T_Q4_K)
+MVX_QUANT(mvx_iq2_xxs, T_IQ2_XXS)
+MVX_QACT(mvxq_q8_0, T_Q8_0)
+MVX_QACT(mvxq_q2_k, T_Q2_K)
+MVX_QACT(mvxq_q4_k, T_Q4_K)
+MVX_QACT(mvxq_iq2_xxs, T_IQ2_XXS)

@@ -87,7 +87,12 @@ pub fn kernel_names() -> Vec<String> {
         .iter()
         .filter(|(ty, _)| !is_float(*ty))
         .map(|(_, name)| format!("mvq_{name}_g2"));
-    plain.chain(qact).collect()
+    let slots = TYPES.iter().map(|(_, name)| format!("mvx_{name}"));
+    let qslots = TYPES
+        .iter()
+        .filter(|(ty, _)| !is_float(*ty))
+        .map(|(_, name)| format!("mvxq_{name}"));
+    plain.chain(qact).chain(slots).chain(qslots).collect()
 }
 
 fn type_name(ty: GgmlType) -> Result<&'static str> {
@@ -103,8 +108,8 @@ fn type_name(ty: GgmlType) -> Result<&'static str> {
 /// It may be a window into a larger buffer (one expert of a stacked expert tensor).
 #[derive(Clone, Debug)]
 pub struct DeviceMatrix {
-    buf: Arc<DeviceBuffer<u8>>,
-    offset: usize,
+    pub(super) buf: Arc<DeviceBuffer<u8>>,
+    pub(super) offset: usize,
     ty: GgmlType,
     rows: usize,
     cols: usize,
@@ -214,8 +219,11 @@ pub struct Matvec {
     pub(super) funcs: HashMap<(GgmlType, usize, usize), CudaFunction>,
     /// Quantized-activation kernels (`mvq_<type>_g2`), quantized weight types only.
     pub(super) funcs_q: HashMap<GgmlType, CudaFunction>,
+    /// Expert-slot kernels (`mvx_<type>`, `mvxq_<type>`, see `experts.rs`), by (type,
+    /// quantized activations).
+    pub(super) funcs_x: HashMap<(GgmlType, bool), CudaFunction>,
     /// IQ2_XXS magnitude octets (`dsv4_quant`'s table), read into shared memory per CTA.
-    iq2_grid: DeviceBuffer<u64>,
+    pub(super) iq2_grid: DeviceBuffer<u64>,
     sm_count: usize,
     /// Most shared memory one CTA may have on this device.
     smem_optin: usize,
@@ -265,6 +273,7 @@ impl Matvec {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let mut funcs = HashMap::new();
         let mut funcs_q = HashMap::new();
+        let mut funcs_x = HashMap::new();
         for &(ty, name) in TYPES {
             for &(r, nt) in variants(ty) {
                 let sym = symbol(ty, name, r, nt);
@@ -292,12 +301,29 @@ impl Matvec {
                 )?;
                 funcs_q.insert(ty, f);
             }
+            for qa in [false, true] {
+                if qa && is_float(ty) {
+                    continue;
+                }
+                let sym = format!("mvx{}_{name}", if qa { "q" } else { "" });
+                let f = module
+                    .load_function(&sym)
+                    .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
+                if !is_float(ty) {
+                    f.set_attribute(
+                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        smem_optin,
+                    )?;
+                }
+                funcs_x.insert((ty, qa), f);
+            }
         }
         let iq2_grid = gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?;
         Ok(Matvec {
             stream: gpu.stream().clone(),
             funcs,
             funcs_q,
+            funcs_x,
             iq2_grid,
             sm_count: gpu.sm_count(),
             smem_optin: smem_optin.max(0) as usize,
@@ -460,6 +486,18 @@ impl Matvec {
         v: Variant,
         smem: usize,
     ) -> Result<(usize, usize)> {
+        self.quant_plan_shape(f, w.rows, w.cols, v, smem)
+    }
+
+    /// [`Matvec::quant_plan`] for a product of `rows` rows of `cols` columns.
+    pub(super) fn quant_plan_shape(
+        &self,
+        f: &CudaFunction,
+        rows: usize,
+        cols: usize,
+        v: Variant,
+        smem: usize,
+    ) -> Result<(usize, usize)> {
         if smem > self.smem_optin {
             return Err(CudaError::Shape(format!(
                 "{v:?} needs {smem} bytes of shared memory, the device allows {}",
@@ -484,8 +522,8 @@ impl Matvec {
             }
         };
         let wave = per_sm * self.sm_count;
-        let groups = w.rows.div_ceil(v.rows);
-        let nsteps = w.cols.div_ceil(1024).max(1);
+        let groups = rows.div_ceil(v.rows);
+        let nsteps = cols.div_ceil(1024).max(1);
         // Split only as far as needed to give every resident warp a share.
         let want = if v.split == 0 {
             (wave * QWARPS).div_ceil(groups)

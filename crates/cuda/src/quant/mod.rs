@@ -1,7 +1,9 @@
 //! Kernels over GGUF block formats: matrix-vector (and few-token matrix) products with
 //! weights kept byte-identical to the file.
 
+mod experts;
 pub mod matvec;
 mod raw;
 
+pub use experts::ExpertSlots;
 pub use matvec::{DeviceMatrix, Matvec, MAX_BATCH};
