@@ -39,6 +39,10 @@ pub struct Args {
     /// evicting the main conversation).
     #[arg(long, default_value_t = 4)]
     pub sessions: usize,
+    /// Requests generated together in one batch (default: --sessions). Each holds a session,
+    /// so --sessions is raised to this; later requests wait in a first-come queue.
+    #[arg(long)]
+    pub max_active: Option<usize>,
     /// Serve only the known model names instead of any name a client sends.
     #[arg(long)]
     pub strict_model_names: bool,
@@ -100,8 +104,10 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
         bail!("--ctx {} is larger than the model's context of {} tokens", a.ctx, cfg.context_length);
     }
     let weights: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
+    let max_active = a.max_active.unwrap_or(a.sessions).max(1);
+    let sessions = a.sessions.max(max_active);
     // Every resident session holds a full state: the plan counts them all.
-    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, 512).with_sessions(a.sessions);
+    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, 512).with_sessions(sessions);
     eprintln!("{}", plan.summary());
     plan.check(dsv4_engine::plan::available_memory()).map_err(anyhow::Error::msg)?;
     let t = std::time::Instant::now();
@@ -118,8 +124,8 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
         )),
         None => None,
     };
-    let opts = EngineOptions { ctx: a.ctx, numerics, loop_guard: !a.no_loop_guard, sessions: a.sessions.max(1), prefill_chunk: 512 };
-    let runner = a.device.runner(model, a.ctx, a.sessions.max(1))?;
+    let opts = EngineOptions { ctx: a.ctx, numerics, loop_guard: !a.no_loop_guard, sessions, max_active, prefill_chunk: 512 };
+    let runner = a.device.runner(model, a.ctx, sessions)?;
     let backend = ModelBackend::new(runner, tok.clone(), opts, disk, Box::new(|line| eprintln!("dsv4 serve: {line}")));
     Ok(Loaded { backend: Box::new(backend), tokenizer: tok })
 }

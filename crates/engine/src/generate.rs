@@ -69,10 +69,10 @@ pub enum GenError {
 /// A model state together with the tokens it has consumed, and checkpoints to rewind to.
 pub struct Session {
     /// `None` until the first token (and after a reset): no device memory is held then.
-    state: Option<State>,
+    pub(crate) state: Option<State>,
     pub tokens: Vec<u32>,
     /// Logits after the last consumed token, when known.
-    last_logits: Option<Vec<f32>>,
+    pub(crate) last_logits: Option<Vec<f32>>,
     /// Oldest first; every checkpoint's position is at most `tokens.len()`.
     checkpoints: Vec<Checkpoint>,
     disk: Option<Arc<DiskCache>>,
@@ -96,7 +96,7 @@ impl Session {
         Session { state: None, tokens: Vec::new(), last_logits: None, checkpoints: Vec::new(), disk: None }
     }
 
-    fn state_mut(&mut self, runner: &Runner) -> Result<&mut State, GenError> {
+    pub(crate) fn state_mut(&mut self, runner: &Runner) -> Result<&mut State, GenError> {
         if self.state.is_none() {
             self.state = Some(runner.new_state().map_err(GenError::Model)?);
         }
@@ -123,7 +123,7 @@ impl Session {
         self.disk = Some(disk);
     }
 
-    fn take_checkpoint(&mut self, runner: &Runner) {
+    pub(crate) fn take_checkpoint(&mut self, runner: &Runner) {
         if self.checkpoints.last().is_some_and(|c| c.pos as usize == self.tokens.len()) {
             return;
         }
@@ -166,6 +166,70 @@ impl Session {
         match (&self.disk, &self.state) {
             (Some(d), Some(st)) => runner.to_host(st).map(|h| d.save(runner.model(), &h, &self.tokens)).unwrap_or(0),
             _ => 0,
+        }
+    }
+
+    /// Prepares the session for `prompt`: rewinds it to what the two share (always leaving
+    /// the prompt's last token to compute unless its logits are at hand), then restores a
+    /// longer stored prefix from the disk cache when there is one. Returns (tokens the
+    /// session now shares with the prompt, of those restored from disk).
+    pub(crate) fn sync(&mut self, runner: &Runner, prompt: &[u32]) -> (usize, usize) {
+        let mut common = self.common_prefix(prompt);
+        if common < self.tokens.len() || (common == prompt.len() && self.last_logits.is_none()) {
+            common = self.rewind(runner, common.min(prompt.len() - 1));
+        }
+        if let Some(disk) = self.disk.clone() {
+            let restored = disk.restore(runner.model(), prompt, common).and_then(|(host, tokens)| Some((runner.from_host(host).ok()?, tokens)));
+            if let Some((state, tokens)) = restored {
+                self.state = Some(state);
+                self.tokens = tokens;
+                self.checkpoints.clear();
+                self.last_logits = None;
+                return (self.tokens.len(), self.tokens.len());
+            }
+        }
+        (common, 0)
+    }
+
+    /// The logits after the last consumed token when the session holds exactly `prompt_len`
+    /// tokens of the prompt (a regenerate of a fully cached prompt).
+    pub(crate) fn take_logits_at(&mut self, common: usize, prompt_len: usize) -> Option<Vec<f32>> {
+        self.last_logits.take().filter(|_| common == prompt_len)
+    }
+
+    /// How many of `left` prompt tokens the next prefill call takes, at most `chunk`: calls
+    /// end at checkpoint positions so checkpoints land exactly on them (every interval, and
+    /// just before the prompt's last token, which a regeneration of this prompt replays).
+    pub(crate) fn chunk_len(&self, left: usize, chunk: usize) -> usize {
+        let pos = self.tokens.len();
+        let to_boundary = CHECKPOINT_INTERVAL - pos % CHECKPOINT_INTERVAL;
+        let before_last = if left > 1 { left - 1 } else { usize::MAX };
+        chunk.max(1).min(to_boundary).min(before_last).min(left)
+    }
+
+    /// Records prompt tokens the state has just consumed, `left` prompt tokens still to go:
+    /// checkpoints at interval positions and before the prompt's last token, disk saves at
+    /// save points and there. Returns the tokens saved to disk (0: none).
+    pub(crate) fn consumed_prompt(&mut self, runner: &Runner, chunk: &[u32], left: usize) -> usize {
+        self.tokens.extend_from_slice(chunk);
+        if self.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) || left == 1 {
+            self.take_checkpoint(runner);
+        }
+        if self.disk.as_ref().is_some_and(|d| left == 1 || d.is_save_point(self.tokens.len())) {
+            return self.save_to_disk(runner);
+        }
+        0
+    }
+
+    /// Records a sampled token the state has just consumed (checkpoints and disk saves at
+    /// their interval positions).
+    pub(crate) fn consumed_sample(&mut self, runner: &Runner, t: u32) {
+        self.tokens.push(t);
+        if self.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) {
+            self.take_checkpoint(runner);
+        }
+        if self.disk.as_ref().is_some_and(|d| d.is_save_point(self.tokens.len())) {
+            self.save_to_disk(runner);
         }
     }
 
@@ -235,27 +299,10 @@ impl<'a> Generation<'a> {
             return Err(GenError::Context { prompt: prompt.len(), ctx });
         }
         let t0 = std::time::Instant::now();
-        let mut common = session.common_prefix(prompt);
-        // A prompt that diverges from (or ends inside) what the session holds rewinds it; the
-        // last prompt token is always recomputed so its logits are at hand.
-        if common < session.tokens.len() || (common == prompt.len() && session.last_logits.is_none()) {
-            common = session.rewind(runner, common.min(prompt.len() - 1));
-        }
-        let mut from_disk = 0;
-        if let Some(disk) = session.disk.clone() {
-            let restored = disk.restore(runner.model(), prompt, common).and_then(|(host, tokens)| Some((runner.from_host(host).ok()?, tokens)));
-            if let Some((state, tokens)) = restored {
-                from_disk = tokens.len();
-                common = tokens.len();
-                session.state = Some(state);
-                session.tokens = tokens;
-                session.checkpoints.clear();
-                session.last_logits = None;
-            }
-        }
+        let (common, from_disk) = session.sync(runner, prompt);
         let reused = common;
         let mut saved_to_disk = 0;
-        let mut logits = session.last_logits.take().filter(|_| common == prompt.len());
+        let mut logits = session.take_logits_at(common, prompt.len());
         let todo = &prompt[common..];
         let mut done = 0;
         while done < todo.len() {
@@ -263,23 +310,11 @@ impl<'a> Generation<'a> {
                 // The session holds exactly what was prefilled so far.
                 return Err(GenError::Cancelled);
             }
-            // Chunks end at checkpoint positions so checkpoints land exactly on them: every
-            // interval, and just before the prompt's last token (a regeneration of this prompt
-            // then replays one token).
-            let pos = session.tokens.len();
-            let to_boundary = CHECKPOINT_INTERVAL - pos % CHECKPOINT_INTERVAL;
-            let before_last = (todo.len() - 1).checked_sub(done).filter(|&k| k > 0).unwrap_or(usize::MAX);
-            let n = params.prefill_chunk.max(1).min(to_boundary).min(before_last).min(todo.len() - done);
+            let n = session.chunk_len(todo.len() - done, params.prefill_chunk);
             let chunk = &todo[done..done + n];
             logits = Some(runner.forward(session.state_mut(runner)?, chunk, params.numerics).map_err(GenError::Model)?);
-            session.tokens.extend_from_slice(chunk);
             done += n;
-            if session.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) || done == todo.len() - 1 {
-                session.take_checkpoint(runner);
-            }
-            if session.disk.as_ref().is_some_and(|d| done == todo.len() - 1 || d.is_save_point(session.tokens.len())) {
-                saved_to_disk = saved_to_disk.max(session.save_to_disk(runner));
-            }
+            saved_to_disk = saved_to_disk.max(session.consumed_prompt(runner, chunk, todo.len() - done));
             progress(done, todo.len());
         }
         let prefill =
@@ -321,13 +356,7 @@ impl<'a> Generation<'a> {
         }
         let state = self.session.state_mut(self.runner)?;
         self.logits = self.runner.forward(state, &[t], self.params.numerics).map_err(GenError::Model)?;
-        self.session.tokens.push(t);
-        if self.session.tokens.len().is_multiple_of(CHECKPOINT_INTERVAL) {
-            self.session.take_checkpoint(self.runner);
-        }
-        if self.session.disk.as_ref().is_some_and(|d| d.is_save_point(self.session.tokens.len())) {
-            self.session.save_to_disk(self.runner);
-        }
+        self.session.consumed_sample(self.runner, t);
         self.generated.push(t);
         let text = self.decoder.push(t);
         let out = self.stop.push(text.as_bytes());

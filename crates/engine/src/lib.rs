@@ -1,6 +1,7 @@
 //! Turning a model into text: sampling, stop conditions and the generation loop over a live
 //! session. The server and the CLI drive generation through this crate and never see tensors.
 
+pub mod batch;
 pub mod disk;
 pub mod generate;
 pub mod loop_guard;
@@ -10,6 +11,7 @@ pub mod runner;
 pub mod sampler;
 pub mod stop;
 
+pub use batch::{BatchEvent, JobId, Scheduler, Verdict};
 pub use disk::{DiskCache, DiskEvent};
 pub use generate::{Finish, GenError, Generation, GenerationParams, PrefillStats, Session, Step};
 pub use loop_guard::LoopGuard;

@@ -89,6 +89,33 @@ impl Runner {
         }
     }
 
+    /// Feeds each state its own tokens in one step (continuous batching); returns the logits
+    /// after each list's last token (empty for an empty list). A session's results are those
+    /// it would get alone: the CPU batches weight reads across sessions with bit-identical
+    /// arithmetic; the GPU runs the sessions one after another.
+    pub fn forward_batch(&self, states: &mut [&mut State], tokens: &[&[u32]], numerics: Numerics) -> Result<Vec<Vec<f32>>, String> {
+        if states.len() != tokens.len() {
+            return Err(format!("{} states for {} token lists", states.len(), tokens.len()));
+        }
+        match &self.gpu {
+            None => {
+                let mut cpu = Vec::with_capacity(states.len());
+                for st in states.iter_mut() {
+                    match &mut **st {
+                        State::Cpu(s) => cpu.push(s),
+                        State::Gpu(_) => return Err("a GPU state on a CPU runner".to_owned()),
+                    }
+                }
+                self.model.forward_sessions(&mut cpu, tokens, numerics).map_err(|e| e.to_string())
+            }
+            Some(_) => states
+                .iter_mut()
+                .zip(tokens)
+                .map(|(st, t)| if t.is_empty() { Ok(Vec::new()) } else { self.forward(st, t, numerics) })
+                .collect(),
+        }
+    }
+
     pub fn checkpoint(&self, st: &State) -> Result<Checkpoint, String> {
         match (st, &self.gpu) {
             (State::Cpu(s), _) => Ok(s.checkpoint()),

@@ -2,6 +2,8 @@
 //! numerics: greedy generation, rewinds, forks and the disk cache give the same tokens.
 //! Skips (saying so) without a GPU; `DSV4_REQUIRE_GPU=1` makes that a failure.
 
+mod common;
+
 use dsv4_engine::{DiskCache, Generation, GenerationParams, Runner, SamplingParams, Session, SessionPool};
 use dsv4_model::{Model, Numerics};
 use dsv4_synth::{Preset, SynthSpec};
@@ -87,4 +89,11 @@ fn cuda_runner_generates_like_the_cpu_through_rewinds_forks_and_disk() {
     let (want, _) = run(&cpu, &tok, &mut Session::new(), &next, 16);
     assert_eq!(restored, want);
     eprintln!("cuda runner: 64 greedy tokens, rewind, fork and disk restore all equal to the CPU ({})", gpu.describe());
+}
+
+#[test]
+fn cuda_batch_of_8_generates_what_each_job_does_alone() {
+    let Some((_, gpu, tok, _dir)) = runners("cuda_batch_of_8_generates_what_each_job_does_alone") else { return };
+    common::batch::batch_matches_alone(&gpu, &tok, CTX, Numerics::Plain);
+    common::batch::batch_matches_alone(&gpu, &tok, CTX, Numerics::Official);
 }

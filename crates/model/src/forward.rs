@@ -98,12 +98,8 @@ impl<'a> Forward<'a> {
         for (s, n) in states.iter_mut().zip(next) {
             s.pos = n;
         }
-        let logits = streams
-            .par_iter()
-            .enumerate()
-            .filter(|(i, _)| want_logits(*i))
-            .map(|(_, s)| self.logits(s, &self.w.out_hc, &self.w.out_norm))
-            .collect();
+        let wanted: Vec<&[f32]> = streams.iter().enumerate().filter(|(i, _)| want_logits(*i)).map(|(_, s)| s.as_slice()).collect();
+        let logits = if wanted.is_empty() { Vec::new() } else { self.logits_batch(&wanted, &self.w.out_hc, &self.w.out_norm) };
         (logits, if keep_hidden { streams } else { Vec::new() })
     }
 
@@ -329,14 +325,27 @@ impl<'a> Forward<'a> {
 
     /// An HC head (sigmoid read-out of the streams), final norm and the shared LM head.
     pub(crate) fn logits(&self, s: &[f32], head: &HcWeights, out_norm: &[f32]) -> Vec<f32> {
+        self.logits_batch(&[s], head, out_norm).pop().unwrap_or_default()
+    }
+
+    /// The logits of several tokens' streams, the output matrix read once for all of them
+    /// (it is the largest single read of a decode step; [`mm`](Self::mm) keeps each row's
+    /// bits those of a separate product).
+    pub(crate) fn logits_batch(&self, streams: &[&[f32]], head: &HcWeights, out_norm: &[f32]) -> Vec<Vec<f32>> {
         let cfg = self.cfg;
-        let mut flat = s.to_vec();
-        norm::rms_norm_plain_inplace(&mut flat, cfg.rms_eps);
-        let m = self.mv(&head.proj, &flat);
-        let wts = hc::head_weights(&m, head.scale[0], &head.base, cfg.hc_eps);
-        let mut v = vec![0f32; cfg.n_embd];
-        hc::read(s, &wts, &mut v);
-        norm::rms_norm_inplace(&mut v, out_norm, cfg.rms_eps);
-        self.mv(&self.w.output, &v)
+        let xs: Vec<Vec<f32>> = streams
+            .par_iter()
+            .map(|s| {
+                let mut flat = s.to_vec();
+                norm::rms_norm_plain_inplace(&mut flat, cfg.rms_eps);
+                let m = self.mv(&head.proj, &flat);
+                let wts = hc::head_weights(&m, head.scale[0], &head.base, cfg.hc_eps);
+                let mut v = vec![0f32; cfg.n_embd];
+                hc::read(s, &wts, &mut v);
+                norm::rms_norm_inplace(&mut v, out_norm, cfg.rms_eps);
+                v
+            })
+            .collect();
+        self.mm(&self.w.output, &xs)
     }
 }

@@ -1,12 +1,11 @@
-//! What the server asks of an inference engine: take a prompt, say what it cost, then
-//! sample tokens one at a time while the caller decides, token by token, whether the next
-//! one is DSML syntax (sampled greedily) and whether to stop.
+//! What the server asks of an inference engine: take several jobs at once and advance them
+//! together, step by step; for each job say what its prompt cost, then hand over sampled
+//! tokens one at a time while the caller decides, token by token, whether the next one is
+//! DSML syntax (sampled greedily) and whether to stop.
 //!
 //! The server never sees tensors. [`crate::ModelBackend`] is the real engine; tests use
 //! [`crate::scripted::ScriptedBackend`] when they need a specific output (thinking, DSML tool
 //! calls, malformed markup) that a random-weight model would never produce.
-
-use std::sync::atomic::AtomicBool;
 
 use std::sync::Arc;
 
@@ -91,19 +90,36 @@ pub enum End {
     Cancelled,
 }
 
-/// An inference engine as the server's single worker thread drives it.
+/// What a step reports about a job: `Ready` once, any number of `Token`s, then `End` or
+/// `Failed`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    Ready(PromptReport),
+    /// Answered with the [`Next`] verdict.
+    Token(u32),
+    End(End),
+    Failed(String),
+}
+
+/// An inference engine as the server's single worker thread drives it: jobs are admitted
+/// while there is room, then every admitted job advances with each [`step`](Backend::step).
 pub trait Backend: Send + 'static {
-    /// Runs one job: syncs a session to `job.prompt` (reusing what it can), calls `ready`
-    /// once, then for each sampled token calls `token`, whose answer steers the next sample.
-    /// `cancel` is checked between prefill chunks and between tokens; a cancelled job returns
-    /// `Ok(End::Cancelled)`, possibly before `ready`.
-    fn generate(
-        &mut self,
-        job: &GenJob,
-        cancel: &AtomicBool,
-        ready: &mut dyn FnMut(&PromptReport),
-        token: &mut dyn FnMut(u32) -> Next,
-    ) -> Result<End, String>;
+    /// Whether another job can be admitted now (`--max-active`, free sessions).
+    fn has_room(&self) -> bool;
+
+    /// Starts `job` under `id` (unique among running jobs). An error refuses the job; nothing
+    /// was computed then.
+    fn admit(&mut self, id: u64, job: &GenJob) -> Result<(), String>;
+
+    /// Jobs admitted and not yet ended.
+    fn active(&self) -> usize;
+
+    /// Advances every admitted job by one step (a prefill share or one token each).
+    /// `progress` hears each job's events in order and answers its `Token`s.
+    fn step(&mut self, progress: &mut dyn FnMut(u64, Progress) -> Next);
+
+    /// Drops a job from the batch at once (client gone, shutdown). Unknown ids are ignored.
+    fn cancel(&mut self, id: u64);
 
     /// Called once when the server stops, after the last job: persist what is worth keeping.
     fn shutdown(&mut self) {}

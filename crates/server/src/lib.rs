@@ -4,7 +4,7 @@
 //! protocol come from DeepSeek's `deepseek-recipe` crates (through `dsv4-chat`); this crate
 //! adds the transport: routing, authentication, SSE with keep-alives, cancellation when a
 //! client leaves, error shapes, metrics, and a FIFO queue in front of one inference worker
-//! ([`worker`]) that drives a [`Backend`].
+//! ([`worker`]) that runs every admitted request together in a [`Backend`]'s batch.
 
 mod auth;
 pub mod backend;
@@ -15,6 +15,7 @@ pub mod metrics;
 mod model_backend;
 mod replay;
 mod routes;
+mod running;
 pub mod scripted;
 mod sse;
 pub mod worker;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use dsv4_chat::{ModelCatalog, PromptEncoder, RequestConverter};
 use dsv4_tokenizer::Tokenizer;
 
-pub use backend::{Backend, CacheSource, End, GenJob, MissReason, Next, PromptReport};
+pub use backend::{Backend, CacheSource, End, GenJob, MissReason, Next, Progress, PromptReport};
 pub use model_backend::{EngineOptions, ModelBackend};
 
 use metrics::Metrics;

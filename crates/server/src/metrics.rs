@@ -20,6 +20,7 @@ struct Counters {
     /// Label of [`CacheSource`] -> count.
     cache: BTreeMap<&'static str, u64>,
     queue_depth: usize,
+    active: usize,
     cancelled_queued: u64,
     cancelled_running: u64,
     backend_errors: u64,
@@ -68,6 +69,11 @@ impl Metrics {
         self.lock().queue_depth = n;
     }
 
+    /// Jobs in the batch now.
+    pub fn set_active(&self, n: usize) {
+        self.lock().active = n;
+    }
+
     pub fn set_disk_usage(&self, files: u64, bytes: u64) {
         self.lock().disk = Some((files, bytes));
     }
@@ -76,17 +82,12 @@ impl Metrics {
         self.lock().cancelled_queued += 1;
     }
 
-    pub fn cancelled_running(&self, _seconds: f64) {
+    pub fn cancelled_running(&self) {
         self.lock().cancelled_running += 1;
     }
 
     pub fn backend_error(&self) {
         self.lock().backend_errors += 1;
-    }
-
-    /// Number of requests answered with `status` on `endpoint` so far.
-    pub fn requests(&self, endpoint: &str, status: u16) -> u64 {
-        self.lock().requests.iter().filter(|((e, s), _)| *e == endpoint && *s == status).map(|(_, n)| n).sum()
     }
 
     pub fn render(&self) -> String {
@@ -112,7 +113,8 @@ impl Metrics {
         scalar("decode_seconds_total", "counter", "Time spent sampling, first token to last.", format!("{:.6}", c.decode_seconds));
         scalar("prefill_tokens_per_second", "gauge", "Prefill rate of the last request that prefilled.", format!("{:.3}", c.last_prefill_tps));
         scalar("decode_tokens_per_second", "gauge", "Decode rate of the last answer.", format!("{:.3}", c.last_decode_tps));
-        scalar("queue_depth", "gauge", "Requests waiting for the inference worker.", c.queue_depth.to_string());
+        scalar("queue_depth", "gauge", "Requests waiting for a place in the batch.", c.queue_depth.to_string());
+        scalar("active_requests", "gauge", "Requests being prefilled or generated together.", c.active.to_string());
         scalar("cancelled_queued_total", "counter", "Requests whose client left before they started.", c.cancelled_queued.to_string());
         scalar("cancelled_running_total", "counter", "Requests cancelled while prefilling or generating.", c.cancelled_running.to_string());
         scalar("backend_errors_total", "counter", "Requests the engine failed.", c.backend_errors.to_string());

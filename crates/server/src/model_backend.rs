@@ -1,14 +1,15 @@
-//! The real engine behind the server: the model, resident sessions and the disk KV cache.
+//! The real engine behind the server: the model, resident sessions, the batch scheduler and
+//! the disk KV cache.
 
-use std::sync::atomic::AtomicBool;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use dsv4_engine::{DiskCache, Finish, GenError, Generation, GenerationParams, LoopGuard, Runner, Session, SessionPool};
+use dsv4_engine::{BatchEvent, DiskCache, Finish, GenerationParams, LoopGuard, Runner, Scheduler, Session, SessionPool, Verdict};
 use dsv4_model::Numerics;
 use dsv4_chat::EncodedPrompt;
 use dsv4_tokenizer::Tokenizer;
 
-use crate::backend::{Backend, CacheSource, End, GenJob, MissReason, Next, PromptReport};
+use crate::backend::{Backend, CacheSource, End, GenJob, MissReason, Next, Progress, PromptReport};
 
 /// Engine settings that do not change per request.
 #[derive(Clone, Debug)]
@@ -19,14 +20,25 @@ pub struct EngineOptions {
     pub loop_guard: bool,
     /// Resident sessions kept in memory.
     pub sessions: usize,
+    /// Jobs generating at once (each holds a session, so at most `sessions`).
+    pub max_active: usize,
+    /// Prompt tokens prefilled per step, shared by the jobs still prefilling.
     pub prefill_chunk: usize,
+}
+
+/// What a running job's report needs beyond the engine's prefill stats.
+struct Admitted {
+    prompt_tokens: usize,
+    /// Whether any session was resident when it arrived (a miss is then a mismatch).
+    any_resident: bool,
 }
 
 pub struct ModelBackend {
     runner: Runner,
     tok: Arc<Tokenizer>,
     opts: EngineOptions,
-    pool: SessionPool,
+    sched: Scheduler,
+    jobs: HashMap<u64, Admitted>,
     disk: Option<Arc<DiskCache>>,
     /// Log lines for the server's stderr (cache warnings, evictions).
     log: Box<dyn FnMut(String) + Send>,
@@ -40,8 +52,9 @@ impl ModelBackend {
         disk: Option<Arc<DiskCache>>,
         log: Box<dyn FnMut(String) + Send>,
     ) -> ModelBackend {
-        let pool = SessionPool::new(opts.sessions);
-        ModelBackend { runner, tok, opts, pool, disk, log }
+        let pool = SessionPool::new(opts.sessions.max(opts.max_active));
+        let sched = Scheduler::new(pool, opts.max_active, opts.prefill_chunk, opts.ctx, tok.specials().eos);
+        ModelBackend { runner, tok, opts, sched, jobs: HashMap::new(), disk, log }
     }
 
     /// The prompt as a resident session can continue it: the longest run of that session's
@@ -52,8 +65,8 @@ impl ModelBackend {
     fn align(&self, job: &GenJob) -> Option<Vec<u32>> {
         let text = job.text.as_ref()?;
         let mut best: Option<Vec<u32>> = None;
-        let mut best_len = self.pool.sessions().map(|s| s.common_prefix(&job.prompt)).max().unwrap_or(0);
-        for s in self.pool.sessions() {
+        let mut best_len = self.sched.pool().sessions().map(|s| s.common_prefix(&job.prompt)).max().unwrap_or(0);
+        for s in self.sched.pool().sessions() {
             // A live session can rewind: any matching run of its tokens counts.
             if let Some((n, prompt)) = self.continue_from(text, &s.tokens, best_len, false) {
                 best_len = n;
@@ -121,13 +134,11 @@ impl ModelBackend {
 }
 
 impl Backend for ModelBackend {
-    fn generate(
-        &mut self,
-        job: &GenJob,
-        cancel: &AtomicBool,
-        ready: &mut dyn FnMut(&PromptReport),
-        token: &mut dyn FnMut(u32) -> Next,
-    ) -> Result<End, String> {
+    fn has_room(&self) -> bool {
+        self.sched.has_room()
+    }
+
+    fn admit(&mut self, id: u64, job: &GenJob) -> Result<(), String> {
         let params = GenerationParams {
             sampling: job.sampling.clone(),
             max_tokens: job.max_tokens.max(1),
@@ -138,10 +149,9 @@ impl Backend for ModelBackend {
             numerics: self.opts.numerics,
             prefill_chunk: self.opts.prefill_chunk,
         };
-
-        let any_resident = !self.pool.is_empty();
-        let prompt = self.align(job);
-        let prompt = prompt.as_deref().unwrap_or(&job.prompt);
+        let any_resident = !self.sched.pool().is_empty();
+        let aligned = self.align(job);
+        let prompt = aligned.as_deref().unwrap_or(&job.prompt);
         if prompt.len() >= self.opts.ctx {
             return Err(format!("the prompt has {} tokens but the context holds {}", prompt.len(), self.opts.ctx));
         }
@@ -153,48 +163,58 @@ impl Backend for ModelBackend {
             }
             s
         };
-        let (session, _) = self.pool.acquire(&self.runner, prompt, &new_session);
-        let started = Generation::start(&self.runner, &self.tok, session, prompt, params, self.opts.ctx, cancel, &mut |_, _| {});
-        let mut g = match started {
-            Ok(g) => g,
-            Err(GenError::Cancelled) => return Ok(End::Cancelled),
-            Err(e) => return Err(e.to_string()),
-        };
-        let p = g.prefill;
-        let source = if p.from_disk > 0 {
-            CacheSource::Disk
-        } else if p.reused > 0 {
-            CacheSource::Live
-        } else if any_resident {
-            CacheSource::Miss(MissReason::Mismatch)
-        } else {
-            CacheSource::Miss(MissReason::Cold)
-        };
-        ready(&PromptReport { prompt_tokens: prompt.len(), cached_tokens: p.reused, source, prefill_seconds: p.seconds });
-        let mut greedy = false;
-        let end = loop {
-            let step = g.next(greedy, cancel).map_err(|e| e.to_string())?;
-            if let Some(t) = step.token {
-                let next = token(t);
-                greedy = next.greedy;
-                if next.stop && step.finish.is_none() {
-                    g.close();
-                    break End::Stopped;
-                }
-            }
-            if let Some(f) = step.finish {
-                break match f {
-                    Finish::Eos => End::Eos,
-                    Finish::Length => End::Length,
-                    Finish::Stop => End::Stopped,
-                    Finish::Loop => End::Loop,
-                    Finish::Cancelled => End::Cancelled,
-                };
-            }
-        };
-        drop(g);
+        self.sched.admit(&self.runner, id, prompt, params, &new_session).map_err(|e| e.to_string())?;
+        self.jobs.insert(id, Admitted { prompt_tokens: prompt.len(), any_resident });
         self.flush_disk_warnings();
-        Ok(end)
+        Ok(())
+    }
+
+    fn active(&self) -> usize {
+        self.sched.active()
+    }
+
+    fn step(&mut self, progress: &mut dyn FnMut(u64, Progress) -> Next) {
+        let jobs = &mut self.jobs;
+        self.sched.step(&self.runner, &mut |id, ev| {
+            let p = match ev {
+                BatchEvent::Ready(p) => {
+                    let (prompt_tokens, any_resident) = jobs.get(&id).map_or((p.reused + p.prefilled, true), |a| (a.prompt_tokens, a.any_resident));
+                    let source = if p.from_disk > 0 {
+                        CacheSource::Disk
+                    } else if p.reused > 0 {
+                        CacheSource::Live
+                    } else if any_resident {
+                        CacheSource::Miss(MissReason::Mismatch)
+                    } else {
+                        CacheSource::Miss(MissReason::Cold)
+                    };
+                    Progress::Ready(PromptReport { prompt_tokens, cached_tokens: p.reused, source, prefill_seconds: p.seconds })
+                }
+                BatchEvent::Token(t) => Progress::Token(t),
+                BatchEvent::Finished(f) => {
+                    jobs.remove(&id);
+                    Progress::End(match f {
+                        Finish::Eos => End::Eos,
+                        Finish::Length => End::Length,
+                        Finish::Stop => End::Stopped,
+                        Finish::Loop => End::Loop,
+                        Finish::Cancelled => End::Cancelled,
+                    })
+                }
+                BatchEvent::Failed(e) => {
+                    jobs.remove(&id);
+                    Progress::Failed(e)
+                }
+            };
+            let next = progress(id, p);
+            Verdict { greedy: next.greedy, stop: next.stop }
+        });
+        self.flush_disk_warnings();
+    }
+
+    fn cancel(&mut self, id: u64) {
+        self.jobs.remove(&id);
+        self.sched.cancel(&self.runner, id);
     }
 
     fn disk_usage(&self) -> Option<(u64, u64)> {
@@ -202,7 +222,7 @@ impl Backend for ModelBackend {
     }
 
     fn shutdown(&mut self) {
-        let saved = self.pool.save_all(&self.runner);
+        let saved = self.sched.save_all(&self.runner);
         if saved > 0 {
             (self.log)(format!("kv cache: saved {saved} tokens of resident sessions at shutdown"));
         }

@@ -1,21 +1,24 @@
-//! The single inference worker: one thread owns the backend and runs jobs strictly first in,
-//! first out. HTTP tasks render and tokenize requests themselves and only hand over token
-//! ids, so request parsing and I/O never wait on inference, and inference never waits on a
-//! slow client (events go through an unbounded channel).
+//! The inference worker: one thread owns the backend and runs the batch. Jobs are admitted
+//! first in, first out while the backend has room (`--max-active`, free sessions); every
+//! admitted job then advances with each step, so several clients are served together. HTTP
+//! tasks render and tokenize requests themselves and only hand over token ids, so request
+//! parsing and I/O never wait on inference, and inference never waits on a slow client
+//! (events go through an unbounded channel). Between steps the worker takes new jobs and
+//! drops cancelled ones, so a client that leaves is out of the batch by the next step.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use dsv4_chat::deepseek_recipe::stream::ParsingOptions;
-use dsv4_chat::StreamParser;
-use dsv4_engine::StopMatcher;
 use dsv4_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::backend::{Backend, End, GenJob, Next, PromptReport};
 use crate::metrics::Metrics;
+use crate::running::Running;
 
 /// How the worker watches the output as it is generated.
 pub enum OutputMode {
@@ -56,22 +59,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn spawn(mut backend: Box<dyn Backend>, tok: Arc<Tokenizer>, metrics: Arc<Metrics>, mut trace: Option<std::fs::File>) -> Worker {
+    pub fn spawn(backend: Box<dyn Backend>, tok: Arc<Tokenizer>, metrics: Arc<Metrics>, trace: Option<std::fs::File>) -> Worker {
         let (tx, rx) = mpsc::channel::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
-        let q = queued.clone();
+        let mut lp = Loop { backend, tok, metrics, trace, queued: queued.clone(), waiting: VecDeque::new(), running: HashMap::new(), next_id: 0 };
         let thread = std::thread::Builder::new()
             .name("dsv4-inference".into())
             .spawn(move || {
-                for job in rx {
-                    q.fetch_sub(1, Ordering::SeqCst);
-                    metrics.set_queue_depth(q.load(Ordering::SeqCst));
-                    run_job(backend.as_mut(), &tok, &metrics, &mut trace, job);
-                    if let Some((files, bytes)) = backend.disk_usage() {
-                        metrics.set_disk_usage(files, bytes);
-                    }
-                }
-                backend.shutdown();
+                lp.run(rx);
+                lp.backend.shutdown();
             })
             .expect("spawning the inference thread");
         Worker { tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), queued }
@@ -90,13 +86,13 @@ impl Worker {
         true
     }
 
-    /// Jobs waiting (not counting the one running).
+    /// Jobs waiting for a place in the batch.
     pub fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
     }
 
-    /// Stops taking jobs, lets the queue drain (cancelled jobs drain at once) and waits for
-    /// the backend's shutdown (which saves resident sessions).
+    /// Stops taking jobs, lets the queue and the batch drain (cancelled jobs drain at once)
+    /// and waits for the backend's shutdown (which saves resident sessions).
     pub fn stop(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -113,118 +109,114 @@ impl Drop for Worker {
 }
 
 /// Appends one JSON line to the `--trace` file.
-fn trace_line(trace: &mut Option<std::fs::File>, v: serde_json::Value) {
+pub(crate) fn trace_line(trace: &mut Option<std::fs::File>, v: serde_json::Value) {
     if let Some(f) = trace {
         use std::io::Write;
         let _ = writeln!(f, "{v}");
     }
 }
 
-fn run_job(backend: &mut dyn Backend, tok: &Arc<Tokenizer>, metrics: &Metrics, trace: &mut Option<std::fs::File>, job: Job) {
-    let Job { id, gen, output, cancel, events } = job;
-    if trace.is_some() {
-        let rendered = gen.text.as_ref().map(|t| t.prompt.clone()).unwrap_or_else(|| tok.decode_lossy(&gen.prompt));
-        trace_line(trace, serde_json::json!({"event": "request", "id": id, "prompt_tokens": gen.prompt.len(), "max_tokens": gen.max_tokens,
-            "temperature": gen.sampling.temperature, "top_p": gen.sampling.top_p, "seed": gen.sampling.seed, "rendered": rendered}));
-    }
-    if cancel.load(Ordering::Relaxed) || events.is_closed() {
-        metrics.cancelled_before_start();
-        return;
-    }
-    let mut parser = match &output {
-        OutputMode::Parsed(opts) => Some(StreamParser::new(tok.clone(), opts.clone())),
-        OutputMode::Raw { .. } => None,
-    };
-    let mut raw = match &output {
-        OutputMode::Raw { stop } => Some((tok.incremental_decoder(), StopMatcher::new(stop))),
-        OutputMode::Parsed(_) => None,
-    };
-    let started = std::time::Instant::now();
-    let mut first_token: Option<std::time::Instant> = None;
-    let mut generated = 0usize;
-    let mut report = None;
-    let mut sampled = Vec::new();
-    let mut ready = |r: &PromptReport| {
-        report = Some(*r);
-        metrics.prompt_done(r);
-        let _ = events.send(Event::Ready(*r));
-    };
-    let eos = tok.specials().eos;
-    let mut on_token = |t: u32| -> Next {
-        // The end-of-sentence token ends the answer; it is never output (the recipe's rule:
-        // a final token is forwarded only when the answer ran out of length).
-        if t == eos {
-            return Next { greedy: false, stop: true };
-        }
-        generated += 1;
-        sampled.push(t);
-        first_token.get_or_insert_with(std::time::Instant::now);
-        let mut next = Next::default();
-        let mut text = String::new();
-        if let Some(p) = parser.as_mut() {
-            // Errors (an id outside the vocabulary) end the output; the HTTP side's own
-            // parser reports them.
-            if p.push_tokens(&[t]).is_err() {
-                next.stop = true;
-            }
-            next.greedy = p.in_dsml_syntax();
-            next.stop |= p.output_complete() || p.is_finished();
-        }
-        if let Some((decoder, stop)) = raw.as_mut() {
-            let out = stop.push(decoder.push(t).as_bytes());
-            text = String::from_utf8_lossy(&out.emit).into_owned();
-            next.stop = out.stopped;
-        }
-        if events.send(Event::Token { id: t, text }).is_err() {
-            cancel.store(true, Ordering::Relaxed);
-            next.stop = true;
-        }
-        next
-    };
-    let result = backend.generate(&gen, &cancel, &mut ready, &mut on_token);
-    if trace.is_some() {
-        // The cache decision: what was reused and from where.
-        if let Some(r) = report {
-            trace_line(trace, serde_json::json!({"event": "cache", "id": id, "prompt_tokens": r.prompt_tokens, "cached_tokens": r.cached_tokens,
-                "source": r.source.label(), "prefill_seconds": r.prefill_seconds}));
-        }
-        let end = match &result {
-            Ok(e) => format!("{e:?}"),
-            Err(e) => format!("error: {e}"),
-        };
-        trace_line(trace, serde_json::json!({"event": "generated", "id": id, "tokens": sampled.len(), "end": end, "text": tok.decode_lossy(&sampled)}));
-    }
-    if let Some(t0) = first_token {
-        metrics.decode_done(generated, t0.elapsed().as_secs_f64());
-    }
-    // A client that left mid-answer ends the job through a failed send (End::Stopped): that
-    // is a cancellation too.
-    let result = match result {
-        Ok(_) if cancel.load(Ordering::Relaxed) => Ok(End::Cancelled),
-        other => other,
-    };
-    match result {
-        Ok(End::Cancelled) => {
-            metrics.cancelled_running(started.elapsed().as_secs_f64());
-            // Heard only when the client is still there, i.e. the server is shutting down.
-            let _ = events.send(Event::Finish(End::Cancelled));
-        }
-        Ok(end) => {
-            if let Some((mut decoder, mut stop)) = raw.take() {
-                // Text held back for a possible stop string or an unfinished character.
-                if end != End::Stopped {
-                    let mut tail = stop.push(decoder.finish().as_bytes()).emit;
-                    tail.extend(stop.finish());
-                    if !tail.is_empty() {
-                        let _ = events.send(Event::Tail(String::from_utf8_lossy(&tail).into_owned()));
-                    }
+/// The worker thread's state.
+struct Loop {
+    backend: Box<dyn Backend>,
+    tok: Arc<Tokenizer>,
+    metrics: Arc<Metrics>,
+    trace: Option<std::fs::File>,
+    /// Jobs submitted and not yet admitted (counted by `queued`), oldest first.
+    queued: Arc<AtomicUsize>,
+    waiting: VecDeque<Job>,
+    running: HashMap<u64, Running>,
+    next_id: u64,
+}
+
+impl Loop {
+    fn run(&mut self, rx: mpsc::Receiver<Job>) {
+        let mut open = true;
+        loop {
+            if open && self.waiting.is_empty() && self.running.is_empty() {
+                // Nothing to do: sleep until a job comes or the server stops.
+                match rx.recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(_) => open = false,
                 }
             }
-            let _ = events.send(Event::Finish(end));
+            while open {
+                match rx.try_recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            if self.running.is_empty() {
+                if !open && self.waiting.is_empty() {
+                    return;
+                }
+                continue;
+            }
+            let (backend, running, metrics, tok, trace) = (&mut self.backend, &mut self.running, &self.metrics, &self.tok, &mut self.trace);
+            backend.step(&mut |id, p| {
+                let Some(r) = running.get_mut(&id) else { return Next::default() };
+                let (next, end) = r.progress(p, metrics);
+                if let Some(result) = end {
+                    if let Some(r) = running.remove(&id) {
+                        r.finish(result, tok, metrics, trace);
+                    }
+                }
+                next
+            });
+            self.metrics.set_active(self.running.len());
+            if let Some((files, bytes)) = self.backend.disk_usage() {
+                self.metrics.set_disk_usage(files, bytes);
+            }
         }
-        Err(e) => {
-            metrics.backend_error();
-            let _ = events.send(Event::Failed(e));
+    }
+
+    /// Waiting jobs whose client left never start; running ones leave the batch now.
+    fn drop_cancelled(&mut self) {
+        let before = self.waiting.len();
+        let metrics = &self.metrics;
+        self.waiting.retain(|j| {
+            let gone = j.cancel.load(Ordering::Relaxed) || j.events.is_closed();
+            if gone {
+                metrics.cancelled_before_start();
+            }
+            !gone
+        });
+        self.dequeued(before - self.waiting.len());
+        let gone: Vec<u64> = self.running.iter().filter(|(_, r)| r.cancelled()).map(|(&id, _)| id).collect();
+        for id in gone {
+            self.backend.cancel(id);
+            if let Some(r) = self.running.remove(&id) {
+                r.finish(Ok(End::Cancelled), &self.tok, &self.metrics, &mut self.trace);
+            }
+        }
+    }
+
+    /// Oldest first, while the backend has room.
+    fn admit(&mut self) {
+        while self.backend.has_room() {
+            let Some(job) = self.waiting.pop_front() else { break };
+            self.dequeued(1);
+            let id = self.next_id;
+            self.next_id += 1;
+            let gen = job.gen.clone();
+            let r = Running::start(job, &self.tok, &mut self.trace);
+            match self.backend.admit(id, &gen) {
+                Ok(()) => {
+                    self.running.insert(id, r);
+                }
+                Err(e) => r.finish(Err(e), &self.tok, &self.metrics, &mut self.trace),
+            }
+        }
+        self.metrics.set_active(self.running.len());
+    }
+
+    fn dequeued(&self, n: usize) {
+        if n > 0 {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            self.metrics.set_queue_depth(self.queued.load(Ordering::SeqCst));
         }
     }
 }

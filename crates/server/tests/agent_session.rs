@@ -33,7 +33,7 @@ fn model() -> Arc<Model> {
 async fn start(kv: &std::path::Path) -> TestServer {
     let m = model();
     let disk = Arc::new(DiskCache::open(kv, 4 << 30, &m, Numerics::Official).unwrap());
-    let opts = EngineOptions { ctx: CTX, numerics: Numerics::Official, loop_guard: true, sessions: 4, prefill_chunk: 512 };
+    let opts = EngineOptions { ctx: CTX, numerics: Numerics::Official, loop_guard: true, sessions: 4, max_active: 4, prefill_chunk: 512 };
     let backend = ModelBackend::new(dsv4_engine::Runner::cpu(m), tok(), opts, Some(disk), Box::new(|_| {}));
     let trace = std::env::var_os("DSV4_TRACE_OUT").map(std::path::PathBuf::from);
     let cfg = dsv4_server::ServerConfig { ctx: CTX, trace, ..common::config() };

@@ -19,7 +19,7 @@ fn model() -> Arc<Model> {
 async fn start(disk: Option<&std::path::Path>) -> TestServer {
     let m = model();
     let disk = disk.map(|d| Arc::new(DiskCache::open(d, 1 << 30, &m, Numerics::Official).unwrap()));
-    let opts = EngineOptions { ctx: 4096, numerics: Numerics::Official, loop_guard: false, sessions: 3, prefill_chunk: 256 };
+    let opts = EngineOptions { ctx: 4096, numerics: Numerics::Official, loop_guard: false, sessions: 3, max_active: 3, prefill_chunk: 256 };
     let backend = ModelBackend::new(dsv4_engine::Runner::cpu(m), tok(), opts, disk, Box::new(|_| {}));
     TestServer::start(Box::new(backend), common::config(), Arc::new(Mutex::new(Vec::new())), Duration::ZERO).await
 }

@@ -1,6 +1,16 @@
 //! Streaming detokenization.
 
+use std::sync::Arc;
+
 use crate::Tokenizer;
+
+/// A borrowed tokenizer, or a shared one for a decoder that outlives any borrow (a job
+/// handed between threads).
+#[derive(Debug)]
+enum TokRef<'a> {
+    Borrowed(&'a Tokenizer),
+    Shared(Arc<Tokenizer>),
+}
 
 /// Turns a stream of token ids into text, emitting only complete UTF-8.
 ///
@@ -13,25 +23,33 @@ use crate::Tokenizer;
 /// always equals `decode_lossy` of all ids.
 #[derive(Debug)]
 pub struct IncrementalDecoder<'a> {
-    tokenizer: &'a Tokenizer,
+    tokenizer: TokRef<'a>,
     pending: Vec<u8>,
+}
+
+impl IncrementalDecoder<'static> {
+    /// A decoder holding its own reference to the tokenizer.
+    pub fn shared(tokenizer: Arc<Tokenizer>) -> Self {
+        IncrementalDecoder { tokenizer: TokRef::Shared(tokenizer), pending: Vec::new() }
+    }
 }
 
 impl<'a> IncrementalDecoder<'a> {
     pub fn new(tokenizer: &'a Tokenizer) -> Self {
         IncrementalDecoder {
-            tokenizer,
+            tokenizer: TokRef::Borrowed(tokenizer),
             pending: Vec::new(),
         }
     }
 
     /// Feed one id; returns the text that became complete (possibly empty).
     pub fn push(&mut self, id: u32) -> String {
-        let bytes = self
-            .tokenizer
-            .token_bytes(id)
-            .unwrap_or("\u{FFFD}".as_bytes());
-        self.pending.extend_from_slice(bytes);
+        // Field by field: the tokenizer is read while the pending bytes grow.
+        let tok: &Tokenizer = match &self.tokenizer {
+            TokRef::Borrowed(t) => t,
+            TokRef::Shared(t) => t,
+        };
+        self.pending.extend_from_slice(tok.token_bytes(id).unwrap_or("\u{FFFD}".as_bytes()));
         self.drain(false)
     }
 
