@@ -16,8 +16,12 @@
 #   --gen N           decode tokens timed per frontier, every engine (default 64)
 #   --engines LIST    any of dsv4,ds4,llama (default all three, in that order); `none` only
 #                     records the machine and writes the model (to overlap with build-peers.sh)
-#   --limit S         seconds each engine may take, loading included (default 600)
-#   --out DIR         logs and CSVs (default $OUT, else ./flash-out)
+#   --limit S         seconds each engine may take, loading included (default 270). The
+#                     device tool stops a whole call at 600 s: for 43 layers split the work
+#                     over calls on the warm machine (see bench/README.md, "Peer engines").
+#   --out DIR         logs and CSVs (default $OUT, else ./flash-out); flash.log is appended to
+#                     and each engine's CSV replaced when that engine runs, so calls that
+#                     run different engines can share one folder and one summary
 #   --dsv4-args "..." extra arguments for `dsv4 bench` (e.g. "--chunk 1024")
 #
 # Output files (the device tool brings back at most 8): flash.log (machine, card, driver,
@@ -35,7 +39,7 @@ set -u
 cd "$(dirname "$0")/../.."
 repo=$PWD
 
-usage() { sed -n '2,30p' "$0" >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 layers=$1; shift
 case $layers in ''|*[!0-9]*) usage ;; esac
@@ -46,7 +50,7 @@ model_dir=/mnt/big
 ctx=2048,8192
 gen=64
 engines=dsv4,ds4,llama
-limit=600
+limit=270
 out=${OUT:-$repo/flash-out}
 dsv4_args=
 while [ $# -gt 0 ]; do
@@ -81,8 +85,8 @@ depths=0
 for f in "${fr[@]:1}"; do depths="$depths,$f"; done
 
 mkdir -p "$out" || exit 1
+# Appended to, not truncated: several calls (one engine each, say) may share one --out.
 log="$out/flash.log"
-: >"$log"
 say() { echo "$*" | tee -a "$log"; }
 status=0
 
@@ -141,12 +145,13 @@ run() {
         sleep 1 # let the stderr tee drain before the CSV follows it in the log
         tee -a "$log" <"$csv"
     fi
-    [ "$rc" -eq 124 ] && say "$name: TIMED OUT after $limit s"
+    case $rc in 124 | 137) say "$name: TIMED OUT after $limit s" ;; esac
     say "$name: exit $rc after $((SECONDS - t0)) s"
     [ "$rc" -eq 0 ] || status=1
 }
 
 for engine in ${engines//,/ }; do
+    [ "$engine" = none ] || rm -f "$out/$engine.csv"
     case $engine in
         dsv4)
             # The NVRTC kernel cache goes to /tmp, not the carried tree.
