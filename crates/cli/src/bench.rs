@@ -53,12 +53,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let runner = a.device.runner(model, need + 1, 1)?;
     let err = anyhow::Error::msg;
     let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };
-    let (machine, backend) = match runner.device() {
-        dsv4_engine::Device::Cpu => (cpu_name(), "cpu".to_owned()),
-        dsv4_engine::Device::Cuda(_) => (runner.describe().split_once(' ').map(|(_, n)| n.replace(',', " ")).unwrap_or_default(), "cuda".to_owned()),
+    // Issue #7: every row names the host (its CPU model: container host names mean nothing)
+    // and the card, so rows from different machines are never mistaken for one another.
+    let machine = cpu_name();
+    let (card, backend) = match runner.device() {
+        dsv4_engine::Device::Cpu => ("none".to_owned(), "cpu"),
+        dsv4_engine::Device::Cuda(_) => (card_name(&runner.describe()), "cuda"),
     };
     let date = crate::today();
-    println!("date,machine,backend,threads,model,quant,layers,numerics,frontier,prefill_tokens,prefill_tps,decode_tokens,decode_tps");
+    println!("{CSV_HEADER}");
     let mut state = runner.new_state().map_err(err)?;
     let mut done = 0;
     for &frontier in &a.frontiers {
@@ -81,7 +84,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let decode_s = t.elapsed().as_secs_f64();
         let prev = a.frontiers.iter().rev().find(|&&f| f < frontier).copied().unwrap_or(0);
         println!(
-            "{date},{machine},{backend},{},{name},{quant},{},{},{frontier},{},{:.2},{},{:.3}",
+            "{date},{machine},{card},{backend},{},{name},{quant},{},{},{frontier},{},{:.2},{},{:.3}",
             rayon::current_num_threads(),
             n_layer,
             if a.plain_numerics { "plain" } else { "official" },
@@ -94,10 +97,44 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+const CSV_HEADER: &str =
+    "date,machine,card,backend,threads,model,quant,layers,numerics,frontier,prefill_tokens,prefill_tps,decode_tokens,decode_tps";
+
+/// The card's name out of the runner's description ("cuda:0 NVIDIA H100 80GB HBM3"), made safe
+/// for a CSV field.
+fn card_name(describe: &str) -> String {
+    describe
+        .split_once(' ')
+        .map(|(_, n)| n.trim())
+        .filter(|n| !n.is_empty())
+        .map_or_else(|| "unknown gpu".to_owned(), |n| n.replace(',', " "))
+}
+
 fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
         .unwrap_or_else(|| "unknown cpu".into())
         .replace(',', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_name_drops_the_device_index_and_commas() {
+        assert_eq!(card_name("cuda:0 NVIDIA H100 80GB HBM3"), "NVIDIA H100 80GB HBM3");
+        assert_eq!(card_name("cuda:1 NVIDIA H200, rev 2"), "NVIDIA H200  rev 2");
+        assert_eq!(card_name("cuda:0"), "unknown gpu");
+    }
+
+    #[test]
+    fn header_names_machine_card_model_and_quant() {
+        let cols: Vec<&str> = CSV_HEADER.split(',').collect();
+        for c in ["date", "machine", "card", "backend", "model", "quant", "layers", "frontier", "prefill_tps", "decode_tps"] {
+            assert!(cols.contains(&c), "{c} missing from {CSV_HEADER}");
+        }
+        assert_eq!(cols.len(), 14);
+    }
 }
