@@ -7,9 +7,9 @@
 
 use rayon::prelude::*;
 
-use crate::act::QuantizedActs;
+use crate::act::{BlockQ8_0Act, QuantizedActs};
 use crate::dot::{act_kernel, plain_kernel, Kernel};
-use crate::{float, GgmlType, QuantError};
+use crate::{float, q8_0, GgmlType, QuantError};
 
 /// How dot products are computed (README decision 3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -146,10 +146,18 @@ pub fn matmul(
     // parallel task writes one contiguous block; scattered to token-major order afterwards.
     let chunk_rows = (CHUNK_BYTES / row_bytes).max(1).next_multiple_of(8);
     let mut scratch = vec![0f32; n * rows];
+    // Q8_0 with quantized activations (the attention projections and the output head):
+    // four vectors per pass over a row.
+    let q8: Option<Vec<&[BlockQ8_0Act]>> = kernels.iter().map(|k| if let Kernel::Q8_0(_, a) = k { Some(*a) } else { None }).collect();
     scratch.par_chunks_mut(chunk_rows * n).zip(weights.par_chunks(chunk_rows * row_bytes)).for_each(|(s, w)| {
         let r = w.len() / row_bytes;
-        for (t, k) in kernels.iter().enumerate() {
-            run_rows_serial(w, row_bytes, &mut s[t * r..(t + 1) * r], k);
+        match &q8 {
+            Some(acts) if n > 1 => run_rows_q8_0_x4(w, row_bytes, s, acts),
+            _ => {
+                for (t, k) in kernels.iter().enumerate() {
+                    run_rows_serial(w, row_bytes, &mut s[t * r..(t + 1) * r], k);
+                }
+            }
         }
     });
     for (c, block) in scratch.chunks(chunk_rows * n).enumerate() {
@@ -159,6 +167,22 @@ pub fn matmul(
         }
     }
     Ok(())
+}
+
+/// Rows of `w` against every vector of `acts`, four vectors at a time (the last group padded
+/// by repeating a vector whose extra results are dropped); vector t's row i goes to
+/// `out[t * rows + i]`.
+fn run_rows_q8_0_x4(w: &[u8], row_bytes: usize, out: &mut [f32], acts: &[&[BlockQ8_0Act]]) {
+    let rows = w.len() / row_bytes;
+    for (g, group) in acts.chunks(4).enumerate() {
+        let four: [&[BlockQ8_0Act]; 4] = std::array::from_fn(|t| group[t.min(group.len() - 1)]);
+        for (i, row) in w.chunks_exact(row_bytes).enumerate() {
+            let v = q8_0::dot::dot_q8_0_x4(row, four);
+            for (t, &x) in v.iter().enumerate().take(group.len()) {
+                out[(4 * g + t) * rows + i] = x;
+            }
+        }
+    }
 }
 
 fn run_rows(weights: &[u8], row_bytes: usize, out: &mut [f32], k: &Kernel<'_>) {

@@ -127,6 +127,18 @@ pub(crate) fn dot_u8i8_pairs(u: __m256i, s: __m256i) -> __m256i {
     _mm256_maddubs_epi16(u, s)
 }
 
+/// The sums of four vectors of eight i32, as the four lanes of one register (exact).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn hsum_i32x4(v: [__m256i; 4]) -> __m128i {
+    // Pairwise adds keep each vector's partial sums apart: after two rounds lane k of each
+    // half holds part of vector k's sum; the halves are then added.
+    let a = _mm256_hadd_epi32(v[0], v[1]);
+    let b = _mm256_hadd_epi32(v[2], v[3]);
+    let c = _mm256_hadd_epi32(a, b);
+    _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c))
+}
+
 /// Sum of eight i32.
 #[inline]
 #[target_feature(enable = "avx2")]

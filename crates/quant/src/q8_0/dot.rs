@@ -26,6 +26,17 @@ pub(crate) fn dot_q8_0(row: &[u8], acts: &[BlockQ8_0Act]) -> f32 {
     dot_q8_0_portable(row, acts)
 }
 
+/// [`dot_q8_0`] of one row against four activation vectors at once (batched products: the
+/// row is decoded once, the four sums kept apart). Each result has the bits of its own call.
+pub(crate) fn dot_q8_0_x4(row: &[u8], acts: [&[BlockQ8_0Act]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if crate::x86::available() {
+        // SAFETY: as above.
+        return unsafe { super::avx2::dot_q8_0_x4(row, acts) };
+    }
+    acts.map(|a| dot_q8_0_portable(row, a))
+}
+
 pub(crate) fn dot_f32_portable(row: &[u8], x: &[f32]) -> f32 {
     let mut acc = Acc::new();
     for (blk, xs) in row.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(BLOCK_ELEMS)) {
@@ -60,6 +71,18 @@ mod tests {
             let acts = random_acts_q8_0(&x);
             assert_eq!(dot_f32(&row, &x).to_bits(), dot_f32_portable(&row, &x).to_bits());
             assert_eq!(dot_q8_0(&row, &acts).to_bits(), dot_q8_0_portable(&row, &acts).to_bits());
+        }
+    }
+
+    #[test]
+    fn four_at_once_equal_four_single_products_bitwise() {
+        for seed in 0..20 {
+            let row = random_row(crate::GgmlType::Q8_0, 1024, seed);
+            let acts: Vec<Vec<BlockQ8_0Act>> = (0..4).map(|t| random_acts_q8_0(&random_x(1024, seed * 7 + t + 100))).collect();
+            let got = dot_q8_0_x4(&row, std::array::from_fn(|t| acts[t].as_slice()));
+            for t in 0..4 {
+                assert_eq!(got[t].to_bits(), dot_q8_0_portable(&row, &acts[t]).to_bits(), "seed {seed} vector {t}");
+            }
         }
     }
 }
