@@ -42,12 +42,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if ids.len() < need {
         bail!("the text has {} tokens, the last frontier needs {need}", ids.len());
     }
-    let name = file.get("general.name").and_then(|v| v.as_str()).unwrap_or("?").replace([',', '"'], " ");
-    let quant = match file.tensor("blk.0.ffn_gate_exps.weight").map(|t| t.ty()) {
-        Some(GgmlType::IQ2_XXS) => "q2",
-        Some(GgmlType::Q4_K) => "q4",
-        _ => "other",
-    };
+    let name = model_name(&file);
+    let quant = quant_name(&file);
     let model = Arc::new(Model::from_file(file)?);
     let n_layer = model.cfg.n_layer;
     let runner = a.device.runner(model, need + 1, 1)?;
@@ -56,10 +52,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     // Issue #7: every row names the host (its CPU model: container host names mean nothing)
     // and the card, so rows from different machines are never mistaken for one another.
     let machine = cpu_name();
-    let (card, backend) = match runner.device() {
-        dsv4_engine::Device::Cpu => ("none".to_owned(), "cpu"),
-        dsv4_engine::Device::Cuda(_) => (card_name(&runner.describe()), "cuda"),
-    };
+    let (card, backend) = card_and_backend(&runner);
     let date = crate::today();
     println!("{CSV_HEADER}");
     let mut state = runner.new_state().map_err(err)?;
@@ -110,7 +103,29 @@ fn card_name(describe: &str) -> String {
         .map_or_else(|| "unknown gpu".to_owned(), |n| n.replace(',', " "))
 }
 
-fn cpu_name() -> String {
+/// The model's name, safe for a CSV field.
+pub(crate) fn model_name(file: &GgufFile) -> String {
+    file.get("general.name").and_then(|v| v.as_str()).unwrap_or("?").replace([',', '"'], " ")
+}
+
+/// The published mix a file follows, by its routed experts' type.
+pub(crate) fn quant_name(file: &GgufFile) -> &'static str {
+    match file.tensor("blk.0.ffn_gate_exps.weight").map(|t| t.ty()) {
+        Some(GgmlType::IQ2_XXS) => "q2",
+        Some(GgmlType::Q4_K) => "q4",
+        _ => "other",
+    }
+}
+
+/// (card, backend) columns for the runner's device.
+pub(crate) fn card_and_backend(runner: &dsv4_engine::Runner) -> (String, &'static str) {
+    match runner.device() {
+        dsv4_engine::Device::Cpu => ("none".to_owned(), "cpu"),
+        dsv4_engine::Device::Cuda(_) => (card_name(&runner.describe()), "cuda"),
+    }
+}
+
+pub(crate) fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))

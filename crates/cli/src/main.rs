@@ -1,6 +1,7 @@
 //! `dsv4`: one binary, one subcommand per job.
 
 mod bench;
+mod bench_batch;
 mod chat;
 mod demo;
 mod device;
@@ -42,6 +43,9 @@ enum Command {
     Logits(logits::Args),
     /// Measure prefill and decode speed at growing context; CSV on stdout.
     Bench(bench::Args),
+    /// Measure batched serving: aggregate decode rate of N streams together, or the time to
+    /// first token of a short request arriving during a long prefill.
+    BenchBatch(bench_batch::Args),
     /// Fetch one of antirez's published GGUF files (resumable, checksum-verified).
     Download(download::Args),
     /// Inspect a disk KV cache directory: ls, rm, stats.
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchBatch(a) => bench_batch::run(a),
         Command::Download(a) => download::run(a),
         Command::TestVectors(a) => test_vectors::run(a),
         Command::Kv(a) => kv::run(a),

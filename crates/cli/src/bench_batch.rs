@@ -1,0 +1,156 @@
+//! `dsv4 bench-batch`: the batch scheduler's throughput and latency, measured on the engine
+//! itself (no HTTP): aggregate decode rate with N streams generating together, and the time
+//! to first token of a short request that arrives while a long prompt is being prefilled.
+
+use anyhow::{bail, Context};
+use dsv4_engine::{BatchEvent, GenerationParams, SamplingParams, Scheduler, Session, SessionPool, Verdict};
+use dsv4_gguf::GgufFile;
+use dsv4_model::{Model, Numerics};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(short, long)]
+    model: PathBuf,
+    /// The text the prompts are cut from (each stream gets its own stretch).
+    #[arg(long, default_value = "../shared/bench/promessi_sposi.txt")]
+    text: PathBuf,
+    /// Numbers of streams to measure, each run on its own.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    streams: Vec<usize>,
+    /// Prompt tokens per stream.
+    #[arg(long, default_value_t = 512)]
+    context: usize,
+    /// Greedy tokens each stream decodes (timed).
+    #[arg(long, default_value_t = 32)]
+    decode: usize,
+    /// Instead of streams: a prompt of this many tokens is prefilled and a short request
+    /// arrives after the first step; its time to first token is measured.
+    #[arg(long)]
+    ttft_long: Option<usize>,
+    /// The short request's prompt tokens (with --ttft-long).
+    #[arg(long, default_value_t = 200)]
+    ttft_short: usize,
+    /// Prompt tokens per scheduler step while prompts are being prefilled (the server's 512).
+    #[arg(long, default_value_t = 512)]
+    step_tokens: usize,
+    #[arg(long)]
+    plain_numerics: bool,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
+}
+
+pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+    if a.streams.is_empty() || a.streams.contains(&0) || a.context == 0 || a.decode == 0 || a.step_tokens == 0 {
+        bail!("--streams, --context, --decode and --step-tokens must be positive");
+    }
+    let file = Arc::new(GgufFile::open(&a.model).with_context(|| format!("reading {}", a.model.display()))?);
+    let tok = crate::tokenize::from_gguf(&file)?;
+    let text = std::fs::read_to_string(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
+    let ids = tok.encode(&text);
+    let bos = tok.specials().bos;
+    let most = *a.streams.iter().max().expect("checked non-empty");
+    let (need, ctx) = match a.ttft_long {
+        Some(long) => (long + a.ttft_short, long.max(a.ttft_short) + a.decode + 2),
+        None => (most * a.context, a.context + a.decode + 2),
+    };
+    if ids.len() < need {
+        bail!("the text has {} tokens; this run needs {need}", ids.len());
+    }
+    // Prompt i: BOS and the i-th stretch of `len` tokens starting at `from`.
+    let prompt = |from: usize, len: usize| -> Vec<u32> { std::iter::once(bos).chain(ids[from..from + len].iter().copied()).collect() };
+    let name = crate::bench::model_name(&file);
+    let quant = crate::bench::quant_name(&file);
+    let model = Arc::new(Model::from_file(file)?);
+    let n_layer = model.cfg.n_layer;
+    let sessions = if a.ttft_long.is_some() { 2 } else { most };
+    let runner = a.device.runner(model, ctx, sessions)?;
+    let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };
+    let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: a.decode, loop_guard: None, numerics, ..Default::default() };
+    let (machine, (card, backend)) = (crate::bench::cpu_name(), crate::bench::card_and_backend(&runner));
+    let head = format!("{},{machine},{card},{backend},{name},{quant},{n_layer},{}", crate::today(), if a.plain_numerics { "plain" } else { "official" });
+    let eos = tok.specials().eos;
+    let err = |e: dsv4_engine::GenError| anyhow::anyhow!("{e}");
+
+    if let Some(long) = a.ttft_long {
+        let mut sched = Scheduler::new(SessionPool::new(2), 2, a.step_tokens, ctx, eos);
+        sched.admit(&runner, 0, &prompt(0, long), params.clone(), &Session::new).map_err(err)?;
+        let mut progress = Progress::default();
+        sched.step(&runner, &mut |id, ev| progress.hear(id, &ev));
+        let arrived = Instant::now();
+        sched.admit(&runner, 1, &prompt(long, a.ttft_short), params.clone(), &Session::new).map_err(err)?;
+        let mut ttft = None;
+        while sched.active() > 0 {
+            sched.step(&runner, &mut |id, ev| {
+                if id == 1 && matches!(ev, BatchEvent::Token(_)) && ttft.is_none() {
+                    ttft = Some(arrived.elapsed().as_secs_f64());
+                }
+                progress.hear(id, &ev)
+            });
+            if let Some(f) = progress.failed.take() {
+                bail!("{f}");
+            }
+        }
+        let long_ready = progress.ready_at.iter().find(|r| r.0 == 0).map_or(f64::NAN, |&(_, t)| t.duration_since(arrived).as_secs_f64());
+        println!("date,machine,card,backend,model,quant,layers,numerics,long_prompt,short_prompt,step_tokens,short_ttft_s,long_ready_after_arrival_s");
+        println!("{head},{long},{},{},{:.3},{long_ready:.3}", a.ttft_short, a.step_tokens, ttft.unwrap_or(f64::NAN));
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    println!("date,machine,card,backend,model,quant,layers,numerics,streams,context,decode_tokens,decode_s,aggregate_tps,per_stream_tps,vs_one_stream");
+    let mut single = None;
+    for &n in &a.streams {
+        // Every prompt prefilled in the first step, so the timed steps only decode.
+        let mut sched = Scheduler::new(SessionPool::new(n), n, n * (a.context + 1), ctx, eos);
+        for i in 0..n {
+            sched.admit(&runner, i as u64, &prompt(i * a.context, a.context), params.clone(), &Session::new).map_err(err)?;
+        }
+        let mut progress = Progress::default();
+        while progress.ready_at.len() < n {
+            sched.step(&runner, &mut |id, ev| progress.hear(id, &ev));
+            if let Some(f) = progress.failed.take() {
+                bail!("{f}");
+            }
+        }
+        let before = progress.tokens;
+        let t = Instant::now();
+        while sched.active() > 0 {
+            sched.step(&runner, &mut |id, ev| progress.hear(id, &ev));
+            if let Some(f) = progress.failed.take() {
+                bail!("{f}");
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let tokens = progress.tokens - before;
+        let agg = tokens as f64 / secs;
+        let vs = single.map_or(String::new(), |s: f64| format!("{:.2}", agg / s));
+        if n == 1 {
+            single = Some(agg);
+        }
+        println!("{head},{n},{},{tokens},{secs:.3},{agg:.2},{:.2},{vs}", a.context, agg / n as f64);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the steps reported so far.
+#[derive(Default)]
+struct Progress {
+    tokens: usize,
+    ready_at: Vec<(u64, Instant)>,
+    failed: Option<String>,
+}
+
+impl Progress {
+    fn hear(&mut self, id: u64, ev: &BatchEvent) -> Verdict {
+        match ev {
+            BatchEvent::Ready(_) => self.ready_at.push((id, Instant::now())),
+            BatchEvent::Token(_) => self.tokens += 1,
+            BatchEvent::Failed(e) => self.failed = Some(format!("job {id}: {e}")),
+            BatchEvent::Finished(_) => {}
+        }
+        Verdict::default()
+    }
+}
