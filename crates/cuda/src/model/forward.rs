@@ -10,7 +10,7 @@ use dsv4_model::Numerics;
 
 use super::state::{act_stride, GpuState, CHUNK};
 use super::weights::Hc;
-use super::{Arg, GpuModel};
+use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::{act_bytes, dev_addr};
@@ -63,6 +63,11 @@ impl GpuModel {
         self.check_state(st)?;
         if num == Numerics::Official {
             self.check_official()?;
+        }
+        if let [tok] = *tokens {
+            if self.opts.decode != Decode::Chunk && self.step_ok(st) {
+                return Ok(vec![self.step(st, tok, num)?]);
+            }
         }
         let v = c.vocab_size;
         let chunks = tokens.len().div_ceil(CHUNK);
@@ -133,6 +138,7 @@ impl GpuModel {
     }
 
     pub(super) fn launch(&self, name: &str, grid: (usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
+        self.counted(1);
         self.k.launch(&self.stream, name, grid, block, smem, args)
     }
 
@@ -147,6 +153,7 @@ impl GpuModel {
             // buffers, sized for the matrix and the chunk by construction (state.rs sizes
             // scratch from the config the matrices were checked against when bound), with
             // outputs apart from inputs.
+            self.counted(1);
             return unsafe { self.mv.run_batch_raw(w, x, xs, n, y, ys) };
         }
         let stride = act_stride(&self.cfg);
@@ -156,6 +163,7 @@ impl GpuModel {
         let acts = self.ptr(&st.s.acts);
         let (kernel, blk) = if w.ty() == GgmlType::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
         self.launch(kernel, (w.cols() / blk, n), blk, 0, &[P(x), L(xs as i64), P(acts), L(stride as i64)])?;
+        self.counted(n as u64);
         for t in 0..n {
             // SAFETY: as above; the activation scratch holds CHUNK tokens of `stride` bytes,
             // checked to cover this matrix's activations.

@@ -96,35 +96,35 @@ extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const floa
     for (int i = threadIdx.x; i < e; i += blockDim.x) out[i] = out[i] * s * norm_w[i];
 }
 
-// The HC write-back: S_new[b] = post[b] · y + Σ_a comb[a][b] · S_old[a], one thread per column.
+// The HC write-back of column i: S_new[b] = post[b] · y_i + Σ_a comb[a][b] · S_old[a].
+__device__ __forceinline__ void hc_post_col(float* S, float yi, const float* mix, int hc, int e, int i) {
+    const float* post = mix + hc;
+    const float* comb = mix + 2 * hc;
+    float old[MAX_HC];
+    for (int a = 0; a < hc; ++a) old[a] = S[a * e + i];
+    for (int b = 0; b < hc; ++b) {
+        float acc = post[b] * yi;
+        for (int a = 0; a < hc; ++a) acc += comb[a * hc + b] * old[a];
+        S[b * e + i] = acc;
+    }
+}
+
+// The HC write-back, one thread per column.
 extern "C" __global__ void hc_post(float* S, const float* y, const float* mix, int hc, int e, int mix_stride) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     S += (long long)blockIdx.y * hc * e;
     y += (long long)blockIdx.y * e;
     mix += (long long)blockIdx.y * mix_stride;
-    const float* post = mix + hc;
-    const float* comb = mix + 2 * hc;
-    float old[MAX_HC];
-    for (int a = 0; a < hc; ++a) old[a] = S[a * e + i];
-    for (int b = 0; b < hc; ++b) {
-        float acc = post[b] * y[i];
-        for (int a = 0; a < hc; ++a) acc += comb[a * hc + b] * old[a];
-        S[b * e + i] = acc;
-    }
+    hc_post_col(S, y[i], mix, hc, e, i);
 }
 
-// grid.x = heads, each `d` contiguous values of src, written to dst (which may be src);
-// grid.y = tokens, `stride` floats apart, token t at position pos + t: RMSNorm (with learned
+// One vector x of d values into y (which may be x), by the whole block: RMSNorm (with learned
 // scale w, or plain when w is null; skipped when do_norm is 0), then RoPE of the last
-// 2·n_pairs values (none when n_pairs is 0).
-extern "C" __global__ void norm_rope(const float* src, float* dst, const float* w, int d, int do_norm,
-                                     float eps, const float* freqs, int n_pairs, long long pos,
-                                     long long stride) {
-    __shared__ double shd[32];
-    const float* x = src + blockIdx.y * stride + (long long)blockIdx.x * d;
-    float* y = dst + blockIdx.y * stride + (long long)blockIdx.x * d;
-    pos += blockIdx.y;
+// 2·n_pairs values at position pos (none when n_pairs is 0).
+__device__ __forceinline__ void norm_rope_vec(const float* x, float* y, const float* w, int d, int do_norm,
+                                              float eps, const float* freqs, int n_pairs, long long pos,
+                                              double* shd) {
     float s = 1.0f;
     if (do_norm) {
         double ss = 0.0;
@@ -140,8 +140,47 @@ extern "C" __global__ void norm_rope(const float* src, float* dst, const float* 
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, false);
 }
 
-// Row r (blockIdx.y) of n values: h = silu(min(g, c)) · clamp(u, -c, c), times the route
-// weight wk[widx[r]] (wk[r] when widx is null) when wk is not null.
+// grid.x = heads, each `d` contiguous values of src, written to dst (which may be src);
+// grid.y = tokens, `stride` floats apart, token t at position pos + t (see norm_rope_vec).
+extern "C" __global__ void norm_rope(const float* src, float* dst, const float* w, int d, int do_norm,
+                                     float eps, const float* freqs, int n_pairs, long long pos,
+                                     long long stride) {
+    __shared__ double shd[32];
+    const float* x = src + blockIdx.y * stride + (long long)blockIdx.x * d;
+    float* y = dst + blockIdx.y * stride + (long long)blockIdx.x * d;
+    norm_rope_vec(x, y, w, d, do_norm, eps, freqs, n_pairs, pos + blockIdx.y, shd);
+}
+
+// The decode step's norm and RoPE of one token in one launch, at the position step[1]:
+// blocks [0, nh) normalise and rotate the query heads in place; block nh normalises (kv_norm)
+// and rotates the KV row into its raw-window ring slot (pos % window); blocks after it, when
+// iq is not null, rotate the indexer query heads in place (no norm).
+extern "C" __global__ void rope_qkv_step(float* q, int nh, int d, const float* kv, float* raw,
+                                         const float* kv_norm, int window, float* iq, int id,
+                                         float eps, const float* freqs, int n_pairs, const int* step) {
+    __shared__ double shd[32];
+    const int b = blockIdx.x;
+    const long long pos = step[1];
+    if (b < nh) {
+        float* x = q + (long long)b * d;
+        norm_rope_vec(x, x, nullptr, d, 1, eps, freqs, n_pairs, pos, shd);
+    } else if (b == nh) {
+        norm_rope_vec(kv, raw + (pos % window) * d, kv_norm, d, 1, eps, freqs, n_pairs, pos, shd);
+    } else if (iq) {
+        float* x = iq + (long long)(b - nh - 1) * id;
+        norm_rope_vec(x, x, nullptr, id, 0, eps, freqs, n_pairs, pos, shd);
+    }
+}
+
+// The clamped SwiGLU of one value: silu(min(g, c)) · clamp(u, -c, c).
+__device__ __forceinline__ float swiglu_val(float g, float u, float clamp) {
+    const float gv = fminf(g, clamp);
+    const float uv = fminf(fmaxf(u, -clamp), clamp);
+    return gv / (1.0f + expf(-gv)) * uv;
+}
+
+// Row r (blockIdx.y) of n values: h = swiglu(g, u), times the route weight wk[widx[r]]
+// (wk[r] when widx is null) when wk is not null.
 extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int n, float clamp,
                                   const float* wk, const int* widx) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -151,22 +190,48 @@ extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int 
     u += row * n;
     h += row * n;
     if (wk) wk += widx ? widx[row] : row;
-    const float gv = fminf(g[i], clamp);
-    const float uv = fminf(fmaxf(u[i], -clamp), clamp);
-    float r = gv / (1.0f + expf(-gv)) * uv;
+    float r = swiglu_val(g[i], u[i], clamp);
     if (wk) r *= *wk;
     h[i] = r;
 }
 
+// The decode step's SwiGLU of the routed and the shared expert together (grid.y = used + 1).
+// gu holds rows of n values: the `used` routed gate rows, their `used` up rows, then the shared
+// expert's gate and up rows. Row r < used of h is routed pick r, scaled by its weight wk[r];
+// row `used` is the shared expert's.
+extern "C" __global__ void swiglu_step(const float* gu, float* h, int n, float clamp, const float* wk, int used) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int r = blockIdx.y;
+    const bool routed = r < used;
+    const float* g = gu + (long long)(routed ? r : 2 * used) * n;
+    const float* u = gu + (long long)(routed ? used + r : 2 * used + 1) * n;
+    float v = swiglu_val(g[i], u[i], clamp);
+    if (routed) v *= wk[r];
+    h[(long long)r * n + i] = v;
+}
+
 // y_t = Σ_p part p of token t, in order (routed experts in selection order, then the shared
 // expert); part p of token t is at (p · chunk + t) · e.
+__device__ __forceinline__ float sum_col(const float* parts, int n_parts, int e, int chunk, long long t, int i) {
+    float acc = 0.0f;
+    for (int p = 0; p < n_parts; ++p) acc += parts[(p * chunk + t) * e + i];
+    return acc;
+}
+
 extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int chunk, float* y) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     const long long t = blockIdx.y;
-    float acc = 0.0f;
-    for (int p = 0; p < n_parts; ++p) acc += parts[(p * chunk + t) * e + i];
-    y[t * e + i] = acc;
+    y[t * e + i] = sum_col(parts, n_parts, e, chunk, t, i);
+}
+
+// sum_parts then hc_post for one token, without the trip through memory in between.
+extern "C" __global__ void sum_post(float* S, const float* parts, int n_parts, int e, int chunk,
+                                    const float* mix, int hc) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= e) return;
+    hc_post_col(S, sum_col(parts, n_parts, e, chunk, 0, i), mix, hc, e, i);
 }
 
 // Row r (blockIdx.y) of dst = row idx[r] of src (rows of `width`): an expert's tokens.

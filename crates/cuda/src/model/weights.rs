@@ -62,6 +62,9 @@ pub(super) struct Layer {
     pub ffn_norm: DeviceBuffer<f32>,
     pub gate_inp: DeviceMatrix,
     pub route: Route,
+    /// Every gate expert then every up expert, views of one buffer (`gate` and `up` are its
+    /// halves), when their shapes allow: the decode step multiplies both in one launch.
+    pub gate_up: Option<Vec<DeviceMatrix>>,
     /// Per expert.
     pub gate: Vec<DeviceMatrix>,
     pub up: Vec<DeviceMatrix>,
@@ -78,6 +81,8 @@ pub(super) struct Globals {
     pub out_hc: Hc,
     pub out_norm: DeviceBuffer<f32>,
     pub output: DeviceMatrix,
+    /// 0, 1, 2, ...: the ids of launches over every matrix of a stack (the output groups).
+    pub iota: DeviceBuffer<i32>,
 }
 
 fn mat(gpu: &Gpu, m: &Mat) -> Result<DeviceMatrix> {
@@ -98,6 +103,28 @@ fn split(gpu: &Gpu, m: &Mat, n: usize) -> Result<Vec<DeviceMatrix>> {
     } else {
         (0..n).map(|i| mat(gpu, &m.rows(i * rows, rows))).collect()
     }
+}
+
+/// Two stacked tensors of `n` equal matrices each (the gate and up experts) uploaded into one
+/// buffer, `a`'s matrices then `b`'s, as 2n views; None when the shapes differ or a piece
+/// would not start 16-byte aligned.
+fn split_pair(gpu: &Gpu, a: &Mat, b: &Mat, n: usize) -> Result<Option<Vec<DeviceMatrix>>> {
+    if n == 0 || (a.ty, a.rows, a.cols) != (b.ty, b.rows, b.cols) || !a.rows.is_multiple_of(n) {
+        return Ok(None);
+    }
+    let rows = a.rows / n;
+    let bytes = rows * a.row_bytes();
+    let (ab, bb) = (a.bytes(), b.bytes());
+    if !bytes.is_multiple_of(16) || ab.len() != n * bytes || bb.len() != n * bytes {
+        return Ok(None);
+    }
+    let mut buf = gpu.alloc_zeros::<u8>(2 * n * bytes)?;
+    let s = gpu.stream();
+    s.memcpy_htod(ab, &mut buf.cuda_slice_mut().slice_mut(..n * bytes))?;
+    s.memcpy_htod(bb, &mut buf.cuda_slice_mut().slice_mut(n * bytes..2 * n * bytes))?;
+    gpu.synchronize()?;
+    let buf = Arc::new(buf);
+    (0..2 * n).map(|i| DeviceMatrix::view(buf.clone(), i * bytes, a.ty, rows, a.cols)).collect::<Result<_>>().map(Some)
 }
 
 fn hc(gpu: &Gpu, w: &HcWeights) -> Result<Hc> {
@@ -148,8 +175,9 @@ impl GpuModel {
             out_hc: hc(gpu, &w.out_hc)?,
             out_norm: gpu.upload(&w.out_norm)?,
             output: mat(gpu, &w.output)?,
+            iota: gpu.upload(&(0..cfg.o_groups.max(1) as i32).collect::<Vec<_>>())?,
         };
-        let (r, groups) = (cfg.o_lora_rank, cfg.o_groups);
+        let groups = cfg.o_groups;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for (il, lw) in w.layers.iter().enumerate() {
             let route = match &lw.router {
@@ -158,6 +186,11 @@ impl GpuModel {
                     Route::Hash { dev: gpu.upload(&dev)?, host: t.clone() }
                 }
                 Router::Scored { bias } => Route::Scored { bias: gpu.upload(bias)? },
+            };
+            let gate_up = split_pair(gpu, &lw.gate_exps, &lw.up_exps, cfg.n_expert)?;
+            let (gate, up) = match &gate_up {
+                Some(v) => (v[..cfg.n_expert].to_vec(), v[cfg.n_expert..].to_vec()),
+                None => (split(gpu, &lw.gate_exps, cfg.n_expert)?, split(gpu, &lw.up_exps, cfg.n_expert)?),
             };
             let indexer = match &lw.indexer {
                 Some(iw) => Some(Indexer { q_b: mat(gpu, &iw.q_b)?, proj: mat(gpu, &iw.proj)?, comp: compressor(gpu, &iw.compressor)? }),
@@ -176,21 +209,25 @@ impl GpuModel {
                 kv: mat(gpu, &lw.kv)?,
                 kv_norm: gpu.upload(&lw.kv_norm)?,
                 sinks: gpu.upload(&lw.sinks)?,
-                out_a: (0..groups).map(|g| mat(gpu, &lw.out_a.rows(g * r, r))).collect::<Result<_>>()?,
+                // Views of one upload where aligned, so that the decode step can run every group
+                // in one launch.
+                out_a: split(gpu, &lw.out_a, groups)?,
                 out_b: mat(gpu, &lw.out_b)?,
                 comp: lw.compressor.as_ref().map(|c| compressor(gpu, c)).transpose()?,
                 indexer,
                 ffn_norm: gpu.upload(&lw.ffn_norm)?,
                 gate_inp: mat(gpu, &lw.gate_inp)?,
                 route,
-                gate: split(gpu, &lw.gate_exps, cfg.n_expert)?,
-                up: split(gpu, &lw.up_exps, cfg.n_expert)?,
+                gate_up,
+                gate,
+                up,
                 down: split(gpu, &lw.down_exps, cfg.n_expert)?,
                 gate_sh: mat(gpu, &lw.gate_sh)?,
                 up_sh: mat(gpu, &lw.up_sh)?,
                 down_sh: mat(gpu, &lw.down_sh)?,
             });
         }
+        let experts_stacked = layers.iter().all(|l| [&l.gate, &l.up, &l.down].iter().all(|m| Matvec::experts_stacked(m)));
         Ok(GpuModel {
             cfg,
             stream: gpu.stream().clone(),
@@ -198,6 +235,10 @@ impl GpuModel {
             k: Kernels::new(gpu)?,
             w: globals,
             layers,
+            opts: Default::default(),
+            experts_stacked,
+            id: super::NEXT_MODEL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            launches: Default::default(),
         })
     }
 }
