@@ -5,6 +5,11 @@
 
 #include "dsv4_common.cuh"
 
+// Largest head dimension attend takes (a multiple of 32; Flash's is 512), and its threads per
+// block: one warp per row at a time, so more warps shorten the serial walk over the rows.
+#define ATTEND_MAX_D 512
+#define ATTEND_THREADS 512
+
 // The KV row that attention row r reads: rows 0..n_raw are the raw window, oldest first
 // (position pos + 1 - n_raw + r, ring slot position % window); the rest are compressed rows.
 // Null when the indexer left a compressed row out.
@@ -20,7 +25,8 @@ __device__ __forceinline__ const float* kv_row(int r, const float* raw, int wind
 // `qs` is shared memory of d floats for the head's query. The softmax holds a per-head sink
 // logit (mass without value); the output's RoPE tail is rotated back by the query's position,
 // since every value row carries its own key rotation. `scores` is scratch of
-// heads × (n_raw + n_comp).
+// heads × (n_raw + n_comp). Shared memory `qs`: d floats of query, then d per warp of
+// partial output sums.
 __device__ __forceinline__ void attend_head(const float* q, const float* raw, int window, long long pos, int n_raw,
                                             const float* comp, int n_comp, const u8* mask, const float* sinks,
                                             float* scores, float* out, int d, const float* freqs, int n_pairs,
@@ -55,22 +61,38 @@ __device__ __forceinline__ void attend_head(const float* q, const float* raw, in
     __syncthreads();
     const float inv = 1.0f / den;
     float* oh = out + (long long)h * d;
+    // Weighted sum of the value rows: each warp takes the rows it scored, each lane d / 32
+    // columns (coalesced, independent loads), partial sums per warp in shared memory, then
+    // added across warps in warp order.
+    float acc[ATTEND_MAX_D / 32];
+#pragma unroll
+    for (int k = 0; k < ATTEND_MAX_D / 32; ++k) acc[k] = 0.0f;
+    for (int r = warp; r < n; r += nw) {
+        const float e = sc[r];
+        if (e == 0.0f) continue;  // left out by the indexer, or underflowed: adds nothing
+        const float* row = kv_row(r, raw, window, first, n_raw, comp, mask, d);
+#pragma unroll
+        for (int k = 0; k < ATTEND_MAX_D / 32; ++k)
+            if (32 * k < d) acc[k] = fmaf(e, row[lane + 32 * k], acc[k]);
+    }
+    float* part = qs + d + warp * d;
+#pragma unroll
+    for (int k = 0; k < ATTEND_MAX_D / 32; ++k)
+        if (32 * k < d) part[lane + 32 * k] = acc[k];
+    __syncthreads();
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float acc = 0.0f;
-        for (int r = 0; r < n; ++r) {
-            const float e = sc[r];
-            if (e == 0.0f) continue;  // left out by the indexer, or underflowed: adds nothing
-            acc = fmaf(e, kv_row(r, raw, window, first, n_raw, comp, mask, d)[j], acc);
-        }
-        oh[j] = acc * inv;
+        float sum = 0.0f;
+        for (int w = 0; w < nw; ++w) sum += qs[d + w * d + j];
+        oh[j] = sum * inv;
     }
     __syncthreads();
     float* tail = oh + d - 2 * n_pairs;
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, true);
 }
 
-// grid.x = query heads, one block each; dynamic shared memory: the head's query (d floats).
-extern "C" __global__ void attend(const float* q, const float* raw, int window, long long pos, int n_raw,
+// grid.x = query heads, one block of ATTEND_THREADS each; dynamic shared memory: (1 + warps)
+// × d floats (see attend_head).
+extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend(const float* q, const float* raw, int window, long long pos, int n_raw,
                                   const float* comp, int n_comp, const u8* mask, const float* sinks,
                                   float* scores, float* out, int d, const float* freqs, int n_pairs) {
     extern __shared__ float qs[];
@@ -81,7 +103,7 @@ extern "C" __global__ void attend(const float* q, const float* raw, int window, 
 // The decode step's attend: the position is step[1], and the row counts follow from it (the
 // raw window holds min(pos + 1, window) rows, a layer of compression `ratio` has emitted
 // (pos + 1) / ratio rows). The indexer's mask applies once more rows exist than it keeps.
-extern "C" __global__ void attend_step(const float* q, const float* raw, int window, const float* comp, int ratio,
+extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend_step(const float* q, const float* raw, int window, const float* comp, int ratio,
                                        const u8* mask, int top_k, const float* sinks, float* scores, float* out,
                                        int d, const float* freqs, int n_pairs, const int* step) {
     extern __shared__ float qs[];

@@ -51,7 +51,7 @@ impl GpuModel {
         let (x, mix, m) = (self.ptr(&s.x), self.ptr(&s.mix), self.ptr(&s.m));
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
         self.mm(st, num, &lw.hc_ffn.proj, sp, hce, n, m, ms)?;
-        self.hc_pre(&lw.hc_ffn, sp, m, &lw.ffn_norm, x, mix, false, n)?;
+        self.hc_pre(&lw.hc_ffn, sp, m, 1, &lw.ffn_norm, x, mix, false, n)?;
 
         let (rlog, sel, wts) = (self.ptr(&s.rlog), self.ptr(&s.sel), self.ptr(&s.wts));
         self.mm(st, num, &lw.gate_inp, x, e, n, rlog, c.n_expert)?;

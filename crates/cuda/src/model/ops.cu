@@ -24,17 +24,86 @@ extern "C" __global__ void embed(const u8* table, int f16, const int* toks, int 
     }
 }
 
-// One block per token (m_raw, mix: m_stride, mix_stride floats per token). The HC read-out at one site. `m_raw` is the mixing projection of the raw state S
-// (hc × e): RMSNorm of the flattened state is one scalar, so it scales the few logits here
-// instead of the hc·e inputs before the product. Writes the mixing to `mix` (pre[hc],
-// post[hc], comb[hc·hc], comb[a·hc + b] = weight of old stream a in new stream b) and
-// out = RMSNorm(Σ_h pre_h S_h) · norm_w.
+// Value k of the mixing projection: the sum, in order, of its `parts` partial dot products
+// (hc_proj), or the value itself when parts is 1.
+__device__ __forceinline__ float mix_val(const float* m_raw, int k, int parts) {
+    float v = m_raw[k * parts];
+    for (int p = 1; p < parts; ++p) v += m_raw[k * parts + p];
+    return v;
+}
+
+// The Sinkhorn normalisation of the hc × hc mixing logits in `c` (shared memory), by one warp:
+// a softmax within each row, then `iters` column and `iters - 1` row normalisations,
+// alternating and starting with a column step. Each lane owns elements lane + 32·i and sums
+// its row or column in index order, so the result is that of the plain sequential loops.
+__device__ __forceinline__ void sinkhorn_warp(float* c, int hc, int iters, float eps) {
+    const int lane = threadIdx.x & 31, nn = hc * hc;
+    float v[MAX_HC * MAX_HC / 32];
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
+        const int k = lane + 32 * i;
+        if (k < nn) {
+            const float* row = c + (k / hc) * hc;
+            float mx = neg_inf();
+            for (int b = 0; b < hc; ++b) mx = fmaxf(mx, row[b]);
+            v[i] = expf(c[k] - mx);
+        }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i)
+        if (lane + 32 * i < nn) c[lane + 32 * i] = v[i];
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
+        const int k = lane + 32 * i;
+        if (k < nn) {
+            const float* row = c + (k / hc) * hc;
+            float sum = 0.0f;
+            for (int b = 0; b < hc; ++b) sum += row[b];
+            v[i] = c[k] / sum + eps;
+        }
+    }
+    for (int step = 0; step < 2 * iters; ++step) {
+        // Even steps (after the first) normalise rows, odd steps columns; step 0 only
+        // publishes the softmax.
+        __syncwarp();
+#pragma unroll
+        for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i)
+            if (lane + 32 * i < nn) c[lane + 32 * i] = v[i];
+        __syncwarp();
+        if (step == 0) continue;
+        const bool cols = step & 1;
+#pragma unroll
+        for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
+            const int k = lane + 32 * i;
+            if (k < nn) {
+                const int a = k / hc, b = k % hc;
+                float sum = 0.0f;
+                for (int t = 0; t < hc; ++t) sum += cols ? c[t * hc + b] : c[a * hc + t];
+                v[i] = c[k] / (sum + eps);
+            }
+        }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i)
+        if (lane + 32 * i < nn) c[lane + 32 * i] = v[i];
+    __syncwarp();
+}
+
+// One block per token (m_raw, mix: m_stride, mix_stride floats per token). The HC read-out at
+// one site. `m_raw` is the mixing projection of the raw state S (hc × e), each value as
+// `m_parts` partial sums (see mix_val): RMSNorm of the flattened state is one scalar, so it
+// scales the few logits here instead of the hc·e inputs before the product. Writes the mixing
+// to `mix` (pre[hc], post[hc], comb[hc·hc], comb[a·hc + b] = weight of old stream a in new
+// stream b) and out = RMSNorm(Σ_h pre_h S_h) · norm_w.
 // head != 0: the output head's read-out instead (sigmoid weights with one scale; no post,
 // no Sinkhorn, nothing written to mix).
-extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const float* scale,
+extern "C" __global__ void __launch_bounds__(512) hc_pre(const float* S, const float* m_raw, const float* scale,
                                   const float* base, const float* norm_w, float* out, float* mix,
                                   int hc, int e, int iters, float hc_eps, float rms_eps, int head,
-                                  int m_stride, int mix_stride) {
+                                  int m_stride, int mix_stride, int m_parts) {
     __shared__ double shd[32];
     S += (long long)blockIdx.x * hc * e;
     m_raw += (long long)blockIdx.x * m_stride;
@@ -46,42 +115,21 @@ extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const floa
     double ss = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) ss += (double)S[i] * (double)S[i];
     const float sflat = rms_scale_from(block_sum_d(ss, shd), n, rms_eps);
-    if (threadIdx.x == 0) {
-        if (head) {
-            for (int h = 0; h < hc; ++h) pre[h] = sigmoidf_(m_raw[h] * sflat * scale[0] + base[h]) + hc_eps;
-        } else {
-            for (int h = 0; h < hc; ++h) {
-                pre[h] = sigmoidf_(m_raw[h] * sflat * scale[0] + base[h]) + hc_eps;
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        for (int h = lane; h < hc; h += 32) {
+            pre[h] = sigmoidf_(mix_val(m_raw, h, m_parts) * sflat * scale[0] + base[h]) + hc_eps;
+            if (!head) {
                 mix[h] = pre[h];
-                mix[hc + h] = 2.0f * sigmoidf_(m_raw[hc + h] * sflat * scale[1] + base[hc + h]);
+                mix[hc + h] = 2.0f * sigmoidf_(mix_val(m_raw, hc + h, m_parts) * sflat * scale[1] + base[hc + h]);
             }
-            for (int k = 0; k < hc * hc; ++k) c[k] = m_raw[2 * hc + k] * sflat * scale[2] + base[2 * hc + k];
-            // Softmax within each row, then `iters` column and `iters - 1` row normalisations,
-            // alternating and starting with a column step.
-            for (int a = 0; a < hc; ++a) {
-                float mx = neg_inf(), sum = 0.0f;
-                for (int b = 0; b < hc; ++b) mx = fmaxf(mx, c[a * hc + b]);
-                for (int b = 0; b < hc; ++b) {
-                    c[a * hc + b] = expf(c[a * hc + b] - mx);
-                    sum += c[a * hc + b];
-                }
-                for (int b = 0; b < hc; ++b) c[a * hc + b] = c[a * hc + b] / sum + hc_eps;
-            }
-            for (int it = 0; it < iters; ++it) {
-                if (it > 0) {
-                    for (int a = 0; a < hc; ++a) {
-                        float sum = 0.0f;
-                        for (int b = 0; b < hc; ++b) sum += c[a * hc + b];
-                        for (int b = 0; b < hc; ++b) c[a * hc + b] /= sum + hc_eps;
-                    }
-                }
-                for (int b = 0; b < hc; ++b) {
-                    float sum = 0.0f;
-                    for (int a = 0; a < hc; ++a) sum += c[a * hc + b];
-                    for (int a = 0; a < hc; ++a) c[a * hc + b] /= sum + hc_eps;
-                }
-            }
-            for (int k = 0; k < hc * hc; ++k) mix[2 * hc + k] = c[k];
+        }
+        if (!head) {
+            for (int k = lane; k < hc * hc; k += 32)
+                c[k] = mix_val(m_raw, 2 * hc + k, m_parts) * sflat * scale[2] + base[2 * hc + k];
+            __syncwarp();
+            sinkhorn_warp(c, hc, iters, hc_eps);
+            for (int k = lane; k < hc * hc; k += 32) mix[2 * hc + k] = c[k];
         }
     }
     __syncthreads();
@@ -94,6 +142,23 @@ extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const floa
     }
     const float s = rms_scale_from(block_sum_d(sx, shd), e, rms_eps);
     for (int i = threadIdx.x; i < e; i += blockDim.x) out[i] = out[i] * s * norm_w[i];
+}
+
+// Partial dot products of the HC mixing projection for one token: row blockIdx.x of w (F16
+// when f16, else F32; rows of `cols`) with x, over column slice blockIdx.y of gridDim.y equal
+// slices, into out[row · gridDim.y + slice] (hc_pre adds the slices in order). The matrix has
+// few rows and long ones, so the slices give the launch enough blocks to stream it at once.
+extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int cols, float* out) {
+    __shared__ float shf[32];
+    const int r = blockIdx.x, parts = gridDim.y, len = cols / parts, c0 = blockIdx.y * len;
+    float acc = 0.0f;
+    for (int j = c0 + threadIdx.x; j < c0 + len; j += blockDim.x) {
+        const long long k = (long long)r * cols + j;
+        const float wv = f16 ? f16_to_f32(reinterpret_cast<const u16*>(w)[k]) : reinterpret_cast<const float*>(w)[k];
+        acc = fmaf(wv, x[j], acc);
+    }
+    acc = block_sum_f(acc, shf);
+    if (threadIdx.x == 0) out[r * parts + blockIdx.y] = acc;
 }
 
 // The HC write-back of column i: S_new[b] = post[b] · y_i + Σ_a comb[a][b] · S_old[a].

@@ -23,14 +23,18 @@ use cudarc::driver::CudaGraph;
 use dsv4_gguf::GgmlType;
 use dsv4_model::Numerics;
 
-use super::forward::BLOCK;
+use super::forward::{attend_smem, ATTEND_THREADS, BLOCK};
 use super::state::{act_stride, comp_rows, GpuState, CHUNK};
-use super::weights::Layer;
+use super::weights::{Hc, Layer};
 use super::{Arg, Decode, GpuModel};
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::act_bytes;
 use crate::quant::{DeviceMatrix, ExpertSlots, Matvec};
 use Arg::{F, I, L, P};
+
+/// Column slices of `hc_proj` (at most CHUNK: the partial sums use the mixing scratch, which
+/// holds CHUNK tokens' values).
+const HC_PARTS: usize = 16;
 
 /// Most blocks of the launches that stride over the indexer's rows (their count grows with
 /// the position; the grid may not).
@@ -127,8 +131,8 @@ impl GpuModel {
         }
         let (x, m) = (self.ptr(&s.x), self.ptr(&s.m));
         let h = &self.w.out_hc;
-        self.mm1(st, num, &mut Acts::default(), &h.proj, sp, m)?;
-        self.hc_pre(h, sp, m, &self.w.out_norm, x, 0, true, 1)?;
+        let parts = self.hc_mix(st, num, h, sp, m)?;
+        self.hc_pre(h, sp, m, parts, &self.w.out_norm, x, 0, true, 1)?;
         self.mm1(st, num, &mut Acts::default(), &self.w.output, x, self.ptr(&s.logits))
     }
 
@@ -146,8 +150,8 @@ impl GpuModel {
         let (freqs, step, raw) = (self.ptr(&lw.freqs), self.ptr(&s.step), self.ptr(&ls.raw));
         let ratio = lw.kind.ratio() as usize;
 
-        self.mm1(st, num, &mut Acts::default(), &lw.hc_attn.proj, sp, m)?;
-        self.hc_pre(&lw.hc_attn, sp, m, &lw.attn_norm, x, mix, false, 1)?;
+        let parts = self.hc_mix(st, num, &lw.hc_attn, sp, m)?;
+        self.hc_pre(&lw.hc_attn, sp, m, parts, &lw.attn_norm, x, mix, false, 1)?;
         // Every product of x, then every product of the normed q_a output.
         let mut of_x: Vec<(&DeviceMatrix, u64)> = vec![(&lw.q_a, qr), (&lw.kv, kv)];
         if let Some(cw) = &lw.comp {
@@ -264,7 +268,7 @@ impl GpuModel {
             I(n_pairs as i32),
             P(step),
         ];
-        self.launch("attend_step", (nh, 1), BLOCK, d * 4, &args)?;
+        self.launch("attend_step", (nh, 1), ATTEND_THREADS, attend_smem(d), &args)?;
 
         // Grouped low-rank output: group g's heads through its own slice of out_a.
         let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
@@ -290,8 +294,8 @@ impl GpuModel {
         let sp = self.ptr(&st.streams);
         let (x, mix, m) = (self.ptr(&s.x), self.ptr(&s.mix), self.ptr(&s.m));
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
-        self.mm1(st, num, &mut Acts::default(), &lw.hc_ffn.proj, sp, m)?;
-        self.hc_pre(&lw.hc_ffn, sp, m, &lw.ffn_norm, x, mix, false, 1)?;
+        let parts = self.hc_mix(st, num, &lw.hc_ffn, sp, m)?;
+        self.hc_pre(&lw.hc_ffn, sp, m, parts, &lw.ffn_norm, x, mix, false, 1)?;
 
         let mut ax = Acts::default();
         let (rlog, sel, wts, sel_gu) = (self.ptr(&s.rlog), self.ptr(&s.sel), self.ptr(&s.wts), self.ptr(&s.sel_gu));
@@ -345,6 +349,33 @@ impl GpuModel {
         self.mm1(st, num, &mut ah, &lw.down_sh, f4(hs, used * ffn), f4(parts, used * CHUNK * e))?;
         let args = [P(sp), P(parts), I(used as i32 + 1), I(e as i32), I(CHUNK as i32), P(mix), I(c.hc_count as i32)];
         self.launch("sum_post", (e.div_ceil(BLOCK), 1), BLOCK, 0, &args)
+    }
+
+    /// The HC mixing projection of the streams `sp` into `m`, as `hc_pre` takes it; the
+    /// number of partial sums per value. Float matrices (every model so far) go through
+    /// `hc_proj`, whose column slices spread the few long rows over many blocks; others
+    /// through the matvec.
+    fn hc_mix(&self, st: &GpuState, num: Numerics, h: &Hc, sp: u64, m: u64) -> Result<usize> {
+        let w = &h.proj;
+        let f16 = match w.ty() {
+            GgmlType::F16 => true,
+            GgmlType::F32 => false,
+            _ => {
+                self.mm1(st, num, &mut Acts::default(), w, sp, m)?;
+                return Ok(1);
+            }
+        };
+        let cols = w.cols();
+        let mut parts = HC_PARTS;
+        while parts > 1 && !cols.is_multiple_of(parts) {
+            parts /= 2;
+        }
+        if w.rows() * parts > st.s.m.len() {
+            return Err(CudaError::Shape(format!("{} HC mixing rows exceed the scratch", w.rows())));
+        }
+        let args = [P(self.ptr(&*h.proj_buf)), I(f16 as i32), P(sp), I(cols as i32), P(m)];
+        self.launch("hc_proj", (w.rows(), parts), BLOCK, 0, &args)?;
+        Ok(parts)
     }
 
     /// `kv_round_step` of the ring slot (ratio 0) or of the row a window's end emits.

@@ -16,6 +16,8 @@ use crate::quant::{DeviceMatrix, Matvec};
 
 pub(super) struct Hc {
     pub proj: DeviceMatrix,
+    /// The buffer `proj` views (from its start), for `hc_proj`'s raw float rows.
+    pub proj_buf: Arc<DeviceBuffer<u8>>,
     pub scale: DeviceBuffer<f32>,
     pub base: DeviceBuffer<f32>,
 }
@@ -128,7 +130,10 @@ fn split_pair(gpu: &Gpu, a: &Mat, b: &Mat, n: usize) -> Result<Option<Vec<Device
 }
 
 fn hc(gpu: &Gpu, w: &HcWeights) -> Result<Hc> {
-    Ok(Hc { proj: mat(gpu, &w.proj)?, scale: gpu.upload(&w.scale)?, base: gpu.upload(&w.base)? })
+    let m = &w.proj;
+    let proj_buf = Arc::new(gpu.upload(m.bytes())?);
+    let proj = DeviceMatrix::view(proj_buf.clone(), 0, m.ty, m.rows, m.cols)?;
+    Ok(Hc { proj, proj_buf, scale: gpu.upload(&w.scale)?, base: gpu.upload(&w.base)? })
 }
 
 fn compressor(gpu: &Gpu, w: &CompressorWeights) -> Result<Compressor> {
@@ -148,6 +153,10 @@ fn check_geometry(model: &Model) -> Result<()> {
     }
     if c.rope_dim > c.head_dim.min(c.indexer_head_dim) || !c.rope_dim.is_multiple_of(2) {
         return bad(format!("rope_dim {}", c.rope_dim));
+    }
+    // attend keeps a head's partial outputs in registers, 32 columns per lane step.
+    if !c.head_dim.is_multiple_of(32) || c.head_dim > 512 {
+        return bad(format!("head_dim {} (attend takes multiples of 32 up to 512)", c.head_dim));
     }
     // Sub-vectors handed to the matvec kernels must stay 16-byte aligned.
     let g_in = c.heads_per_group() * c.head_dim;
