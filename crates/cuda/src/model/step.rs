@@ -9,9 +9,12 @@
 //!
 //! Fewer launches than the chunk path's single token: q, KV and indexer-query RoPE in one
 //! kernel; both compressors of a layer in one; every output group in one expert-style launch;
-//! routed gate and up experts in one launch over a gate-then-up stack; the routed and shared
-//! SwiGLU together; the expert sum fused with the HC write-back; under the official numerics,
-//! one activation quantization per input vector and format, shared by every matrix reading it.
+//! routed gate and up experts in one launch over a gate-then-up stack, the shared expert's
+//! gate and up in another; the routed and shared SwiGLU together; the expert sum fused with
+//! the HC write-back; under the official numerics, one activation quantization per input
+//! vector and format, shared by every matrix reading it. The HC mixing projections (a few
+//! rows of hc·n_embd floats) run as column slices over many blocks (`hc_proj`), their sums
+//! finished inside `hc_pre`.
 //!
 //! A graph bakes in every buffer address (the model's weights and the state's buffers) and
 //! the numerics, so it belongs to one `GpuState` and is recaptured when the model or the
@@ -329,8 +332,14 @@ impl GpuModel {
                 self.experts1(st, num, &mut ax, &lw.up, all(sel, used), x, e, f4(gu, used * ffn), ffn)?;
             }
         }
-        self.mm1(st, num, &mut ax, &lw.gate_sh, x, f4(gu, 2 * used * ffn))?;
-        self.mm1(st, num, &mut ax, &lw.up_sh, x, f4(gu, (2 * used + 1) * ffn))?;
+        let sh = f4(gu, 2 * used * ffn);
+        match &lw.gate_up_sh {
+            Some(pair) => self.experts1(st, num, &mut ax, pair, all(self.ptr(&self.w.iota), 2), x, e, sh, ffn)?,
+            None => {
+                self.mm1(st, num, &mut ax, &lw.gate_sh, x, sh)?;
+                self.mm1(st, num, &mut ax, &lw.up_sh, x, f4(sh, ffn))?;
+            }
+        }
         let hs = self.ptr(&s.hs);
         let args = [P(gu), P(hs), I(ffn as i32), F(lw.clamp), P(wts), I(used as i32)];
         self.launch("swiglu_step", (ffn.div_ceil(BLOCK), used + 1), BLOCK, 0, &args)?;

@@ -71,6 +71,9 @@ pub(super) struct Layer {
     pub gate: Vec<DeviceMatrix>,
     pub up: Vec<DeviceMatrix>,
     pub down: Vec<DeviceMatrix>,
+    /// The shared expert's gate then up matrix, views of one buffer (`gate_sh` and `up_sh`),
+    /// when their shapes allow: the decode step multiplies both in one launch.
+    pub gate_up_sh: Option<Vec<DeviceMatrix>>,
     pub gate_sh: DeviceMatrix,
     pub up_sh: DeviceMatrix,
     pub down_sh: DeviceMatrix,
@@ -83,7 +86,8 @@ pub(super) struct Globals {
     pub out_hc: Hc,
     pub out_norm: DeviceBuffer<f32>,
     pub output: DeviceMatrix,
-    /// 0, 1, 2, ...: the ids of launches over every matrix of a stack (the output groups).
+    /// 0, 1, 2, ...: the ids of launches over every matrix of a stack (the output groups, the
+    /// shared expert's gate and up).
     pub iota: DeviceBuffer<i32>,
 }
 
@@ -184,7 +188,7 @@ impl GpuModel {
             out_hc: hc(gpu, &w.out_hc)?,
             out_norm: gpu.upload(&w.out_norm)?,
             output: mat(gpu, &w.output)?,
-            iota: gpu.upload(&(0..cfg.o_groups.max(1) as i32).collect::<Vec<_>>())?,
+            iota: gpu.upload(&(0..cfg.o_groups.max(2) as i32).collect::<Vec<_>>())?,
         };
         let groups = cfg.o_groups;
         let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -200,6 +204,11 @@ impl GpuModel {
             let (gate, up) = match &gate_up {
                 Some(v) => (v[..cfg.n_expert].to_vec(), v[cfg.n_expert..].to_vec()),
                 None => (split(gpu, &lw.gate_exps, cfg.n_expert)?, split(gpu, &lw.up_exps, cfg.n_expert)?),
+            };
+            let gate_up_sh = split_pair(gpu, &lw.gate_sh, &lw.up_sh, 1)?;
+            let (gate_sh, up_sh) = match &gate_up_sh {
+                Some(v) => (v[0].clone(), v[1].clone()),
+                None => (mat(gpu, &lw.gate_sh)?, mat(gpu, &lw.up_sh)?),
             };
             let indexer = match &lw.indexer {
                 Some(iw) => Some(Indexer { q_b: mat(gpu, &iw.q_b)?, proj: mat(gpu, &iw.proj)?, comp: compressor(gpu, &iw.compressor)? }),
@@ -231,8 +240,9 @@ impl GpuModel {
                 gate,
                 up,
                 down: split(gpu, &lw.down_exps, cfg.n_expert)?,
-                gate_sh: mat(gpu, &lw.gate_sh)?,
-                up_sh: mat(gpu, &lw.up_sh)?,
+                gate_up_sh,
+                gate_sh,
+                up_sh,
                 down_sh: mat(gpu, &lw.down_sh)?,
             });
         }
