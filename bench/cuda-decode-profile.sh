@@ -5,7 +5,7 @@ export XDG_CACHE_HOME="$PWD/cache"
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 echo "ncu: $NCU"
 "$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
-  --launch-skip $((156*159)) --launch-count 156 \
+  --launch-skip $((150*159)) --launch-count 150 \
   --log-file $1/ncu.csv ./decode_bench --layers 6 --prompt 1 --tokens 160 --decode eager > $1/bench.out 2> $1/ncu.err
 echo "rc $?"; tail -5 $1/ncu.err
 python3 - "$1/ncu.csv" <<'PY'
