@@ -27,7 +27,7 @@ use dsv4_gguf::GgmlType;
 use dsv4_model::Numerics;
 
 use super::forward::{attend_smem, ATTEND_THREADS, BLOCK};
-use super::state::{act_stride, comp_rows, GpuState, CHUNK};
+use super::state::{act_stride, comp_rows, Frontier, GpuState, CHUNK};
 use super::weights::{Hc, Layer};
 use super::{Arg, Decode, GpuModel};
 use crate::error::{CudaError, Result};
@@ -198,37 +198,18 @@ impl GpuModel {
         let width = lw.kind.compressor_lanes() * d;
         let iwidth = lw.kind.compressor_lanes() * id;
         if let (Some(cw), Some((rows, f))) = (&lw.comp, &ls.comp) {
-            let (b, blocks) = match (&lw.indexer, &ls.index) {
-                (Some(iw), Some((irows, fi))) => {
-                    let b = [self.ptr(&fi.kv), self.ptr(&fi.score), ikv, isc, self.ptr(&iw.comp.ape), iwidth as u64, self.ptr(irows), self.ptr(&iw.comp.norm)];
-                    (b, 2)
-                }
-                _ => ([0; 8], 1),
+            // One compressor's arguments, in comp_push_step's order (fkv .. norm_w).
+            let job = |f: &Frontier, kv: u64, sc: u64, ape: u64, width: usize, rows: u64, norm: u64| {
+                [P(self.ptr(&f.kv)), P(self.ptr(&f.score)), P(kv), P(sc), P(ape), I(width as i32), P(rows), P(norm)]
             };
-            let args = [
-                P(self.ptr(&f.kv)),
-                P(self.ptr(&f.score)),
-                P(ckv),
-                P(csc),
-                P(self.ptr(&cw.ape)),
-                I(width as i32),
-                P(self.ptr(rows)),
-                P(self.ptr(&cw.norm)),
-                P(b[0]),
-                P(b[1]),
-                P(b[2]),
-                P(b[3]),
-                P(b[4]),
-                I(b[5] as i32),
-                P(b[6]),
-                P(b[7]),
-                I(ratio as i32),
-                I((lw.kind.compressor_lanes() == 2) as i32),
-                F(c.rms_eps),
-                P(freqs),
-                I(n_pairs as i32),
-                P(step),
-            ];
+            let main = job(f, ckv, csc, self.ptr(&cw.ape), width, self.ptr(rows), self.ptr(&cw.norm));
+            let (second, blocks) = match (&lw.indexer, &ls.index) {
+                (Some(iw), Some((irows, fi))) => (job(fi, ikv, isc, self.ptr(&iw.comp.ape), iwidth, self.ptr(irows), self.ptr(&iw.comp.norm)), 2),
+                // Block 1 does not exist; its arguments are never read.
+                _ => (main, 1),
+            };
+            let tail = [I(ratio as i32), I((lw.kind.compressor_lanes() == 2) as i32), F(c.rms_eps), P(freqs), I(n_pairs as i32), P(step)];
+            let args: Vec<Arg> = main.into_iter().chain(second).chain(tail).collect();
             self.launch("comp_push_step", (blocks, 1), BLOCK, 0, &args)?;
             if official {
                 self.kv_round_step(self.ptr(rows), ratio, step)?;
