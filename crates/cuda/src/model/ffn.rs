@@ -141,7 +141,7 @@ impl GpuModel {
     /// [`GpuModel::mm`] over expert slots: input rows `xs` f32 apart (quantized first, one
     /// row per distinct input, under the official numerics), output rows `ys` apart.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn mm_experts(&self, st: &GpuState, num: Numerics, ws: &[DeviceMatrix], sl: ExpertSlots, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
+    fn mm_experts(&self, st: &GpuState, num: Numerics, ws: &[DeviceMatrix], sl: ExpertSlots, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
         let w = &ws[0];
         let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
         if num == Numerics::Plain || float {
