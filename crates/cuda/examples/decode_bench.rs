@@ -2,35 +2,31 @@
 //! Flash's real shapes and a prefix of its layers (or on a given GGUF).
 //!
 //! `decode_bench [--layers N] [--quant q2|q4] [--prompt N] [--tokens N] [--gpu N] [--model PATH]
-//! [--official]`
+//! [--numerics plain,official] [--official] [--decode graph,eager,chunk] [--no-graph]
+//! [--host-experts]`
 //!
 //! Without `--model`, it writes the synthetic file (what `dsv4 synth --preset flash --layers N
-//! --quant q2` writes) to a temporary folder first. Greedy decode: each step feeds the
-//! previous step's argmax; the time of a step is host wall time around `GpuModel::forward`,
-//! which includes the launches, the read-backs of score-routed layers and the logits
-//! download. Reported: median and mean over the decode steps, after the prompt (which runs in
-//! chunks of 16 tokens; its rate is printed too). `--official` runs the official numerics
-//! (default: plain).
+//! --quant q2` writes) to a temporary folder first, then runs every combination of the listed
+//! numerics (default plain; `--official` = `--numerics official`) and decode paths (default
+//! graph; `--no-graph` = `--decode chunk`, the path of earlier versions) on that one upload,
+//! each on a fresh state. Greedy decode: each step feeds the previous step's argmax; the time
+//! of a step is host wall time around `GpuModel::forward` (upload of the token, the launches
+//! or the graph replay, the logits download). Reported per combination: median and mean over
+//! the decode steps after the prompt (which runs in chunks of 16; its rate is printed too),
+//! the first step's time (it captures the graph), kernel launches per token and per layer,
+//! and whether the greedy tokens equal the first combination's of the same numerics.
+//! `--host-experts` makes the chunk path read the chosen experts back to the host (v2).
 //!
 //! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
 //! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
 //! about 0.6 ms per layer, launch- and sync-bound (some 60 launches per layer, one host
-//! read-back per score-routed layer), far from the weight-bandwidth ceiling.
-//!
-//! After chunked forward (same card and settings, plain): 2 layers 1.58 ms, 6 layers 4.00 ms,
-//! 12 layers 7.78 ms (0.65 ms per layer: decode unchanged, it runs the same launches); official
-//! numerics 1.65 ms at 2 layers. Prefill in chunks of 16: 512-token prompt on 6 layers 401 t/s
-//! plain, 379 t/s official (the official products still run one token at a time).
-//!
-//! Routed experts on the device (no host read-back; same H100 run, plain, host path with
-//! DSV4_CUDA_HOST_EXPERTS=1 first): 2 layers 1.53 -> 1.41 ms, 6 layers 3.96 -> 3.51 ms
-//! (0.661 -> 0.584 ms per layer); official 2 layers 1.68 -> 1.50 ms. Plain greedy tokens
-//! identical between the two paths over the 64 steps.
+//! read-back per score-routed layer), far from the weight-bandwidth ceiling. Later versions:
+//! `bench/README.md` ("CUDA forward pass").
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use dsv4_cuda::{Gpu, GpuModel};
+use dsv4_cuda::{Decode, DecodeOptions, Gpu, GpuModel};
 use dsv4_model::{ExpertMix, Model, Numerics};
 use dsv4_synth::{Preset, SynthSpec};
 
@@ -41,11 +37,23 @@ struct Args {
     tokens: usize,
     gpu: usize,
     model: Option<PathBuf>,
-    numerics: Numerics,
+    numerics: Vec<Numerics>,
+    decode: Vec<Decode>,
+    host_experts: bool,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { layers: 4, mix: ExpertMix::Q2, prompt: 32, tokens: 64, gpu: 0, model: None, numerics: Numerics::Plain };
+    let mut a = Args {
+        layers: 4,
+        mix: ExpertMix::Q2,
+        prompt: 32,
+        tokens: 64,
+        gpu: 0,
+        model: None,
+        numerics: vec![Numerics::Plain],
+        decode: vec![Decode::Graph],
+        host_experts: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
@@ -60,12 +68,35 @@ fn parse() -> Result<Args, String> {
             "--tokens" => a.tokens = num(val()?)?,
             "--gpu" => a.gpu = num(val()?)?,
             "--model" => a.model = Some(PathBuf::from(val()?)),
-            "--official" => a.numerics = Numerics::Official,
+            "--official" => a.numerics = vec![Numerics::Official],
+            "--numerics" => {
+                a.numerics = val()?
+                    .split(',')
+                    .map(|v| match v {
+                        "plain" => Ok(Numerics::Plain),
+                        "official" => Ok(Numerics::Official),
+                        other => Err(format!("--numerics {other}: plain or official")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--no-graph" => a.decode = vec![Decode::Chunk],
+            "--decode" => {
+                a.decode = val()?
+                    .split(',')
+                    .map(|v| match v {
+                        "graph" => Ok(Decode::Graph),
+                        "eager" => Ok(Decode::Eager),
+                        "chunk" => Ok(Decode::Chunk),
+                        other => Err(format!("--decode {other}: graph, eager or chunk")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--host-experts" => a.host_experts = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.layers == 0 || a.layers > 43 || a.tokens == 0 || a.prompt == 0 {
-        return Err("--layers 1..=43, --prompt and --tokens at least 1".into());
+    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() {
+        return Err("--layers 1..=43, --prompt at least 1, --tokens at least 2, non-empty lists".into());
     }
     Ok(a)
 }
@@ -98,7 +129,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let model = Model::load(&path)?;
     let t = Instant::now();
-    let gm = GpuModel::load(&gpu, &model)?;
+    let mut gm = GpuModel::load(&gpu, &model)?;
     let (free, total) = gpu.mem_info()?;
     eprintln!(
         "{}: {} layers uploaded in {:.1} s ({:.1} of {:.1} GiB in use)",
@@ -108,42 +139,72 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         (total - free) as f64 / (1u64 << 30) as f64,
         total as f64 / (1u64 << 30) as f64
     );
-    let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
+    let layers = model.cfg.n_layer as f64;
     let prompt: Vec<u32> = (0..a.prompt as u64).map(|i| ((i * 2_654_435_761 + 17) % model.cfg.vocab_size as u64) as u32).collect();
-    let t = Instant::now();
-    let mut logits = gm.forward(&mut st, &prompt, a.numerics)?;
-    let prefill = t.elapsed().as_secs_f64();
-    let mut times = Vec::with_capacity(a.tokens);
-    let mut chosen = Vec::with_capacity(a.tokens);
-    for _ in 0..a.tokens {
-        let tok = argmax(&logits);
-        chosen.push(tok);
-        let t = Instant::now();
-        logits = gm.forward(&mut st, &[tok], a.numerics)?;
-        times.push(t.elapsed().as_secs_f64());
-        if logits.iter().any(|v| !v.is_finite()) {
-            return Err("non-finite logits".into());
+    let mut table = Vec::new();
+    for &num in &a.numerics {
+        let mut first_tokens: Option<Vec<u32>> = None;
+        for &decode in &a.decode {
+            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts });
+            let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
+            let t = Instant::now();
+            let mut logits = gm.forward(&mut st, &prompt, num)?;
+            let prefill = t.elapsed().as_secs_f64();
+            let mut times = Vec::with_capacity(a.tokens);
+            let mut chosen = Vec::with_capacity(a.tokens);
+            let mut launches = Vec::with_capacity(a.tokens);
+            for _ in 0..a.tokens {
+                let tok = argmax(&logits);
+                chosen.push(tok);
+                let before = gm.launch_count();
+                let t = Instant::now();
+                logits = gm.forward(&mut st, &[tok], num)?;
+                times.push(t.elapsed().as_secs_f64());
+                launches.push(gm.launch_count() - before);
+                if logits.iter().any(|v| !v.is_finite()) {
+                    return Err("non-finite logits".into());
+                }
+            }
+            // Kernels per token: what the graph holds, else what a step queued (the second
+            // step: the first may also capture).
+            let kernels = st.graph_kernels().unwrap_or(launches[1]);
+            let first = times[0];
+            let steps = &mut times[1..];
+            let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+            steps.sort_by(f64::total_cmp);
+            let median = steps[steps.len() / 2];
+            let same = match &first_tokens {
+                None => {
+                    first_tokens = Some(chosen.clone());
+                    "reference".to_string()
+                }
+                Some(f) => format!("{} of {} tokens as the reference", f.iter().zip(&chosen).take_while(|(x, y)| x == y).count(), f.len()),
+            };
+            println!("tokens {num:?} {decode:?}: {chosen:?}");
+            println!(
+                "layers {} ({}, {num:?}, {decode:?}{}), prompt {} tokens: {:.1} t/s in chunks of 16; decode {} tokens: median {:.3} ms ({:.1} t/s), mean {:.3} ms, first {:.1} ms, {:.3} ms per layer; {} kernels per token ({:.1} per layer); greedy: {same}",
+                model.cfg.n_layer,
+                a.mix.name(),
+                if a.host_experts && decode == Decode::Chunk { ", host experts" } else { "" },
+                a.prompt,
+                a.prompt as f64 / prefill,
+                steps.len(),
+                median * 1e3,
+                1.0 / median,
+                mean * 1e3,
+                first * 1e3,
+                median * 1e3 / layers,
+                kernels,
+                kernels as f64 / layers
+            );
+            table.push(format!("| {} | {num:?} | {decode:?} | {:.3} | {:.3} | {kernels} | {:.1} |", model.cfg.n_layer, median * 1e3, median * 1e3 / layers, kernels as f64 / layers));
         }
     }
-    // The greedy tokens, to compare runs (e.g. with DSV4_CUDA_HOST_EXPERTS=1).
-    println!("tokens {chosen:?}");
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    println!(
-        "layers {} ({}, {:?}), prompt {} tokens: {:.1} t/s in chunks of 16; decode {} tokens: median {:.2} ms ({:.1} t/s), mean {:.2} ms ({:.1} t/s), {:.3} ms per layer",
-        model.cfg.n_layer,
-        a.mix.name(),
-        a.numerics,
-        a.prompt,
-        a.prompt as f64 / prefill,
-        a.tokens,
-        median * 1e3,
-        1.0 / median,
-        mean * 1e3,
-        1.0 / mean,
-        median * 1e3 / model.cfg.n_layer as f64
-    );
+    println!("| layers | numerics | decode | median ms/token | ms/layer | kernels/token | kernels/layer |");
+    println!("|---:|---|---|---:|---:|---:|---:|");
+    for row in table {
+        println!("{row}");
+    }
     Ok(())
 }
 

@@ -85,7 +85,9 @@ impl Gpu {
         let l2_bytes = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?
             .max(0) as usize;
-        let stream = ctx.default_stream();
+        // A stream of its own rather than the legacy default stream, which CUDA cannot
+        // capture into a graph (the model runner captures its decode step).
+        let stream = ctx.new_stream()?;
         Ok(Gpu {
             ctx,
             stream,

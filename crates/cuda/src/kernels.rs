@@ -51,11 +51,17 @@ pub const MODEL_NUMERICS: KernelSource = KernelSource {
 
 /// The model runner's sources and the kernels the host launches from each.
 pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
-    (MODEL_OPS, &["embed", "hc_pre", "hc_post", "norm_rope", "swiglu", "sum_parts", "gather_rows", "scatter_rows"]),
-    (MODEL_ATTENTION, &["attend", "index_scores", "topk_mask"]),
-    (MODEL_COMPRESSOR, &["comp_push"]),
+    (
+        MODEL_OPS,
+        &[
+            "embed", "hc_pre", "hc_proj", "hc_post", "norm_rope", "rope_qkv_step", "swiglu", "swiglu_step", "sum_parts", "sum_post",
+            "gather_rows", "scatter_rows",
+        ],
+    ),
+    (MODEL_ATTENTION, &["attend", "attend_step", "index_scores", "index_scores_step", "topk_mask", "topk_mask_step"]),
+    (MODEL_COMPRESSOR, &["comp_push", "comp_push_step"]),
     (MODEL_MOE, &["route"]),
-    (MODEL_NUMERICS, &["quant_q8_0", "quant_q8_k", "kv_round", "index_round"]),
+    (MODEL_NUMERICS, &["quant_q8_0", "quant_q8_k", "kv_round", "kv_round_step", "index_round", "index_round_step"]),
 ];
 
 pub const ALL_SOURCES: &[KernelSource] = &[

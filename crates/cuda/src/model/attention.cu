@@ -5,6 +5,11 @@
 
 #include "dsv4_common.cuh"
 
+// Largest head dimension attend takes (a multiple of 32; Flash's is 512), and its threads per
+// block: one warp per row at a time, so more warps shorten the serial walk over the rows.
+#define ATTEND_MAX_D 512
+#define ATTEND_THREADS 512
+
 // The KV row that attention row r reads: rows 0..n_raw are the raw window, oldest first
 // (position pos + 1 - n_raw + r, ring slot position % window); the rest are compressed rows.
 // Null when the indexer left a compressed row out.
@@ -16,15 +21,16 @@ __device__ __forceinline__ const float* kv_row(int r, const float* raw, int wind
     return comp + (long long)c * d;
 }
 
-// grid.x = query heads, one block each; dynamic shared memory: the head's query (d floats).
-// The softmax holds a per-head sink logit (mass without value); the output's RoPE tail is
-// rotated back by the query's position, since every value row carries its own key rotation.
-// `scores` is scratch of heads × (n_raw + n_comp).
-extern "C" __global__ void attend(const float* q, const float* raw, int window, long long pos, int n_raw,
-                                  const float* comp, int n_comp, const u8* mask, const float* sinks,
-                                  float* scores, float* out, int d, const float* freqs, int n_pairs) {
-    extern __shared__ float qs[];
-    __shared__ float shf[32];
+// Head h (blockIdx.x) of one token at `pos` over n_raw raw rows and n_comp compressed rows;
+// `qs` is shared memory of d floats for the head's query. The softmax holds a per-head sink
+// logit (mass without value); the output's RoPE tail is rotated back by the query's position,
+// since every value row carries its own key rotation. `scores` is scratch of
+// heads × (n_raw + n_comp). Shared memory `qs`: d floats of query, then d per warp of
+// partial output sums.
+__device__ __forceinline__ void attend_head(const float* q, const float* raw, int window, long long pos, int n_raw,
+                                            const float* comp, int n_comp, const u8* mask, const float* sinks,
+                                            float* scores, float* out, int d, const float* freqs, int n_pairs,
+                                            float* qs, float* shf) {
     const int h = blockIdx.x, n = n_raw + n_comp;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const long long first = pos + 1 - n_raw;
@@ -55,27 +61,65 @@ extern "C" __global__ void attend(const float* q, const float* raw, int window, 
     __syncthreads();
     const float inv = 1.0f / den;
     float* oh = out + (long long)h * d;
+    // Weighted sum of the value rows: each warp takes the rows it scored, each lane d / 32
+    // columns (coalesced, independent loads), partial sums per warp in shared memory, then
+    // added across warps in warp order.
+    float acc[ATTEND_MAX_D / 32];
+#pragma unroll
+    for (int k = 0; k < ATTEND_MAX_D / 32; ++k) acc[k] = 0.0f;
+    for (int r = warp; r < n; r += nw) {
+        const float e = sc[r];
+        if (e == 0.0f) continue;  // left out by the indexer, or underflowed: adds nothing
+        const float* row = kv_row(r, raw, window, first, n_raw, comp, mask, d);
+#pragma unroll
+        for (int k = 0; k < ATTEND_MAX_D / 32; ++k)
+            if (32 * k < d) acc[k] = fmaf(e, row[lane + 32 * k], acc[k]);
+    }
+    float* part = qs + d + warp * d;
+#pragma unroll
+    for (int k = 0; k < ATTEND_MAX_D / 32; ++k)
+        if (32 * k < d) part[lane + 32 * k] = acc[k];
+    __syncthreads();
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float acc = 0.0f;
-        for (int r = 0; r < n; ++r) {
-            const float e = sc[r];
-            if (e == 0.0f) continue;  // left out by the indexer, or underflowed: adds nothing
-            acc = fmaf(e, kv_row(r, raw, window, first, n_raw, comp, mask, d)[j], acc);
-        }
-        oh[j] = acc * inv;
+        float sum = 0.0f;
+        for (int w = 0; w < nw; ++w) sum += qs[d + w * d + j];
+        oh[j] = sum * inv;
     }
     __syncthreads();
     float* tail = oh + d - 2 * n_pairs;
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, true);
 }
 
-// score[c] = Σ_h (w[h] · w_scale) · relu(q_h · k_c) for every indexer key row c, one warp per
-// row; q is heads × dim, keys n × dim.
-extern "C" __global__ void index_scores(const float* q, const float* w, float w_scale, const float* keys,
-                                        int n, int heads, int dim, float* scores) {
+// grid.x = query heads, one block of ATTEND_THREADS each; dynamic shared memory: (1 + warps)
+// × d floats (see attend_head).
+extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend(const float* q, const float* raw, int window, long long pos, int n_raw,
+                                  const float* comp, int n_comp, const u8* mask, const float* sinks,
+                                  float* scores, float* out, int d, const float* freqs, int n_pairs) {
+    extern __shared__ float qs[];
+    __shared__ float shf[32];
+    attend_head(q, raw, window, pos, n_raw, comp, n_comp, mask, sinks, scores, out, d, freqs, n_pairs, qs, shf);
+}
+
+// The decode step's attend: the position is step[1], and the row counts follow from it (the
+// raw window holds min(pos + 1, window) rows, a layer of compression `ratio` has emitted
+// (pos + 1) / ratio rows). The indexer's mask applies once more rows exist than it keeps.
+extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend_step(const float* q, const float* raw, int window, const float* comp, int ratio,
+                                       const u8* mask, int top_k, const float* sinks, float* scores, float* out,
+                                       int d, const float* freqs, int n_pairs, const int* step) {
+    extern __shared__ float qs[];
+    __shared__ float shf[32];
+    const long long pos = step[1];
+    const int n_raw = (int)min(pos + 1, (long long)window);
+    const int n_comp = ratio ? (int)((pos + 1) / ratio) : 0;
+    const u8* m = mask && n_comp > top_k ? mask : nullptr;
+    attend_head(q, raw, window, pos, n_raw, comp, n_comp, m, sinks, scores, out, d, freqs, n_pairs, qs, shf);
+}
+
+// score[c] = Σ_h (w[h] · w_scale) · relu(q_h · k_c) for key row c, by one warp; q is
+// heads × dim.
+__device__ __forceinline__ void index_score_row(const float* q, const float* w, float w_scale, const float* keys,
+                                                int c, int heads, int dim, float* scores) {
     const int lane = threadIdx.x & 31;
-    const int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    if (c >= n) return;
     const float* k = keys + (long long)c * dim;
     float s = 0.0f;
     for (int h = 0; h < heads; ++h) {
@@ -87,17 +131,50 @@ extern "C" __global__ void index_scores(const float* q, const float* w, float w_
     if (lane == 0) scores[c] = s;
 }
 
+// Every indexer key row (n × dim), one warp per row.
+extern "C" __global__ void index_scores(const float* q, const float* w, float w_scale, const float* keys,
+                                        int n, int heads, int dim, float* scores) {
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (c >= n) return;
+    index_score_row(q, w, w_scale, keys, c, heads, dim, scores);
+}
+
+// The decode step's index_scores: (pos + 1) / ratio rows (pos = step[1]), nothing while they
+// are at most top_k (every row is kept then); a grid of any size strides over the rows, so the
+// launch need not know the count.
+extern "C" __global__ void index_scores_step(const float* q, const float* w, float w_scale, const float* keys,
+                                             int ratio, int top_k, int heads, int dim, float* scores,
+                                             const int* step) {
+    const int n = (int)(((long long)step[1] + 1) / ratio);
+    if (n <= top_k) return;
+    const int warps = (gridDim.x * blockDim.x) >> 5;
+    for (int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; c < n; c += warps)
+        index_score_row(q, w, w_scale, keys, c, heads, dim, scores);
+}
+
 // mask[c] = 1 for the k best-scoring rows: a row's rank counts the rows that beat it (higher
 // score in f32::total_cmp order, or the same score at a lower index, the CPU's stable sort).
 // Quadratic in n; fine for the row counts of tests and short contexts.
-extern "C" __global__ void topk_mask(const float* scores, int n, int k, u8* mask) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= n) return;
+__device__ __forceinline__ u8 topk_keep(const float* scores, int n, int k, int c) {
     const u32 kc = total_order_key(scores[c]);
     int rank = 0;
     for (int j = 0; j < n && rank < k; ++j) {
         const u32 kj = total_order_key(scores[j]);
         rank += (kj > kc) || (kj == kc && j < c);
     }
-    mask[c] = rank < k;
+    return rank < k;
+}
+
+extern "C" __global__ void topk_mask(const float* scores, int n, int k, u8* mask) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= n) return;
+    mask[c] = topk_keep(scores, n, k, c);
+}
+
+// The decode step's topk_mask, row count from step[1] as in index_scores_step.
+extern "C" __global__ void topk_mask_step(const float* scores, int ratio, int k, u8* mask, const int* step) {
+    const int n = (int)(((long long)step[1] + 1) / ratio);
+    if (n <= k) return;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < n; c += gridDim.x * blockDim.x)
+        mask[c] = topk_keep(scores, n, k, c);
 }

@@ -6,7 +6,7 @@
 //! window (the test model's is 8), so each token's KV row enters the ring just before its own
 //! attention, never earlier.
 
-use super::forward::{Pass, BLOCK};
+use super::forward::{attend_smem, Pass, ATTEND_THREADS, BLOCK};
 use super::state::{comp_rows, Frontier, GpuState};
 use super::weights::Layer;
 use super::{Arg, GpuModel};
@@ -54,7 +54,7 @@ impl GpuModel {
 
         // Every token's projections.
         self.mm(st, num, &lw.hc_attn.proj, sp, hce, n, m, ms)?;
-        self.hc_pre(&lw.hc_attn, sp, m, &lw.attn_norm, x, mix, false, n)?;
+        self.hc_pre(&lw.hc_attn, sp, m, 1, &lw.attn_norm, x, mix, false, n)?;
         self.mm(st, num, &lw.q_a, x, e, n, qr, ql)?;
         self.norm_rope(qr, qr, self.ptr(&lw.q_a_norm), 1, ql, true, 0, 0, pos0, n, ql)?;
         self.mm(st, num, &lw.q_b, qr, ql, n, q, nh * d)?;
@@ -143,7 +143,7 @@ impl GpuModel {
                 P(freqs),
                 I(n_pairs as i32),
             ];
-            self.launch("attend", (nh, 1), BLOCK, d * 4, &args)?;
+            self.launch("attend", (nh, 1), ATTEND_THREADS, attend_smem(d), &args)?;
         }
 
         // Grouped low-rank output: each group of heads through its own slice of out_a.

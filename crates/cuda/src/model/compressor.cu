@@ -8,11 +8,10 @@
 
 #include "dsv4_common.cuh"
 
-extern "C" __global__ void comp_push(float* fkv, float* fsc, const float* kv, const float* sc,
-                                     const float* ape, int ratio, int width, int overlapping,
-                                     long long pos, float* row, const float* norm_w, float eps,
-                                     const float* freqs, int n_pairs) {
-    __shared__ double shd[32];
+__device__ __forceinline__ void comp_push_body(float* fkv, float* fsc, const float* kv, const float* sc,
+                                               const float* ape, int ratio, int width, int overlapping,
+                                               long long pos, float* row, const float* norm_w, float eps,
+                                               const float* freqs, int n_pairs, double* shd) {
     const int pm = (int)(pos % ratio);
     const int slot = overlapping ? ratio + pm : pm;
     for (int j = threadIdx.x; j < width; j += blockDim.x) {
@@ -69,4 +68,39 @@ extern "C" __global__ void comp_push(float* fkv, float* fsc, const float* kv, co
     float* tail = row + d - 2 * n_pairs;
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x)
         rope_pair(tail, i, freqs[i], (float)(pos + 1 - ratio), false);
+}
+
+extern "C" __global__ void comp_push(float* fkv, float* fsc, const float* kv, const float* sc,
+                                     const float* ape, int ratio, int width, int overlapping,
+                                     long long pos, float* row, const float* norm_w, float eps,
+                                     const float* freqs, int n_pairs) {
+    __shared__ double shd[32];
+    comp_push_body(fkv, fsc, kv, sc, ape, ratio, width, overlapping, pos, row, norm_w, eps, freqs, n_pairs, shd);
+}
+
+// The decode step's push into both compressors of a layer, one block each (grid.x = 2 when the
+// layer has an indexer, block 1 taking the b_ arguments), at position step[1]. A window's last
+// token writes row (pos + 1) / ratio - 1 of `rows`, whose rows hold width / lanes values.
+extern "C" __global__ void comp_push_step(float* fkv, float* fsc, const float* kv, const float* sc,
+                                          const float* ape, int width, float* rows, const float* norm_w,
+                                          float* b_fkv, float* b_fsc, const float* b_kv, const float* b_sc,
+                                          const float* b_ape, int b_width, float* b_rows, const float* b_norm_w,
+                                          int ratio, int overlapping, float eps, const float* freqs, int n_pairs,
+                                          const int* step) {
+    __shared__ double shd[32];
+    const long long pos = step[1];
+    if (blockIdx.x == 1) {
+        fkv = b_fkv;
+        fsc = b_fsc;
+        kv = b_kv;
+        sc = b_sc;
+        ape = b_ape;
+        width = b_width;
+        rows = b_rows;
+        norm_w = b_norm_w;
+    }
+    const int d = overlapping ? width / 2 : width;
+    const long long emitted = (pos + 1) / ratio;
+    float* row = rows + (emitted > 0 ? emitted - 1 : 0) * d;  // written only when pos ends a window
+    comp_push_body(fkv, fsc, kv, sc, ape, ratio, width, overlapping, pos, row, norm_w, eps, freqs, n_pairs, shd);
 }

@@ -19,15 +19,7 @@ use crate::quant::matvec::act_bytes;
 use crate::quant::{DeviceMatrix, ExpertSlots, Matvec};
 use dsv4_model::Numerics;
 use dsv4_gguf::GgmlType;
-use std::sync::OnceLock;
 use Arg::{F, I, L, P};
-
-/// `DSV4_CUDA_HOST_EXPERTS=1` keeps the earlier path (expert ids read back to the host, one
-/// launch per chosen expert), for comparisons.
-fn host_experts() -> bool {
-    static V: OnceLock<bool> = OnceLock::new();
-    *V.get_or_init(|| std::env::var("DSV4_CUDA_HOST_EXPERTS").is_ok_and(|v| v == "1"))
-}
 
 impl GpuModel {
     /// The experts of each token of the chunk (`n × used`, selection order).
@@ -59,7 +51,7 @@ impl GpuModel {
         let (x, mix, m) = (self.ptr(&s.x), self.ptr(&s.mix), self.ptr(&s.m));
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
         self.mm(st, num, &lw.hc_ffn.proj, sp, hce, n, m, ms)?;
-        self.hc_pre(&lw.hc_ffn, sp, m, &lw.ffn_norm, x, mix, false, n)?;
+        self.hc_pre(&lw.hc_ffn, sp, m, 1, &lw.ffn_norm, x, mix, false, n)?;
 
         let (rlog, sel, wts) = (self.ptr(&s.rlog), self.ptr(&s.sel), self.ptr(&s.wts));
         self.mm(st, num, &lw.gate_inp, x, e, n, rlog, c.n_expert)?;
@@ -68,10 +60,10 @@ impl GpuModel {
             Route::Scored { bias } => (self.ptr(bias), 0),
         };
         let toks = self.ptr(&s.toks);
-        let args = [P(rlog), I(c.n_expert as i32), I(used as i32), P(bias), P(table), P(toks), F(c.expert_weights_scale), P(sel), P(wts)];
+        let args = [P(rlog), I(c.n_expert as i32), I(used as i32), P(bias), P(table), P(toks), F(c.expert_weights_scale), P(sel), P(wts), P(0)];
         self.launch("route", (n, 1), BLOCK, 0, &args)?;
         let stacked = [&lw.gate, &lw.up, &lw.down].iter().all(|m| Matvec::experts_stacked(m));
-        if stacked && n * used <= CHUNK && !host_experts() {
+        if stacked && n * used <= CHUNK && !self.opts.host_experts {
             return self.experts_on_device(st, lw, n, num);
         }
         let experts = self.chosen(st, lw, p)?;
@@ -156,6 +148,7 @@ impl GpuModel {
             // SAFETY: the slots address the state's scratch rows, sized for CHUNK rows of the
             // largest layer (n · used <= CHUNK checked by the caller); sel holds the slots'
             // ids; outputs are apart from inputs.
+            self.counted(1);
             return unsafe { self.mv.run_experts_raw(ws, sl, x, xs * 4, false, y, ys) };
         }
         let stride = act_stride(&self.cfg);
@@ -166,6 +159,7 @@ impl GpuModel {
         let rows = sl.n.div_ceil(sl.x_div);
         let (kernel, blk) = if w.ty() == GgmlType::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
         self.launch(kernel, (w.cols() / blk, rows), blk, 0, &[P(x), L(xs as i64), P(acts), L(stride as i64)])?;
+        self.counted(1);
         // SAFETY: as above; the activation scratch holds CHUNK rows of `stride` bytes.
         unsafe { self.mv.run_experts_raw(ws, sl, acts, stride, true, y, ys) }
     }

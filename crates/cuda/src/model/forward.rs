@@ -10,7 +10,7 @@ use dsv4_model::Numerics;
 
 use super::state::{act_stride, GpuState, CHUNK};
 use super::weights::Hc;
-use super::{Arg, GpuModel};
+use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::{act_bytes, dev_addr};
@@ -19,6 +19,18 @@ use Arg::{F, I, L, P};
 
 /// Threads of the small kernels (reductions over up to a few thousand values).
 pub(super) const BLOCK: usize = 256;
+
+/// Threads of `hc_pre` (`__launch_bounds__` in ops.cu): one block reads a token's whole HC
+/// state, so more threads mean fewer dependent steps.
+const HC_THREADS: usize = 512;
+
+/// Threads of `attend` (`ATTEND_THREADS` in attention.cu) and its dynamic shared memory for a
+/// head of `d` values: the query, then one partial output per warp.
+pub(super) const ATTEND_THREADS: usize = 512;
+
+pub(super) fn attend_smem(d: usize) -> usize {
+    d * 4 * (1 + ATTEND_THREADS / 32)
+}
 
 /// What one chunk's pass needs besides the state.
 pub(super) struct Pass<'a> {
@@ -63,6 +75,11 @@ impl GpuModel {
         self.check_state(st)?;
         if num == Numerics::Official {
             self.check_official()?;
+        }
+        if let [tok] = *tokens {
+            if self.opts.decode != Decode::Chunk && self.step_ok(st) {
+                return Ok(vec![self.step(st, tok, num)?]);
+            }
         }
         let v = c.vocab_size;
         let chunks = tokens.len().div_ceil(CHUNK);
@@ -121,7 +138,7 @@ impl GpuModel {
             let h = &self.w.out_hc;
             let (sa, ma, xa) = (sp + (a * hce * 4) as u64, self.ptr(&s.m) + (a * ms * 4) as u64, self.ptr(&s.x) + (a * e * 4) as u64);
             self.mm(st, num, &h.proj, sa, hce, k, ma, ms)?;
-            self.hc_pre(h, sa, ma, &self.w.out_norm, xa, 0, true, k)?;
+            self.hc_pre(h, sa, ma, 1, &self.w.out_norm, xa, 0, true, k)?;
             let la = self.ptr(&s.logits) + (a * c.vocab_size * 4) as u64;
             self.mm(st, num, &self.w.output, xa, e, k, la, c.vocab_size)?;
         }
@@ -133,6 +150,7 @@ impl GpuModel {
     }
 
     pub(super) fn launch(&self, name: &str, grid: (usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
+        self.counted(1);
         self.k.launch(&self.stream, name, grid, block, smem, args)
     }
 
@@ -147,6 +165,7 @@ impl GpuModel {
             // buffers, sized for the matrix and the chunk by construction (state.rs sizes
             // scratch from the config the matrices were checked against when bound), with
             // outputs apart from inputs.
+            self.counted(1);
             return unsafe { self.mv.run_batch_raw(w, x, xs, n, y, ys) };
         }
         let stride = act_stride(&self.cfg);
@@ -156,6 +175,7 @@ impl GpuModel {
         let acts = self.ptr(&st.s.acts);
         let (kernel, blk) = if w.ty() == GgmlType::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
         self.launch(kernel, (w.cols() / blk, n), blk, 0, &[P(x), L(xs as i64), P(acts), L(stride as i64)])?;
+        self.counted(n as u64);
         for t in 0..n {
             // SAFETY: as above; the activation scratch holds CHUNK tokens of `stride` bytes,
             // checked to cover this matrix's activations.
@@ -164,9 +184,10 @@ impl GpuModel {
         Ok(())
     }
 
-    /// The HC read-out (`hc_pre` in ops.cu) of `n` tokens into `out`, normed by `norm`.
+    /// The HC read-out (`hc_pre` in ops.cu) of `n` tokens into `out`, normed by `norm`; each
+    /// mixing value at `m` is the sum of `parts` partial products (1: the value itself).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn hc_pre(&self, h: &Hc, streams: u64, m: u64, norm: &DeviceBuffer<f32>, out: u64, mix: u64, head: bool, n: usize) -> Result<()> {
+    pub(super) fn hc_pre(&self, h: &Hc, streams: u64, m: u64, parts: usize, norm: &DeviceBuffer<f32>, out: u64, mix: u64, head: bool, n: usize) -> Result<()> {
         let c = &self.cfg;
         let args = [
             P(streams),
@@ -184,8 +205,9 @@ impl GpuModel {
             I(head as i32),
             I(c.hc_mix().max(c.hc_count) as i32),
             I(c.hc_mix() as i32),
+            I(parts as i32),
         ];
-        self.launch("hc_pre", (n, 1), BLOCK, 0, &args)
+        self.launch("hc_pre", (n, 1), HC_THREADS, 0, &args)
     }
 
     /// `hc_post` of `n` tokens: each writes its sublayer output `y` back into its streams.

@@ -15,8 +15,14 @@
 //! and quantized activations in the quantized-weight products (`model/numerics.cu`).
 //!
 //! Every reduction has a fixed order (no float atomics), so a run is deterministic on a given
-//! GPU and chunking. One host synchronisation per score-routed layer and chunk remains: the
-//! chosen experts are read back to pick the expert matrices.
+//! GPU and chunking.
+//!
+//! Single-token calls (decode) take the step path (`model/step.rs`): every value that changes
+//! from token to token (the token id, the position, and what follows from it: ring slot, row
+//! counts, which rows are emitted) is read by the kernels from one small per-state buffer
+//! uploaded before the step, so the step's launches are the same every time and run as one
+//! CUDA graph, captured on first use and cached in the [`GpuState`]. The only host wait is the
+//! logits download. [`DecodeOptions`] selects the path.
 
 mod attn;
 mod ffn;
@@ -24,9 +30,11 @@ mod forward;
 mod io;
 mod probe;
 mod state;
+mod step;
 mod weights;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
@@ -40,6 +48,28 @@ use crate::quant::Matvec;
 pub use state::GpuState;
 use weights::Layer;
 
+/// How single-token calls run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Decode {
+    /// The step path captured once per state as a CUDA graph and replayed (the default).
+    #[default]
+    Graph,
+    /// The step path's kernels launched one by one (the graph's reference).
+    Eager,
+    /// The multi-token path with one token, launches depending on the position (the decode of
+    /// earlier versions, for comparisons).
+    Chunk,
+}
+
+/// Run-time choices of a [`GpuModel`] that do not change its results beyond rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DecodeOptions {
+    pub decode: Decode,
+    /// Chunk path only: read the chosen experts back to the host and launch each one
+    /// separately (the path before device-side expert selection, for comparisons).
+    pub host_experts: bool,
+}
+
 /// A model resident on one GPU.
 pub struct GpuModel {
     cfg: ModelConfig,
@@ -48,7 +78,19 @@ pub struct GpuModel {
     k: Kernels,
     w: weights::Globals,
     layers: Vec<Layer>,
+    opts: DecodeOptions,
+    /// Every layer's routed experts are stacked in one buffer per projection (what the step
+    /// path's expert launches need), checked once at load.
+    experts_stacked: bool,
+    /// Tells this model's captured graphs from another model's (a graph bakes in weight
+    /// addresses).
+    id: u64,
+    /// Kernels queued so far (both kinds: the model's and the matvec's), for launch counts.
+    launches: AtomicU64,
 }
+
+/// Source of [`GpuModel::id`].
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One kernel argument, pushed by value (device addresses are plain 64-bit integers).
 #[derive(Clone, Copy, Debug)]
@@ -107,5 +149,24 @@ impl Kernels {
 impl GpuModel {
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    pub fn options(&self) -> DecodeOptions {
+        self.opts
+    }
+
+    /// Takes effect from the next call; graphs captured under other options are recaptured.
+    pub fn set_options(&mut self, opts: DecodeOptions) {
+        self.opts = opts;
+    }
+
+    /// Kernel launches queued since the model was loaded (a graph replay counts as none; its
+    /// kernels were counted once, when it was captured).
+    pub fn launch_count(&self) -> u64 {
+        self.launches.load(Ordering::Relaxed)
+    }
+
+    fn counted(&self, n: u64) {
+        self.launches.fetch_add(n, Ordering::Relaxed);
     }
 }

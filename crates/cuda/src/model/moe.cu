@@ -20,9 +20,11 @@ __device__ __forceinline__ void better(u32& key, int& id, u32 k2, int i2) {
 }
 
 // One block per token (blockIdx.x) of the chunk; hash layers read row toks[t] of hash_table.
+// With sel_gu, token t's picks are also written twice to sel_gu + 2·used·t: as they are, then
+// plus n_expert (the ids of one launch over a stack of the gate experts then the up experts).
 extern "C" __global__ void route(const float* logits, int n_expert, int used, const float* bias,
                                  const int* hash_table, const int* toks, float scale, int* sel,
-                                 float* wts) {
+                                 float* wts, int* sel_gu) {
     const int t = blockIdx.x;
     logits += (long long)t * n_expert;
     sel += t * used;
@@ -67,6 +69,10 @@ extern "C" __global__ void route(const float* logits, int n_expert, int used, co
     const float floor = __int_as_float(0x00800000);  // f32::MIN_POSITIVE
     for (int k = 0; k < used; ++k) {
         sel[k] = chosen[k];
+        if (sel_gu) {
+            sel_gu[2 * used * t + k] = chosen[k];
+            sel_gu[2 * used * t + used + k] = chosen[k] + n_expert;
+        }
         wts[k] = scale * route_score(logits[chosen[k]]) / fmaxf(sum, floor);
     }
 }

@@ -114,12 +114,9 @@ __device__ __forceinline__ float round_trip(float v, float scale, float max, boo
     return __fmul_rn(fp8 ? e4m3_round(s) : e2m1_round(s), scale);
 }
 
-// One block of 64 threads per row (grid.x = rows, `stride` floats apart): a KV row as the
-// cache stores it. The first d - rope_dim values go through FP8 in blocks of 64 (scale floor
-// 1e-4), then every value is rounded to BF16.
-extern "C" __global__ void kv_round(float* rows, int d, int rope_dim, long long stride) {
-    __shared__ float shf[32];
-    float* row = rows + blockIdx.x * stride;
+// A KV row as the cache stores it, by a block of 64 threads. The first d - rope_dim values go
+// through FP8 in blocks of 64 (scale floor 1e-4), then every value is rounded to BF16.
+__device__ __forceinline__ void kv_round_row(float* row, int d, int rope_dim, float* shf) {
     const int nope = d - rope_dim;
     for (int c = 0; c < nope; c += 64) {
         const int j = c + threadIdx.x;
@@ -132,12 +129,30 @@ extern "C" __global__ void kv_round(float* rows, int d, int rope_dim, long long 
     for (int j = threadIdx.x; j < d; j += blockDim.x) row[j] = bf16_round(row[j]);
 }
 
-// One block of `dim` threads per row (grid.x = rows, `stride` floats apart; dim a power of two
-// from 32 to 1024): the orthonormal Walsh-Hadamard transform (Sylvester order, the CPU's
-// butterflies), then an FP4 round trip per 32 values (one warp each; scale floor 6·FLT_MIN).
-extern "C" __global__ void index_round(float* rows, int dim, long long stride) {
-    extern __shared__ float hx[];
-    float* row = rows + blockIdx.x * stride;
+// One block of 64 threads per row (grid.x = rows, `stride` floats apart).
+extern "C" __global__ void kv_round(float* rows, int d, int rope_dim, long long stride) {
+    __shared__ float shf[32];
+    kv_round_row(rows + blockIdx.x * stride, d, rope_dim, shf);
+}
+
+// The decode step's kv_round (64 threads), at position step[1]: with ratio 0 the raw-window
+// ring slot pos % window of `rows`; otherwise compressed row (pos + 1) / ratio - 1, and only
+// when pos ends a window (nothing else was written).
+extern "C" __global__ void kv_round_step(float* rows, int d, int rope_dim, int window, int ratio, const int* step) {
+    __shared__ float shf[32];
+    const long long pos = step[1];
+    if (ratio == 0) {
+        kv_round_row(rows + (pos % window) * d, d, rope_dim, shf);
+    } else if (pos % ratio == ratio - 1) {
+        kv_round_row(rows + ((pos + 1) / ratio - 1) * d, d, rope_dim, shf);
+    }
+}
+
+// One row of `dim` values by a block of `dim` threads (a power of two from 32 to 1024), `hx`
+// shared memory of dim floats: the orthonormal Walsh-Hadamard transform (Sylvester order, the
+// CPU's butterflies), then an FP4 round trip per 32 values (one warp each; scale floor
+// 6·FLT_MIN).
+__device__ __forceinline__ void index_round_row(float* row, int dim, float* hx) {
     const int i = threadIdx.x;
     hx[i] = row[i];
     __syncthreads();
@@ -154,4 +169,19 @@ extern "C" __global__ void index_round(float* rows, int dim, long long stride) {
     const float floor = 6.0f * __int_as_float(0x00800000);
     const float amax = fmaxf(warp_max(abs_nn(v)), floor);
     row[i] = round_trip(v, pow2_scale(amax, 6.0f), 6.0f, false);
+}
+
+// One block of `dim` threads per row (grid.x = rows, `stride` floats apart).
+extern "C" __global__ void index_round(float* rows, int dim, long long stride) {
+    extern __shared__ float hx[];
+    index_round_row(rows + blockIdx.x * stride, dim, hx);
+}
+
+// The decode step's index_round of the indexer row that position step[1] emits, when it ends
+// a window of `ratio` (row (pos + 1) / ratio - 1 of `rows`).
+extern "C" __global__ void index_round_step(float* rows, int dim, int ratio, const int* step) {
+    extern __shared__ float hx[];
+    const long long pos = step[1];
+    if (pos % ratio != ratio - 1) return;
+    index_round_row(rows + ((pos + 1) / ratio - 1) * dim, dim, hx);
 }

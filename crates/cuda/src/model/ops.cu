@@ -24,17 +24,86 @@ extern "C" __global__ void embed(const u8* table, int f16, const int* toks, int 
     }
 }
 
-// One block per token (m_raw, mix: m_stride, mix_stride floats per token). The HC read-out at one site. `m_raw` is the mixing projection of the raw state S
-// (hc × e): RMSNorm of the flattened state is one scalar, so it scales the few logits here
-// instead of the hc·e inputs before the product. Writes the mixing to `mix` (pre[hc],
-// post[hc], comb[hc·hc], comb[a·hc + b] = weight of old stream a in new stream b) and
-// out = RMSNorm(Σ_h pre_h S_h) · norm_w.
+// Value k of the mixing projection: the sum, in order, of its `parts` partial dot products
+// (hc_proj), or the value itself when parts is 1.
+__device__ __forceinline__ float mix_val(const float* m_raw, int k, int parts) {
+    float v = m_raw[k * parts];
+    for (int p = 1; p < parts; ++p) v += m_raw[k * parts + p];
+    return v;
+}
+
+// The Sinkhorn normalisation of the hc × hc mixing logits in `c` (shared memory), by one warp:
+// a softmax within each row, then `iters` column and `iters - 1` row normalisations,
+// alternating and starting with a column step. Each lane owns elements lane + 32·i and sums
+// its row or column in index order, so the result is that of the plain sequential loops.
+__device__ __forceinline__ void sinkhorn_warp(float* c, int hc, int iters, float eps) {
+    const int lane = threadIdx.x & 31, nn = hc * hc;
+    float v[MAX_HC * MAX_HC / 32];
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
+        const int k = lane + 32 * i;
+        if (k < nn) {
+            const float* row = c + (k / hc) * hc;
+            float mx = neg_inf();
+            for (int b = 0; b < hc; ++b) mx = fmaxf(mx, row[b]);
+            v[i] = expf(c[k] - mx);
+        }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i)
+        if (lane + 32 * i < nn) c[lane + 32 * i] = v[i];
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
+        const int k = lane + 32 * i;
+        if (k < nn) {
+            const float* row = c + (k / hc) * hc;
+            float sum = 0.0f;
+            for (int b = 0; b < hc; ++b) sum += row[b];
+            v[i] = c[k] / sum + eps;
+        }
+    }
+    for (int step = 0; step < 2 * iters; ++step) {
+        // Even steps (after the first) normalise rows, odd steps columns; step 0 only
+        // publishes the softmax.
+        __syncwarp();
+#pragma unroll
+        for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i)
+            if (lane + 32 * i < nn) c[lane + 32 * i] = v[i];
+        __syncwarp();
+        if (step == 0) continue;
+        const bool cols = step & 1;
+#pragma unroll
+        for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
+            const int k = lane + 32 * i;
+            if (k < nn) {
+                const int a = k / hc, b = k % hc;
+                float sum = 0.0f;
+                for (int t = 0; t < hc; ++t) sum += cols ? c[t * hc + b] : c[a * hc + t];
+                v[i] = c[k] / (sum + eps);
+            }
+        }
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i)
+        if (lane + 32 * i < nn) c[lane + 32 * i] = v[i];
+    __syncwarp();
+}
+
+// One block per token (m_raw, mix: m_stride, mix_stride floats per token). The HC read-out at
+// one site. `m_raw` is the mixing projection of the raw state S (hc × e), each value as
+// `m_parts` partial sums (see mix_val): RMSNorm of the flattened state is one scalar, so it
+// scales the few logits here instead of the hc·e inputs before the product. Writes the mixing
+// to `mix` (pre[hc], post[hc], comb[hc·hc], comb[a·hc + b] = weight of old stream a in new
+// stream b) and out = RMSNorm(Σ_h pre_h S_h) · norm_w.
 // head != 0: the output head's read-out instead (sigmoid weights with one scale; no post,
 // no Sinkhorn, nothing written to mix).
-extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const float* scale,
+extern "C" __global__ void __launch_bounds__(512) hc_pre(const float* S, const float* m_raw, const float* scale,
                                   const float* base, const float* norm_w, float* out, float* mix,
                                   int hc, int e, int iters, float hc_eps, float rms_eps, int head,
-                                  int m_stride, int mix_stride) {
+                                  int m_stride, int mix_stride, int m_parts) {
     __shared__ double shd[32];
     S += (long long)blockIdx.x * hc * e;
     m_raw += (long long)blockIdx.x * m_stride;
@@ -46,42 +115,21 @@ extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const floa
     double ss = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) ss += (double)S[i] * (double)S[i];
     const float sflat = rms_scale_from(block_sum_d(ss, shd), n, rms_eps);
-    if (threadIdx.x == 0) {
-        if (head) {
-            for (int h = 0; h < hc; ++h) pre[h] = sigmoidf_(m_raw[h] * sflat * scale[0] + base[h]) + hc_eps;
-        } else {
-            for (int h = 0; h < hc; ++h) {
-                pre[h] = sigmoidf_(m_raw[h] * sflat * scale[0] + base[h]) + hc_eps;
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        for (int h = lane; h < hc; h += 32) {
+            pre[h] = sigmoidf_(mix_val(m_raw, h, m_parts) * sflat * scale[0] + base[h]) + hc_eps;
+            if (!head) {
                 mix[h] = pre[h];
-                mix[hc + h] = 2.0f * sigmoidf_(m_raw[hc + h] * sflat * scale[1] + base[hc + h]);
+                mix[hc + h] = 2.0f * sigmoidf_(mix_val(m_raw, hc + h, m_parts) * sflat * scale[1] + base[hc + h]);
             }
-            for (int k = 0; k < hc * hc; ++k) c[k] = m_raw[2 * hc + k] * sflat * scale[2] + base[2 * hc + k];
-            // Softmax within each row, then `iters` column and `iters - 1` row normalisations,
-            // alternating and starting with a column step.
-            for (int a = 0; a < hc; ++a) {
-                float mx = neg_inf(), sum = 0.0f;
-                for (int b = 0; b < hc; ++b) mx = fmaxf(mx, c[a * hc + b]);
-                for (int b = 0; b < hc; ++b) {
-                    c[a * hc + b] = expf(c[a * hc + b] - mx);
-                    sum += c[a * hc + b];
-                }
-                for (int b = 0; b < hc; ++b) c[a * hc + b] = c[a * hc + b] / sum + hc_eps;
-            }
-            for (int it = 0; it < iters; ++it) {
-                if (it > 0) {
-                    for (int a = 0; a < hc; ++a) {
-                        float sum = 0.0f;
-                        for (int b = 0; b < hc; ++b) sum += c[a * hc + b];
-                        for (int b = 0; b < hc; ++b) c[a * hc + b] /= sum + hc_eps;
-                    }
-                }
-                for (int b = 0; b < hc; ++b) {
-                    float sum = 0.0f;
-                    for (int a = 0; a < hc; ++a) sum += c[a * hc + b];
-                    for (int a = 0; a < hc; ++a) c[a * hc + b] /= sum + hc_eps;
-                }
-            }
-            for (int k = 0; k < hc * hc; ++k) mix[2 * hc + k] = c[k];
+        }
+        if (!head) {
+            for (int k = lane; k < hc * hc; k += 32)
+                c[k] = mix_val(m_raw, 2 * hc + k, m_parts) * sflat * scale[2] + base[2 * hc + k];
+            __syncwarp();
+            sinkhorn_warp(c, hc, iters, hc_eps);
+            for (int k = lane; k < hc * hc; k += 32) mix[2 * hc + k] = c[k];
         }
     }
     __syncthreads();
@@ -96,35 +144,52 @@ extern "C" __global__ void hc_pre(const float* S, const float* m_raw, const floa
     for (int i = threadIdx.x; i < e; i += blockDim.x) out[i] = out[i] * s * norm_w[i];
 }
 
-// The HC write-back: S_new[b] = post[b] · y + Σ_a comb[a][b] · S_old[a], one thread per column.
+// Partial dot products of the HC mixing projection for one token: row blockIdx.x of w (F16
+// when f16, else F32; rows of `cols`) with x, over column slice blockIdx.y of gridDim.y equal
+// slices, into out[row · gridDim.y + slice] (hc_pre adds the slices in order). The matrix has
+// few rows and long ones, so the slices give the launch enough blocks to stream it at once.
+extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int cols, float* out) {
+    __shared__ float shf[32];
+    const int r = blockIdx.x, parts = gridDim.y, len = cols / parts, c0 = blockIdx.y * len;
+    float acc = 0.0f;
+    for (int j = c0 + threadIdx.x; j < c0 + len; j += blockDim.x) {
+        const long long k = (long long)r * cols + j;
+        const float wv = f16 ? f16_to_f32(reinterpret_cast<const u16*>(w)[k]) : reinterpret_cast<const float*>(w)[k];
+        acc = fmaf(wv, x[j], acc);
+    }
+    acc = block_sum_f(acc, shf);
+    if (threadIdx.x == 0) out[r * parts + blockIdx.y] = acc;
+}
+
+// The HC write-back of column i: S_new[b] = post[b] · y_i + Σ_a comb[a][b] · S_old[a].
+__device__ __forceinline__ void hc_post_col(float* S, float yi, const float* mix, int hc, int e, int i) {
+    const float* post = mix + hc;
+    const float* comb = mix + 2 * hc;
+    float old[MAX_HC];
+    for (int a = 0; a < hc; ++a) old[a] = S[a * e + i];
+    for (int b = 0; b < hc; ++b) {
+        float acc = post[b] * yi;
+        for (int a = 0; a < hc; ++a) acc += comb[a * hc + b] * old[a];
+        S[b * e + i] = acc;
+    }
+}
+
+// The HC write-back, one thread per column.
 extern "C" __global__ void hc_post(float* S, const float* y, const float* mix, int hc, int e, int mix_stride) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     S += (long long)blockIdx.y * hc * e;
     y += (long long)blockIdx.y * e;
     mix += (long long)blockIdx.y * mix_stride;
-    const float* post = mix + hc;
-    const float* comb = mix + 2 * hc;
-    float old[MAX_HC];
-    for (int a = 0; a < hc; ++a) old[a] = S[a * e + i];
-    for (int b = 0; b < hc; ++b) {
-        float acc = post[b] * y[i];
-        for (int a = 0; a < hc; ++a) acc += comb[a * hc + b] * old[a];
-        S[b * e + i] = acc;
-    }
+    hc_post_col(S, y[i], mix, hc, e, i);
 }
 
-// grid.x = heads, each `d` contiguous values of src, written to dst (which may be src);
-// grid.y = tokens, `stride` floats apart, token t at position pos + t: RMSNorm (with learned
+// One vector x of d values into y (which may be x), by the whole block: RMSNorm (with learned
 // scale w, or plain when w is null; skipped when do_norm is 0), then RoPE of the last
-// 2·n_pairs values (none when n_pairs is 0).
-extern "C" __global__ void norm_rope(const float* src, float* dst, const float* w, int d, int do_norm,
-                                     float eps, const float* freqs, int n_pairs, long long pos,
-                                     long long stride) {
-    __shared__ double shd[32];
-    const float* x = src + blockIdx.y * stride + (long long)blockIdx.x * d;
-    float* y = dst + blockIdx.y * stride + (long long)blockIdx.x * d;
-    pos += blockIdx.y;
+// 2·n_pairs values at position pos (none when n_pairs is 0).
+__device__ __forceinline__ void norm_rope_vec(const float* x, float* y, const float* w, int d, int do_norm,
+                                              float eps, const float* freqs, int n_pairs, long long pos,
+                                              double* shd) {
     float s = 1.0f;
     if (do_norm) {
         double ss = 0.0;
@@ -140,8 +205,47 @@ extern "C" __global__ void norm_rope(const float* src, float* dst, const float* 
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, false);
 }
 
-// Row r (blockIdx.y) of n values: h = silu(min(g, c)) · clamp(u, -c, c), times the route
-// weight wk[widx[r]] (wk[r] when widx is null) when wk is not null.
+// grid.x = heads, each `d` contiguous values of src, written to dst (which may be src);
+// grid.y = tokens, `stride` floats apart, token t at position pos + t (see norm_rope_vec).
+extern "C" __global__ void norm_rope(const float* src, float* dst, const float* w, int d, int do_norm,
+                                     float eps, const float* freqs, int n_pairs, long long pos,
+                                     long long stride) {
+    __shared__ double shd[32];
+    const float* x = src + blockIdx.y * stride + (long long)blockIdx.x * d;
+    float* y = dst + blockIdx.y * stride + (long long)blockIdx.x * d;
+    norm_rope_vec(x, y, w, d, do_norm, eps, freqs, n_pairs, pos + blockIdx.y, shd);
+}
+
+// The decode step's norm and RoPE of one token in one launch, at the position step[1]:
+// blocks [0, nh) normalise and rotate the query heads in place; block nh normalises (kv_norm)
+// and rotates the KV row into its raw-window ring slot (pos % window); blocks after it, when
+// iq is not null, rotate the indexer query heads in place (no norm).
+extern "C" __global__ void rope_qkv_step(float* q, int nh, int d, const float* kv, float* raw,
+                                         const float* kv_norm, int window, float* iq, int id,
+                                         float eps, const float* freqs, int n_pairs, const int* step) {
+    __shared__ double shd[32];
+    const int b = blockIdx.x;
+    const long long pos = step[1];
+    if (b < nh) {
+        float* x = q + (long long)b * d;
+        norm_rope_vec(x, x, nullptr, d, 1, eps, freqs, n_pairs, pos, shd);
+    } else if (b == nh) {
+        norm_rope_vec(kv, raw + (pos % window) * d, kv_norm, d, 1, eps, freqs, n_pairs, pos, shd);
+    } else if (iq) {
+        float* x = iq + (long long)(b - nh - 1) * id;
+        norm_rope_vec(x, x, nullptr, id, 0, eps, freqs, n_pairs, pos, shd);
+    }
+}
+
+// The clamped SwiGLU of one value: silu(min(g, c)) · clamp(u, -c, c).
+__device__ __forceinline__ float swiglu_val(float g, float u, float clamp) {
+    const float gv = fminf(g, clamp);
+    const float uv = fminf(fmaxf(u, -clamp), clamp);
+    return gv / (1.0f + expf(-gv)) * uv;
+}
+
+// Row r (blockIdx.y) of n values: h = swiglu(g, u), times the route weight wk[widx[r]]
+// (wk[r] when widx is null) when wk is not null.
 extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int n, float clamp,
                                   const float* wk, const int* widx) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -151,22 +255,48 @@ extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int 
     u += row * n;
     h += row * n;
     if (wk) wk += widx ? widx[row] : row;
-    const float gv = fminf(g[i], clamp);
-    const float uv = fminf(fmaxf(u[i], -clamp), clamp);
-    float r = gv / (1.0f + expf(-gv)) * uv;
+    float r = swiglu_val(g[i], u[i], clamp);
     if (wk) r *= *wk;
     h[i] = r;
 }
 
+// The decode step's SwiGLU of the routed and the shared expert together (grid.y = used + 1).
+// gu holds rows of n values: the `used` routed gate rows, their `used` up rows, then the shared
+// expert's gate and up rows. Row r < used of h is routed pick r, scaled by its weight wk[r];
+// row `used` is the shared expert's.
+extern "C" __global__ void swiglu_step(const float* gu, float* h, int n, float clamp, const float* wk, int used) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int r = blockIdx.y;
+    const bool routed = r < used;
+    const float* g = gu + (long long)(routed ? r : 2 * used) * n;
+    const float* u = gu + (long long)(routed ? used + r : 2 * used + 1) * n;
+    float v = swiglu_val(g[i], u[i], clamp);
+    if (routed) v *= wk[r];
+    h[(long long)r * n + i] = v;
+}
+
 // y_t = Σ_p part p of token t, in order (routed experts in selection order, then the shared
 // expert); part p of token t is at (p · chunk + t) · e.
+__device__ __forceinline__ float sum_col(const float* parts, int n_parts, int e, int chunk, long long t, int i) {
+    float acc = 0.0f;
+    for (int p = 0; p < n_parts; ++p) acc += parts[(p * chunk + t) * e + i];
+    return acc;
+}
+
 extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int chunk, float* y) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     const long long t = blockIdx.y;
-    float acc = 0.0f;
-    for (int p = 0; p < n_parts; ++p) acc += parts[(p * chunk + t) * e + i];
-    y[t * e + i] = acc;
+    y[t * e + i] = sum_col(parts, n_parts, e, chunk, t, i);
+}
+
+// sum_parts then hc_post for one token, without the trip through memory in between.
+extern "C" __global__ void sum_post(float* S, const float* parts, int n_parts, int e, int chunk,
+                                    const float* mix, int hc) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= e) return;
+    hc_post_col(S, sum_col(parts, n_parts, e, chunk, 0, i), mix, hc, e, i);
 }
 
 // Row r (blockIdx.y) of dst = row idx[r] of src (rows of `width`): an expert's tokens.

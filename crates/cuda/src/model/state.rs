@@ -79,6 +79,15 @@ pub(super) struct Scratch {
     /// Quantized activations (official numerics), [`act_stride`] bytes per token.
     pub acts: DeviceBuffer<u8>,
     pub logits: DeviceBuffer<f32>,
+    /// The decode step's per-token values: [token id, position] (`model/step.rs`).
+    pub step: DeviceBuffer<i32>,
+    /// The decode step's expert rows: `used` routed gate rows, their `used` up rows, then the
+    /// shared expert's gate and up rows (`expert_ffn` each).
+    pub gu: DeviceBuffer<f32>,
+    /// Their SwiGLU outputs: the routed picks' rows, then the shared expert's.
+    pub hs: DeviceBuffer<f32>,
+    /// The picks of the decode token for one launch over the gate-then-up expert stack.
+    pub sel_gu: DeviceBuffer<i32>,
 }
 
 /// Widest activation vector any matrix of the model takes.
@@ -105,6 +114,8 @@ pub struct GpuState {
     pub(super) streams: DeviceBuffer<f32>,
     pub(super) layers: Vec<LayerState>,
     pub(super) s: Scratch,
+    /// The decode step captured against this state's buffers (`model/step.rs`).
+    pub(super) graph: Option<super::step::StepGraph>,
 }
 
 impl GpuState {
@@ -116,6 +127,11 @@ impl GpuState {
     /// Most tokens this state can hold.
     pub fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// Kernels in this state's captured decode graph (None before the first graph step).
+    pub fn graph_kernels(&self) -> Option<u64> {
+        self.graph.as_ref().map(|g| g.kernels)
     }
 }
 
@@ -163,6 +179,10 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         idx: gpu.alloc_zeros::<i32>(3 * CHUNK * c.n_expert_used)?,
         acts: gpu.alloc_zeros::<u8>(CHUNK * act_stride(c))?,
         logits: z(c.vocab_size)?,
+        step: gpu.alloc_zeros::<i32>(2)?,
+        gu: gpu.alloc_zeros::<f32>(2 * (c.n_expert_used + 1) * c.expert_ffn)?,
+        hs: gpu.alloc_zeros::<f32>((c.n_expert_used + 1) * c.expert_ffn)?,
+        sel_gu: gpu.alloc_zeros::<i32>(2 * c.n_expert_used)?,
     })
 }
 
@@ -193,6 +213,7 @@ impl GpuModel {
             streams: gpu.alloc_zeros(CHUNK * c.hc_count * c.n_embd)?,
             layers,
             s: scratch(gpu, c, capacity)?,
+            graph: None,
         })
     }
 }

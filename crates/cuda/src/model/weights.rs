@@ -16,6 +16,8 @@ use crate::quant::{DeviceMatrix, Matvec};
 
 pub(super) struct Hc {
     pub proj: DeviceMatrix,
+    /// The buffer `proj` views (from its start), for `hc_proj`'s raw float rows.
+    pub proj_buf: Arc<DeviceBuffer<u8>>,
     pub scale: DeviceBuffer<f32>,
     pub base: DeviceBuffer<f32>,
 }
@@ -62,10 +64,16 @@ pub(super) struct Layer {
     pub ffn_norm: DeviceBuffer<f32>,
     pub gate_inp: DeviceMatrix,
     pub route: Route,
+    /// Every gate expert then every up expert, views of one buffer (`gate` and `up` are its
+    /// halves), when their shapes allow: the decode step multiplies both in one launch.
+    pub gate_up: Option<Vec<DeviceMatrix>>,
     /// Per expert.
     pub gate: Vec<DeviceMatrix>,
     pub up: Vec<DeviceMatrix>,
     pub down: Vec<DeviceMatrix>,
+    /// The shared expert's gate then up matrix, views of one buffer (`gate_sh` and `up_sh`),
+    /// when their shapes allow: the decode step multiplies both in one launch.
+    pub gate_up_sh: Option<Vec<DeviceMatrix>>,
     pub gate_sh: DeviceMatrix,
     pub up_sh: DeviceMatrix,
     pub down_sh: DeviceMatrix,
@@ -78,6 +86,9 @@ pub(super) struct Globals {
     pub out_hc: Hc,
     pub out_norm: DeviceBuffer<f32>,
     pub output: DeviceMatrix,
+    /// 0, 1, 2, ...: the ids of launches over every matrix of a stack (the output groups, the
+    /// shared expert's gate and up).
+    pub iota: DeviceBuffer<i32>,
 }
 
 fn mat(gpu: &Gpu, m: &Mat) -> Result<DeviceMatrix> {
@@ -100,8 +111,33 @@ fn split(gpu: &Gpu, m: &Mat, n: usize) -> Result<Vec<DeviceMatrix>> {
     }
 }
 
+/// Two stacked tensors of `n` equal matrices each (the gate and up experts) uploaded into one
+/// buffer, `a`'s matrices then `b`'s, as 2n views; None when the shapes differ or a piece
+/// would not start 16-byte aligned.
+fn split_pair(gpu: &Gpu, a: &Mat, b: &Mat, n: usize) -> Result<Option<Vec<DeviceMatrix>>> {
+    if n == 0 || (a.ty, a.rows, a.cols) != (b.ty, b.rows, b.cols) || !a.rows.is_multiple_of(n) {
+        return Ok(None);
+    }
+    let rows = a.rows / n;
+    let bytes = rows * a.row_bytes();
+    let (ab, bb) = (a.bytes(), b.bytes());
+    if !bytes.is_multiple_of(16) || ab.len() != n * bytes || bb.len() != n * bytes {
+        return Ok(None);
+    }
+    let mut buf = gpu.alloc_zeros::<u8>(2 * n * bytes)?;
+    let s = gpu.stream();
+    s.memcpy_htod(ab, &mut buf.cuda_slice_mut().slice_mut(..n * bytes))?;
+    s.memcpy_htod(bb, &mut buf.cuda_slice_mut().slice_mut(n * bytes..2 * n * bytes))?;
+    gpu.synchronize()?;
+    let buf = Arc::new(buf);
+    (0..2 * n).map(|i| DeviceMatrix::view(buf.clone(), i * bytes, a.ty, rows, a.cols)).collect::<Result<_>>().map(Some)
+}
+
 fn hc(gpu: &Gpu, w: &HcWeights) -> Result<Hc> {
-    Ok(Hc { proj: mat(gpu, &w.proj)?, scale: gpu.upload(&w.scale)?, base: gpu.upload(&w.base)? })
+    let m = &w.proj;
+    let proj_buf = Arc::new(gpu.upload(m.bytes())?);
+    let proj = DeviceMatrix::view(proj_buf.clone(), 0, m.ty, m.rows, m.cols)?;
+    Ok(Hc { proj, proj_buf, scale: gpu.upload(&w.scale)?, base: gpu.upload(&w.base)? })
 }
 
 fn compressor(gpu: &Gpu, w: &CompressorWeights) -> Result<Compressor> {
@@ -121,6 +157,10 @@ fn check_geometry(model: &Model) -> Result<()> {
     }
     if c.rope_dim > c.head_dim.min(c.indexer_head_dim) || !c.rope_dim.is_multiple_of(2) {
         return bad(format!("rope_dim {}", c.rope_dim));
+    }
+    // attend keeps a head's partial outputs in registers, 32 columns per lane step.
+    if !c.head_dim.is_multiple_of(32) || c.head_dim > 512 {
+        return bad(format!("head_dim {} (attend takes multiples of 32 up to 512)", c.head_dim));
     }
     // Sub-vectors handed to the matvec kernels must stay 16-byte aligned.
     let g_in = c.heads_per_group() * c.head_dim;
@@ -148,8 +188,9 @@ impl GpuModel {
             out_hc: hc(gpu, &w.out_hc)?,
             out_norm: gpu.upload(&w.out_norm)?,
             output: mat(gpu, &w.output)?,
+            iota: gpu.upload(&(0..cfg.o_groups.max(2) as i32).collect::<Vec<_>>())?,
         };
-        let (r, groups) = (cfg.o_lora_rank, cfg.o_groups);
+        let groups = cfg.o_groups;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for (il, lw) in w.layers.iter().enumerate() {
             let route = match &lw.router {
@@ -158,6 +199,16 @@ impl GpuModel {
                     Route::Hash { dev: gpu.upload(&dev)?, host: t.clone() }
                 }
                 Router::Scored { bias } => Route::Scored { bias: gpu.upload(bias)? },
+            };
+            let gate_up = split_pair(gpu, &lw.gate_exps, &lw.up_exps, cfg.n_expert)?;
+            let (gate, up) = match &gate_up {
+                Some(v) => (v[..cfg.n_expert].to_vec(), v[cfg.n_expert..].to_vec()),
+                None => (split(gpu, &lw.gate_exps, cfg.n_expert)?, split(gpu, &lw.up_exps, cfg.n_expert)?),
+            };
+            let gate_up_sh = split_pair(gpu, &lw.gate_sh, &lw.up_sh, 1)?;
+            let (gate_sh, up_sh) = match &gate_up_sh {
+                Some(v) => (v[0].clone(), v[1].clone()),
+                None => (mat(gpu, &lw.gate_sh)?, mat(gpu, &lw.up_sh)?),
             };
             let indexer = match &lw.indexer {
                 Some(iw) => Some(Indexer { q_b: mat(gpu, &iw.q_b)?, proj: mat(gpu, &iw.proj)?, comp: compressor(gpu, &iw.compressor)? }),
@@ -176,21 +227,26 @@ impl GpuModel {
                 kv: mat(gpu, &lw.kv)?,
                 kv_norm: gpu.upload(&lw.kv_norm)?,
                 sinks: gpu.upload(&lw.sinks)?,
-                out_a: (0..groups).map(|g| mat(gpu, &lw.out_a.rows(g * r, r))).collect::<Result<_>>()?,
+                // Views of one upload where aligned, so that the decode step can run every group
+                // in one launch.
+                out_a: split(gpu, &lw.out_a, groups)?,
                 out_b: mat(gpu, &lw.out_b)?,
                 comp: lw.compressor.as_ref().map(|c| compressor(gpu, c)).transpose()?,
                 indexer,
                 ffn_norm: gpu.upload(&lw.ffn_norm)?,
                 gate_inp: mat(gpu, &lw.gate_inp)?,
                 route,
-                gate: split(gpu, &lw.gate_exps, cfg.n_expert)?,
-                up: split(gpu, &lw.up_exps, cfg.n_expert)?,
+                gate_up,
+                gate,
+                up,
                 down: split(gpu, &lw.down_exps, cfg.n_expert)?,
-                gate_sh: mat(gpu, &lw.gate_sh)?,
-                up_sh: mat(gpu, &lw.up_sh)?,
+                gate_up_sh,
+                gate_sh,
+                up_sh,
                 down_sh: mat(gpu, &lw.down_sh)?,
             });
         }
+        let experts_stacked = layers.iter().all(|l| [&l.gate, &l.up, &l.down].iter().all(|m| Matvec::experts_stacked(m)));
         Ok(GpuModel {
             cfg,
             stream: gpu.stream().clone(),
@@ -198,6 +254,10 @@ impl GpuModel {
             k: Kernels::new(gpu)?,
             w: globals,
             layers,
+            opts: Default::default(),
+            experts_stacked,
+            id: super::NEXT_MODEL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            launches: Default::default(),
         })
     }
 }
