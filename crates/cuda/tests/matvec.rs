@@ -396,7 +396,7 @@ fn expert_slots_match_cpu() {
     let idd = gpu.upload(&ids).unwrap();
     let valid = |j: usize| (0..n_expert as i32).contains(&ids[j]);
     for ty in [GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
-        for (k, &(cols, rows)) in [(4096usize, 2048usize), (2048, 4096), (768, 300)].iter().enumerate() {
+        for (k, &(cols, rows)) in [(4096usize, 2048usize), (2048, 4096), (768, 304)].iter().enumerate() {
             let per = rows * row_bytes(ty, cols).unwrap();
             let seed = 1000 + 10 * k as u64;
             let all = random_matrix(ty, n_expert * rows, cols, scale(ty), seed);
@@ -407,9 +407,10 @@ fn expert_slots_match_cpu() {
             assert!(Matvec::experts_stacked(&experts));
             let float = matches!(ty, GgmlType::F32 | GgmlType::F16);
             for official in [false, true].into_iter().filter(|&o| !o || !float) {
-                // (x_div, y_mod, y_mul): gate/up, then down.
-                for (x_div, y_mod, y_mul) in [(3usize, 1usize, 0usize), (1, 3, 3)] {
-                    let slots = ids.len();
+                // (x_div, y_mod, y_mul): gate/up, then down; all 8 slots (groups of 4 rows
+                // over the slots' rows), then 2 (groups of 2 for the small shape).
+                let configs = [(3usize, 1usize, 0usize, ids.len()), (1, 3, 3, ids.len()), (1, 1, 0, 2)];
+                for (x_div, y_mod, y_mul, slots) in configs {
                     let inputs = slots.div_ceil(x_div);
                     let x = random_x(inputs * cols, seed + 1);
                     // Output row (j % y_mod) * y_mul + j / y_mod is at most `slots` for both shapes.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::matvec::{DeviceMatrix, Matvec, Variant};
+use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, GROUP4_MIN_ROWS};
 use super::plan::SlotArgs;
 use crate::error::{CudaError, Result};
 
@@ -71,12 +71,14 @@ impl Matvec {
         if !x.is_multiple_of(16) || !x_bytes.is_multiple_of(16) {
             return Err(CudaError::Shape(format!("x at {x:#x} with stride {x_bytes} is not 16-byte aligned")));
         }
+        // The slot kernels are the one-token kernels over all slots' rows together: groups of
+        // 4 rows when those are plentiful, as for one matrix (float types: 2 rows per warp).
+        let g = if !is_float(w.ty()) && w.rows() * s.n >= GROUP4_MIN_ROWS { 4 } else { 2 };
         let f = self
             .funcs_x
-            .get(&(w.ty(), qacts))
+            .get(&(w.ty(), qacts, g))
             .ok_or(CudaError::UnsupportedType(w.ty()))?;
-        // The slot kernels are the one-token kernels with groups of 2 rows.
-        let v = Variant { rows: 2, tokens: 1, split: 0, ctas: 0 };
+        let v = Variant { rows: g, tokens: 1, split: 0, ctas: 0 };
         let l = self.plan(f, w, v, 1, s.n, qacts)?;
         let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
         self.launch(f, w, (x, x_bytes), 1, (y, y_stride), l, Some(slots))

@@ -204,111 +204,134 @@ __device__ __forceinline__ float apply_sub(const Sub& s, const float* x, float x
 // int16 bsums (292 bytes); both staged verbatim in shared memory (4-byte aligned). The CPU
 // adds the same per-block shares in another grouping, so results agree to f32 rounding.
 
-// Q8_0 weights (34-byte block at p, 2-byte aligned) x Q8_0-like block at a.
-__device__ __forceinline__ float dq_q8_0(const u8* p, const u8* a) {
-    u32 wd[9], sh;
-    q8_0_words(p, wd, sh);
-    const u32* xq = reinterpret_cast<const u32*>(a + 4);
-    int isum = 0;
+// The lane's activations, loaded once per item and shared by the G rows: its 32 int8 as 8
+// words, the block scale, and (Q8_K) the two 16-column sums of its sub-block.
+struct QAct {
+    u32 q[8];
+    float d;
+    int bs0, bs1;
+};
+
+// sb = the lane's sub-block in the row; its Q8_0-like block is its own, its Q8_K block the
+// super-block's (sub-block sb % 8 of it).
+template <int T>
+__device__ __forceinline__ void load_qact(const u8* xact, int sb, QAct& a) {
+    const u8* ab = T == T_Q8_0 ? xact + sb * 36 : xact + (sb >> 3) * 292;
+    const u32* xq = reinterpret_cast<const u32*>(ab + 4 + (T == T_Q8_0 ? 0 : 32 * (sb & 7)));
 #pragma unroll
-    for (int k = 0; k < 8; ++k) isum = __dp4a((int)__funnelshift_r(wd[k], wd[k + 1], sh), (int)xq[k], isum);
-    // CPU: acc += (f32(d_w) * d_x) * (f32)isum.
-    return (f16_to_f32(lds_u16(p)) * *reinterpret_cast<const float*>(a)) * (float)isum;
+    for (int k = 0; k < 8; ++k) a.q[k] = xq[k];
+    a.d = *reinterpret_cast<const float*>(ab);
+    if constexpr (T == T_Q8_0) {
+        a.bs0 = a.bs1 = 0;
+    } else {
+        const short* bs = reinterpret_cast<const short*>(ab + 260);
+        a.bs0 = bs[2 * (sb & 7)];
+        a.bs1 = bs[2 * (sb & 7) + 1];
+    }
 }
 
-// Q4_K super-block at p (4-byte aligned), sub-block j, x Q8_K block at a.
-__device__ __forceinline__ float dq_q4_k(const u8* p, int j, const u8* a) {
+// Q8_0 weights (34-byte block at p, 2-byte aligned) x Q8_0-like activations.
+__device__ __forceinline__ float dq_q8_0(const u8* p, const QAct& a) {
+    u32 wd[9], sh;
+    q8_0_words(p, wd, sh);
+    int isum = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) isum = __dp4a((int)__funnelshift_r(wd[k], wd[k + 1], sh), (int)a.q[k], isum);
+    // CPU: acc += (f32(d_w) * d_x) * (f32)isum.
+    return (f16_to_f32(lds_u16(p)) * a.d) * (float)isum;
+}
+
+// Q4_K super-block at p (4-byte aligned), sub-block j, x Q8_K.
+__device__ __forceinline__ float dq_q4_k(const u8* p, int j, const QAct& a) {
     const float d = f16_to_f32(lds_u16(p)), dmin = f16_to_f32(lds_u16(p + 2));
     int scl, mn;
     q4_k_scale(p, j, scl, mn);
     const u8* q = p + 16 + 32 * (j >> 1);
     const int shift = (j & 1) * 4;
-    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * j);
     int isum = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) isum = __dp4a((int)((lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu), (int)xq[k], isum);
-    const short* bs = reinterpret_cast<const short*>(a + 260);
-    const float yd = *reinterpret_cast<const float*>(a);
+    for (int k = 0; k < 8; ++k) isum = __dp4a((int)((lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu), (int)a.q[k], isum);
     // CPU: (yd * d) * isum - (yd * dmin) * summs, with isum = sum_j sc_j * s_j and
     // summs = sum_j m_j * (bsums[2j] + bsums[2j+1]).
-    return (yd * d) * (float)(scl * isum) - (yd * dmin) * (float)(mn * ((int)bs[2 * j] + (int)bs[2 * j + 1]));
+    return (a.d * d) * (float)(scl * isum) - (a.d * dmin) * (float)(mn * (a.bs0 + a.bs1));
 }
 
 // Q2_K super-block at p (4-byte aligned), sub-block j (16-column halves 2j, 2j+1), x Q8_K.
-__device__ __forceinline__ float dq_q2_k(const u8* p, int j, const u8* a) {
+__device__ __forceinline__ float dq_q2_k(const u8* p, int j, const QAct& a) {
     const float d = f16_to_f32(lds_u16(p + 80)), dmin = f16_to_f32(lds_u16(p + 82));
     const int sc0 = p[2 * j], sc1 = p[2 * j + 1];
     const u8* q = p + 16 + 32 * (j >> 2);
     const int shift = 2 * (j & 3);
-    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * j);
     int s0 = 0, s1 = 0;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
         const int w = (int)((lds_u32(q + 4 * k) >> shift) & 0x03030303u);
-        if (k < 4) s0 = __dp4a(w, (int)xq[k], s0);
-        else s1 = __dp4a(w, (int)xq[k], s1);
+        if (k < 4) s0 = __dp4a(w, (int)a.q[k], s0);
+        else s1 = __dp4a(w, (int)a.q[k], s1);
     }
-    const short* bs = reinterpret_cast<const short*>(a + 260);
-    const float yd = *reinterpret_cast<const float*>(a);
     const int isum = (sc0 & 15) * s0 + (sc1 & 15) * s1;
-    const int summs = (int)bs[2 * j] * (sc0 >> 4) + (int)bs[2 * j + 1] * (sc1 >> 4);
+    const int summs = a.bs0 * (sc0 >> 4) + a.bs1 * (sc1 >> 4);
     // CPU: dall * isum - dmin * summs, dall = yd * d, dmin = yd * dmin.
-    return (yd * d) * (float)isum - (yd * dmin) * (float)summs;
+    return (a.d * d) * (float)isum - (a.d * dmin) * (float)summs;
 }
 
-// IQ2_XXS super-block at p (2-byte aligned), group ib, x Q8_K block at a.
-__device__ __forceinline__ float dq_iq2_xxs(const u8* p, int ib, const u8* a, const u32* tab) {
+// IQ2_XXS super-block at p (2-byte aligned), group ib, x Q8_K.
+__device__ __forceinline__ float dq_iq2_xxs(const u8* p, int ib, const QAct& a, const u32* tab) {
     const float d = f16_to_f32(lds_u16(p));
     const u32 wa = lds_u32_a2(p + 2 + 8 * ib), wb = lds_u32_a2(p + 6 + 8 * ib);
-    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * ib);
     int isum = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
         u32 lo, hi;
         iq2_octet<IQ2_POS, IQ2_NEG>(wa, wb, k, tab, lo, hi);
-        isum = __dp4a((int)lo, (int)xq[2 * k], isum);
-        isum = __dp4a((int)hi, (int)xq[2 * k + 1], isum);
+        isum = __dp4a((int)lo, (int)a.q[2 * k], isum);
+        isum = __dp4a((int)hi, (int)a.q[2 * k + 1], isum);
     }
     const int part = (2 * (int)(wb >> 28) + 1) * isum;
     // CPU: sumf += (f32(d) * y.d) * bsum per block, result 0.125 * sumf.
-    return 0.125f * ((d * *reinterpret_cast<const float*>(a)) * (float)part);
+    return 0.125f * ((d * a.d) * (float)part);
 }
 
 template <int T>
-__device__ __forceinline__ float dq_sub(const u8* bp, int jj, const u8* ab, const u32* tab) {
-    if constexpr (T == T_Q8_0) return dq_q8_0(bp, ab);
-    else if constexpr (T == T_Q4_K) return dq_q4_k(bp, jj, ab);
-    else if constexpr (T == T_Q2_K) return dq_q2_k(bp, jj, ab);
-    else return dq_iq2_xxs(bp, jj, ab, tab);
+__device__ __forceinline__ float dq_sub(const u8* bp, int jj, const QAct& a, const u32* tab) {
+    if constexpr (T == T_Q8_0) return dq_q8_0(bp, a);
+    else if constexpr (T == T_Q4_K) return dq_q4_k(bp, jj, a);
+    else if constexpr (T == T_Q2_K) return dq_q2_k(bp, jj, a);
+    else return dq_iq2_xxs(bp, jj, a, tab);
 }
 
 // ---- quantized kernel body ------------------------------------------------------------------
 
-// Where step s of a row lies: the 16-byte line `a` holding its first byte, the offset `sh`
-// of that byte in the line, and how many 16-byte lines `n16` cover the step.
-template <int T>
-__device__ __forceinline__ void step_lines(const u8* W, i64 row_bytes, int row, int s, int units,
-                                           const u8*& a, int& sh, int& n16) {
-    constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
-    const int u0 = s * UPS;
-    const int nu = min(UPS, units - u0);
-    const u8* first = W + (u64)row * (u64)row_bytes + (u64)u0 * Blk<T>::BYTES;
-    a = reinterpret_cast<const u8*>(reinterpret_cast<u64>(first) & ~(u64)15);
-    sh = (int)(first - a);
-    n16 = (sh + nu * Blk<T>::BYTES + 15) >> 4;
+// First byte of step s of row group rg (its first row); row g of the group starts
+// g * row_bytes later. One 64-bit multiply per item; the rows' offsets in their 16-byte lines
+// then need only the low address bits.
+template <int T, int G>
+__device__ __forceinline__ const u8* step_base(const u8* W, i64 row_bytes, int rg, int s) {
+    constexpr int STEP_BYTES = MV_STEP_COLS / Blk<T>::COLS * Blk<T>::BYTES;
+    return W + (u64)(rg * G) * (u64)row_bytes + (u64)s * STEP_BYTES;
+}
+
+// Offset of row g's first byte of the step in its 16-byte line.
+__device__ __forceinline__ int line_offset(const u8* base, i64 row_bytes, int g) {
+    return (int)(((u32)reinterpret_cast<u64>(base) + (u32)g * (u32)row_bytes) & 15u);
 }
 
 // Queues the cp.async copies of one item (row group rg, step s) into the stage at shared
-// address `stage`; rows past the end are skipped.
+// address `stage`: the whole 16-byte lines that cover each row's step; rows past the end are
+// skipped.
 template <int T, int G, int BUF, int NL>
 __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes, int rows, int units,
                                          int rg, int s, int lane, u32 stage) {
+    constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
+    const int nbytes = min(UPS, units - s * UPS) * Blk<T>::BYTES;
+    const u8* base = step_base<T, G>(W, row_bytes, rg, s);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-        const int row = rg * G + g;
-        if (row < rows) {
-            const u8* a; int sh, n16;
-            step_lines<T>(W, row_bytes, row, s, units, a, sh, n16);
+        if (rg * G + g < rows) {
+            const u8* first = base + (i64)g * row_bytes;
+            const int sh = (int)(reinterpret_cast<u64>(first) & 15u);
+            const u8* a = first - sh;
+            const int n16 = (sh + nbytes + 15) >> 4;
 #pragma unroll
             for (int l = 0; l < NL; ++l) {
                 const int q = lane + DSV4_WARP * l;
@@ -317,6 +340,34 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
         }
     }
 }
+
+// Sums each of V = G x NT per-lane values (v[i], i = g * NT + t) over the warp, V a power of
+// two up to 32: a transposed butterfly. Round k halves the values a lane carries (lanes with
+// bit 4 - k set keep the upper half and send the lower one, their partners the reverse), so
+// V - 1 shuffles replace the V x 5 of one butterfly per value; a plain butterfly over the
+// remaining lane bits finishes. Afterwards value i sits, complete, in the lanes whose top
+// log2(V) bits are i (lane (i << (5 - log2 V)) writes it). A fixed pairing: deterministic.
+template <int V>
+__device__ __forceinline__ float warp_sum_many(float (&v)[V], int lane) {
+    static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V: a power of two up to 32");
+#pragma unroll
+    for (int h = V / 2, off = 16; h >= 1; h /= 2, off /= 2) {
+        const bool up = (lane & off) != 0;
+#pragma unroll
+        for (int i = 0; i < h; ++i) {
+            const float send = up ? v[i] : v[i + h];
+            const float keep = up ? v[i + h] : v[i];
+            v[i] = keep + __shfl_xor_sync(DSV4_FULL_MASK, send, off);
+        }
+    }
+#pragma unroll
+    for (int off = 16 / V; off > 0; off /= 2) v[0] += __shfl_xor_sync(DSV4_FULL_MASK, v[0], off);
+    return v[0];
+}
+
+// log2 of a power of two up to 32, at compile time.
+template <int V> struct Log2 { static constexpr int N = V <= 1 ? 0 : 1 + Log2<V / 2>::N; };
+template <> struct Log2<1> { static constexpr int N = 0; };
 
 // Work split of the quantized kernels. The rows form groups of G. A CTA's 8 warps work on
 // 8 / KS groups at a time ("a round"), KS warps per group (KS = 1, 2, 4 or 8, chosen by the
@@ -484,19 +535,16 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
             // The lane's block within the step, and its sub-block inside a super-block.
             const int unit = Blk<T>::COLS == 32 ? lane : (lane >> 3);
             const int jj = lane & 7;
+            const u8* base = step_base<T, G>(W, row_bytes, rg, s);
             const u8* bps[G];
 #pragma unroll
-            for (int g = 0; g < G; ++g) {
-                const u8* a; int sh, n16;
-                step_lines<T>(W, row_bytes, min(rg * G + g, rows - 1), s, units, a, sh, n16);
-                bps[g] = sp + g * BUF + sh + unit * Blk<T>::BYTES;
-            }
+            for (int g = 0; g < G; ++g) bps[g] = sp + g * BUF + line_offset(base, row_bytes, g) + unit * Blk<T>::BYTES;
             if constexpr (QA) {
-                // The lane's activation block: its own (Q8_0-like) or its super-block's (Q8_K).
-                const u8* ab = T == T_Q8_0 ? xact + sb * 36 : xact + (sb >> 3) * 292;
+                QAct xa;
+                load_qact<T>(xact, sb, xa);
 #pragma unroll
                 for (int g = 0; g < G; ++g)
-                    if (rg * G + g < rows) acc[g][0] += dq_sub<T>(bps[g], jj, ab, tab_s);
+                    if (rg * G + g < rows) acc[g][0] += dq_sub<T>(bps[g], jj, xa, tab_s);
             } else if constexpr (NT == 1) {
                 float x[32], xs0, xs1;
                 load_x<T>(xsm, xs, 0, X, sb, x, xs0, xs1);
@@ -530,31 +578,35 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
         stage = stage + 1 == S ? 0 : stage + 1;
 
         if (si == my_steps - 1) {  // the warp's last step of this round: reduce and reset
-            float* pp = part + ((r & 1) * MVQ_WARPS + warp) * (G * NT);
+            constexpr int V = G * NT, LV = Log2<V>::N;
+            float v[V];
 #pragma unroll
             for (int g = 0; g < G; ++g)
 #pragma unroll
                 for (int t = 0; t < NT; ++t) {
-                    const float v = warp_sum(acc[g][t]);
+                    v[g * NT + t] = acc[g][t];
                     acc[g][t] = 0.f;
-                    const int row = rg * G + g;
-                    if (ks == 1) {
-                        if (lane == 0 && row < rows && t < n) Y[(i64)t * y_stride + row] = v;
-                    } else if (lane == 0) {
-                        pp[g * NT + t] = v;
-                    }
                 }
-            if (ks > 1) {
+            const float sum = warp_sum_many<V>(v, lane);
+            // This lane holds value i = lane >> (5 - LV); the first lane of each run writes.
+            const int i = lane >> (5 - LV);
+            const int g = i / NT, t = i - g * NT;
+            const int row = rg * G + g;
+            const bool writer = (lane & ((32 >> LV) - 1)) == 0;
+            if (ks == 1) {
+                if (writer && row < rows && t < n) Y[(i64)t * y_stride + row] = sum;
+            } else {
+                if (writer) part[((r & 1) * MVQ_WARPS + warp) * V + i] = sum;
                 // Partials of a round live in buffer r % 2, so the next round's writes never
                 // meet this round's reads and one barrier per round suffices.
                 __syncthreads();
-                if (kslice == 0 && lane < G * NT) {
-                    const int g = lane / NT, t = lane - g * NT;
-                    const int row = rg * G + g;
-                    const float* p0 = part + ((r & 1) * MVQ_WARPS + warp) * (G * NT) + lane;
-                    float v = 0.f;
-                    for (int k = 0; k < ks; ++k) v += p0[k * G * NT];
-                    if (row < rows && t < n) Y[(i64)t * y_stride + row] = v;
+                if (kslice == 0 && lane < V) {
+                    const int g2 = lane / NT, t2 = lane - g2 * NT;
+                    const int row2 = rg * G + g2;
+                    const float* p0 = part + ((r & 1) * MVQ_WARPS + warp) * V + lane;
+                    float tot = 0.f;
+                    for (int k = 0; k < ks; ++k) tot += p0[k * V];
+                    if (row2 < rows && t2 < n) Y[(i64)t2 * y_stride + row2] = tot;
                 }
             }
         }
@@ -712,32 +764,35 @@ MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
     const float* Xj = reinterpret_cast<const float*>(reinterpret_cast<const u8*>(X) +          \
                                                      (i64)(j / x_div) * x_stride);              \
     float* Yj = Y + ((i64)(j % y_mod) * y_mul + j / y_mod) * y_stride;
-#define MVX_QUANT(NAME, T)                                                                      \
+#define MVX_QUANT(NAME, T, G, S)                                                                \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVX_ARGS) {                  \
         MVX_SLOT                                                                                \
-        mv_quant<T, 2, 1, 4, false>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);  \
+        mv_quant<T, G, 1, S, false>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);   \
     }
-#define MVX_QACT(NAME, T)                                                                       \
+#define MVX_QACT(NAME, T, G, S)                                                                 \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVX_ARGS) {                  \
         MVX_SLOT                                                                                \
-        mv_quant<T, 2, 1, 4, true>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);   \
+        mv_quant<T, G, 1, S, true>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);    \
     }
 #define MVX_FLOAT(NAME, T)                                                                      \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MVX_ARGS) {                   \
-        (void)tab;                                                                             \
+        (void)tab;                                                                              \
         (void)ks;                                                                               \
         (void)xsm;                                                                              \
         MVX_SLOT                                                                                \
         mv_float<T, 2, 1>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1);                          \
     }
+// Slot kernels of the quantized types: groups of 2 rows (S = 4) or 4 rows (S4 stages, as the
+// one-token kernels), both numerics.
+#define MVX_QUANT_ALL(name, T, S4)                                                              \
+    MVX_QUANT(mvx_##name##_g2, T, 2, 4)                                                         \
+    MVX_QUANT(mvx_##name##_g4, T, 4, S4)                                                        \
+    MVX_QACT(mvxq_##name##_g2, T, 2, 4)                                                         \
+    MVX_QACT(mvxq_##name##_g4, T, 4, S4)
 
 MVX_FLOAT(mvx_f32, T_F32)
 MVX_FLOAT(mvx_f16, T_F16)
-MVX_QUANT(mvx_q8_0, T_Q8_0)
-MVX_QUANT(mvx_q2_k, T_Q2_K)
-MVX_QUANT(mvx_q4_k, T_Q4_K)
-MVX_QUANT(mvx_iq2_xxs, T_IQ2_XXS)
-MVX_QACT(mvxq_q8_0, T_Q8_0)
-MVX_QACT(mvxq_q2_k, T_Q2_K)
-MVX_QACT(mvxq_q4_k, T_Q4_K)
-MVX_QACT(mvxq_iq2_xxs, T_IQ2_XXS)
+MVX_QUANT_ALL(q8_0, T_Q8_0, 2)
+MVX_QUANT_ALL(q2_k, T_Q2_K, 4)
+MVX_QUANT_ALL(q4_k, T_Q4_K, 3)
+MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)

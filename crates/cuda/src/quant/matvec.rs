@@ -39,7 +39,7 @@ const FLOAT_VARIANTS: &[(usize, usize)] = &[(1, 1), (2, 1), (4, 1), (2, 4), (2, 
 const QUANT_VARIANTS: &[(usize, usize)] = &[(2, 1), (4, 1), (2, 4), (2, 8), (2, 16)];
 /// Fewest rows for which one-token quantized products use groups of 4 rows (measured on the
 /// H100: 4 beat 2 from 2048 rows up, tied at 1024, lost at 512).
-const GROUP4_MIN_ROWS: usize = 2048;
+pub(super) const GROUP4_MIN_ROWS: usize = 2048;
 /// Rows per group of the quantized-activation kernels (`mvq_<type>_g<G>`), one token.
 const QACT_GROUPS: &[usize] = &[2, 4];
 pub(super) fn is_float(ty: GgmlType) -> bool {
@@ -71,12 +71,25 @@ pub fn kernel_names() -> Vec<String> {
         .iter()
         .filter(|(ty, _)| !is_float(*ty))
         .flat_map(|(_, name)| QACT_GROUPS.iter().map(move |g| format!("mvq_{name}_g{g}")));
-    let slots = TYPES.iter().map(|(_, name)| format!("mvx_{name}"));
-    let qslots = TYPES
+    let slots = TYPES
         .iter()
-        .filter(|(ty, _)| !is_float(*ty))
-        .map(|(_, name)| format!("mvxq_{name}"));
-    plain.chain(qact).chain(slots).chain(qslots).collect()
+        .flat_map(|&(ty, name)| slot_kernels(ty, name).into_iter().map(|(_, s)| s));
+    plain.chain(qact).chain(slots).collect()
+}
+
+/// The expert-slot kernels of a type, keyed by (quantized activations, rows per group):
+/// `mvx_<float type>` (rows per warp 2), `mvx[q]_<type>_g{2,4}`.
+fn slot_kernels(ty: GgmlType, name: &str) -> Vec<((bool, usize), String)> {
+    if is_float(ty) {
+        return vec![((false, 2), format!("mvx_{name}"))];
+    }
+    let mut out = Vec::new();
+    for qa in [false, true] {
+        for g in QACT_GROUPS {
+            out.push(((qa, *g), format!("mvx{}_{name}_g{g}", if qa { "q" } else { "" })));
+        }
+    }
+    out
 }
 
 fn type_name(ty: GgmlType) -> Result<&'static str> {
@@ -204,9 +217,9 @@ pub struct Matvec {
     /// Quantized-activation kernels (`mvq_<type>_g<G>`) by (type, G), quantized weight
     /// types only.
     pub(super) funcs_q: HashMap<(GgmlType, usize), CudaFunction>,
-    /// Expert-slot kernels (`mvx_<type>`, `mvxq_<type>`, see `experts.rs`), by (type,
-    /// quantized activations).
-    pub(super) funcs_x: HashMap<(GgmlType, bool), CudaFunction>,
+    /// Expert-slot kernels (`mvx_<type>`, `mvx[q]_<type>_g<G>`, see `experts.rs`), by (type,
+    /// quantized activations, rows per group).
+    pub(super) funcs_x: HashMap<(GgmlType, bool, usize), CudaFunction>,
     /// IQ2_XXS selector tables (see [`iq2_tables`]), read into shared memory per CTA.
     pub(super) iq2_tab: DeviceBuffer<u32>,
     pub(super) sm_count: usize,
@@ -268,11 +281,7 @@ impl Matvec {
                 )?;
                 funcs_q.insert((ty, g), f);
             }
-            for qa in [false, true] {
-                if qa && is_float(ty) {
-                    continue;
-                }
-                let sym = format!("mvx{}_{name}", if qa { "q" } else { "" });
+            for ((qa, g), sym) in slot_kernels(ty, name) {
                 let f = module
                     .load_function(&sym)
                     .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
@@ -282,7 +291,7 @@ impl Matvec {
                         smem_optin,
                     )?;
                 }
-                funcs_x.insert((ty, qa), f);
+                funcs_x.insert((ty, qa, g), f);
             }
         }
         let iq2_tab = gpu.upload(&iq2_tables())?;
