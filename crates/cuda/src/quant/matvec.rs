@@ -409,17 +409,10 @@ impl Matvec {
                 n * w.rows
             )));
         }
-        let f = self
-            .funcs
-            .get(&(w.ty, v.rows, v.tokens))
-            .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty)))?;
-        if w.rows == 0 {
-            return Ok(());
-        }
-        let l = self.plan(f, w, v, n, 1, false)?;
-        let xp = dev_addr(&self.stream, x);
-        let yp = dev_addr(&self.stream, y);
-        self.launch(f, w, (xp, w.cols), n, (yp, w.rows), l, None)
+        let (xp, yp) = (dev_addr(&self.stream, x), dev_addr(&self.stream, y));
+        // SAFETY: x and y are live buffers of this stream, borrowed for the call, holding
+        // exactly n tokens (checked above).
+        unsafe { self.products(w, (xp, w.cols), n, (yp, w.rows), Some(v)) }
     }
 
     /// `y = W x` for one token on device addresses (the model runner's sub-vectors: a head
@@ -432,16 +425,8 @@ impl Matvec {
         if !x.is_multiple_of(16) {
             return Err(CudaError::Shape(format!("x at {x:#x} is not 16-byte aligned")));
         }
-        let v = self.variant(w, 1);
-        let f = self
-            .funcs
-            .get(&(w.ty, v.rows, v.tokens))
-            .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty)))?;
-        if w.rows == 0 {
-            return Ok(());
-        }
-        let l = self.plan(f, w, v, 1, 1, false)?;
-        self.launch(f, w, (x, w.cols), 1, (y, w.rows), l, None)
+        // SAFETY: the caller's obligations are those of products.
+        unsafe { self.products(w, (x, w.cols), 1, (y, w.rows), None) }
     }
 
     /// `y = W x` with the official numerics: `acts` holds `x` quantized the way `W`'s type

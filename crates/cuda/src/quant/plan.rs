@@ -20,6 +20,18 @@ pub(super) const QWARPS: usize = 8;
 const MAX_X_SMEM: usize = 64 * 1024;
 const MAX_X_SMEM_BATCH: usize = 128 * 1024;
 
+/// Tokens per launch of a quantized product of `n` tokens over `cols` columns: all of them
+/// when their activations fit the shared-memory room, else as many as fit (at least 2, the
+/// batched kernels' smallest use); when not even 2 fit, all (read from global memory).
+pub(super) fn batch_chunk(cols: usize, n: usize) -> usize {
+    let fit = MAX_X_SMEM_BATCH / (cols * 4).max(1);
+    if n <= 1 || fit >= n || fit < 2 {
+        n
+    } else {
+        fit
+    }
+}
+
 /// Words of the IQ2_XXS selector tables (`IQ2_TAB_WORDS` in `matvec.cu`).
 pub(super) const IQ2_TAB_WORDS: usize = 384;
 

@@ -2,7 +2,8 @@
 //! over slices of its scratch (a head group's part of each token's attention output, the
 //! tokens an expert serves), and the quantized-activation product of one token.
 
-use super::matvec::{DeviceMatrix, Matvec, MAX_BATCH};
+use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, MAX_BATCH};
+use super::plan::batch_chunk;
 use crate::error::{CudaError, Result};
 
 impl Matvec {
@@ -24,16 +25,44 @@ impl Matvec {
         if n > 1 && (x_stride < w.cols() || y_stride < w.rows()) {
             return Err(CudaError::Shape(format!("strides {x_stride}/{y_stride} under the matrix's {}x{}", w.rows(), w.cols())));
         }
-        let v = self.variant(w, n);
-        let f = self
-            .funcs
-            .get(&(w.ty(), v.rows, v.tokens))
-            .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty())))?;
-        if w.rows() == 0 {
-            return Ok(());
+        self.products(w, (x, x_stride), n, (y, y_stride), None)
+    }
+
+    /// `n` tokens' products (strides in f32 elements), with the variant `forced` or chosen per
+    /// launch. Quantized types stage the tokens' activations in shared memory, which holds
+    /// only so many (see `plan`): larger batches run as several launches of as many tokens as
+    /// fit, each reading W once. That reads W more than once, but the batched kernels are
+    /// compute-bound and activations read from global memory cost more: each lane's 16-byte
+    /// loads touch 32 different cache lines per warp.
+    ///
+    /// # Safety
+    /// As [`Matvec::run_batch_raw`].
+    pub(super) unsafe fn products(
+        &self,
+        w: &DeviceMatrix,
+        (x, x_stride): (u64, usize),
+        n: usize,
+        (y, y_stride): (u64, usize),
+        forced: Option<Variant>,
+    ) -> Result<()> {
+        let chunk = if is_float(w.ty()) { n } else { batch_chunk(w.cols(), n) };
+        let mut t0 = 0;
+        while t0 < n {
+            let m = chunk.min(n - t0);
+            let v = forced.unwrap_or_else(|| self.variant(w, m));
+            let f = self
+                .funcs
+                .get(&(w.ty(), v.rows, v.tokens))
+                .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty())))?;
+            if w.rows() == 0 {
+                return Ok(());
+            }
+            let l = self.plan(f, w, v, m, 1, false)?;
+            let (xt, yt) = (x + (t0 * x_stride * 4) as u64, y + (t0 * y_stride * 4) as u64);
+            self.launch(f, w, (xt, x_stride), m, (yt, y_stride), l, None)?;
+            t0 += m;
         }
-        let l = self.plan(f, w, v, n, 1, false)?;
-        self.launch(f, w, (x, x_stride), n, (y, y_stride), l, None)
+        Ok(())
     }
 
     /// [`Matvec::run_q`] on device addresses: `acts` holds one token's activations quantized
