@@ -194,8 +194,12 @@ fn batches_match_cpu() {
                 check(&gpu, &mv, &c, tokens - 1, Some(few), 42);
             }
         }
+        // Activations beyond the shared-memory room: split into launches of 8 tokens (4096
+        // rows), or read from global memory in one launch (a small matrix).
         let big = case(&gpu, ty, 4096, 4096, 501);
         check(&gpu, &mv, &big, 16, None, 41);
+        let small = case(&gpu, ty, 512, 4096, 502);
+        check(&gpu, &mv, &small, 16, None, 43);
     }
 }
 

@@ -20,12 +20,20 @@ pub(super) const QWARPS: usize = 8;
 const MAX_X_SMEM: usize = 64 * 1024;
 const MAX_X_SMEM_BATCH: usize = 128 * 1024;
 
-/// Tokens per launch of a quantized product of `n` tokens over `cols` columns: all of them
-/// when their activations fit the shared-memory room, else as many as fit (at least 2, the
-/// batched kernels' smallest use); when not even 2 fit, all (read from global memory).
-pub(super) fn batch_chunk(cols: usize, n: usize) -> usize {
+/// Fewest rows for which a batch too large for shared memory is split into several launches:
+/// a small matrix pays the ~5 us launch-and-fill cost per launch, more than the slow
+/// activation loads cost it (H100, Q8_0, 16 tokens of 4096 columns: 512 rows took 25.6 us in
+/// one launch of the previous kernels and 30.0 us as two launches of these; 1024 rows 46 us
+/// and 35 us).
+const SPLIT_MIN_ROWS: usize = 1024;
+
+/// Tokens per launch of a quantized product of `n` tokens over a `rows` x `cols` matrix: all
+/// of them when their activations fit the shared-memory room, else as many as fit (at least
+/// 2, the batched kernels' smallest use); all at once (activations read from global memory)
+/// when not even 2 fit or the matrix is small.
+pub(super) fn batch_chunk(rows: usize, cols: usize, n: usize) -> usize {
     let fit = MAX_X_SMEM_BATCH / (cols * 4).max(1);
-    if n <= 1 || fit >= n || fit < 2 {
+    if n <= 1 || fit >= n || fit < 2 || rows < SPLIT_MIN_ROWS {
         n
     } else {
         fit

@@ -45,7 +45,7 @@ impl Matvec {
         (y, y_stride): (u64, usize),
         forced: Option<Variant>,
     ) -> Result<()> {
-        let chunk = if is_float(w.ty()) { n } else { batch_chunk(w.cols(), n) };
+        let chunk = if is_float(w.ty()) { n } else { batch_chunk(w.rows(), w.cols(), n) };
         let mut t0 = 0;
         while t0 < n {
             let m = chunk.min(n - t0);
