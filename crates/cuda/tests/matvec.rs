@@ -194,8 +194,12 @@ fn batches_match_cpu() {
                 check(&gpu, &mv, &c, tokens - 1, Some(few), 42);
             }
         }
+        // Activations beyond the shared-memory room: split into launches of 8 tokens (4096
+        // rows), or read from global memory in one launch (a small matrix).
         let big = case(&gpu, ty, 4096, 4096, 501);
         check(&gpu, &mv, &big, 16, None, 41);
+        let small = case(&gpu, ty, 512, 4096, 502);
+        check(&gpu, &mv, &small, 16, None, 43);
     }
 }
 
@@ -348,15 +352,113 @@ fn quantized_activations_match_cpu_official() {
                 dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap()
             );
             let ad = gpu.upload(&packed).unwrap();
-            let mut yd = gpu.upload(&vec![f32::NAN; rows]).unwrap();
-            mv.run_q(&c.w, &ad, &mut yd).unwrap();
-            let got = gpu.download(&yd).unwrap();
             let mut want = vec![0f32; rows];
             dsv4_quant::matvec(ty, &c.bytes, rows, cols, &x, &mut want, Numerics::Official)
                 .unwrap();
             let mags = row_magnitudes(ty, &c.bytes, rows, cols, &x);
-            let rel = assert_close(&format!("{ty} {cols}->{rows} official"), &got, &want, &mags);
-            eprintln!("{ty} {cols}->{rows} official: rel L2 {rel:.2e}");
+            // The default choice, then both group sizes, automatic and on a single CTA
+            // with two warps per group (many rounds per warp, partials combined).
+            let v = |rows, split, ctas| Variant { rows, tokens: 1, split, ctas };
+            let forced = [v(2, 0, 0), v(4, 0, 0), v(2, 2, 1), v(4, 2, 1)];
+            for v in std::iter::once(None).chain(forced.map(Some)) {
+                let mut yd = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+                match v {
+                    None => mv.run_q(&c.w, &ad, &mut yd).unwrap(),
+                    Some(v) => mv.run_q_variant(&c.w, &ad, &mut yd, v).unwrap(),
+                }
+                let got = gpu.download(&yd).unwrap();
+                let what = format!("{ty} {cols}->{rows} official {v:?}");
+                let rel = assert_close(&what, &got, &want, &mags);
+                if v.is_none() {
+                    eprintln!("{ty} {cols}->{rows} official: rel L2 {rel:.2e}");
+                }
+            }
+        }
+    }
+}
+
+/// The device address of a buffer (the raw entry points take addresses).
+fn addr<T: cudarc::driver::DeviceRepr>(gpu: &Gpu, b: &DeviceBuffer<T>) -> u64 {
+    use cudarc::driver::DevicePtr;
+    let (p, _guard) = b.cuda_slice().device_ptr(gpu.stream());
+    p
+}
+
+/// Expert slots (`run_experts_raw`), both numerics, as the model runner uses them: the gate/up
+/// shape (2 tokens x 3 picks, each token's input shared by its picks) and the down shape
+/// (one input per slot, outputs interleaved by pick). Expert ids repeat, and two are out of
+/// range: those slots must leave their outputs untouched (still NaN); every other output
+/// must match the CPU product of its expert.
+#[test]
+fn expert_slots_match_cpu() {
+    let Some(gpu) = gpu_or_skip("expert_slots_match_cpu") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    let n_expert = 8;
+    let ids: [i32; 8] = [5, 0, 5, 7, -1, 3, 8, 1];
+    let idd = gpu.upload(&ids).unwrap();
+    let valid = |j: usize| (0..n_expert as i32).contains(&ids[j]);
+    for ty in [GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16] {
+        for (k, &(cols, rows)) in [(4096usize, 2048usize), (2048, 4096), (768, 304)].iter().enumerate() {
+            let per = rows * row_bytes(ty, cols).unwrap();
+            let seed = 1000 + 10 * k as u64;
+            let all = random_matrix(ty, n_expert * rows, cols, scale(ty), seed);
+            let buf = Arc::new(gpu.upload(&all).unwrap());
+            let experts: Vec<DeviceMatrix> = (0..n_expert)
+                .map(|e| DeviceMatrix::view(buf.clone(), e * per, ty, rows, cols).unwrap())
+                .collect();
+            assert!(Matvec::experts_stacked(&experts));
+            let float = matches!(ty, GgmlType::F32 | GgmlType::F16);
+            for official in [false, true].into_iter().filter(|&o| !o || !float) {
+                // (x_div, y_mod, y_mul): gate/up, then down; all 8 slots (groups of 4 rows
+                // over the slots' rows), then 2 (groups of 2 for the small shape).
+                let configs = [(3usize, 1usize, 0usize, ids.len()), (1, 3, 3, ids.len()), (1, 1, 0, 2)];
+                for (x_div, y_mod, y_mul, slots) in configs {
+                    let inputs = slots.div_ceil(x_div);
+                    let x = random_x(inputs * cols, seed + 1);
+                    // Output row (j % y_mod) * y_mul + j / y_mod is at most `slots` for both shapes.
+                    let out_rows = slots + 1;
+                    let yd = gpu.upload(&vec![f32::NAN; out_rows * rows]).unwrap();
+                    let num = if official { Numerics::Official } else { Numerics::Plain };
+                    let (xd, x_bytes) = if official {
+                        let stride = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap().next_multiple_of(16);
+                        let mut packed = vec![0u8; inputs * stride];
+                        for i in 0..inputs {
+                            let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x[i * cols..(i + 1) * cols]).unwrap();
+                            let p = dsv4_cuda::quant::matvec::pack_acts(&acts);
+                            packed[i * stride..i * stride + p.len()].copy_from_slice(&p);
+                        }
+                        (gpu.upload(&packed).unwrap(), stride)
+                    } else {
+                        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        (gpu.upload(&bytes).unwrap(), cols * 4)
+                    };
+                    let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &idd), n: slots, x_div, y_mod, y_mul };
+                    // SAFETY: ids, inputs and outputs are live buffers sized for every slot.
+                    unsafe {
+                        mv.run_experts_raw(&experts, s, addr(&gpu, &xd), x_bytes, official, addr(&gpu, &yd), rows)
+                            .unwrap()
+                    };
+                    let y = gpu.download(&yd).unwrap();
+                    for j in 0..slots {
+                        let orow = (j % y_mod) * y_mul + j / y_mod;
+                        let got = &y[orow * rows..(orow + 1) * rows];
+                        let what = format!("{ty} {cols}->{rows} slot {j} official={official} x_div={x_div}");
+                        if !valid(j) {
+                            assert!(got.iter().all(|v| v.is_nan()), "{what}: skipped slot was written");
+                            continue;
+                        }
+                        let e = ids[j] as usize;
+                        let xi = &x[(j / x_div) * cols..(j / x_div + 1) * cols];
+                        let wb = &all[e * per..(e + 1) * per];
+                        let mut want = vec![0f32; rows];
+                        dsv4_quant::matvec(ty, wb, rows, cols, xi, &mut want, num).unwrap();
+                        let mags = row_magnitudes(ty, wb, rows, cols, xi);
+                        assert_close(&what, got, &want, &mags);
+                    }
+                }
+            }
         }
     }
 }

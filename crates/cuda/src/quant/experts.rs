@@ -3,13 +3,8 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
-use dsv4_gguf::GgmlType;
-
-use super::matvec::{
-    act_bytes, is_float, part_bytes, quant_smem, stage_buf, DeviceMatrix, Matvec, Variant,
-    MAX_X_SMEM, QWARPS, WARPS,
-};
+use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, GROUP4_MIN_ROWS};
+use super::plan::SlotArgs;
 use crate::error::{CudaError, Result};
 
 /// The slots of one [`Matvec::run_experts_raw`] launch: slot `j < n` multiplies expert
@@ -76,73 +71,16 @@ impl Matvec {
         if !x.is_multiple_of(16) || !x_bytes.is_multiple_of(16) {
             return Err(CudaError::Shape(format!("x at {x:#x} with stride {x_bytes} is not 16-byte aligned")));
         }
+        // The slot kernels are the one-token kernels over all slots' rows together: groups of
+        // 4 rows when those are plentiful, as for one matrix (float types: 2 rows per warp).
+        let g = if !is_float(w.ty()) && w.rows() * s.n >= GROUP4_MIN_ROWS { 4 } else { 2 };
         let f = self
             .funcs_x
-            .get(&(w.ty(), qacts))
+            .get(&(w.ty(), qacts, g))
             .ok_or(CudaError::UnsupportedType(w.ty()))?;
-        let v = Variant { rows: 2, tokens: 1, split: 0, ctas: 0 };
-        let (ctas, threads, split, smem, xsm) = if is_float(w.ty()) {
-            if qacts {
-                return Err(CudaError::UnsupportedType(w.ty()));
-            }
-            (w.rows().div_ceil(WARPS * 2), WARPS * 32, 0, 0, false)
-        } else {
-            let (smem, xsm) = if qacts {
-                let need = act_bytes(w.ty(), w.cols())?;
-                let grid = if w.ty() == GgmlType::IQ2_XXS { 256 * 8 } else { 0 };
-                (grid + part_bytes(v) + need.next_multiple_of(16) + QWARPS * 4 * v.rows * stage_buf(w.ty()), false)
-            } else {
-                let xsm = w.cols() * 4 <= MAX_X_SMEM;
-                (quant_smem(w.ty(), w.cols(), v, xsm), xsm)
-            };
-            // One wave over all the slots' rows together.
-            let (ctas, split) = self.quant_plan_shape(f, w.rows() * s.n, w.cols(), v, smem)?;
-            (ctas.div_ceil(s.n).max(1), QWARPS * 32, split, smem, xsm)
-        };
-        let cfg = LaunchConfig {
-            grid_dim: (ctas as u32, s.n as u32, 1),
-            block_dim: (threads as u32, 1, 1),
-            shared_mem_bytes: smem as u32,
-        };
-        let end = w
-            .offset
-            .checked_add(stride * experts.len())
-            .filter(|&e| e <= w.buf.len())
-            .ok_or_else(|| CudaError::Shape("expert stack overruns its buffer".into()))?;
-        let weights = w.buf.cuda_slice().slice(w.offset..end);
-        let row_bytes = w.row_bytes() as i64;
-        let (rows, cols) = (w.rows() as i32, w.cols() as i32);
-        let (x_stride, y_stride) = (x_bytes as i64, y_stride as i64);
-        let one = 1i32;
-        let (split, xsm) = (split as i32, xsm as i32);
-        let grid = self.iq2_grid.view();
-        let n_expert = experts.len() as i32;
-        let expert_bytes = stride as i64;
-        let (x_div, y_mod, y_mul) = (s.x_div as i32, s.y_mod as i32, s.y_mul as i64);
-        let mut launch = self.stream.launch_builder(f);
-        launch
-            .arg(&weights)
-            .arg(&row_bytes)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&x)
-            .arg(&x_stride)
-            .arg(&y)
-            .arg(&y_stride)
-            .arg(&one)
-            .arg(&grid)
-            .arg(&split)
-            .arg(&xsm)
-            .arg(&s.ids)
-            .arg(&n_expert)
-            .arg(&expert_bytes)
-            .arg(&x_div)
-            .arg(&y_mod)
-            .arg(&y_mul);
-        // SAFETY: the argument list matches MVX_ARGS in matvec.cu; the weights of every expert
-        // lie inside the slice passed (checked above; ids out of range are skipped on the
-        // device), and the caller vouches for the ids, inputs and outputs.
-        unsafe { launch.launch(cfg) }?;
-        Ok(())
+        let v = Variant { rows: g, tokens: 1, split: 0, ctas: 0 };
+        let l = self.plan(f, w, v, 1, s.n, qacts)?;
+        let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
+        self.launch(f, w, (x, x_bytes), 1, (y, y_stride), l, Some(slots))
     }
 }

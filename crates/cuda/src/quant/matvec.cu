@@ -41,41 +41,55 @@ template <> struct Blk<T_Q2_K> { static constexpr int COLS = 256, BYTES = 84; };
 template <> struct Blk<T_Q4_K> { static constexpr int COLS = 256, BYTES = 144; };
 template <> struct Blk<T_IQ2_XXS> { static constexpr int COLS = 256, BYTES = 66; };
 
-// ---- per-sub-block dot products (32 columns, one lane) -------------------------------------
-// Each returns sum_i w_i * x_i for the lane's 32 columns, with the block scales factored out
-// of the inner sum (one multiply per sub-block instead of one per weight). Two interleaved
-// partial sums halve the dependent-FMA chain.
+// ---- one 32-column sub-block per lane, one function per format -----------------------------
+// Every format has exactly two device functions, used by all kernels below (one token,
+// several tokens, expert slots):
+//   dec_<fmt>: the plain numerics. Decodes the lane's 32 weights to their exact f32 codes and
+//              the affine constants that turn code sums into the sub-block's share of the row
+//              sum (Sub below): the block scales come out of the inner sums (one multiply
+//              per 16 columns instead of one per weight), and a batch decodes once for all
+//              of its tokens.
+//   dq_<fmt>:  the official numerics. Exact integer block sums with dp4a against quantized
+//              activations, then ds4's per-block f32 formulas (FORMATS §3.4-3.7).
+
+// The lane's share of a row sum, for x = its 32 activations:
+//   a0 · Σ_{i<16} q_i x_i + a1 · Σ_{i≥16} q_i x_i − (b0 · Σ_{i<16} x_i + b1 · Σ_{i≥16} x_i).
+// The q_i are small integers, exact in f32. b0 = b1 = 0 for the formats without minimums.
+struct Sub {
+    float q[32];
+    float a0, a1, b0, b1;
+};
+
+// Formats with a per-block minimum (the activation sums are needed).
+template <int T> struct HasMin { static constexpr bool V = T == T_Q2_K || T == T_Q4_K; };
 
 // Q8_0: p = the 34-byte block (2-byte aligned). The 32 code bytes start at p + 2, which is
 // 4-byte aligned for half the lanes only; every lane reads the 9 aligned words around them
 // and funnel-shifts, 9 shared loads instead of 16 two-byte ones.
-__device__ __forceinline__ float dot_q8_0(const u8* p, const float* x) {
-    const float d = f16_to_f32(lds_u16(p));
+__device__ __forceinline__ void q8_0_words(const u8* p, u32 (&wd)[9], u32& sh) {
     const u8* q = p + 2;
     const u32* aw = reinterpret_cast<const u32*>(reinterpret_cast<u64>(q) & ~(u64)3);
-    const u32 sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;  // 0 or 16
-    u32 wd[9];
+    sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;  // 0 or 16
 #pragma unroll
     for (int k = 0; k < 9; ++k) wd[k] = aw[k];
-    float s0 = 0.f, s1 = 0.f;
+}
+
+__device__ __forceinline__ void dec_q8_0(const u8* p, Sub& s) {
+    u32 wd[9], sh;
+    q8_0_words(p, wd, sh);
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
         const u32 w = __funnelshift_r(wd[k], wd[k + 1], sh) ^ 0x80808080u;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            if (k & 1) s1 = fmaf(sbyte_to_f32(w, e), x[4 * k + e], s1);
-            else s0 = fmaf(sbyte_to_f32(w, e), x[4 * k + e], s0);
-        }
+        for (int e = 0; e < 4; ++e) s.q[4 * k + e] = sbyte_to_f32(w, e);
     }
-    return d * (s0 + s1);
+    s.a0 = s.a1 = f16_to_f32(lds_u16(p));
+    s.b0 = s.b1 = 0.f;
 }
 
-// Q4_K: p = the 144-byte super-block (4-byte aligned), j = sub-block 0..7 (32 columns),
-// xsum = sum of the lane's 32 activations (for the min term).
-__device__ __forceinline__ float dot_q4_k(const u8* p, int j, const float* x, float xsum) {
-    const float d = f16_to_f32(lds_u16(p)), dmin = f16_to_f32(lds_u16(p + 2));
+// Q4_K scale and minimum of sub-block j (6-bit fields packed in 12 bytes at p + 4).
+__device__ __forceinline__ void q4_k_scale(const u8* p, int j, int& scl, int& mn) {
     const u8* sc = p + 4;
-    u32 scl, mn;
     if (j < 4) {
         scl = sc[j] & 63;
         mn = sc[j + 4] & 63;
@@ -83,199 +97,241 @@ __device__ __forceinline__ float dot_q4_k(const u8* p, int j, const float* x, fl
         scl = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
         mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
     }
-    // Sub-block j lives in the low (even j) or high (odd j) nibbles of chunk j/2.
+}
+
+// Q4_K: p = the 144-byte super-block (4-byte aligned), j = sub-block 0..7 (32 columns). Sub-
+// block j lives in the low (even j) or high (odd j) nibbles of chunk j/2.
+__device__ __forceinline__ void dec_q4_k(const u8* p, int j, Sub& s) {
+    int scl, mn;
+    q4_k_scale(p, j, scl, mn);
     const u8* q = p + 16 + 32 * (j >> 1);
     const int shift = (j & 1) * 4;
-    float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
         const u32 w = (lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            if (k & 1) s1 = fmaf(byte_to_f32(w, e), x[4 * k + e], s1);
-            else s0 = fmaf(byte_to_f32(w, e), x[4 * k + e], s0);
-        }
+        for (int e = 0; e < 4; ++e) s.q[4 * k + e] = byte_to_f32(w, e);
     }
-    return (d * (float)scl) * (s0 + s1) - (dmin * (float)mn) * xsum;
+    s.a0 = s.a1 = f16_to_f32(lds_u16(p)) * (float)scl;
+    s.b0 = s.b1 = f16_to_f32(lds_u16(p + 2)) * (float)mn;
 }
 
 // Q2_K: p = the 84-byte super-block (4-byte aligned), j = sub-block 0..7; its two 16-column
-// halves have their own scale/min bytes; xs0, xs1 = sums of the lane's activations 0..15 and
-// 16..31.
-__device__ __forceinline__ float dot_q2_k(const u8* p, int j, const float* x, float xs0, float xs1) {
+// halves have their own scale/min bytes. Columns 32j.. are bit pair (j % 4) of the 32 code
+// bytes of half j / 4.
+__device__ __forceinline__ void dec_q2_k(const u8* p, int j, Sub& s) {
     const float d = f16_to_f32(lds_u16(p + 80)), dmin = f16_to_f32(lds_u16(p + 82));
     const u32 sc0 = p[2 * j], sc1 = p[2 * j + 1];
-    // Columns 32j.. are bit pair (j % 4) of the 32 code bytes of half j / 4.
     const u8* q = p + 16 + 32 * (j >> 2);
     const int shift = 2 * (j & 3);
-    float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
         const u32 w = (lds_u32(q + 4 * k) >> shift) & 0x03030303u;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            if (k < 4) s0 = fmaf(byte_to_f32(w, e), x[4 * k + e], s0);
-            else s1 = fmaf(byte_to_f32(w, e), x[4 * k + e], s1);
-        }
+        for (int e = 0; e < 4; ++e) s.q[4 * k + e] = byte_to_f32(w, e);
     }
-    return d * ((float)(sc0 & 15) * s0 + (float)(sc1 & 15) * s1) -
-           dmin * ((float)(sc0 >> 4) * xs0 + (float)(sc1 >> 4) * xs1);
+    s.a0 = d * (float)(sc0 & 15);
+    s.a1 = d * (float)(sc1 & 15);
+    s.b0 = dmin * (float)(sc0 >> 4);
+    s.b1 = dmin * (float)(sc1 >> 4);
 }
 
-// IQ2_XXS: p = the 66-byte super-block (2-byte aligned), ib = group 0..7 (32 columns);
-// grid = the 256 8-byte magnitude octets, in shared memory.
-__device__ __forceinline__ float dot_iq2_xxs(const u8* p, int ib, const float* x, const u64* grid) {
+// IQ2_XXS octets by byte permutation. Each of the 256 grid entries is eight 2-bit level
+// indices (0x08, 0x19, 0x2b); `tab` (in shared memory, built by the host) holds them as PRMT
+// selector nibbles (tab[0..256)), and the 128 sign patterns (the eighth sign makes the count
+// of negatives even) as bit 2 of each nibble (tab[256..384)). OR-ing the two gives selectors
+// that pick each signed byte out of a constant 8-byte table in one PRMT per 4 weights:
+// bytes 0..2 = +levels, 4..6 = -levels. One 4-byte lookup per table instead of an 8-byte
+// grid load, a parity count and per-byte negation; the tables are 1.5 KB.
+#define IQ2_TAB_WORDS 384
+// Signed int8 levels (official numerics: dp4a operands).
+#define IQ2_POS 0x002B1908u
+#define IQ2_NEG 0x00D5E7F8u
+// The same levels plus 128 (v ^ 0x80), the input sbyte_to_f32 takes (plain numerics).
+#define IQ2_POS_B 0x00AB9988u
+#define IQ2_NEG_B 0x00556778u
+
+template <u32 POS, u32 NEG>
+__device__ __forceinline__ void iq2_octet(u32 a, u32 b, int k, const u32* tab, u32& lo, u32& hi) {
+    const u32 sel = tab[(a >> (8 * k)) & 255u] | tab[256 + ((b >> (7 * k)) & 127u)];
+    lo = __byte_perm(POS, NEG, sel);
+    hi = __byte_perm(POS, NEG, sel >> 16);
+}
+
+// IQ2_XXS: p = the 66-byte super-block (2-byte aligned), ib = group 0..7 (32 columns).
+__device__ __forceinline__ void dec_iq2_xxs(const u8* p, int ib, const u32* tab, Sub& s) {
     const float d = f16_to_f32(lds_u16(p));
     const u32 a = lds_u32_a2(p + 2 + 8 * ib), b = lds_u32_a2(p + 6 + 8 * ib);
-    // Same f32 operations and order as the reference dequantization.
-    const float db = (d * (0.5f + (float)(b >> 28))) * 0.25f;
-    float s0 = 0.f, s1 = 0.f;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-        const u64 g = grid[(a >> (8 * k)) & 255u];
-        const u32 lo = (u32)g, hi = (u32)(g >> 32);
-        const u32 sg = (b >> (7 * k)) & 127u;
-        // The eighth sign is implied: it makes the count of negative signs even.
-        const u32 ks = sg | ((__popc(sg) & 1u) << 7);
+        u32 lo, hi;
+        iq2_octet<IQ2_POS_B, IQ2_NEG_B>(a, b, k, tab, lo, hi);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            const float v = byte_to_f32(e < 4 ? lo : hi, e & 3);
-            // Apply the sign to the activation (an XOR of its sign bit): exact, and cheaper
-            // than building a signed weight.
-            const float xv = __uint_as_float(__float_as_uint(x[8 * k + e]) ^ ((ks << (31 - e)) & 0x80000000u));
-            if (e & 1) s1 = fmaf(v, xv, s1);
-            else s0 = fmaf(v, xv, s0);
+        for (int e = 0; e < 4; ++e) {
+            s.q[8 * k + e] = sbyte_to_f32(lo, e);
+            s.q[8 * k + 4 + e] = sbyte_to_f32(hi, e);
         }
     }
-    return db * (s0 + s1);
+    // Same f32 operations and order as the reference dequantization.
+    s.a0 = s.a1 = (d * (0.5f + (float)(b >> 28))) * 0.25f;
+    s.b0 = s.b1 = 0.f;
 }
 
-// ---- dot products with quantized activations (the official numerics) ----------------------
-// ds4's CPU formulas (FORMATS §3.4-3.7), one 32-column sub-block per lane: the integer sums
-// are exact (dp4a), and each returns the sub-block's share of the row sum in f32. The CPU
-// adds the same shares per block in another grouping, so results agree to f32 rounding.
-// Activation blocks: Q8_0-like = f32 d + 32 int8 (36 bytes); Q8_K = f32 d + 256 int8 +
-// 16 int16 bsums (292 bytes); both staged verbatim in shared memory (4-byte aligned).
+template <int T>
+__device__ __forceinline__ void dec_sub(const u8* bp, int jj, const u32* tab, Sub& s) {
+    if constexpr (T == T_Q8_0) dec_q8_0(bp, s);
+    else if constexpr (T == T_Q4_K) dec_q4_k(bp, jj, s);
+    else if constexpr (T == T_Q2_K) dec_q2_k(bp, jj, s);
+    else dec_iq2_xxs(bp, jj, tab, s);
+}
 
-// Q8_0 weights (34-byte block at p, 2-byte aligned) x Q8_0-like block at a.
-__device__ __forceinline__ float dotq_q8_0(const u8* p, const u8* a) {
-    const float d = f16_to_f32(lds_u16(p));
-    const u8* q = p + 2;
-    const u32* aw = reinterpret_cast<const u32*>(reinterpret_cast<u64>(q) & ~(u64)3);
-    const u32 sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;
-    const u32* xq = reinterpret_cast<const u32*>(a + 4);
-    u32 wd[9];
+// Σ over the lane's 32 columns of w·x for a decoded sub-block; xs0, xs1 = sums of x over the
+// two 16-column halves (used only by formats with minimums). Two independent FMA chains.
+template <int T>
+__device__ __forceinline__ float apply_sub(const Sub& s, const float* x, float xs0, float xs1) {
+    float s0 = 0.f, s1 = 0.f;
 #pragma unroll
-    for (int k = 0; k < 9; ++k) wd[k] = aw[k];
+    for (int i = 0; i < 16; ++i) {
+        s0 = fmaf(s.q[i], x[i], s0);
+        s1 = fmaf(s.q[16 + i], x[16 + i], s1);
+    }
+    if constexpr (HasMin<T>::V) return (s.a0 * s0 + s.a1 * s1) - (s.b0 * xs0 + s.b1 * xs1);
+    else return s.a0 * (s0 + s1);  // one scale per sub-block (a0 == a1)
+}
+
+// ---- official numerics ----------------------------------------------------------------------
+// Activation blocks: Q8_0-like = f32 d + 32 int8 (36 bytes); Q8_K = f32 d + 256 int8 + 16
+// int16 bsums (292 bytes); both staged verbatim in shared memory (4-byte aligned). The CPU
+// adds the same per-block shares in another grouping, so results agree to f32 rounding.
+
+// The lane's activations, loaded once per item and shared by the G rows: its 32 int8 as 8
+// words, the block scale, and (Q8_K) the two 16-column sums of its sub-block.
+struct QAct {
+    u32 q[8];
+    float d;
+    int bs0, bs1;
+};
+
+// sb = the lane's sub-block in the row; its Q8_0-like block is its own, its Q8_K block the
+// super-block's (sub-block sb % 8 of it).
+template <int T>
+__device__ __forceinline__ void load_qact(const u8* xact, int sb, QAct& a) {
+    const u8* ab = T == T_Q8_0 ? xact + sb * 36 : xact + (sb >> 3) * 292;
+    const u32* xq = reinterpret_cast<const u32*>(ab + 4 + (T == T_Q8_0 ? 0 : 32 * (sb & 7)));
+#pragma unroll
+    for (int k = 0; k < 8; ++k) a.q[k] = xq[k];
+    a.d = *reinterpret_cast<const float*>(ab);
+    if constexpr (T == T_Q8_0) {
+        a.bs0 = a.bs1 = 0;
+    } else {
+        const short* bs = reinterpret_cast<const short*>(ab + 260);
+        a.bs0 = bs[2 * (sb & 7)];
+        a.bs1 = bs[2 * (sb & 7) + 1];
+    }
+}
+
+// Q8_0 weights (34-byte block at p, 2-byte aligned) x Q8_0-like activations.
+__device__ __forceinline__ float dq_q8_0(const u8* p, const QAct& a) {
+    u32 wd[9], sh;
+    q8_0_words(p, wd, sh);
     int isum = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) isum = __dp4a((int)__funnelshift_r(wd[k], wd[k + 1], sh), (int)xq[k], isum);
+    for (int k = 0; k < 8; ++k) isum = __dp4a((int)__funnelshift_r(wd[k], wd[k + 1], sh), (int)a.q[k], isum);
     // CPU: acc += (f32(d_w) * d_x) * (f32)isum.
-    return (d * *reinterpret_cast<const float*>(a)) * (float)isum;
+    return (f16_to_f32(lds_u16(p)) * a.d) * (float)isum;
 }
 
-// Q4_K super-block at p (4-byte aligned), sub-block j, x Q8_K block at a.
-__device__ __forceinline__ float dotq_q4_k(const u8* p, int j, const u8* a) {
+// Q4_K super-block at p (4-byte aligned), sub-block j, x Q8_K.
+__device__ __forceinline__ float dq_q4_k(const u8* p, int j, const QAct& a) {
     const float d = f16_to_f32(lds_u16(p)), dmin = f16_to_f32(lds_u16(p + 2));
-    const u8* sc = p + 4;
     int scl, mn;
-    if (j < 4) {
-        scl = sc[j] & 63;
-        mn = sc[j + 4] & 63;
-    } else {
-        scl = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-        mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
+    q4_k_scale(p, j, scl, mn);
     const u8* q = p + 16 + 32 * (j >> 1);
     const int shift = (j & 1) * 4;
-    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * j);
     int isum = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) isum = __dp4a((int)((lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu), (int)xq[k], isum);
-    const short* bs = reinterpret_cast<const short*>(a + 260);
-    const float yd = *reinterpret_cast<const float*>(a);
+    for (int k = 0; k < 8; ++k) isum = __dp4a((int)((lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu), (int)a.q[k], isum);
     // CPU: (yd * d) * isum - (yd * dmin) * summs, with isum = sum_j sc_j * s_j and
     // summs = sum_j m_j * (bsums[2j] + bsums[2j+1]).
-    return (yd * d) * (float)(scl * isum) - (yd * dmin) * (float)(mn * ((int)bs[2 * j] + (int)bs[2 * j + 1]));
+    return (a.d * d) * (float)(scl * isum) - (a.d * dmin) * (float)(mn * (a.bs0 + a.bs1));
 }
 
 // Q2_K super-block at p (4-byte aligned), sub-block j (16-column halves 2j, 2j+1), x Q8_K.
-__device__ __forceinline__ float dotq_q2_k(const u8* p, int j, const u8* a) {
+__device__ __forceinline__ float dq_q2_k(const u8* p, int j, const QAct& a) {
     const float d = f16_to_f32(lds_u16(p + 80)), dmin = f16_to_f32(lds_u16(p + 82));
     const int sc0 = p[2 * j], sc1 = p[2 * j + 1];
     const u8* q = p + 16 + 32 * (j >> 2);
     const int shift = 2 * (j & 3);
-    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * j);
     int s0 = 0, s1 = 0;
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
         const int w = (int)((lds_u32(q + 4 * k) >> shift) & 0x03030303u);
-        if (k < 4) s0 = __dp4a(w, (int)xq[k], s0);
-        else s1 = __dp4a(w, (int)xq[k], s1);
+        if (k < 4) s0 = __dp4a(w, (int)a.q[k], s0);
+        else s1 = __dp4a(w, (int)a.q[k], s1);
     }
-    const short* bs = reinterpret_cast<const short*>(a + 260);
-    const float yd = *reinterpret_cast<const float*>(a);
     const int isum = (sc0 & 15) * s0 + (sc1 & 15) * s1;
-    const int summs = (int)bs[2 * j] * (sc0 >> 4) + (int)bs[2 * j + 1] * (sc1 >> 4);
+    const int summs = a.bs0 * (sc0 >> 4) + a.bs1 * (sc1 >> 4);
     // CPU: dall * isum - dmin * summs, dall = yd * d, dmin = yd * dmin.
-    return (yd * d) * (float)isum - (yd * dmin) * (float)summs;
+    return (a.d * d) * (float)isum - (a.d * dmin) * (float)summs;
 }
 
-// 0xFF in byte i of the result where bit i of the 4-bit b is set: the four shifted copies of
-// b in the product do not overlap, so no carries mix the bytes.
-__device__ __forceinline__ u32 byte_masks(u32 b) {
-    return ((b * 0x00204081u) & 0x01010101u) * 0xFFu;
-}
-
-// IQ2_XXS super-block at p (2-byte aligned), group ib, x Q8_K block at a.
-__device__ __forceinline__ float dotq_iq2_xxs(const u8* p, int ib, const u8* a, const u64* grid) {
+// IQ2_XXS super-block at p (2-byte aligned), group ib, x Q8_K.
+__device__ __forceinline__ float dq_iq2_xxs(const u8* p, int ib, const QAct& a, const u32* tab) {
     const float d = f16_to_f32(lds_u16(p));
     const u32 wa = lds_u32_a2(p + 2 + 8 * ib), wb = lds_u32_a2(p + 6 + 8 * ib);
-    const u32* xq = reinterpret_cast<const u32*>(a + 4 + 32 * ib);
     int isum = 0;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-        const u64 g = grid[(wa >> (8 * k)) & 255u];
-        const u32 sg = (wb >> (7 * k)) & 127u;
-        const u32 ks = sg | ((__popc(sg) & 1u) << 7);
-        // Negate the marked magnitude bytes: (g ^ m) - m per byte is -g where m = 0xFF.
-        const u32 mlo = byte_masks(ks & 15u), mhi = byte_masks(ks >> 4);
-        const u32 lo = __vsub4((u32)g ^ mlo, mlo), hi = __vsub4((u32)(g >> 32) ^ mhi, mhi);
-        isum = __dp4a((int)lo, (int)xq[2 * k], isum);
-        isum = __dp4a((int)hi, (int)xq[2 * k + 1], isum);
+        u32 lo, hi;
+        iq2_octet<IQ2_POS, IQ2_NEG>(wa, wb, k, tab, lo, hi);
+        isum = __dp4a((int)lo, (int)a.q[2 * k], isum);
+        isum = __dp4a((int)hi, (int)a.q[2 * k + 1], isum);
     }
     const int part = (2 * (int)(wb >> 28) + 1) * isum;
     // CPU: sumf += (f32(d) * y.d) * bsum per block, result 0.125 * sumf.
-    return 0.125f * ((d * *reinterpret_cast<const float*>(a)) * (float)part);
+    return 0.125f * ((d * a.d) * (float)part);
+}
+
+template <int T>
+__device__ __forceinline__ float dq_sub(const u8* bp, int jj, const QAct& a, const u32* tab) {
+    if constexpr (T == T_Q8_0) return dq_q8_0(bp, a);
+    else if constexpr (T == T_Q4_K) return dq_q4_k(bp, jj, a);
+    else if constexpr (T == T_Q2_K) return dq_q2_k(bp, jj, a);
+    else return dq_iq2_xxs(bp, jj, a, tab);
 }
 
 // ---- quantized kernel body ------------------------------------------------------------------
 
-// Where step s of a row lies: the 16-byte line `a` holding its first byte, the offset `sh`
-// of that byte in the line, and how many 16-byte lines `n16` cover the step.
-template <int T>
-__device__ __forceinline__ void step_lines(const u8* W, i64 row_bytes, int row, int s, int units,
-                                           const u8*& a, int& sh, int& n16) {
-    constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
-    const int u0 = s * UPS;
-    const int nu = min(UPS, units - u0);
-    const u8* first = W + (u64)row * (u64)row_bytes + (u64)u0 * Blk<T>::BYTES;
-    a = reinterpret_cast<const u8*>(reinterpret_cast<u64>(first) & ~(u64)15);
-    sh = (int)(first - a);
-    n16 = (sh + nu * Blk<T>::BYTES + 15) >> 4;
+// First byte of step s of row group rg (its first row); row g of the group starts
+// g * row_bytes later. One 64-bit multiply per item; the rows' offsets in their 16-byte lines
+// then need only the low address bits.
+template <int T, int G>
+__device__ __forceinline__ const u8* step_base(const u8* W, i64 row_bytes, int rg, int s) {
+    constexpr int STEP_BYTES = MV_STEP_COLS / Blk<T>::COLS * Blk<T>::BYTES;
+    return W + (u64)(rg * G) * (u64)row_bytes + (u64)s * STEP_BYTES;
+}
+
+// Offset of row g's first byte of the step in its 16-byte line.
+__device__ __forceinline__ int line_offset(const u8* base, i64 row_bytes, int g) {
+    return (int)(((u32)reinterpret_cast<u64>(base) + (u32)g * (u32)row_bytes) & 15u);
 }
 
 // Queues the cp.async copies of one item (row group rg, step s) into the stage at shared
-// address `stage`; rows past the end are skipped.
+// address `stage`: the whole 16-byte lines that cover each row's step; rows past the end are
+// skipped.
 template <int T, int G, int BUF, int NL>
 __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes, int rows, int units,
                                          int rg, int s, int lane, u32 stage) {
+    constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
+    const int nbytes = min(UPS, units - s * UPS) * Blk<T>::BYTES;
+    const u8* base = step_base<T, G>(W, row_bytes, rg, s);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-        const int row = rg * G + g;
-        if (row < rows) {
-            const u8* a; int sh, n16;
-            step_lines<T>(W, row_bytes, row, s, units, a, sh, n16);
+        if (rg * G + g < rows) {
+            const u8* first = base + (i64)g * row_bytes;
+            const int sh = (int)(reinterpret_cast<u64>(first) & 15u);
+            const u8* a = first - sh;
+            const int n16 = (sh + nbytes + 15) >> 4;
 #pragma unroll
             for (int l = 0; l < NL; ++l) {
                 const int q = lane + DSV4_WARP * l;
@@ -284,6 +340,34 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
         }
     }
 }
+
+// Sums each of V = G x NT per-lane values (v[i], i = g * NT + t) over the warp, V a power of
+// two up to 32: a transposed butterfly. Round k halves the values a lane carries (lanes with
+// bit 4 - k set keep the upper half and send the lower one, their partners the reverse), so
+// V - 1 shuffles replace the V x 5 of one butterfly per value; a plain butterfly over the
+// remaining lane bits finishes. Afterwards value i sits, complete, in the lanes whose top
+// log2(V) bits are i (lane (i << (5 - log2 V)) writes it). A fixed pairing: deterministic.
+template <int V>
+__device__ __forceinline__ float warp_sum_many(float (&v)[V], int lane) {
+    static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V: a power of two up to 32");
+#pragma unroll
+    for (int h = V / 2, off = 16; h >= 1; h /= 2, off /= 2) {
+        const bool up = (lane & off) != 0;
+#pragma unroll
+        for (int i = 0; i < h; ++i) {
+            const float send = up ? v[i] : v[i + h];
+            const float keep = up ? v[i + h] : v[i];
+            v[i] = keep + __shfl_xor_sync(DSV4_FULL_MASK, send, off);
+        }
+    }
+#pragma unroll
+    for (int off = 16 / V; off > 0; off /= 2) v[0] += __shfl_xor_sync(DSV4_FULL_MASK, v[0], off);
+    return v[0];
+}
+
+// log2 of a power of two up to 32, at compile time.
+template <int V> struct Log2 { static constexpr int N = V <= 1 ? 0 : 1 + Log2<V / 2>::N; };
+template <> struct Log2<1> { static constexpr int N = 0; };
 
 // Work split of the quantized kernels. The rows form groups of G. A CTA's 8 warps work on
 // 8 / KS groups at a time ("a round"), KS warps per group (KS = 1, 2, 4 or 8, chosen by the
@@ -298,38 +382,69 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
 // writes them, otherwise the KS partials meet in shared memory and the group's first warp
 // adds them in warp order. Deterministic: fixed assignment, fixed order, no atomics.
 //
-// Activations. With `xsm` set (one token, and the host found room), the CTA first copies x
+// Activations. With `xsm` set (the host found room for all n tokens), the CTA first copies x
 // into shared memory, where a lane's 32 activations are 8 float4 chunks. Read straight from
 // global memory, each of those 16-byte loads would touch 32 different 128-byte lines (one
 // per lane), the dominant L1 cost of the kernel; in shared memory the chunks of sub-block b
 // are stored rotated (chunk c at slot c ^ (b % 8)) so the 8 lanes of each quarter-warp hit
 // 8 different bank groups and every load takes the minimum 4 wavefronts.
 //
-// Shared memory (all dynamic, laid out by the host, see matvec.rs): [IQ2_XXS grid: 2 KiB]
-// [partials: 2 x 8 x G x NT floats] [x: cols floats if xsm, or the activation blocks]
+// Several tokens decode each sub-block once into registers and pass every token's
+// activations over it: the decode work is that of one token, the FMAs grow with n.
+//
+// Shared memory (all dynamic, laid out by the host, see matvec.rs): [IQ2_XXS tables: 1.5 KiB]
+// [partials: 2 x 8 x G x NT floats] [x: n x cols floats if xsm, or the activation blocks]
 // [stages: MVQ_WARPS x S x G x BUF bytes].
+// The lane's 32 activations of token t (sub-block sb): from the swizzled shared copy `xs_t`
+// when staged, else from global memory at X + xoff; and their two 16-column sums for the
+// formats with minimums.
+template <int T>
+__device__ __forceinline__ void load_x(int xsm, const float4* xs_t, i64 xoff, const float* __restrict__ X, int sb,
+                                       float (&x)[32], float& xs0, float& xs1) {
+    if (xsm) {
+#pragma unroll
+        for (int q = 0; q < 8; ++q) {
+            const float4 v = xs_t[(sb << 3) | (q ^ (sb & 7))];
+            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+        }
+    } else {
+        const float* xp = X + xoff + (i64)sb * 32;
+#pragma unroll
+        for (int q = 0; q < 8; ++q) {
+            const float4 v = ld_x4(xp + 4 * q);
+            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+        }
+    }
+    xs0 = 0.f;
+    xs1 = 0.f;
+    if constexpr (HasMin<T>::V) {
+#pragma unroll
+        for (int q = 0; q < 16; ++q) { xs0 += x[q]; xs1 += x[16 + q]; }
+    }
+}
+
 template <int T, int G, int NT, int S, bool QA>
 __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
                                          const float* __restrict__ X, i64 x_stride,
                                          float* __restrict__ Y, i64 y_stride, int n,
-                                         const u64* __restrict__ grid_g, int ks, int xsm) {
+                                         const u32* __restrict__ tab_g, int ks, int xsm) {
     constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
     constexpr int STEP_BYTES = UPS * Blk<T>::BYTES;
     // A step's first byte can sit up to 14 bytes into its line (blocks have even sizes), and
-    // dot_q8_0 reads up to 4 bytes past a block: both must stay inside the stage.
+    // the Q8_0 decoder reads up to 4 bytes past a block: both must stay inside the stage.
     constexpr int BUF = (STEP_BYTES + 14 + 4 + 15) / 16 * 16;
     constexpr int NL = (BUF / 16 + DSV4_WARP - 1) / DSV4_WARP;
-    constexpr int GRID_BYTES = T == T_IQ2_XXS ? 256 * 8 : 0;
+    constexpr int TAB_BYTES = T == T_IQ2_XXS ? IQ2_TAB_WORDS * 4 : 0;
     constexpr int PART_BYTES = 2 * MVQ_WARPS * G * NT * 4;
     extern __shared__ __align__(16) u8 dyn[];
-    u64* grid_s = reinterpret_cast<u64*>(dyn);
-    float* part = reinterpret_cast<float*>(dyn + GRID_BYTES);
-    u8* xbase = dyn + GRID_BYTES + PART_BYTES;
+    u32* tab_s = reinterpret_cast<u32*>(dyn);
+    float* part = reinterpret_cast<float*>(dyn + TAB_BYTES);
+    u8* xbase = dyn + TAB_BYTES + PART_BYTES;
     float4* xs = reinterpret_cast<float4*>(xbase);
     // Quantized activations: 36 bytes per 32 columns (Q8_0-like) or 292 per 256 (Q8_K).
     const int act_bytes = !QA ? 0 : T == T_Q8_0 ? cols / 32 * 36 : cols / 256 * 292;
     u8* xact = xbase;
-    u8* stages = xbase + (QA ? (act_bytes + 15) / 16 * 16 : xsm ? cols * 4 : 0);
+    u8* stages = xbase + (QA ? (act_bytes + 15) / 16 * 16 : xsm ? n * cols * 4 : 0);
 
     const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
     const int units = cols / Blk<T>::COLS;
@@ -345,27 +460,30 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
     const int items = rounds * my_steps;
     u8* my_stages = stages + warp * (S * G * BUF);
     const u32 stage0 = smem_addr(my_stages);
+    // Group of round r: (r * nctas + cta) * gpc + slot, i.e. g0 + r * gstride.
+    const int g0 = cta * gpc + slot, gstride = nctas * gpc;
 
-    // Prologue: items 0 .. S-2 in flight. Item j is round j / my_steps (group
-    // ((round * nctas + cta) * gpc + slot)), step kslice + (j % my_steps) * ks; one commit
-    // group per item (empty past the end) keeps "item j = the S-th newest group" when it is
-    // waited for.
+    // The producer's position (item j + S - 1) as (round, step index), advanced one item at a
+    // time, so the loop divides nothing.
+    int pr_r = 0, pr_s = 0;
+    // Prologue: items 0 .. S-2 in flight; one commit group per item (empty past the end)
+    // keeps "item j = the S-th newest group" when it is waited for.
 #pragma unroll
     for (int j = 0; j < S - 1; ++j) {
         if (j < items) {
-            const int r = j / my_steps;
-            const int rg = (r * nctas + cta) * gpc + slot;
+            const int rg = g0 + pr_r * gstride;
             if (rg < groups)
-                mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, rg, kslice + (j - r * my_steps) * ks, lane,
+                mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, rg, kslice + pr_s * ks, lane,
                                         stage0 + (u32)(j * G * BUF));
+            if (++pr_s == my_steps) pr_s = 0, ++pr_r;
         }
         cp_async_commit();
     }
 
-    // Activations (and the IQ2_XXS grid) are staged while the first weight copies are in
+    // Activations (and the IQ2_XXS tables) are staged while the first weight copies are in
     // flight: the two memory latencies overlap instead of adding up.
     if (T == T_IQ2_XXS) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) grid_s[i] = grid_g[i];
+        for (int i = threadIdx.x; i < IQ2_TAB_WORDS; i += blockDim.x) tab_s[i] = tab_g[i];
     }
     if (QA) {
         // Verbatim copy, 4 bytes a thread (block sizes are multiples of 4, not of 16).
@@ -373,11 +491,15 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
         u32* dst = reinterpret_cast<u32*>(xact);
 #pragma unroll 4
         for (int k = threadIdx.x; k < act_bytes / 4; k += blockDim.x) dst[k] = __ldg(src + k);
-    } else if (NT == 1 && xsm) {
+    } else if (xsm) {
+        // Token t's chunk k (4 columns) of sub-block b sits at t * cols / 4 + 8b + (k ^ b % 8).
+        const int c4 = cols / 4;
+        for (int t = 0; t < n; ++t) {
 #pragma unroll 4
-        for (int k = threadIdx.x; k < cols / 4; k += blockDim.x) {
-            const int b = k >> 3, c = k & 7;
-            xs[(b << 3) | (c ^ (b & 7))] = ld_x4(X + 4 * k);
+            for (int k = threadIdx.x; k < c4; k += blockDim.x) {
+                const int b = k >> 3, c = k & 7;
+                xs[t * c4 + ((b << 3) | (c ^ (b & 7)))] = ld_x4(X + (i64)t * x_stride + 4 * k);
+            }
         }
     }
     __syncthreads();
@@ -389,25 +511,23 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
         for (int t = 0; t < NT; ++t) acc[g][t] = 0.f;
 
     int stage = 0;  // j % S
+    int r = 0, si = 0;  // item j's round and step index
     for (int j = 0; j < items; ++j) {
         {
-            const int jn = j + S - 1;
-            if (jn < items) {
-                const int r = jn / my_steps;
-                const int rg = (r * nctas + cta) * gpc + slot;
-                const int st = stage == 0 ? S - 1 : stage - 1;  // jn % S
+            if (j + S - 1 < items) {
+                const int rg = g0 + pr_r * gstride;
+                const int st = stage == 0 ? S - 1 : stage - 1;  // (j + S - 1) % S
                 if (rg < groups)
-                    mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, rg, kslice + (jn - r * my_steps) * ks, lane,
+                    mv_issue<T, G, BUF, NL>(W, row_bytes, rows, units, rg, kslice + pr_s * ks, lane,
                                             stage0 + (u32)(st * G * BUF));
+                if (++pr_s == my_steps) pr_s = 0, ++pr_r;
             }
             cp_async_commit();
         }
         cp_async_wait<S - 1>();
         __syncwarp();  // every lane's copies of item j have landed
 
-        const int r = j / my_steps;
-        const int si = j - r * my_steps;
-        const int rg = (r * nctas + cta) * gpc + slot;
+        const int rg = g0 + r * gstride;
         const int s = kslice + si * ks;
         const u8* sp = my_stages + stage * (G * BUF);
         const int sb = s * DSV4_WARP + lane;  // this lane's 32-column sub-block in the row
@@ -415,99 +535,82 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
             // The lane's block within the step, and its sub-block inside a super-block.
             const int unit = Blk<T>::COLS == 32 ? lane : (lane >> 3);
             const int jj = lane & 7;
-            int shs[G];
+            const u8* base = step_base<T, G>(W, row_bytes, rg, s);
+            const u8* bps[G];
 #pragma unroll
-            for (int g = 0; g < G; ++g) {
-                const u8* a; int n16;
-                step_lines<T>(W, row_bytes, min(rg * G + g, rows - 1), s, units, a, shs[g], n16);
-            }
+            for (int g = 0; g < G; ++g) bps[g] = sp + g * BUF + line_offset(base, row_bytes, g) + unit * Blk<T>::BYTES;
             if constexpr (QA) {
-                // The lane's activation block: its own (Q8_0-like) or its super-block's (Q8_K).
-                const u8* ab = T == T_Q8_0 ? xact + sb * 36 : xact + (sb >> 3) * 292;
+                QAct xa;
+                load_qact<T>(xact, sb, xa);
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+                    if (rg * G + g < rows) acc[g][0] += dq_sub<T>(bps[g], jj, xa, tab_s);
+            } else if constexpr (NT == 1) {
+                float x[32], xs0, xs1;
+                load_x<T>(xsm, xs, 0, X, sb, x, xs0, xs1);
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
                     if (rg * G + g < rows) {
-                        const u8* bp = sp + g * BUF + shs[g] + unit * Blk<T>::BYTES;
-                        float v;
-                        if (T == T_Q8_0) v = dotq_q8_0(bp, ab);
-                        else if (T == T_Q4_K) v = dotq_q4_k(bp, jj, ab);
-                        else if (T == T_Q2_K) v = dotq_q2_k(bp, jj, ab);
-                        else v = dotq_iq2_xxs(bp, jj, ab, grid_s);
-                        acc[g][0] += v;
+                        Sub w;
+                        dec_sub<T>(bps[g], jj, tab_s, w);
+                        acc[g][0] += apply_sub<T>(w, x, xs0, xs1);
                     }
                 }
             } else {
+                // Several tokens: each sub-block is decoded once, then every token's
+                // activations pass over it (rows past the end decode a neighbour and are
+                // never written).
+                Sub w[G];
 #pragma unroll
-            for (int t = 0; t < NT; ++t) {
-                if (t < n) {
-                    float x[32];
-                    if (NT == 1 && xsm) {
+                for (int g = 0; g < G; ++g) dec_sub<T>(bps[g], jj, tab_s, w[g]);
 #pragma unroll
-                        for (int q = 0; q < 8; ++q) {
-                            const float4 v = xs[(sb << 3) | (q ^ (sb & 7))];
-                            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
-                        }
-                    } else {
-                        const float* xp = X + (i64)t * x_stride + (i64)sb * 32;
+                for (int t = 0; t < NT; ++t) {
+                    if (t < n) {
+                        float x[32], xs0, xs1;
+                        load_x<T>(xsm, xs + t * (cols / 4), t * x_stride, X, sb, x, xs0, xs1);
 #pragma unroll
-                        for (int q = 0; q < 8; ++q) {
-                            const float4 v = ld_x4(xp + 4 * q);
-                            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
-                        }
-                    }
-                    float xs0 = 0.f, xs1 = 0.f;
-                    if (T == T_Q2_K || T == T_Q4_K) {
-#pragma unroll
-                        for (int q = 0; q < 16; ++q) { xs0 += x[q]; xs1 += x[16 + q]; }
-                    }
-#pragma unroll
-                    for (int g = 0; g < G; ++g) {
-                        if (rg * G + g < rows) {
-                            const u8* bp = sp + g * BUF + shs[g] + unit * Blk<T>::BYTES;
-                            float v;
-                            if (T == T_Q8_0) v = dot_q8_0(bp, x);
-                            else if (T == T_Q4_K) v = dot_q4_k(bp, jj, x, xs0 + xs1);
-                            else if (T == T_Q2_K) v = dot_q2_k(bp, jj, x, xs0, xs1);
-                            else v = dot_iq2_xxs(bp, jj, x, grid_s);
-                            acc[g][t] += v;
-                        }
+                        for (int g = 0; g < G; ++g) acc[g][t] += apply_sub<T>(w[g], x, xs0, xs1);
                     }
                 }
-            }
             }
         }
         __syncwarp();  // stage j % S is refilled by the next iteration's issue
         stage = stage + 1 == S ? 0 : stage + 1;
 
         if (si == my_steps - 1) {  // the warp's last step of this round: reduce and reset
-            float* pr = part + ((r & 1) * MVQ_WARPS + warp) * (G * NT);
+            constexpr int V = G * NT, LV = Log2<V>::N;
+            float v[V];
 #pragma unroll
             for (int g = 0; g < G; ++g)
 #pragma unroll
                 for (int t = 0; t < NT; ++t) {
-                    const float v = warp_sum(acc[g][t]);
+                    v[g * NT + t] = acc[g][t];
                     acc[g][t] = 0.f;
-                    const int row = rg * G + g;
-                    if (ks == 1) {
-                        if (lane == 0 && row < rows && t < n) Y[(i64)t * y_stride + row] = v;
-                    } else if (lane == 0) {
-                        pr[g * NT + t] = v;
-                    }
                 }
-            if (ks > 1) {
+            const float sum = warp_sum_many<V>(v, lane);
+            // This lane holds value i = lane >> (5 - LV); the first lane of each run writes.
+            const int i = lane >> (5 - LV);
+            const int g = i / NT, t = i - g * NT;
+            const int row = rg * G + g;
+            const bool writer = (lane & ((32 >> LV) - 1)) == 0;
+            if (ks == 1) {
+                if (writer && row < rows && t < n) Y[(i64)t * y_stride + row] = sum;
+            } else {
+                if (writer) part[((r & 1) * MVQ_WARPS + warp) * V + i] = sum;
                 // Partials of a round live in buffer r % 2, so the next round's writes never
                 // meet this round's reads and one barrier per round suffices.
                 __syncthreads();
-                if (kslice == 0 && lane < G * NT) {
-                    const int g = lane / NT, t = lane - g * NT;
-                    const int row = rg * G + g;
-                    const float* p0 = part + ((r & 1) * MVQ_WARPS + warp) * (G * NT) + lane;
-                    float v = 0.f;
-                    for (int k = 0; k < ks; ++k) v += p0[k * G * NT];
-                    if (row < rows && t < n) Y[(i64)t * y_stride + row] = v;
+                if (kslice == 0 && lane < V) {
+                    const int g2 = lane / NT, t2 = lane - g2 * NT;
+                    const int row2 = rg * G + g2;
+                    const float* p0 = part + ((r & 1) * MVQ_WARPS + warp) * V + lane;
+                    float tot = 0.f;
+                    for (int k = 0; k < ks; ++k) tot += p0[k * V];
+                    if (row2 < rows && t2 < n) Y[(i64)t2 * y_stride + row2] = tot;
                 }
             }
         }
+        if (++si == my_steps) si = 0, ++r;
     }
     cp_async_wait<0>();  // no copy may outlive the CTA's shared memory
 }
@@ -580,32 +683,32 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
 
 // ---- entry points ---------------------------------------------------------------------------
 // One signature for every variant: W (row-major GGUF rows of row_bytes), X[t * x_stride + c],
-// Y[t * y_stride + r] for tokens t < n (n <= NT), grid = IQ2_XXS magnitude table (unused by
-// the other types), ks = warps per row group and xsm = x staged in shared memory (both
+// Y[t * y_stride + r] for tokens t < n (n <= NT), tab = the IQ2_XXS selector tables (unused
+// by the other types), ks = warps per row group and xsm = x staged in shared memory (both
 // quantized types only). matvec.rs builds the same names and launch shapes:
-//   quantized: mv_<type>_g<G>_n<NT> (and mvq_<type>_g2 for quantized activations), any
+//   quantized: mv_<type>_g<G>_n<NT> (and mvq_<type>_g<G> for quantized activations), any
 //              number of CTAs of 256 threads (one wave is best), ks in {1, 2, 4, 8} and at
 //              most ceil(cols / 1024), dynamic shared memory as laid out above mv_quant;
 //   float:     mv_<type>_r<R>_n<NT>, ceil(rows / (4 * R)) CTAs of 128 threads.
 
 #define MV_ARGS                                                                                 \
     const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, const float *__restrict__ X,   \
-        i64 x_stride, float *__restrict__ Y, i64 y_stride, int n, const u64 *__restrict__ grid, \
+        i64 x_stride, float *__restrict__ Y, i64 y_stride, int n, const u32 *__restrict__ tab,  \
         int ks, int xsm
 #define MV_QUANT(NAME, T, G, NT, S)                                                             \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
-        mv_quant<T, G, NT, S, false>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid,   \
+        mv_quant<T, G, NT, S, false>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab,   \
                                      ks, xsm);                                              \
     }
 // Quantized activations: X holds the activation blocks' bytes (one token).
 #define MV_QACT(NAME, T, G, S)                                                                  \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
-        mv_quant<T, G, 1, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, grid,     \
+        mv_quant<T, G, 1, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab,     \
                                    ks, xsm);                                                \
     }
 #define MV_FLOAT(NAME, T, R, NT)                                                                \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
-        (void)grid;                                                                             \
+        (void)tab;                                                                             \
         (void)ks;                                                                               \
         (void)xsm;                                                                              \
         mv_float<T, R, NT>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n);              \
@@ -622,23 +725,26 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
     MV_FLOAT(mv_##name##_r2_n16, T, 2, 16)
 
 // Quantized types: one token with groups of 2 rows and four stages in flight per warp, or
-// groups of 4 rows (more activation reuse) and two stages; several tokens with groups of 2
-// rows and two stages (their registers go to the per-token sums). matvec.rs mirrors the
-// stage counts (QUANT_VARIANTS) to size shared memory.
-#define MV_QUANT_ALL(name, T)                                                                   \
+// groups of 4 rows (more activation reuse, for matrices with rows to spare) and S4 stages
+// (as many as fit ~72 KB: fewer for the wide Q8_0 steps); several tokens with groups of 2
+// rows and two stages (their registers go to the decoded weights and per-token sums). The
+// official numerics take the same two single-token shapes. matvec.rs mirrors the stage
+// counts (`stages`) to size shared memory.
+#define MV_QUANT_ALL(name, T, S4)                                                               \
     MV_QUANT(mv_##name##_g2_n1, T, 2, 1, 4)                                                     \
-    MV_QUANT(mv_##name##_g4_n1, T, 4, 1, 2)                                                     \
+    MV_QUANT(mv_##name##_g4_n1, T, 4, 1, S4)                                                    \
     MV_QUANT(mv_##name##_g2_n4, T, 2, 4, 2)                                                     \
     MV_QUANT(mv_##name##_g2_n8, T, 2, 8, 2)                                                     \
     MV_QUANT(mv_##name##_g2_n16, T, 2, 16, 2)                                                   \
-    MV_QACT(mvq_##name##_g2, T, 2, 4)
+    MV_QACT(mvq_##name##_g2, T, 2, 4)                                                           \
+    MV_QACT(mvq_##name##_g4, T, 4, S4)
 
 MV_FLOAT_ALL(f32, T_F32)
 MV_FLOAT_ALL(f16, T_F16)
-MV_QUANT_ALL(q8_0, T_Q8_0)
-MV_QUANT_ALL(q2_k, T_Q2_K)
-MV_QUANT_ALL(q4_k, T_Q4_K)
-MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS)
+MV_QUANT_ALL(q8_0, T_Q8_0, 2)
+MV_QUANT_ALL(q2_k, T_Q2_K, 4)
+MV_QUANT_ALL(q4_k, T_Q4_K, 3)
+MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
 
 // ---- expert products chosen on the device ----------------------------------------------------
 // One product per slot j = blockIdx.y of a stacked expert tensor (n_expert matrices of
@@ -658,32 +764,35 @@ MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS)
     const float* Xj = reinterpret_cast<const float*>(reinterpret_cast<const u8*>(X) +          \
                                                      (i64)(j / x_div) * x_stride);              \
     float* Yj = Y + ((i64)(j % y_mod) * y_mul + j / y_mod) * y_stride;
-#define MVX_QUANT(NAME, T)                                                                      \
+#define MVX_QUANT(NAME, T, G, S)                                                                \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVX_ARGS) {                  \
         MVX_SLOT                                                                                \
-        mv_quant<T, 2, 1, 4, false>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, grid, ks, xsm);  \
+        mv_quant<T, G, 1, S, false>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);   \
     }
-#define MVX_QACT(NAME, T)                                                                       \
+#define MVX_QACT(NAME, T, G, S)                                                                 \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVX_ARGS) {                  \
         MVX_SLOT                                                                                \
-        mv_quant<T, 2, 1, 4, true>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, grid, ks, xsm);   \
+        mv_quant<T, G, 1, S, true>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);    \
     }
 #define MVX_FLOAT(NAME, T)                                                                      \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MVX_ARGS) {                   \
-        (void)grid;                                                                             \
+        (void)tab;                                                                              \
         (void)ks;                                                                               \
         (void)xsm;                                                                              \
         MVX_SLOT                                                                                \
         mv_float<T, 2, 1>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1);                          \
     }
+// Slot kernels of the quantized types: groups of 2 rows (S = 4) or 4 rows (S4 stages, as the
+// one-token kernels), both numerics.
+#define MVX_QUANT_ALL(name, T, S4)                                                              \
+    MVX_QUANT(mvx_##name##_g2, T, 2, 4)                                                         \
+    MVX_QUANT(mvx_##name##_g4, T, 4, S4)                                                        \
+    MVX_QACT(mvxq_##name##_g2, T, 2, 4)                                                         \
+    MVX_QACT(mvxq_##name##_g4, T, 4, S4)
 
 MVX_FLOAT(mvx_f32, T_F32)
 MVX_FLOAT(mvx_f16, T_F16)
-MVX_QUANT(mvx_q8_0, T_Q8_0)
-MVX_QUANT(mvx_q2_k, T_Q2_K)
-MVX_QUANT(mvx_q4_k, T_Q4_K)
-MVX_QUANT(mvx_iq2_xxs, T_IQ2_XXS)
-MVX_QACT(mvxq_q8_0, T_Q8_0)
-MVX_QACT(mvxq_q2_k, T_Q2_K)
-MVX_QACT(mvxq_q4_k, T_Q4_K)
-MVX_QACT(mvxq_iq2_xxs, T_IQ2_XXS)
+MVX_QUANT_ALL(q8_0, T_Q8_0, 2)
+MVX_QUANT_ALL(q2_k, T_Q2_K, 4)
+MVX_QUANT_ALL(q4_k, T_Q4_K, 3)
+MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)

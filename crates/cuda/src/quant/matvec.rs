@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
-use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaStream, DevicePtr};
 use dsv4_gguf::GgmlType;
 use dsv4_quant::QuantizedActs;
 
@@ -22,11 +22,6 @@ use crate::kernels;
 
 /// Largest token count of one [`Matvec::run_batch`] call.
 pub const MAX_BATCH: usize = 16;
-
-/// Warps per CTA of the float kernels (`MV_WARPS` in `matvec.cu`) and of the quantized ones
-/// (`MVQ_WARPS`).
-pub(super) const WARPS: usize = 4;
-pub(super) const QWARPS: usize = 8;
 
 /// The types with kernels, and their names in the kernel symbols.
 const TYPES: &[(GgmlType, &str)] = &[
@@ -42,22 +37,11 @@ const TYPES: &[(GgmlType, &str)] = &[
 const FLOAT_VARIANTS: &[(usize, usize)] = &[(1, 1), (2, 1), (4, 1), (2, 4), (2, 8), (2, 16)];
 /// `(rows per group, tokens)` of the quantized kernels.
 const QUANT_VARIANTS: &[(usize, usize)] = &[(2, 1), (4, 1), (2, 4), (2, 8), (2, 16)];
-/// Copy stages per warp of each quantized variant, as instantiated in `matvec.cu`.
-fn stages(rows: usize, tokens: usize) -> usize {
-    match (rows, tokens) {
-        (2, 1) => 4,
-        _ => 2,
-    }
-}
-/// Bytes of one row's stage buffer (`BUF` in `mv_quant`): a 1024-column step, plus its
-/// offset in the first 16-byte line and the 4 bytes the Q8_0 decoder may read past a block.
-pub(super) fn stage_buf(ty: GgmlType) -> usize {
-    let step = 1024 / ty.block_elems() * ty.block_bytes();
-    (step + 14 + 4).next_multiple_of(16)
-}
-/// Largest x (in bytes) staged in shared memory for one-token products.
-pub(super) const MAX_X_SMEM: usize = 64 * 1024;
-
+/// Fewest rows for which one-token quantized products use groups of 4 rows (measured on the
+/// H100: 4 beat 2 from 2048 rows up, tied at 1024, lost at 512).
+pub(super) const GROUP4_MIN_ROWS: usize = 2048;
+/// Rows per group of the quantized-activation kernels (`mvq_<type>_g<G>`), one token.
+const QACT_GROUPS: &[usize] = &[2, 4];
 pub(super) fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16)
 }
@@ -86,13 +70,26 @@ pub fn kernel_names() -> Vec<String> {
     let qact = TYPES
         .iter()
         .filter(|(ty, _)| !is_float(*ty))
-        .map(|(_, name)| format!("mvq_{name}_g2"));
-    let slots = TYPES.iter().map(|(_, name)| format!("mvx_{name}"));
-    let qslots = TYPES
+        .flat_map(|(_, name)| QACT_GROUPS.iter().map(move |g| format!("mvq_{name}_g{g}")));
+    let slots = TYPES
         .iter()
-        .filter(|(ty, _)| !is_float(*ty))
-        .map(|(_, name)| format!("mvxq_{name}"));
-    plain.chain(qact).chain(slots).chain(qslots).collect()
+        .flat_map(|&(ty, name)| slot_kernels(ty, name).into_iter().map(|(_, s)| s));
+    plain.chain(qact).chain(slots).collect()
+}
+
+/// The expert-slot kernels of a type, keyed by (quantized activations, rows per group):
+/// `mvx_<float type>` (rows per warp 2), `mvx[q]_<type>_g{2,4}`.
+fn slot_kernels(ty: GgmlType, name: &str) -> Vec<((bool, usize), String)> {
+    if is_float(ty) {
+        return vec![((false, 2), format!("mvx_{name}"))];
+    }
+    let mut out = Vec::new();
+    for qa in [false, true] {
+        for g in QACT_GROUPS {
+            out.push(((qa, *g), format!("mvx{}_{name}_g{g}", if qa { "q" } else { "" })));
+        }
+    }
+    out
 }
 
 fn type_name(ty: GgmlType) -> Result<&'static str> {
@@ -217,37 +214,20 @@ impl DeviceMatrix {
 pub struct Matvec {
     pub(super) stream: Arc<CudaStream>,
     pub(super) funcs: HashMap<(GgmlType, usize, usize), CudaFunction>,
-    /// Quantized-activation kernels (`mvq_<type>_g2`), quantized weight types only.
-    pub(super) funcs_q: HashMap<GgmlType, CudaFunction>,
-    /// Expert-slot kernels (`mvx_<type>`, `mvxq_<type>`, see `experts.rs`), by (type,
-    /// quantized activations).
-    pub(super) funcs_x: HashMap<(GgmlType, bool), CudaFunction>,
-    /// IQ2_XXS magnitude octets (`dsv4_quant`'s table), read into shared memory per CTA.
-    pub(super) iq2_grid: DeviceBuffer<u64>,
-    sm_count: usize,
+    /// Quantized-activation kernels (`mvq_<type>_g<G>`) by (type, G), quantized weight
+    /// types only.
+    pub(super) funcs_q: HashMap<(GgmlType, usize), CudaFunction>,
+    /// Expert-slot kernels (`mvx_<type>`, `mvx[q]_<type>_g<G>`, see `experts.rs`), by (type,
+    /// quantized activations, rows per group).
+    pub(super) funcs_x: HashMap<(GgmlType, bool, usize), CudaFunction>,
+    /// IQ2_XXS selector tables (see [`iq2_tables`]), read into shared memory per CTA.
+    pub(super) iq2_tab: DeviceBuffer<u32>,
+    pub(super) sm_count: usize,
     /// Most shared memory one CTA may have on this device.
-    smem_optin: usize,
+    pub(super) smem_optin: usize,
     /// Resident CTAs per SM by (kernel, dynamic shared memory): the driver's occupancy query
     /// costs microseconds, and the model runner launches the same few shapes every token.
-    occupancy: Mutex<HashMap<(u64, usize), usize>>,
-}
-
-/// Bytes of the split partial sums (`PART_BYTES` in `mv_quant`): two rounds' worth, one float
-/// per (warp, row, token).
-pub(super) fn part_bytes(v: Variant) -> usize {
-    2 * QWARPS * v.rows * v.tokens * 4
-}
-
-/// The largest power of two not above `n` (n >= 1).
-fn prev_pow2(n: usize) -> usize {
-    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
-}
-
-/// Dynamic shared memory of a quantized launch, laid out as above `mv_quant`.
-pub(super) fn quant_smem(ty: GgmlType, cols: usize, v: Variant, xsm: bool) -> usize {
-    let grid = if ty == GgmlType::IQ2_XXS { 256 * 8 } else { 0 };
-    let x = if xsm { cols * 4 } else { 0 };
-    grid + part_bytes(v) + x + QWARPS * stages(v.rows, v.tokens) * v.rows * stage_buf(ty)
+    pub(super) occupancy: Mutex<HashMap<(u64, usize), usize>>,
 }
 
 /// How a call is launched. Float types: `rows` rows per warp, four warps per CTA, one warp
@@ -290,8 +270,8 @@ impl Matvec {
                 }
                 funcs.insert((ty, r, nt), f);
             }
-            if !is_float(ty) {
-                let sym = format!("mvq_{name}_g2");
+            for &g in QACT_GROUPS.iter().filter(|_| !is_float(ty)) {
+                let sym = format!("mvq_{name}_g{g}");
                 let f = module
                     .load_function(&sym)
                     .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
@@ -299,13 +279,9 @@ impl Matvec {
                     CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                     smem_optin,
                 )?;
-                funcs_q.insert(ty, f);
+                funcs_q.insert((ty, g), f);
             }
-            for qa in [false, true] {
-                if qa && is_float(ty) {
-                    continue;
-                }
-                let sym = format!("mvx{}_{name}", if qa { "q" } else { "" });
+            for ((qa, g), sym) in slot_kernels(ty, name) {
                 let f = module
                     .load_function(&sym)
                     .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
@@ -315,23 +291,24 @@ impl Matvec {
                         smem_optin,
                     )?;
                 }
-                funcs_x.insert((ty, qa), f);
+                funcs_x.insert((ty, qa, g), f);
             }
         }
-        let iq2_grid = gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?;
+        let iq2_tab = gpu.upload(&iq2_tables())?;
         Ok(Matvec {
             stream: gpu.stream().clone(),
             funcs,
             funcs_q,
             funcs_x,
-            iq2_grid,
+            iq2_tab,
             sm_count: gpu.sm_count(),
             smem_optin: smem_optin.max(0) as usize,
             occupancy: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The variant a product of `w` over `n` tokens runs.
+    /// The variant a product of `w` over `n` tokens runs (with f32 activations; the official
+    /// numerics take the same group size).
     ///
     /// Float types, one token: the most rows per warp that still leaves at least 8 warps per
     /// SM (more rows per warp reuse each activation load more; more warps keep more loads in
@@ -364,8 +341,12 @@ impl Matvec {
                 ctas: 0,
             };
         }
+        // One token: groups of 4 rows where there are rows to spare (each activation load
+        // then serves 4 rows, and each copy stage carries twice the bytes); small matrices
+        // keep groups of 2, which spread over more warps.
+        let rows = if n <= 1 && w.rows >= GROUP4_MIN_ROWS { 4 } else { 2 };
         Variant {
-            rows: 2,
+            rows,
             tokens,
             split: 0,
             ctas: 0,
@@ -428,24 +409,10 @@ impl Matvec {
                 n * w.rows
             )));
         }
-        let f = self
-            .funcs
-            .get(&(w.ty, v.rows, v.tokens))
-            .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty)))?;
-        if w.rows == 0 {
-            return Ok(());
-        }
-        let (ctas, threads, split, smem, xsm) = if is_float(w.ty) {
-            (w.rows.div_ceil(WARPS * v.rows), WARPS * 32, 0, 0, false)
-        } else {
-            let xsm = n == 1 && w.cols * 4 <= MAX_X_SMEM;
-            let smem = quant_smem(w.ty, w.cols, v, xsm);
-            let (ctas, split) = self.quant_plan(f, w, v, smem)?;
-            (ctas, QWARPS * 32, split, smem, xsm)
-        };
-        let xp = dev_addr(&self.stream, x);
-        let yp = dev_addr(&self.stream, y);
-        self.launch(f, w, (xp, w.cols), n, (yp, w.rows), (ctas, threads, smem), split, xsm)
+        let (xp, yp) = (dev_addr(&self.stream, x), dev_addr(&self.stream, y));
+        // SAFETY: x and y are live buffers of this stream, borrowed for the call, holding
+        // exactly n tokens (checked above).
+        unsafe { self.products(w, (xp, w.cols), n, (yp, w.rows), Some(v)) }
     }
 
     /// `y = W x` for one token on device addresses (the model runner's sub-vectors: a head
@@ -458,130 +425,8 @@ impl Matvec {
         if !x.is_multiple_of(16) {
             return Err(CudaError::Shape(format!("x at {x:#x} is not 16-byte aligned")));
         }
-        let v = self.variant(w, 1);
-        let f = self
-            .funcs
-            .get(&(w.ty, v.rows, v.tokens))
-            .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty)))?;
-        if w.rows == 0 {
-            return Ok(());
-        }
-        let (ctas, threads, split, smem, xsm) = if is_float(w.ty) {
-            (w.rows.div_ceil(WARPS * v.rows), WARPS * 32, 0, 0, false)
-        } else {
-            let xsm = w.cols * 4 <= MAX_X_SMEM;
-            let smem = quant_smem(w.ty, w.cols, v, xsm);
-            let (ctas, split) = self.quant_plan(f, w, v, smem)?;
-            (ctas, QWARPS * 32, split, smem, xsm)
-        };
-        self.launch(f, w, (x, w.cols), 1, (y, w.rows), (ctas, threads, smem), split, xsm)
-    }
-
-    /// CTAs and split of a quantized launch (see [`Variant`]), after checking its shared
-    /// memory.
-    pub(super) fn quant_plan(
-        &self,
-        f: &CudaFunction,
-        w: &DeviceMatrix,
-        v: Variant,
-        smem: usize,
-    ) -> Result<(usize, usize)> {
-        self.quant_plan_shape(f, w.rows, w.cols, v, smem)
-    }
-
-    /// [`Matvec::quant_plan`] for a product of `rows` rows of `cols` columns.
-    pub(super) fn quant_plan_shape(
-        &self,
-        f: &CudaFunction,
-        rows: usize,
-        cols: usize,
-        v: Variant,
-        smem: usize,
-    ) -> Result<(usize, usize)> {
-        if smem > self.smem_optin {
-            return Err(CudaError::Shape(format!(
-                "{v:?} needs {smem} bytes of shared memory, the device allows {}",
-                self.smem_optin
-            )));
-        }
-        let threads = (QWARPS * 32) as u32;
-        // The function handle identifies the kernel for the cache.
-        let key = (f.cu_function() as u64, smem);
-        let cached = self.occupancy.lock().ok().and_then(|m| m.get(&key).copied());
-        let per_sm = match cached {
-            Some(n) => n,
-            None => {
-                let n = f
-                    .occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)
-                    .unwrap_or(1)
-                    .max(1) as usize;
-                if let Ok(mut m) = self.occupancy.lock() {
-                    m.insert(key, n);
-                }
-                n
-            }
-        };
-        let wave = per_sm * self.sm_count;
-        let groups = rows.div_ceil(v.rows);
-        let nsteps = cols.div_ceil(1024).max(1);
-        // Split only as far as needed to give every resident warp a share.
-        let want = if v.split == 0 {
-            (wave * QWARPS).div_ceil(groups)
-        } else {
-            v.split
-        };
-        let split = prev_pow2(want.clamp(1, QWARPS).min(nsteps));
-        let packs = groups.div_ceil(QWARPS / split);
-        let ctas = if v.ctas == 0 { wave.min(packs) } else { v.ctas };
-        Ok((ctas.max(1), split))
-    }
-
-    /// Queues one kernel with the MV_ARGS argument list (strides in elements).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn launch(
-        &self,
-        f: &CudaFunction,
-        w: &DeviceMatrix,
-        (x, x_stride): (u64, usize),
-        n: usize,
-        (y, y_stride): (u64, usize),
-        (ctas, threads, smem): (usize, usize, usize),
-        split: usize,
-        xsm: bool,
-    ) -> Result<()> {
-        let cfg = LaunchConfig {
-            grid_dim: (ctas as u32, 1, 1),
-            block_dim: (threads as u32, 1, 1),
-            shared_mem_bytes: smem as u32,
-        };
-        let weights = w.buf.cuda_slice().slice(w.offset..w.offset + w.num_bytes());
-        let row_bytes = w.row_bytes() as i64;
-        let (rows, cols) = (w.rows as i32, w.cols as i32);
-        let (x_stride, y_stride) = (x_stride as i64, y_stride as i64);
-        let n = n as i32;
-        let split = split as i32;
-        let xsm = xsm as i32;
-        let grid = self.iq2_grid.view();
-        let mut launch = self.stream.launch_builder(f);
-        launch
-            .arg(&weights)
-            .arg(&row_bytes)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&x)
-            .arg(&x_stride)
-            .arg(&y)
-            .arg(&y_stride)
-            .arg(&n)
-            .arg(&grid)
-            .arg(&split)
-            .arg(&xsm);
-        // SAFETY: the argument list matches MV_ARGS in matvec.cu; callers checked the shapes,
-        // the weights lie inside their buffer (DeviceMatrix::view) whose allocation covers the
-        // 16-byte line after them (ALLOC_ALIGN), and every buffer outlives the launch on this
-        // stream (they are borrowed for the call and freed only through it).
-        unsafe { launch.launch(cfg) }?;
-        Ok(())
+        // SAFETY: the caller's obligations are those of products.
+        unsafe { self.products(w, (x, w.cols), 1, (y, w.rows), None) }
     }
 
     /// `y = W x` with the official numerics: `acts` holds `x` quantized the way `W`'s type
@@ -610,41 +455,66 @@ impl Matvec {
                 w.rows
             )));
         }
+        // SAFETY: acts and y are live buffers of this stream, borrowed for the call, and
+        // their sizes were checked above.
+        unsafe {
+            self.run_q_raw(
+                w,
+                dev_addr(&self.stream, acts),
+                dev_addr(&self.stream, y),
+            )
+        }
+    }
+
+    /// [`Matvec::run_q`] with an explicit variant (tests and benchmarks): `v.rows` 2 or 4,
+    /// `v.tokens` 1.
+    pub fn run_q_variant(
+        &self,
+        w: &DeviceMatrix,
+        acts: &DeviceBuffer<u8>,
+        y: &mut DeviceBuffer<f32>,
+        v: Variant,
+    ) -> Result<()> {
+        if acts.len() != act_bytes(w.ty, w.cols)? || y.len() != w.rows || v.tokens != 1 {
+            return Err(CudaError::Shape(format!("official product of {} rows with {v:?}", w.rows)));
+        }
         let f = self
             .funcs_q
-            .get(&w.ty)
-            .ok_or(CudaError::UnsupportedType(w.ty))?;
+            .get(&(w.ty, v.rows))
+            .ok_or_else(|| CudaError::MissingKernel(format!("{} official {v:?}", w.ty)))?;
         if w.rows == 0 {
             return Ok(());
         }
-        let v = Variant {
-            rows: 2,
-            tokens: 1,
-            split: 0,
-            ctas: 0,
-        };
-        let grid = if w.ty == GgmlType::IQ2_XXS {
-            256 * 8
-        } else {
-            0
-        };
-        let smem = grid
-            + part_bytes(v)
-            + need.next_multiple_of(16)
-            + QWARPS * 4 * v.rows * stage_buf(w.ty);
-        let (ctas, split) = self.quant_plan(f, w, v, smem)?;
+        let l = self.plan(f, w, v, 1, 1, true)?;
         let (ap, yp) = (dev_addr(&self.stream, acts), dev_addr(&self.stream, y));
-        self.launch(
-            f,
-            w,
-            (ap, w.cols),
-            1,
-            (yp, w.rows),
-            (ctas, QWARPS * 32, smem),
-            split,
-            false,
-        )
+        self.launch(f, w, (ap, w.cols), 1, (yp, w.rows), l, None)
     }
+
+    /// The quantized-activation kernel and variant for `w`: groups of 4 rows where rows are
+    /// plentiful (as [`Matvec::variant`] chooses for f32 activations), else of 2.
+    pub(super) fn qact_kernel(&self, w: &DeviceMatrix) -> Result<(&CudaFunction, Variant)> {
+        let v = self.variant(w, 1);
+        let f = self
+            .funcs_q
+            .get(&(w.ty, v.rows))
+            .ok_or(CudaError::UnsupportedType(w.ty))?;
+        Ok((f, v))
+    }
+}
+
+/// The IQ2_XXS tables of `matvec.cu` (`iq2_octet`): for each of the 256 grid entries, its
+/// eight level indices as PRMT selector nibbles (element e in bits 4e..4e+1); then for each
+/// of the 128 sign indices, its eight signs (the eighth from the parity) as bit 2 of the
+/// same nibbles, so that OR-ing one of each selects the signed level of every element.
+pub fn iq2_tables() -> Vec<u32> {
+    use dsv4_quant::iq2_xxs::tables::{KGRID, KSIGNS};
+    let grid = KGRID.iter().map(|&g| {
+        (0..8).fold(0u32, |acc, e| acc | (((g as u32 >> (2 * e)) & 3) << (4 * e)))
+    });
+    let signs = KSIGNS.iter().map(|&s| {
+        (0..8).fold(0u32, |acc, e| acc | (((s as u32 >> e) & 1) << (4 * e + 2)))
+    });
+    grid.chain(signs).collect()
 }
 
 /// The device address of a buffer's first element (kernel arguments are plain addresses).

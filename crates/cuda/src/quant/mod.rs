@@ -3,6 +3,7 @@
 
 mod experts;
 pub mod matvec;
+mod plan;
 mod raw;
 
 pub use experts::ExpertSlots;

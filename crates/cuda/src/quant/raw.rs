@@ -2,12 +2,9 @@
 //! over slices of its scratch (a head group's part of each token's attention output, the
 //! tokens an expert serves), and the quantized-activation product of one token.
 
-use super::matvec::{
-    is_float, part_bytes, quant_smem, stage_buf, DeviceMatrix, Matvec, Variant, MAX_BATCH, MAX_X_SMEM, QWARPS,
-    WARPS,
-};
+use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, MAX_BATCH};
+use super::plan::batch_chunk;
 use crate::error::{CudaError, Result};
-use dsv4_gguf::GgmlType;
 
 impl Matvec {
     /// `y_t = W x_t` for `n <= MAX_BATCH` tokens, reading `W` once: token t's input starts at
@@ -28,23 +25,44 @@ impl Matvec {
         if n > 1 && (x_stride < w.cols() || y_stride < w.rows()) {
             return Err(CudaError::Shape(format!("strides {x_stride}/{y_stride} under the matrix's {}x{}", w.rows(), w.cols())));
         }
-        let v = self.variant(w, n);
-        let f = self
-            .funcs
-            .get(&(w.ty(), v.rows, v.tokens))
-            .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty())))?;
-        if w.rows() == 0 {
-            return Ok(());
+        self.products(w, (x, x_stride), n, (y, y_stride), None)
+    }
+
+    /// `n` tokens' products (strides in f32 elements), with the variant `forced` or chosen per
+    /// launch. Quantized types stage the tokens' activations in shared memory, which holds
+    /// only so many (see `plan`): larger batches run as several launches of as many tokens as
+    /// fit, each reading W once. That reads W more than once, but the batched kernels are
+    /// compute-bound and activations read from global memory cost more: each lane's 16-byte
+    /// loads touch 32 different cache lines per warp.
+    ///
+    /// # Safety
+    /// As [`Matvec::run_batch_raw`].
+    pub(super) unsafe fn products(
+        &self,
+        w: &DeviceMatrix,
+        (x, x_stride): (u64, usize),
+        n: usize,
+        (y, y_stride): (u64, usize),
+        forced: Option<Variant>,
+    ) -> Result<()> {
+        let chunk = if is_float(w.ty()) { n } else { batch_chunk(w.rows(), w.cols(), n) };
+        let mut t0 = 0;
+        while t0 < n {
+            let m = chunk.min(n - t0);
+            let v = forced.unwrap_or_else(|| self.variant(w, m));
+            let f = self
+                .funcs
+                .get(&(w.ty(), v.rows, v.tokens))
+                .ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty())))?;
+            if w.rows() == 0 {
+                return Ok(());
+            }
+            let l = self.plan(f, w, v, m, 1, false)?;
+            let (xt, yt) = (x + (t0 * x_stride * 4) as u64, y + (t0 * y_stride * 4) as u64);
+            self.launch(f, w, (xt, x_stride), m, (yt, y_stride), l, None)?;
+            t0 += m;
         }
-        let (ctas, threads, split, smem, xsm) = if is_float(w.ty()) {
-            (w.rows().div_ceil(WARPS * v.rows), WARPS * 32, 0, 0, false)
-        } else {
-            let xsm = n == 1 && w.cols() * 4 <= MAX_X_SMEM;
-            let smem = quant_smem(w.ty(), w.cols(), v, xsm);
-            let (ctas, split) = self.quant_plan(f, w, v, smem)?;
-            (ctas, QWARPS * 32, split, smem, xsm)
-        };
-        self.launch(f, w, (x, x_stride), n, (y, y_stride), (ctas, threads, smem), split, xsm)
+        Ok(())
     }
 
     /// [`Matvec::run_q`] on device addresses: `acts` holds one token's activations quantized
@@ -54,18 +72,15 @@ impl Matvec {
     /// `acts` and the `rows` outputs at `y` must be live device memory of this stream's
     /// context until the queued work completes, and must not overlap.
     pub unsafe fn run_q_raw(&self, w: &DeviceMatrix, acts: u64, y: u64) -> Result<()> {
-        let need = super::matvec::act_bytes(w.ty(), w.cols())?;
+        super::matvec::act_bytes(w.ty(), w.cols())?;
         if !acts.is_multiple_of(4) {
             return Err(CudaError::Shape(format!("activations at {acts:#x} are not 4-byte aligned")));
         }
-        let f = self.funcs_q.get(&w.ty()).ok_or(CudaError::UnsupportedType(w.ty()))?;
+        let (f, v) = self.qact_kernel(w)?;
         if w.rows() == 0 {
             return Ok(());
         }
-        let v = Variant { rows: 2, tokens: 1, split: 0, ctas: 0 };
-        let grid = if w.ty() == GgmlType::IQ2_XXS { 256 * 8 } else { 0 };
-        let smem = grid + part_bytes(v) + need.next_multiple_of(16) + QWARPS * 4 * v.rows * stage_buf(w.ty());
-        let (ctas, split) = self.quant_plan(f, w, v, smem)?;
-        self.launch(f, w, (acts, w.cols()), 1, (y, w.rows()), (ctas, QWARPS * 32, smem), split, false)
+        let l = self.plan(f, w, v, 1, 1, true)?;
+        self.launch(f, w, (acts, w.cols()), 1, (y, w.rows()), l, None)
     }
 }
