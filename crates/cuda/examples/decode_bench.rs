@@ -9,7 +9,7 @@
 //! previous step's argmax; the time of a step is host wall time around `GpuModel::forward`,
 //! which includes the launches, the read-backs of score-routed layers and the logits
 //! download. Reported: median and mean over the decode steps, after the prompt (which runs in
-//! chunks of 16 tokens; its rate is printed too). `--official` runs the official numerics
+//! chunks of `PREFILL_CHUNK` tokens; its rate is printed too). `--official` runs the official numerics
 //! (default: plain).
 //!
 //! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
@@ -131,12 +131,13 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
-        "layers {} ({}, {:?}), prompt {} tokens: {:.1} t/s in chunks of 16; decode {} tokens: median {:.2} ms ({:.1} t/s), mean {:.2} ms ({:.1} t/s), {:.3} ms per layer",
+        "layers {} ({}, {:?}), prompt {} tokens: {:.1} t/s in chunks of {}; decode {} tokens: median {:.2} ms ({:.1} t/s), mean {:.2} ms ({:.1} t/s), {:.3} ms per layer",
         model.cfg.n_layer,
         a.mix.name(),
         a.numerics,
         a.prompt,
         a.prompt as f64 / prefill,
+        dsv4_cuda::model::PREFILL_CHUNK,
         a.tokens,
         median * 1e3,
         1.0 / median,

@@ -19,6 +19,11 @@ pub const MATVEC: KernelSource = KernelSource {
     code: include_str!("quant/matvec.cu"),
 };
 
+pub const MATMUL: KernelSource = KernelSource {
+    path: "quant/matmul.cu",
+    code: include_str!("quant/matmul.cu"),
+};
+
 pub const UTIL: KernelSource = KernelSource {
     path: "util.cu",
     code: include_str!("util.cu"),
@@ -60,6 +65,7 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
 
 pub const ALL_SOURCES: &[KernelSource] = &[
     MATVEC,
+    MATMUL,
     UTIL,
     MODEL_OPS,
     MODEL_ATTENTION,

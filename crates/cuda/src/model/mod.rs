@@ -4,9 +4,9 @@
 //! [`GpuModel::load`] uploads a loaded [`Model`](dsv4_model::Model)'s weights once, in their
 //! GGUF layouts; [`GpuModel::new_state`] makes a session ([`GpuState`]: the raw windows,
 //! compressed rows and compressor frontiers of every layer, plus scratch), and
-//! [`GpuModel::forward`] feeds it tokens, in chunks of up to [`MAX_BATCH`](crate::MAX_BATCH):
-//! per layer the weight products of a chunk read each matrix once (tokens grouped by expert
-//! in the MoE), while the steps that depend on earlier tokens (raw-window push, compressors,
+//! [`GpuModel::forward`] feeds it tokens, in chunks of up to 256 (`state::CHUNK`): per layer
+//! the weight products of a chunk read each matrix once (tokens grouped by expert in the MoE,
+//! every expert in one launch under the official numerics), while the steps that depend on earlier tokens (raw-window push, compressors,
 //! indexer, attention) run token by token in order. `model/io.rs` moves states to and from
 //! the CPU types (checkpoints, rewinds, forks, the disk cache).
 //!
@@ -35,9 +35,9 @@ use dsv4_model::ModelConfig;
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::kernels::MODEL_KERNELS;
-use crate::quant::Matvec;
+use crate::quant::{Matmul, Matvec};
 
-pub use state::GpuState;
+pub use state::{GpuState, CHUNK as PREFILL_CHUNK};
 use weights::Layer;
 
 /// A model resident on one GPU.
@@ -45,6 +45,8 @@ pub struct GpuModel {
     cfg: ModelConfig,
     stream: Arc<CudaStream>,
     mv: Matvec,
+    /// Tensor-core products of many tokens (official numerics).
+    mt: Matmul,
     k: Kernels,
     w: weights::Globals,
     layers: Vec<Layer>,

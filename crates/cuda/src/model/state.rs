@@ -34,9 +34,13 @@ pub(super) struct LayerState {
     pub index: Option<(DeviceBuffer<f32>, Frontier)>,
 }
 
-/// Tokens one pass over the layers carries (the batched matvec's limit): every per-token
-/// intermediate below holds this many, one after another.
-pub(super) const CHUNK: usize = crate::quant::MAX_BATCH;
+/// Tokens one pass over the layers carries: every per-token intermediate below holds this
+/// many, one after another. Each weight matrix is read once per chunk, so a long chunk turns
+/// prefill's products into matrix products (`quant/matmul.cu` under the official numerics;
+/// the plain path runs them [`MAX_BATCH`](crate::MAX_BATCH) tokens at a time). 256 tokens
+/// keep a session's scratch near 300 MB on the Flash shapes (the largest parts: the chunk's
+/// logits, 132 MB, and the gathered expert rows, `used` per token).
+pub const CHUNK: usize = 256;
 
 /// Intermediates of one chunk, sized for the largest layer. Per-token buffers hold [`CHUNK`]
 /// vectors; `iscore`, `mask` and `att` serve one token at a time (attention runs in order).
@@ -66,7 +70,8 @@ pub(super) struct Scratch {
     pub rlog: DeviceBuffer<f32>,
     pub sel: DeviceBuffer<i32>,
     pub wts: DeviceBuffer<f32>,
-    /// Expert inputs gathered by expert, and their down projections before the scatter.
+    /// Expert inputs gathered by expert, and their down projections before the scatter
+    /// (`CHUNK × used` rows, as `g`, `u`, `h`: every (token, pick) of a chunk at once).
     pub xg: DeviceBuffer<f32>,
     pub dn: DeviceBuffer<f32>,
     pub g: DeviceBuffer<f32>,
@@ -74,9 +79,11 @@ pub(super) struct Scratch {
     pub h: DeviceBuffer<f32>,
     /// `(used + 1) × CHUNK × n_embd`: part p of token t at `(p · CHUNK + t) · n_embd`.
     pub parts: DeviceBuffer<f32>,
-    /// Gather/scatter indices of one layer's expert groups.
+    /// Gather/scatter indices of one layer's expert groups, then the tile table of their
+    /// grouped products ([`idx_len`]).
     pub idx: DeviceBuffer<i32>,
-    /// Quantized activations (official numerics), [`act_stride`] bytes per token.
+    /// Quantized activations (official numerics), [`act_stride`] bytes per row, one row per
+    /// (token, pick) of a chunk.
     pub acts: DeviceBuffer<u8>,
     pub logits: DeviceBuffer<f32>,
 }
@@ -95,6 +102,13 @@ fn max_cols(c: &ModelConfig) -> usize {
 pub(super) fn act_stride(c: &ModelConfig) -> usize {
     let n = max_cols(c);
     (n.div_ceil(32) * 36).max(n.div_ceil(256) * 292).next_multiple_of(16)
+}
+
+/// Length of [`Scratch::idx`]: three index lists over `CHUNK × used` rows, then at most one
+/// 3-value tile per 16 rows plus one per expert (each expert's last, partial tile).
+pub(super) fn idx_len(c: &ModelConfig) -> usize {
+    let rows = CHUNK * c.n_expert_used;
+    3 * rows + 3 * (rows.div_ceil(16) + c.n_expert)
 }
 
 /// One session's state on the GPU.
@@ -154,14 +168,14 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         rlog: z(c.n_expert)?,
         sel: gpu.alloc_zeros::<i32>(CHUNK * c.n_expert_used)?,
         wts: z(c.n_expert_used)?,
-        xg: z(c.n_embd)?,
-        dn: z(c.n_embd)?,
-        g: z(c.expert_ffn)?,
-        u: z(c.expert_ffn)?,
-        h: z(c.expert_ffn)?,
+        xg: z(c.n_expert_used * c.n_embd)?,
+        dn: z(c.n_expert_used * c.n_embd)?,
+        g: z(c.n_expert_used * c.expert_ffn)?,
+        u: z(c.n_expert_used * c.expert_ffn)?,
+        h: z(c.n_expert_used * c.expert_ffn)?,
         parts: z((c.n_expert_used + 1) * c.n_embd)?,
-        idx: gpu.alloc_zeros::<i32>(3 * CHUNK * c.n_expert_used)?,
-        acts: gpu.alloc_zeros::<u8>(CHUNK * act_stride(c))?,
+        idx: gpu.alloc_zeros::<i32>(idx_len(c))?,
+        acts: gpu.alloc_zeros::<u8>(CHUNK * c.n_expert_used.max(1) * act_stride(c))?,
         logits: z(c.vocab_size)?,
     })
 }

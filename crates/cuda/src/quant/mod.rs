@@ -2,8 +2,10 @@
 //! weights kept byte-identical to the file.
 
 mod experts;
+pub mod matmul;
 pub mod matvec;
 mod raw;
 
 pub use experts::ExpertSlots;
+pub use matmul::Matmul;
 pub use matvec::{DeviceMatrix, Matvec, MAX_BATCH};
