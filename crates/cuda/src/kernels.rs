@@ -44,6 +44,11 @@ pub const MODEL_COMPRESSOR: KernelSource = KernelSource {
     code: include_str!("model/compressor.cu"),
 };
 
+pub const MODEL_CHUNK: KernelSource = KernelSource {
+    path: "model/chunk.cu",
+    code: include_str!("model/chunk.cu"),
+};
+
 pub const MODEL_MOE: KernelSource = KernelSource {
     path: "model/moe.cu",
     code: include_str!("model/moe.cu"),
@@ -59,6 +64,7 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
     (MODEL_OPS, &["embed", "hc_pre", "hc_post", "norm_rope", "swiglu", "sum_parts", "gather_rows", "scatter_rows"]),
     (MODEL_ATTENTION, &["attend", "index_scores", "topk_mask"]),
     (MODEL_COMPRESSOR, &["comp_push"]),
+    (MODEL_CHUNK, &["comp_chunk", "comp_frontier", "copy_f32", "ring_push", "attend_chunk"]),
     (MODEL_MOE, &["route"]),
     (MODEL_NUMERICS, &["quant_q8_0", "quant_q8_k", "kv_round", "index_round"]),
 ];
@@ -70,6 +76,7 @@ pub const ALL_SOURCES: &[KernelSource] = &[
     MODEL_OPS,
     MODEL_ATTENTION,
     MODEL_COMPRESSOR,
+    MODEL_CHUNK,
     MODEL_MOE,
     MODEL_NUMERICS,
 ];

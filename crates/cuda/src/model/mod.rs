@@ -19,6 +19,7 @@
 //! chosen experts are read back to pick the expert matrices.
 
 mod attn;
+mod attn_chunk;
 mod ffn;
 mod forward;
 mod io;

@@ -43,7 +43,8 @@ pub(super) struct LayerState {
 pub const CHUNK: usize = 256;
 
 /// Intermediates of one chunk, sized for the largest layer. Per-token buffers hold [`CHUNK`]
-/// vectors; `iscore`, `mask` and `att` serve one token at a time (attention runs in order).
+/// vectors; `iscore` and `att` serve one token at a time, `mask` one token at a time on the
+/// per-token path and one row per token ([`mask_stride`] bytes) on the chunk path.
 pub(super) struct Scratch {
     /// The chunk's token ids (hash routing, embedding).
     pub toks: DeviceBuffer<i32>,
@@ -53,6 +54,11 @@ pub(super) struct Scratch {
     pub qr: DeviceBuffer<f32>,
     pub q: DeviceBuffer<f32>,
     pub kv: DeviceBuffer<f32>,
+    /// The chunk's KV rows as the ring would hold them (chunk path of the attention).
+    pub kvn: DeviceBuffer<f32>,
+    /// A compressor frontier being rebuilt (values, scores), the largest of any layer.
+    pub fkv: DeviceBuffer<f32>,
+    pub fsc: DeviceBuffer<f32>,
     /// Compressor projections and scores.
     pub ckv: DeviceBuffer<f32>,
     pub csc: DeviceBuffer<f32>,
@@ -104,6 +110,27 @@ pub(super) fn act_stride(c: &ModelConfig) -> usize {
     (n.div_ceil(32) * 36).max(n.div_ceil(256) * 292).next_multiple_of(16)
 }
 
+/// Most score slots (window rows plus compressed rows) the chunk path's attention keeps in
+/// shared memory, with the query, under the default 48 KiB: longer contexts of a layer fall
+/// back to the per-token path.
+pub(super) const CHUNK_ATT_FLOATS: usize = 12 * 1024;
+
+/// Bytes between the tokens' indexer masks on the chunk path.
+pub(super) fn mask_stride(c: &ModelConfig, capacity: u64) -> usize {
+    let most_rows = c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0);
+    most_rows.min(CHUNK_ATT_FLOATS)
+}
+
+/// Floats of the largest compressor frontier (values or scores).
+fn frontier_len(c: &ModelConfig) -> usize {
+    let slots = |k: LayerKind| if k == LayerKind::Csa { 2 * k.ratio() as usize } else { k.ratio() as usize };
+    c.layer_kinds
+        .iter()
+        .map(|&k| slots(k) * k.compressor_lanes() * c.head_dim.max(c.indexer_head_dim))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Length of [`Scratch::idx`]: three index lists over `CHUNK × used` rows, then at most one
 /// 3-value tile per 16 rows plus one per expert (each expert's last, partial tile).
 pub(super) fn idx_len(c: &ModelConfig) -> usize {
@@ -153,6 +180,9 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         qr: z(c.q_lora_rank)?,
         q: z(c.n_head * d)?,
         kv: z(d)?,
+        kvn: z(d)?,
+        fkv: gpu.alloc_zeros::<f32>(frontier_len(c))?,
+        fsc: gpu.alloc_zeros::<f32>(frontier_len(c))?,
         ckv: z(2 * d)?,
         csc: z(2 * d)?,
         ikv: z(2 * id)?,
@@ -160,7 +190,7 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         iq: z(c.indexer_heads * id)?,
         iw: z(c.indexer_heads)?,
         iscore: gpu.alloc_zeros::<f32>(most_rows)?,
-        mask: gpu.alloc_zeros::<u8>(most_rows)?,
+        mask: gpu.alloc_zeros::<u8>(most_rows.max(CHUNK * mask_stride(c, capacity)))?,
         att: gpu.alloc_zeros::<f32>(c.n_head * (c.sliding_window + most_rows))?,
         o: z(c.n_head * d)?,
         z: z(c.o_groups * c.o_lora_rank)?,
