@@ -30,6 +30,8 @@ for l in $layers; do
   done
   step "decode_bench $l layers plain"
   ./decode_bench --model "$f" --layers "$l" --prompt 2048 --tokens 16 2>&1 | grep -v '^tokens' || status=1
+  step "decode_bench $l layers official, 8192-token prompt, then profiled"
+  ./decode_bench --model "$f" --layers "$l" --prompt 8192 --tokens 16 --official --profile 2>&1 | grep -v '^tokens' || status=1
   rm -f "$f"
 done
 step "done, status $status"

@@ -2,7 +2,7 @@
 //! Flash's real shapes and a prefix of its layers (or on a given GGUF).
 //!
 //! `decode_bench [--layers N] [--quant q2|q4] [--prompt N] [--tokens N] [--gpu N] [--model PATH]
-//! [--official]`
+//! [--official] [--profile]`
 //!
 //! Without `--model`, it writes the synthetic file (what `dsv4 synth --preset flash --layers N
 //! --quant q2` writes) to a temporary folder first. Greedy decode: each step feeds the
@@ -42,10 +42,12 @@ struct Args {
     gpu: usize,
     model: Option<PathBuf>,
     numerics: Numerics,
+    /// Prefill once more with per-operation profiling and print the breakdown.
+    profile: bool,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { layers: 4, mix: ExpertMix::Q2, prompt: 32, tokens: 64, gpu: 0, model: None, numerics: Numerics::Plain };
+    let mut a = Args { layers: 4, mix: ExpertMix::Q2, prompt: 32, tokens: 64, gpu: 0, model: None, numerics: Numerics::Plain, profile: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
@@ -61,6 +63,7 @@ fn parse() -> Result<Args, String> {
             "--gpu" => a.gpu = num(val()?)?,
             "--model" => a.model = Some(PathBuf::from(val()?)),
             "--official" => a.numerics = Numerics::Official,
+            "--profile" => a.profile = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -145,6 +148,22 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         1.0 / mean,
         median * 1e3 / model.cfg.n_layer as f64
     );
+    if a.profile {
+        // The same prompt on a fresh state, every operation timed on its own (a
+        // synchronization before and after each, so the sum exceeds the plain run's time).
+        let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
+        gm.set_profiling(true);
+        let t = Instant::now();
+        gm.forward(&mut st, &prompt, a.numerics)?;
+        let wall = t.elapsed().as_secs_f64();
+        let prof = gm.profile();
+        gm.set_profiling(false);
+        let total: f64 = prof.iter().map(|p| p.2).sum();
+        println!("profiled prefill: {:.1} ms wall, {:.1} ms in {} labelled operations", wall * 1e3, total * 1e3, prof.iter().map(|p| p.1).sum::<u64>());
+        for (label, calls, secs) in prof.iter().take(40) {
+            println!("{:>9.2} ms {:>5.1}% {:>7} calls  {label}", secs * 1e3, 100.0 * secs / total, calls);
+        }
+    }
     Ok(())
 }
 

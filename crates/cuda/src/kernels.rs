@@ -64,7 +64,7 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
     (MODEL_OPS, &["embed", "hc_pre", "hc_post", "norm_rope", "swiglu", "sum_parts", "gather_rows", "scatter_rows"]),
     (MODEL_ATTENTION, &["attend", "index_scores", "topk_mask"]),
     (MODEL_COMPRESSOR, &["comp_push"]),
-    (MODEL_CHUNK, &["comp_chunk", "comp_frontier", "copy_f32", "ring_push", "attend_chunk"]),
+    (MODEL_CHUNK, &["comp_chunk", "comp_frontier", "copy_f32", "ring_push", "attend_chunk", "index_scores_chunk", "topk_mask_chunk"]),
     (MODEL_MOE, &["route"]),
     (MODEL_NUMERICS, &["quant_q8_0", "quant_q8_k", "kv_round", "index_round"]),
 ];

@@ -121,20 +121,16 @@ impl GpuModel {
                 self.index_round(f4(self.ptr(rows), first * id), count)?;
             }
             if scoring {
-                // Each token that sees more rows than the indexer keeps gets its own mask row.
+                // Every token that sees more rows than the indexer keeps: its scores and mask
+                // in its own row (the others' rows are left alone and unread).
                 masks = self.ptr(&s.mask);
                 let score = self.ptr(&s.iscore);
                 let scale = 1.0 / ((id * ih) as f32).sqrt();
-                for t in 0..n {
-                    let n_comp = ((pos0 + t as u64 + 1) / ratio) as usize;
-                    if n_comp <= c.indexer_top_k {
-                        continue;
-                    }
-                    let args = [P(f4(x.iq, t * ih * id)), P(f4(x.iw, t * ih)), F(scale), P(self.ptr(rows)), I(n_comp as i32), I(ih as i32), I(id as i32), P(score)];
-                    self.launch("index_scores", ((n_comp * 32).div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
-                    let args = [P(score), I(n_comp as i32), I(c.indexer_top_k as i32), P(masks + (t * mstride) as u64)];
-                    self.launch("topk_mask", (n_comp.div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
-                }
+                let most = ((pos0 + n as u64) / ratio) as usize;
+                let args = [P(x.iq), P(x.iw), F(scale), P(self.ptr(rows)), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), I(ih as i32), I(id as i32), P(score), L(mstride as i64)];
+                self.launch("index_scores_chunk", ((most * 32).div_ceil(BLOCK), n), BLOCK, 0, &args)?;
+                let args = [P(score), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), P(masks), L(mstride as i64)];
+                self.launch("topk_mask_chunk", (most.div_ceil(BLOCK), n), BLOCK, 0, &args)?;
             }
         }
 

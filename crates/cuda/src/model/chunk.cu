@@ -203,3 +203,46 @@ extern "C" __global__ void attend_chunk(const float* q, long long q_stride, cons
     float* tail = oh + d - 2 * n_pairs;
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, true);
 }
+
+// index_scores for every token of the chunk that sees more compressed rows than the indexer
+// keeps (grid.y = token t, at position pos0 + t, seeing (pos + 1) / ratio rows): token t's
+// scores into row t of `scores` (`mstride` floats apart). Same sums, same order.
+extern "C" __global__ void index_scores_chunk(const float* q, const float* w, float w_scale, const float* keys,
+                                              long long pos0, int ratio, int top_k, int heads, int dim,
+                                              float* scores, long long mstride) {
+    const int t = blockIdx.y;
+    const int n = (int)((pos0 + t + 1) / ratio);
+    if (n <= top_k) return;
+    const int lane = threadIdx.x & 31;
+    const int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (c >= n) return;
+    const float* qt = q + (long long)t * heads * dim;
+    const float* wt = w + (long long)t * heads;
+    const float* k = keys + (long long)c * dim;
+    float s = 0.0f;
+    for (int h = 0; h < heads; ++h) {
+        float acc = 0.0f;
+        for (int j = lane; j < dim; j += 32) acc = fmaf(qt[h * dim + j], k[j], acc);
+        acc = warp_sum(acc);
+        s += (wt[h] * w_scale) * fmaxf(acc, 0.0f);
+    }
+    if (lane == 0) scores[t * mstride + c] = s;
+}
+
+// topk_mask for the same tokens: row t of `masks` from row t of `scores`.
+extern "C" __global__ void topk_mask_chunk(const float* scores, long long pos0, int ratio, int k, u8* masks,
+                                           long long mstride) {
+    const int t = blockIdx.y;
+    const int n = (int)((pos0 + t + 1) / ratio);
+    if (n <= k) return;
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= n) return;
+    const float* sc = scores + t * mstride;
+    const u32 kc = total_order_key(sc[c]);
+    int rank = 0;
+    for (int j = 0; j < n && rank < k; ++j) {
+        const u32 kj = total_order_key(sc[j]);
+        rank += (kj > kc) || (kj == kc && j < c);
+    }
+    masks[t * mstride + c] = rank < k;
+}

@@ -77,7 +77,7 @@ impl GpuModel {
         if stacked && n * used <= MAX_BATCH && !host_experts() {
             return self.experts_on_device(st, lw, n, num);
         }
-        let experts = self.chosen(st, lw, p)?;
+        let experts = self.timed(|| "routing read-back".into(), || self.chosen(st, lw, p))?;
 
         // Which (token, pick) each expert serves, in token order.
         let mut users: Vec<Vec<(usize, usize)>> = vec![Vec::new(); c.n_expert];
@@ -175,14 +175,15 @@ impl GpuModel {
         // SAFETY (the three products): the tiles name experts below n_expert and rows below
         // `total`, whose activation rows (`stride` bytes) and outputs (g/u: ffn floats, dn: e
         // floats) the scratch holds for CHUNK × used rows; outputs are apart from inputs.
-        unsafe { self.mt.run_tiles_raw(&lw.gate, tp, nt, bn, acts, stride, g, ffn)? };
+        let label = |w: &DeviceMatrix| format!("matmul experts {} {}x{} n{bn}", w.ty(), w.rows(), w.cols());
+        self.timed(|| label(&lw.gate[0]), || unsafe { self.mt.run_tiles_raw(&lw.gate, tp, nt, bn, acts, stride, g, ffn) })?;
         let acts = if lw.up[0].ty() == lw.gate[0].ty() { acts } else { self.quantize(st, &lw.up[0], xg, e, total)? };
-        unsafe { self.mt.run_tiles_raw(&lw.up, tp, nt, bn, acts, stride, u, ffn)? };
+        self.timed(|| label(&lw.up[0]), || unsafe { self.mt.run_tiles_raw(&lw.up, tp, nt, bn, acts, stride, u, ffn) })?;
         // The route weight scales the SwiGLU output, before the down projection.
         let args = [P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(wts), P(f4(ip, total))];
         self.launch("swiglu", (ffn.div_ceil(BLOCK), total), BLOCK, 0, &args)?;
         let acts = self.quantize(st, &lw.down[0], h, ffn, total)?;
-        unsafe { self.mt.run_tiles_raw(&lw.down, tp, nt, bn, acts, stride, dn, e)? };
+        self.timed(|| label(&lw.down[0]), || unsafe { self.mt.run_tiles_raw(&lw.down, tp, nt, bn, acts, stride, dn, e) })?;
         self.launch("scatter_rows", (e.div_ceil(BLOCK), total), BLOCK, 0, &[P(dn), P(f4(ip, 2 * total)), I(e as i32), P(parts)])
     }
 

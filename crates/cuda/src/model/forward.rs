@@ -137,7 +137,7 @@ impl GpuModel {
     }
 
     pub(super) fn launch(&self, name: &str, grid: (usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
-        self.k.launch(&self.stream, name, grid, block, smem, args)
+        self.timed(|| name.to_string(), || self.k.launch(&self.stream, name, grid, block, smem, args))
     }
 
     /// `y_t = W x_t` for `n` tokens (strides in f32 elements) under `num`: with the official
@@ -149,29 +149,40 @@ impl GpuModel {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn mm(&self, st: &GpuState, num: Numerics, w: &DeviceMatrix, x: u64, xs: usize, n: usize, y: u64, ys: usize) -> Result<()> {
         let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
+        let label = |what: &str| format!("{what} {} {}x{}", w.ty(), w.rows(), w.cols());
         if num == Numerics::Plain || float {
-            for t0 in (0..n).step_by(MAX_BATCH) {
-                let (xa, ya) = (x + (t0 * xs * 4) as u64, y + (t0 * ys * 4) as u64);
-                // SAFETY: every caller passes addresses inside the model's or the state's
-                // buffers, sized for the matrix and the chunk by construction (state.rs sizes
-                // scratch from the config the matrices were checked against when bound), with
-                // outputs apart from inputs.
-                unsafe { self.mv.run_batch_raw(w, xa, xs, MAX_BATCH.min(n - t0), ya, ys)? };
-            }
-            return Ok(());
+            return self.timed(
+                || label("matvec"),
+                || {
+                    for t0 in (0..n).step_by(MAX_BATCH) {
+                        let (xa, ya) = (x + (t0 * xs * 4) as u64, y + (t0 * ys * 4) as u64);
+                        // SAFETY: every caller passes addresses inside the model's or the
+                        // state's buffers, sized for the matrix and the chunk by construction
+                        // (state.rs sizes scratch from the config the matrices were checked
+                        // against when bound), with outputs apart from inputs.
+                        unsafe { self.mv.run_batch_raw(w, xa, xs, MAX_BATCH.min(n - t0), ya, ys)? };
+                    }
+                    Ok(())
+                },
+            );
         }
         let acts = self.quantize(st, w, x, xs, n)?;
         let stride = act_stride(&self.cfg);
         if n >= MATMUL_MIN_TOKENS && matmul::supports(w.ty()) {
             // SAFETY: as above; the activation scratch holds `n` rows of `stride` bytes.
-            return unsafe { self.mt.run_raw(w, acts, stride, n, y, ys) };
+            return self.timed(|| label("matmul"), || unsafe { self.mt.run_raw(w, acts, stride, n, y, ys) });
         }
-        for t in 0..n {
-            // SAFETY: as above; the activation scratch holds CHUNK tokens of `stride` bytes,
-            // checked to cover this matrix's activations.
-            unsafe { self.mv.run_q_raw(w, acts + (t * stride) as u64, y + (t * ys * 4) as u64)? };
-        }
-        Ok(())
+        self.timed(
+            || label("matvec_q"),
+            || {
+                for t in 0..n {
+                    // SAFETY: as above; the activation scratch holds CHUNK tokens of `stride`
+                    // bytes, checked to cover this matrix's activations.
+                    unsafe { self.mv.run_q_raw(w, acts + (t * stride) as u64, y + (t * ys * 4) as u64)? };
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Quantizes `n` rows of `x` (`xs` floats apart) for `w`'s type into the activation

@@ -28,7 +28,8 @@ mod state;
 mod weights;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use dsv4_model::ModelConfig;
@@ -51,6 +52,8 @@ pub struct GpuModel {
     k: Kernels,
     w: weights::Globals,
     layers: Vec<Layer>,
+    /// Per-operation times while profiling (benchmarks only; see [`GpuModel::set_profiling`]).
+    prof: Mutex<Option<HashMap<String, (u64, f64)>>>,
 }
 
 /// One kernel argument, pushed by value (device addresses are plain 64-bit integers).
@@ -110,5 +113,47 @@ impl Kernels {
 impl GpuModel {
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// Turns per-operation profiling on (clearing what was gathered) or off. While on, every
+    /// kernel launch and weight product synchronizes the stream before and after itself and
+    /// adds its host wall time to its label: a breakdown for benchmarks, at the cost of a
+    /// synchronization per operation (small operations read high).
+    pub fn set_profiling(&self, on: bool) {
+        if let Ok(mut p) = self.prof.lock() {
+            *p = on.then(HashMap::new);
+        }
+    }
+
+    /// What profiling gathered: (label, calls, seconds), longest first.
+    pub fn profile(&self) -> Vec<(String, u64, f64)> {
+        let mut v: Vec<(String, u64, f64)> = self
+            .prof
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|m| m.iter().map(|(k, &(n, t))| (k.clone(), n, t)).collect()))
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+
+    /// Runs `f`, timed under `label()` while profiling.
+    fn timed<R>(&self, label: impl FnOnce() -> String, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        if !self.prof.lock().is_ok_and(|p| p.is_some()) {
+            return f();
+        }
+        self.stream.synchronize()?;
+        let t = Instant::now();
+        let r = f()?;
+        self.stream.synchronize()?;
+        let dt = t.elapsed().as_secs_f64();
+        if let Ok(mut p) = self.prof.lock() {
+            if let Some(m) = p.as_mut() {
+                let e = m.entry(label()).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += dt;
+            }
+        }
+        Ok(r)
     }
 }

@@ -43,8 +43,8 @@ pub(super) struct LayerState {
 pub const CHUNK: usize = 256;
 
 /// Intermediates of one chunk, sized for the largest layer. Per-token buffers hold [`CHUNK`]
-/// vectors; `iscore` and `att` serve one token at a time, `mask` one token at a time on the
-/// per-token path and one row per token ([`mask_stride`] bytes) on the chunk path.
+/// vectors; `att` serves one token at a time, `iscore` and `mask` one token at a time on the
+/// per-token path and one row per token ([`mask_stride`] apart) on the chunk path.
 pub(super) struct Scratch {
     /// The chunk's token ids (hash routing, embedding).
     pub toks: DeviceBuffer<i32>,
@@ -189,7 +189,7 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         isc: z(2 * id)?,
         iq: z(c.indexer_heads * id)?,
         iw: z(c.indexer_heads)?,
-        iscore: gpu.alloc_zeros::<f32>(most_rows)?,
+        iscore: gpu.alloc_zeros::<f32>(most_rows.max(CHUNK * mask_stride(c, capacity)))?,
         mask: gpu.alloc_zeros::<u8>(most_rows.max(CHUNK * mask_stride(c, capacity)))?,
         att: gpu.alloc_zeros::<f32>(c.n_head * (c.sliding_window + most_rows))?,
         o: z(c.n_head * d)?,

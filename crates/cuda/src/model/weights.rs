@@ -199,6 +199,7 @@ impl GpuModel {
             k: Kernels::new(gpu)?,
             w: globals,
             layers,
+            prof: std::sync::Mutex::new(None),
         })
     }
 }

@@ -16,15 +16,17 @@
 // pairs of halves) is split as bsum = hi * 2^S + lo with lo in [0, 2^S) and hi in int8, and
 // both halves go through one m16n8k16 MMA each against the int8 mins: exact as well.
 //
-// Work split: a CTA computes a tile of MM_BM = 128 rows x BN tokens with 4 WN warps, as 4
-// (rows) x WN (tokens), each warp 32 rows x 8 NF tokens (16 or 32 int32 accumulators and as
-// many f32 ones: more would spill at the 128-register cap that keeps 16 warps per SM). Per
-// 256-column step the CTA decodes its 128 rows' weights into shared memory (each weight
-// decoded once per CTA and reused by BN tokens) and copies the tokens' activation codes
-// beside them; rows are padded to 272 bytes so that the fragment loads (row g, word t of each
-// 8 x 4 lane group) hit 32 different banks. Token tiles come either densely (tile y = tokens
-// BN y ..) or from a table (expert, first row, count) so that one launch serves every expert
-// of a MoE layer.
+// Work split: a CTA computes a tile of BM rows x BN tokens with 4 WN warps, as 4 (rows) x WN
+// (tokens), each warp 16 MI rows x 8 NF tokens: 64 x 16 (few tokens per matrix: an expert in
+// a prefill chunk; small CTAs also spread short matrices over more SMs) or 128 x 64 (each
+// weight decoded once per 64 tokens). More accumulators per warp would spill at the
+// 128-register cap that keeps 16 warps per SM. Per 256-column step the CTA decodes its rows'
+// weights into shared memory (each weight decoded once per CTA and reused by BN tokens) and
+// copies the tokens' activation codes beside them; the next step's global loads go into
+// registers while the MMAs of this one run. Rows are padded to 272 bytes so that the
+// fragment loads (row g, word t of each 8 x 4 lane group) hit 32 different banks. Token
+// tiles come either densely (tile y = tokens BN y ..) or from a table (expert, first row,
+// count) so that one launch serves every expert of a MoE layer.
 
 #include "dsv4_common.cuh"
 
@@ -33,12 +35,11 @@
 #define T_Q4_K 4
 #define T_IQ2_XXS 5
 
-#define MM_BM 128
 // Row stride of the int8 tiles: 256 codes + 16 bytes of padding (68 words: 4 g + t covers
 // every bank for g < 8, t < 4).
 #define MM_STR 272
 
-// Shared memory layout (dynamic; matmul.rs sizes it with the same formula):
+// Shared memory layout (dynamic; matmul.rs sizes it with the same formula), BM rows, BN tokens:
 //   grid  2048      IQ2_XXS magnitude octets
 //   ws    BM x 272  weight codes of the step
 //   xs    BN x 272  activation codes of the step
@@ -48,8 +49,8 @@
 //   xsc   BN x 8    f32: Q8_0 block scales; others: [0] = d
 //   xlo   BN x 16   int8 low parts of the bsums (see above)
 //   xhi   BN x 16   int8 high parts
-__host__ __device__ constexpr int mm_smem_bytes(int bn) {
-    return 2048 + MM_BM * MM_STR + bn * MM_STR + MM_BM * 32 + MM_BM * 32 + MM_BM * 16 + bn * 32 + bn * 16 + bn * 16;
+__host__ __device__ constexpr int mm_smem_bytes(int bm, int bn) {
+    return 2048 + bm * MM_STR + bn * MM_STR + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16;
 }
 
 __device__ __forceinline__ u32 ldg_u32(const u8* p) { return *reinterpret_cast<const u32*>(p); }
@@ -85,138 +86,229 @@ __device__ __forceinline__ u32 mm_byte_masks(u32 b) { return ((b * 0x00204081u) 
 // low mantissa bits of 1.5 * 2^23.
 __device__ __forceinline__ float small_i2f(int v) { return __int_as_float(v + 0x4B400000) - 12582912.0f; }
 
-// Decodes sub-block j (32 columns) of super-block kb (256 columns; Q8_0: blocks 8 kb + j) of
-// the row at `rp` into 8 code words at `dst`, and its scales into the row's slots.
+// Weight decoding in two halves, so that a step's global loads are in flight while the
+// previous step computes: mm_fetch loads the raw words of sub-block j (32 columns) of
+// super-block kb (256 columns; Q8_0: block 8 kb + j) of the row at `rp`; mm_unpack turns them
+// into 8 int8 code words and the row's scales once the step's shared memory is free.
+template <int T> struct Raw;
+template <> struct Raw<T_Q8_0> { u32 w[9]; u32 d, sh; };      // codes funnel-shifted by sh
+template <> struct Raw<T_Q2_K> { u32 w[8]; u32 sc, dd; };     // codes, scale bytes, d | dmin
+template <> struct Raw<T_Q4_K> { u32 w[8]; u32 s[3], dd; };   // codes, packed scales, d | dmin
+template <> struct Raw<T_IQ2_XXS> { u32 wa, wb, d; };          // grid indices, signs + scale, d
+
 template <int T>
-__device__ __forceinline__ void mm_decode(const u8* __restrict__ rp, int kb, int j, bool valid, u32 (&dst)[8], float* wsc,
-                                          int* isc, i8* wm, const u64* grid) {
+__device__ __forceinline__ void mm_fetch(const u8* __restrict__ rp, int kb, int j, bool valid, Raw<T>& r) {
+    if (!valid) return;
+    if constexpr (T == T_Q8_0) {
+        const u8* p = rp + (i64)(kb * 8 + j) * 34;
+        r.d = ldg_u16(p);
+        // The codes start 2-byte aligned: nine aligned words, funnel-shifted at unpack.
+        const u8* q = p + 2;
+        const u8* aq = reinterpret_cast<const u8*>(reinterpret_cast<u64>(q) & ~(u64)3);
+        r.sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;
+#pragma unroll
+        for (int k = 0; k < 9; ++k) r.w[k] = ldg_u32(aq + 4 * k);
+    } else if constexpr (T == T_Q2_K) {
+        const u8* p = rp + (i64)kb * 84;
+        r.sc = ldg_u16(p + 2 * j);
+        const u8* q = p + 16 + 32 * (j >> 2);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) r.w[k] = ldg_u32(q + 4 * k);
+        r.dd = ldg_u32(p + 80);
+    } else if constexpr (T == T_Q4_K) {
+        const u8* p = rp + (i64)kb * 144;
+#pragma unroll
+        for (int k = 0; k < 3; ++k) r.s[k] = ldg_u32(p + 4 + 4 * k);
+        const u8* q = p + 16 + 32 * (j >> 1);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) r.w[k] = ldg_u32(q + 4 * k);
+        r.dd = ldg_u32(p);
+    } else {
+        const u8* p = rp + (i64)kb * 66;
+        r.wa = ldg_u32_a2(p + 2 + 8 * j);
+        r.wb = ldg_u32_a2(p + 6 + 8 * j);
+        r.d = ldg_u16(p);
+    }
+}
+
+template <int T>
+__device__ __forceinline__ void mm_unpack(const Raw<T>& r, int j, bool valid, u32 (&dst)[8], float* wsc, int* isc,
+                                          i8* wm, const u64* grid) {
     if (!valid) {
 #pragma unroll
         for (int k = 0; k < 8; ++k) dst[k] = 0u;
         if (T == T_Q8_0) wsc[j] = 0.f;
         return;
     }
-    if (T == T_Q8_0) {
-        const u8* p = rp + (i64)(kb * 8 + j) * 34;
-        wsc[j] = f16_to_f32((u16)ldg_u16(p));
-        // The codes start 2-byte aligned: nine aligned words, funnel-shifted.
-        const u8* q = p + 2;
-        const u8* aq = reinterpret_cast<const u8*>(reinterpret_cast<u64>(q) & ~(u64)3);
-        const u32 sh = (u32)(reinterpret_cast<u64>(q) & 3) * 8;
-        u32 w[9];
+    if constexpr (T == T_Q8_0) {
+        wsc[j] = f16_to_f32((u16)r.d);
 #pragma unroll
-        for (int k = 0; k < 9; ++k) w[k] = ldg_u32(aq + 4 * k);
-#pragma unroll
-        for (int k = 0; k < 8; ++k) dst[k] = __funnelshift_r(w[k], w[k + 1], sh);
-    } else if (T == T_Q2_K) {
-        const u8* p = rp + (i64)kb * 84;
-        const u32 sc = ldg_u16(p + 2 * j);
-        const u32 sc0 = sc & 255u, sc1 = sc >> 8;
-        const u8* q = p + 16 + 32 * (j >> 2);
+        for (int k = 0; k < 8; ++k) dst[k] = __funnelshift_r(r.w[k], r.w[k + 1], r.sh);
+    } else if constexpr (T == T_Q2_K) {
+        const u32 sc0 = r.sc & 255u, sc1 = r.sc >> 8;
         const int shift = 2 * (j & 3);
 #pragma unroll
         for (int k = 0; k < 8; ++k) {
             // Bytes of q are 0..3 and the scale 0..15: the byte-wise products never carry.
-            dst[k] = ((ldg_u32(q + 4 * k) >> shift) & 0x03030303u) * (k < 4 ? (sc0 & 15u) : (sc1 & 15u));
+            dst[k] = ((r.w[k] >> shift) & 0x03030303u) * (k < 4 ? (sc0 & 15u) : (sc1 & 15u));
         }
         wm[2 * j] = (i8)(sc0 >> 4);
         wm[2 * j + 1] = (i8)(sc1 >> 4);
         if (j == 0) {
-            const u32 dd = ldg_u32(p + 80);
-            wsc[0] = f16_to_f32((u16)(dd & 0xffffu));
-            wsc[1] = f16_to_f32((u16)(dd >> 16));
+            wsc[0] = f16_to_f32((u16)(r.dd & 0xffffu));
+            wsc[1] = f16_to_f32((u16)(r.dd >> 16));
         }
-    } else if (T == T_Q4_K) {
-        const u8* p = rp + (i64)kb * 144;
-        const u8* s = p + 4;
+    } else if constexpr (T == T_Q4_K) {
+        // Byte i of the 12 packed scale bytes (words picked by selects: a run-time index
+        // into r.s would put it in local memory).
+        auto sb = [&](int i) -> int {
+            const int k = i >> 2;
+            const u32 w = k == 0 ? r.s[0] : k == 1 ? r.s[1] : r.s[2];
+            return (int)((w >> (8 * (i & 3))) & 255u);
+        };
         int scl, mn;
         if (j < 4) {
-            scl = s[j] & 63;
-            mn = s[j + 4] & 63;
+            scl = sb(j) & 63;
+            mn = sb(j + 4) & 63;
         } else {
-            scl = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-            mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+            scl = (sb(j + 4) & 15) | ((sb(j - 4) >> 6) << 4);
+            mn = (sb(j + 4) >> 4) | ((sb(j) >> 6) << 4);
         }
         isc[j] = scl;
         wm[j] = (i8)mn;
         wm[8 + j] = 0;
-        const u8* q = p + 16 + 32 * (j >> 1);
         const int shift = (j & 1) * 4;
 #pragma unroll
-        for (int k = 0; k < 8; ++k) dst[k] = (ldg_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu;
+        for (int k = 0; k < 8; ++k) dst[k] = (r.w[k] >> shift) & 0x0F0F0F0Fu;
         if (j == 0) {
-            const u32 dd = ldg_u32(p);
-            wsc[0] = f16_to_f32((u16)(dd & 0xffffu));
-            wsc[1] = f16_to_f32((u16)(dd >> 16));
+            wsc[0] = f16_to_f32((u16)(r.dd & 0xffffu));
+            wsc[1] = f16_to_f32((u16)(r.dd >> 16));
         }
     } else {
-        const u8* p = rp + (i64)kb * 66;
-        const u32 wa = ldg_u32_a2(p + 2 + 8 * j), wb = ldg_u32_a2(p + 6 + 8 * j);
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-            const u64 g = grid[(wa >> (8 * k)) & 255u];
-            const u32 sg = (wb >> (7 * k)) & 127u;
+            const u64 g = grid[(r.wa >> (8 * k)) & 255u];
+            const u32 sg = (r.wb >> (7 * k)) & 127u;
             // The eighth sign is implied: an even count of negative signs.
             const u32 ks = sg | ((__popc(sg) & 1u) << 7);
             const u32 mlo = mm_byte_masks(ks & 15u), mhi = mm_byte_masks(ks >> 4);
             dst[2 * k] = __vsub4((u32)g ^ mlo, mlo);
             dst[2 * k + 1] = __vsub4((u32)(g >> 32) ^ mhi, mhi);
         }
-        isc[j] = 2 * (int)(wb >> 28) + 1;
-        if (j == 0) wsc[0] = f16_to_f32((u16)ldg_u16(p));
+        isc[j] = 2 * (int)(r.wb >> 28) + 1;
+        if (j == 0) wsc[0] = f16_to_f32((u16)r.d);
     }
 }
 
-template <int T, int WN, int NF>
+// One step's activations for one thread: code words of tokens it copies, and (Q8_K) the scale
+// and bsums of one (token, half) slot.
+template <int BN, int NTH>
+struct ActRaw {
+    static constexpr int NW = BN * 64 / NTH, NS = (BN * 16 + NTH - 1) / NTH;
+    u32 w[NW];
+    float d[NS];
+    int b[NS];
+};
+
+template <int T, int WN, int NF, int MI>
 __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
                                         const u8* __restrict__ A, i64 a_stride, float* __restrict__ Y, i64 y_stride,
                                         int tok0, int ntok, const u64* __restrict__ grid_g) {
-    constexpr int BN = 8 * WN * NF, NTH = 128 * WN;
+    constexpr int BN = 8 * WN * NF, NTH = 128 * WN, BM = 64 * MI;
+    constexpr int ITEMS = BM * 8 / NTH;  // (row, sub-block) pairs each thread decodes per step
     constexpr bool Q80 = T == T_Q8_0;
     // Shift of the bsum split: Q2_K's halves reach |2048| (hi = bsum >> 4 fits int8), Q4_K's
     // pairs of halves |4096| (>> 5).
     constexpr int SH = T == T_Q4_K ? 5 : 4;
+    using AR = ActRaw<BN, NTH>;
+    // The next step's loads fly while this one computes, except for Q4_K's wide tile, whose
+    // raw words (12 per item) beside its 64 accumulators would spill: it loads each step just
+    // before unpacking it.
+    constexpr bool PREFETCH = !(T == T_Q4_K && MI == 2);
     extern __shared__ __align__(16) u8 dyn[];
-    if (dyn_smem_size() < (u32)mm_smem_bytes(BN)) return;  // the host sized it wrong: outputs stay unwritten
+    if (dyn_smem_size() < (u32)mm_smem_bytes(BM, BN)) return;  // the host sized it wrong: outputs stay unwritten
     u64* grid = reinterpret_cast<u64*>(dyn);
     u8* ws = dyn + 2048;
-    u8* xs = ws + MM_BM * MM_STR;
+    u8* xs = ws + BM * MM_STR;
     float* wsc = reinterpret_cast<float*>(xs + BN * MM_STR);
-    int* isc = reinterpret_cast<int*>(wsc + MM_BM * 8);
-    i8* wm = reinterpret_cast<i8*>(isc + MM_BM * 8);
-    float* xsc = reinterpret_cast<float*>(wm + MM_BM * 16);
+    int* isc = reinterpret_cast<int*>(wsc + BM * 8);
+    i8* wm = reinterpret_cast<i8*>(isc + BM * 8);
+    float* xsc = reinterpret_cast<float*>(wm + BM * 16);
     i8* xlo = reinterpret_cast<i8*>(xsc + BN * 8);
     i8* xhi = xlo + BN * 16;
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tq = lane & 3;
-    const int wr = (warp & 3) * 32, wt = (warp >> 2) * (8 * NF);
-    const int row0 = blockIdx.x * MM_BM;
+    const int wr = (warp & 3) * 16 * MI, wt = (warp >> 2) * (8 * NF);
+    const int row0 = blockIdx.x * BM;
     if (T == T_IQ2_XXS) {
         for (int i = tid; i < 256; i += NTH) grid[i] = grid_g[i];
     }
     const int nblk = Q80 ? cols / 32 : cols / 256;  // blocks of the activation format
     const int nsteps = (cols + 255) / 256;
+    // 32-column blocks in step kb (Q8_0 rows may end inside a step).
+    auto blocks_in = [&](int kb) { return Q80 ? min(8, nblk - kb * 8) : 8; };
 
-    float facc[2][NF][4];
-    int iacc[2][NF][4];
+    Raw<T> wraw[ITEMS];
+    AR araw;
+    // Global loads of step kb into registers.
+    auto fetch = [&](int kb) {
+        const int jn = blocks_in(kb);
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
+        for (int i = 0; i < ITEMS; ++i) {
+            const int it = tid + NTH * i, r = it >> 3, j = it & 7;
+            const int row = min(row0 + r, rows - 1);
+            mm_fetch<T>(W + (i64)row * row_bytes, kb, j, j < jn, wraw[i]);
+        }
+#pragma unroll
+        for (int i = 0; i < AR::NW; ++i) {
+            const int it = tid + NTH * i, t = it >> 6, w = it & 63, j = w >> 3;
+            u32 v = 0u;
+            if (t < ntok && j < jn) {
+                const u8* ap = A + (i64)(tok0 + t) * a_stride;
+                v = Q80 ? ldg_u32(ap + (i64)(kb * 8 + j) * 36 + 4 + 4 * (w & 7)) : ldg_u32(ap + (i64)kb * 292 + 4 + 4 * w);
+            }
+            araw.w[i] = v;
+        }
+#pragma unroll
+        for (int i = 0; i < AR::NS; ++i) {
+            const int it = tid + NTH * i, t = it >> 4, h = it & 15;
+            const bool ok = it < BN * 16 && t < ntok;
+            const u8* ap = A + (i64)(tok0 + (ok ? t : 0)) * a_stride;
+            float d = 0.f;
+            int b = 0;
+            if (Q80) {
+                if (ok && h < jn) d = *reinterpret_cast<const float*>(ap + (i64)(kb * 8 + h) * 36);
+            } else if (ok) {
+                d = *reinterpret_cast<const float*>(ap + (i64)kb * 292);
+                const short* bs = reinterpret_cast<const short*>(ap + (i64)kb * 292 + 260);
+                b = T == T_Q4_K ? (h < 8 ? (int)bs[2 * h] + (int)bs[2 * h + 1] : 0) : (int)bs[h];
+            }
+            araw.d[i] = d;
+            araw.b[i] = b;
+        }
+    };
+
+    float facc[MI][NF][4];
+    int iacc[MI][NF][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
         for (int ni = 0; ni < NF; ++ni)
 #pragma unroll
             for (int e = 0; e < 4; ++e) facc[mi][ni][e] = 0.f;
 
+    if (PREFETCH) fetch(0);
     for (int kb = 0; kb < nsteps; ++kb) {
-        const int jn = Q80 ? min(8, nblk - kb * 8) : 8;  // 32-column blocks in this step
-        __syncthreads();  // the previous step's fragments are read
-        // Weights: 128 rows x 8 sub-blocks (8 consecutive lanes per row).
+        const int jn = blocks_in(kb);
+        if (!PREFETCH) fetch(kb);
+        __syncthreads();  // the previous step's fragments are read (and, first, the grid is in)
+        // Registers -> shared memory: weights (8 consecutive lanes per row), then activations.
 #pragma unroll
-        for (int i = 0; i < MM_BM * 8 / NTH; ++i) {
+        for (int i = 0; i < ITEMS; ++i) {
             const int it = tid + NTH * i, r = it >> 3, j = it & 7;
-            const int row = min(row0 + r, rows - 1);
             u32 v[8];
-            mm_decode<T>(W + (i64)row * row_bytes, kb, j, j < jn, v, wsc + r * 8, isc + r * 8, wm + r * 16, grid);
+            mm_unpack<T>(wraw[i], j, j < jn, v, wsc + r * 8, isc + r * 8, wm + r * 16, grid);
             // Two 16-byte stores: 8 lanes of a row write 256 consecutive bytes.
             uint4* dst = reinterpret_cast<uint4*>(ws + r * MM_STR + 32 * j);
             uint4 lo, hi;
@@ -225,37 +317,29 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
             dst[0] = lo;
             dst[1] = hi;
         }
-        // Activation codes: BN tokens x 64 words; tokens past the tile read as zeros.
-        for (int it = tid; it < BN * 64; it += NTH) {
-            const int t = it >> 6, w = it & 63, j = w >> 3;
-            u32 v = 0u;
-            if (t < ntok && j < jn) {
-                const u8* ap = A + (i64)(tok0 + t) * a_stride;
-                v = Q80 ? ldg_u32(ap + (i64)(kb * 8 + j) * 36 + 4 + 4 * (w & 7)) : ldg_u32(ap + (i64)kb * 292 + 4 + 4 * w);
-            }
-            reinterpret_cast<u32*>(xs + t * MM_STR)[w] = v;
+#pragma unroll
+        for (int i = 0; i < AR::NW; ++i) {
+            const int it = tid + NTH * i;
+            reinterpret_cast<u32*>(xs + (it >> 6) * MM_STR)[it & 63] = araw.w[i];
         }
-        for (int it = tid; it < BN * 16; it += NTH) {
-            const int t = it >> 4, h = it & 15;
-            const bool ok = t < ntok;
-            const u8* ap = A + (i64)(tok0 + (ok ? t : 0)) * a_stride;
-            if (Q80) {
-                if (h < 8) xsc[t * 8 + h] = ok && h < jn ? *reinterpret_cast<const float*>(ap + (i64)(kb * 8 + h) * 36) : 0.f;
-            } else {
-                if (h == 0) xsc[t * 8] = ok ? *reinterpret_cast<const float*>(ap + (i64)kb * 292) : 0.f;
-                int b = 0;
-                if (ok) {
-                    const short* bs = reinterpret_cast<const short*>(ap + (i64)kb * 292 + 260);
-                    b = T == T_Q4_K ? (h < 8 ? (int)bs[2 * h] + (int)bs[2 * h + 1] : 0) : (int)bs[h];
+#pragma unroll
+        for (int i = 0; i < AR::NS; ++i) {
+            const int it = tid + NTH * i, t = it >> 4, h = it & 15;
+            if (it < BN * 16) {
+                if (Q80) {
+                    if (h < 8) xsc[t * 8 + h] = araw.d[i];
+                } else {
+                    if (h == 0) xsc[t * 8] = araw.d[i];
+                    xlo[t * 16 + h] = (i8)(araw.b[i] & ((1 << SH) - 1));
+                    xhi[t * 16 + h] = (i8)(araw.b[i] >> SH);
                 }
-                xlo[t * 16 + h] = (i8)(b & ((1 << SH) - 1));
-                xhi[t * 16 + h] = (i8)(b >> SH);
             }
         }
         __syncthreads();
+        if (PREFETCH && kb + 1 < nsteps) fetch(kb + 1);
 
 #pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
+        for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
             for (int ni = 0; ni < NF; ++ni)
 #pragma unroll
@@ -264,9 +348,9 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
             if (j < jn) {
-                u32 a[2][4], b[NF][2];
+                u32 a[MI][4], b[NF][2];
 #pragma unroll
-                for (int mi = 0; mi < 2; ++mi) {
+                for (int mi = 0; mi < MI; ++mi) {
                     const u8* base = ws + (wr + 16 * mi + g) * MM_STR + 32 * j + 4 * tq;
                     a[mi][0] = *reinterpret_cast<const u32*>(base);
                     a[mi][1] = *reinterpret_cast<const u32*>(base + 8 * MM_STR);
@@ -282,12 +366,12 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
                 if (T == T_Q2_K) {
                     // The scales are inside the codes: the whole step sums in the MMA.
 #pragma unroll
-                    for (int mi = 0; mi < 2; ++mi)
+                    for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
                         for (int ni = 0; ni < NF; ++ni) mma_k32(iacc[mi][ni], a[mi], b[ni][0], b[ni][1]);
                 } else {
 #pragma unroll
-                    for (int mi = 0; mi < 2; ++mi) {
+                    for (int mi = 0; mi < MI; ++mi) {
                         const int ra = wr + 16 * mi + g;
 #pragma unroll
                         for (int ni = 0; ni < NF; ++ni) {
@@ -298,8 +382,8 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
                                 const int r = ra + 8 * (e >> 1), t = wt + 8 * ni + 2 * tq + (e & 1);
                                 if (Q80) {
                                     // CPU: acc + (f32(d_w) * d_x) * (f32)isum, blocks in order.
-                                    const float s = __fmul_rn(wsc[r * 8 + j], xsc[t * 8 + j]);
-                                    facc[mi][ni][e] = __fadd_rn(facc[mi][ni][e], __fmul_rn(s, small_i2f(d[e])));
+                                    const float sc = __fmul_rn(wsc[r * 8 + j], xsc[t * 8 + j]);
+                                    facc[mi][ni][e] = __fadd_rn(facc[mi][ni][e], __fmul_rn(sc, small_i2f(d[e])));
                                 } else {
                                     iacc[mi][ni][e] += isc[r * 8 + j] * d[e];
                                 }
@@ -314,7 +398,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
             // The step's min sums (Q2_K, Q4_K), one fragment pair at a time (few registers
             // live beside the accumulators), and the per-super-block combine.
 #pragma unroll
-            for (int mi = 0; mi < 2; ++mi) {
+            for (int mi = 0; mi < MI; ++mi) {
                 const i8* mb = wm + (wr + 16 * mi + g) * 16 + 4 * tq;
 #pragma unroll
                 for (int ni = 0; ni < NF; ++ni) {
@@ -347,7 +431,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     }
 
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
+    for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
         for (int ni = 0; ni < NF; ++ni)
 #pragma unroll
@@ -360,8 +444,9 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
             }
 }
 
-// Entry points: mm_<type>_n<BN>, grid (ceil(rows / 128), token tiles), 256 threads (16) or 512 (64),
-// mm_smem_bytes(BN) bytes of dynamic shared memory. Without `tiles`, tile y is tokens
+// Entry points: mm_<type>_n<BN>, grid (ceil(rows / BM), token tiles), 256 threads (BN 16, BM 64)
+// or 512 (BN 64, BM 128),
+// mm_smem_bytes(BM, BN) bytes of dynamic shared memory. Without `tiles`, tile y is tokens
 // BN y .. min(BN (y + 1), n) of one matrix; with it, tile y is tiles[3y .. 3y + 3] =
 // (expert, first token, count): the expert's matrix is expert_bytes after the previous one
 // (a stacked tensor), and a negative expert skips the tile. Token t of a tile reads its
@@ -370,9 +455,10 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, i64 expert_bytes,              \
         const u8 *__restrict__ A, i64 a_stride, float *__restrict__ Y, i64 y_stride, int n,     \
         const int *__restrict__ tiles, const u64 *__restrict__ grid
-// (WN, NF): 16 tokens = (2, 1) on 256 threads, 64 tokens = (4, 2) on 512; both capped at 128
-// registers (16 warps per SM).
-#define MM_KERNEL(NAME, T, WN, NF)                                                              \
+// (WN, NF, MI): 16 tokens = (2, 1, 1), 64 rows x 16 tokens on 256 threads; 64 tokens =
+// (4, 2, 2), 128 rows x 64 tokens on 512 threads. Both capped at 128 registers (16 warps per
+// SM).
+#define MM_KERNEL(NAME, T, WN, NF, MI)                                                          \
     extern "C" __global__ void __launch_bounds__(128 * WN, 4 / WN) NAME(MM_ARGS) {              \
         constexpr int BN = 8 * WN * NF;                                                         \
         int ex = 0, tok0, ntok;                                                                 \
@@ -386,12 +472,12 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
             ntok = min(BN, n - tok0);                                                           \
         }                                                                                       \
         if (ntok <= 0) return;                                                                  \
-        mm_body<T, WN, NF>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, A, a_stride, Y,   \
-                           y_stride, tok0, ntok, grid);                                         \
+        mm_body<T, WN, NF, MI>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, A, a_stride, Y, \
+                               y_stride, tok0, ntok, grid);                                     \
     }
 #define MM_ALL(name, T)                                                                         \
-    MM_KERNEL(mm_##name##_n16, T, 2, 1)                                                         \
-    MM_KERNEL(mm_##name##_n64, T, 4, 2)
+    MM_KERNEL(mm_##name##_n16, T, 2, 1, 1)                                                      \
+    MM_KERNEL(mm_##name##_n64, T, 4, 2, 2)
 
 MM_ALL(q8_0, T_Q8_0)
 MM_ALL(q2_k, T_Q2_K)

@@ -8,8 +8,9 @@
 //! `dsv4_quant::matvec(.., Official)` for its token, bit for bit on the tested inputs; the
 //! tests hold the matvec tolerances.
 //!
-//! Two tile widths: 16 tokens (few tokens per matrix: an expert in a prefill chunk) and 64
-//! (dense products of a whole chunk, each weight decoded once per 64 tokens).
+//! Two tiles: 64 rows x 16 tokens (few tokens per matrix: an expert in a prefill chunk; and
+//! short matrices, spread over more SMs) and 128 x 64 (dense products of a whole chunk, each
+//! weight decoded once per 64 tokens); see [`tile_tokens`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,10 +26,17 @@ use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::kernels;
 
-/// Weight rows of one CTA (`MM_BM` in `matmul.cu`).
-pub const TILE_ROWS: usize = 128;
 /// Token tile widths compiled (`mm_<type>_n<BN>`).
 pub const TILE_TOKENS: [usize; 2] = [16, 64];
+
+/// Weight rows of one CTA for a tile width (`BM` in `matmul.cu`).
+pub fn tile_rows(bn: usize) -> usize {
+    if bn == 16 {
+        64
+    } else {
+        128
+    }
+}
 
 const TYPES: &[(GgmlType, &str)] = &[
     (GgmlType::Q8_0, "q8_0"),
@@ -40,7 +48,8 @@ const TYPES: &[(GgmlType, &str)] = &[
 /// Dynamic shared memory of a launch with `bn`-token tiles (`mm_smem_bytes` in `matmul.cu`;
 /// the kernel checks it got at least this much and writes nothing otherwise).
 pub fn smem_bytes(bn: usize) -> usize {
-    2048 + TILE_ROWS * 272 + bn * 272 + TILE_ROWS * 32 + TILE_ROWS * 32 + TILE_ROWS * 16 + bn * 32 + bn * 16 + bn * 16
+    let bm = tile_rows(bn);
+    2048 + bm * 272 + bn * 272 + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16
 }
 
 /// Every kernel symbol `matmul.cu` must define.
@@ -56,12 +65,15 @@ pub fn supports(ty: GgmlType) -> bool {
     TYPES.iter().any(|(t, _)| *t == ty)
 }
 
-/// The tile width a product over `n` tokens uses.
-pub fn tile_tokens(n: usize) -> usize {
-    if n <= 16 {
-        16
-    } else {
+/// The tile width a product of `rows` rows over `n` tokens uses on a GPU of `sms`
+/// multiprocessors: wide tiles (fewer weight decodes per token) once they still give every
+/// SM a CTA, narrow ones otherwise (a 1024-row matrix over 256 tokens makes 32 wide CTAs but
+/// 256 narrow ones).
+pub fn tile_tokens(rows: usize, n: usize, sms: usize) -> usize {
+    if n > 16 && rows.div_ceil(tile_rows(64)) * n.div_ceil(64) >= sms {
         64
+    } else {
+        16
     }
 }
 
@@ -85,6 +97,7 @@ pub struct Matmul {
     stream: Arc<CudaStream>,
     funcs: HashMap<(GgmlType, usize), CudaFunction>,
     iq2_grid: DeviceBuffer<u64>,
+    sm_count: usize,
 }
 
 impl Matmul {
@@ -100,7 +113,7 @@ impl Matmul {
                 funcs.insert((ty, bn), f);
             }
         }
-        Ok(Matmul { stream: gpu.stream().clone(), funcs, iq2_grid: gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)? })
+        Ok(Matmul { stream: gpu.stream().clone(), funcs, iq2_grid: gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?, sm_count: gpu.sm_count() })
     }
 
     /// `Y = W X` for `n` tokens whose activations (quantized for `W`) are `acts`, one row of
@@ -132,7 +145,7 @@ impl Matmul {
         if n == 0 || w.rows() == 0 {
             return Ok(());
         }
-        let bn = tile_tokens(n);
+        let bn = tile_tokens(w.rows(), n, self.sm_count);
         let tiles = n.div_ceil(bn);
         // SAFETY: forwarded from the caller; no tile table.
         unsafe { self.launch(std::slice::from_ref(w), 0, tiles, bn, n, acts, a_stride, y, y_stride) }
@@ -205,7 +218,7 @@ impl Matmul {
             .ok_or_else(|| CudaError::Shape("matrices overrun their buffer".into()))?;
         let weights = w.buf.cuda_slice().slice(w.offset..end);
         let cfg = LaunchConfig {
-            grid_dim: (w.rows().div_ceil(TILE_ROWS) as u32, n_tiles as u32, 1),
+            grid_dim: (w.rows().div_ceil(tile_rows(bn)) as u32, n_tiles as u32, 1),
             // 4 warps per 16 tokens of the tile (`MM_KERNEL` in matmul.cu).
             block_dim: (if bn == 16 { 256 } else { 512 }, 1, 1),
             shared_mem_bytes: smem_bytes(bn) as u32,
