@@ -2,7 +2,7 @@
 # On the GPU machine, from a bundle made by scripts/cuda-gpu-bundle: the tests of the
 # many-token path (matmul, forward parity, sessions), the matmul benchmark, then the prompt
 # rate of decode_bench on synthetic Flash q2 models (official numerics, 2048-token prompt) for
-# this build and, when the bundle holds them, earlier builds (`decode_bench_base`, `decode_bench_mm`), on the
+# this build and, when the bundle holds them, earlier builds (`decode_bench_base`, `_mm`, `_v2`), on the
 # same files and card. Usage: prefill.sh [layers...]   (default: 2 6)
 set -u
 cd "$(dirname "$0")"
@@ -23,7 +23,7 @@ for l in $layers; do
   f=/tmp/flash$l.gguf
   step "synth $l layers"
   ./dsv4 synth --preset flash --layers "$l" --quant q2 --seed 1 --out "$f" >/dev/null || { status=1; continue; }
-  for b in decode_bench_base decode_bench_mm decode_bench; do
+  for b in decode_bench_base decode_bench_mm decode_bench_v2 decode_bench; do
     [ -x "./$b" ] || continue
     step "$b $l layers official"
     "./$b" --model "$f" --layers "$l" --prompt 2048 --tokens 16 --official 2>&1 | grep -v '^tokens' || status=1

@@ -82,7 +82,7 @@ fn check(gpu: &Gpu, mm: &Matmul, ty: GgmlType, cols: usize, rows: usize, n: usiz
 
 #[test]
 fn kernel_names_cover_every_type() {
-    assert_eq!(kernel_names().len(), 8);
+    assert_eq!(kernel_names().len(), 12);
     assert!(TYPES.iter().all(|&t| supports(t)));
     assert!(!supports(GgmlType::F16) && !supports(GgmlType::F32));
 }
@@ -174,6 +174,37 @@ fn expert_tiles_match_cpu_official() {
                 let (rel, same) = compare(&what, ty, w, rows, cols, x, &got[first * rows..(first + cnt) * rows], &want);
                 eprintln!("{what}: rel L2 {rel:.2e}, {same}/{} bitwise", want.len());
             }
+        }
+    }
+}
+
+/// Float weights (F16, F32) over many tokens: the plain f32 product against the CPU's, on
+/// the model's float shapes (HC projection, router, compressor, indexer) and odd ones.
+#[test]
+fn float_weights_match_cpu_plain() {
+    let Some(gpu) = gpu_or_skip("float_weights_match_cpu_plain") else {
+        return;
+    };
+    let mm = Matmul::new(&gpu).unwrap();
+    let shapes = [(16384, 24, 256), (4096, 256, 100), (4096, 1024, 17), (1024, 8192, 33), (4096, 64, 2), (64, 3, 5), (8, 517, 40)];
+    for (ti, ty) in [GgmlType::F16, GgmlType::F32].into_iter().enumerate() {
+        for (si, &(cols, rows, n)) in shapes.iter().enumerate() {
+            if ty == GgmlType::F32 && cols % 4 != 0 {
+                continue;
+            }
+            let seed = (5000 + 100 * ti + si) as u64;
+            let w = random_matrix(ty, rows, cols, 0.05, seed);
+            let dw = DeviceMatrix::upload(&gpu, ty, rows, cols, &w).unwrap();
+            let xs: Vec<f32> = (0..n).flat_map(|t| random_x(cols, seed * 1000 + t as u64)).collect();
+            let dx = gpu.upload(&xs).unwrap();
+            let mut dy = gpu.upload(&vec![f32::NAN; n * rows]).unwrap();
+            mm.run_float(&dw, &dx, n, &mut dy).unwrap();
+            let got = gpu.download(&dy).unwrap();
+            let mut want = vec![0f32; n * rows];
+            dsv4_quant::matmul(ty, &w, rows, cols, &xs, n, &mut want, Numerics::Plain).unwrap();
+            let what = format!("{ty} {cols}->{rows} x{n}");
+            let (rel, _) = compare(&what, ty, &w, rows, cols, &xs, &got, &want);
+            eprintln!("{what}: rel L2 {rel:.2e}");
         }
     }
 }

@@ -154,7 +154,13 @@ impl GpuModel {
             P(freqs),
             I(n_pairs as i32),
         ];
-        self.launch("attend_chunk", (nh, n), BLOCK, (d + window + last) * 4, &args)?;
+        // Heads per block: as many as divide the head count and fit the scores in shared
+        // memory (each block reads the KV rows once for all of them).
+        let per_head = d + window + last;
+        let hg = [8, 4, 2, 1].into_iter().find(|&g| nh.is_multiple_of(g) && g * per_head <= CHUNK_ATT_FLOATS).unwrap_or(1);
+        let mut args = args.to_vec();
+        args.push(I(hg as i32));
+        self.launch("attend_chunk", (nh / hg, n), BLOCK, hg * per_head * 4, &args)?;
         self.launch("ring_push", (n.min(window), 1), BLOCK, 0, &[P(kvn), I(n as i32), L(pos0 as i64), I(window as i32), I(d as i32), P(self.ptr(&ls.raw))])
     }
 }

@@ -142,66 +142,105 @@ __device__ __forceinline__ const float* chunk_kv_row(int r, const float* kvn, lo
     return comp + (long long)c * d;
 }
 
-// grid (heads, tokens): attend's computation for token pos0 + blockIdx.y, with its scores in
-// shared memory (dynamic: d + window + the token's compressed rows floats; the host keeps it
-// under the default limit). Compressed rows visible at position p: (p + 1) / ratio (none when
-// ratio is 0). The indexer mask of token t is row t of `masks` (`mstride` bytes apart), used
-// when the token sees more than top_k rows (the host scored exactly those tokens).
+// Most query heads one attend_chunk block serves.
+#define ATT_MAX_HG 8
+
+// grid (heads / hg, tokens): attend's computation for token pos0 + blockIdx.y and query heads
+// hg·blockIdx.x .. + hg. The heads share one KV head, so each row is read once per block for
+// all hg heads (the per-head attend reads it once per head: L2 traffic, not arithmetic, bounds
+// prefill attention). Every head's sums are attend's, term for term and in the same order.
+// Dynamic shared memory: hg (d + window + the token's compressed rows) floats (queries, then
+// scores); the host keeps it under the default limit. Compressed rows visible at position p:
+// (p + 1) / ratio (none when ratio is 0). The indexer mask of token t is row t of `masks`
+// (`mstride` bytes apart), used when the token sees more than top_k rows (the host scored
+// exactly those tokens).
 extern "C" __global__ void attend_chunk(const float* q, long long q_stride, const float* kvn, long long pos0,
                                         const float* raw, int window, const float* comp, int ratio,
                                         const u8* masks, long long mstride, int top_k, const float* sinks,
-                                        float* out, int d, const float* freqs, int n_pairs) {
+                                        float* out, int d, const float* freqs, int n_pairs, int hg) {
     extern __shared__ float qsm[];
     __shared__ float shf[32];
-    const int h = blockIdx.x, t = blockIdx.y;
+    const int h0 = blockIdx.x * hg, t = blockIdx.y;
     const long long pos = pos0 + t;
     const int n_raw = (int)min(pos + 1, (long long)window);
     const int n_comp = ratio > 0 && comp ? (int)((pos + 1) / ratio) : 0;
     const u8* mask = masks && n_comp > top_k ? masks + t * mstride : nullptr;
     const int n = n_raw + n_comp;
-    float* qs = qsm;
-    float* sc = qsm + d;
+    float* qs = qsm;           // hg x d
+    float* sc = qsm + hg * d;  // hg x n
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const long long first = pos + 1 - n_raw;
-    const float* qh = q + t * q_stride + (long long)h * d;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) qs[j] = qh[j];
+    const float* qt = q + t * q_stride + (long long)h0 * d;
+    for (int j = threadIdx.x; j < hg * d; j += blockDim.x) qs[j] = qt[j];
     __syncthreads();
     const float scale = 1.0f / sqrtf((float)d);
     for (int r = warp; r < n; r += nw) {
         const float* row = chunk_kv_row(r, kvn, pos0, raw, window, first, n_raw, comp, mask, d);
-        float acc = 0.0f;
+        float acc[ATT_MAX_HG];
+#pragma unroll
+        for (int h = 0; h < ATT_MAX_HG; ++h) acc[h] = 0.0f;
         if (row)
-            for (int j = lane; j < d; j += 32) acc = fmaf(qs[j], row[j], acc);
-        acc = warp_sum(acc);
-        if (lane == 0) sc[r] = row ? acc * scale : neg_inf();
-    }
-    __syncthreads();
-    const float sink = sinks[h];
-    float m = sink;
-    for (int r = threadIdx.x; r < n; r += blockDim.x) m = fmaxf(m, sc[r]);
-    m = block_max_f(m, shf);
-    float den = 0.0f;
-    for (int r = threadIdx.x; r < n; r += blockDim.x) {
-        const float e = expf(sc[r] - m);
-        sc[r] = e;
-        den += e;
-    }
-    den = block_sum_f(den, shf) + expf(sink - m);
-    __syncthreads();
-    const float inv = 1.0f / den;
-    float* oh = out + t * q_stride + (long long)h * d;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float acc = 0.0f;
-        for (int r = 0; r < n; ++r) {
-            const float e = sc[r];
-            if (e == 0.0f) continue;
-            acc = fmaf(e, chunk_kv_row(r, kvn, pos0, raw, window, first, n_raw, comp, mask, d)[j], acc);
+            for (int j = lane; j < d; j += 32) {
+                const float v = row[j];
+#pragma unroll
+                for (int h = 0; h < ATT_MAX_HG; ++h)
+                    if (h < hg) acc[h] = fmaf(qs[h * d + j], v, acc[h]);
+            }
+#pragma unroll
+        for (int h = 0; h < ATT_MAX_HG; ++h) {
+            if (h < hg) {
+                const float a = warp_sum(acc[h]);
+                if (lane == 0) sc[h * n + r] = row ? a * scale : neg_inf();
+            }
         }
-        oh[j] = acc * inv;
     }
     __syncthreads();
-    float* tail = oh + d - 2 * n_pairs;
-    for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, true);
+    float inv[ATT_MAX_HG];
+#pragma unroll
+    for (int h = 0; h < ATT_MAX_HG; ++h) {
+        if (h < hg) {
+            float* sh = sc + h * n;
+            const float sink = sinks[h0 + h];
+            float m = sink;
+            for (int r = threadIdx.x; r < n; r += blockDim.x) m = fmaxf(m, sh[r]);
+            m = block_max_f(m, shf);
+            float den = 0.0f;
+            for (int r = threadIdx.x; r < n; r += blockDim.x) {
+                const float e = expf(sh[r] - m);
+                sh[r] = e;
+                den += e;
+            }
+            den = block_sum_f(den, shf) + expf(sink - m);
+            inv[h] = 1.0f / den;
+        }
+    }
+    __syncthreads();
+    float* ot = out + t * q_stride + (long long)h0 * d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float acc[ATT_MAX_HG];
+#pragma unroll
+        for (int h = 0; h < ATT_MAX_HG; ++h) acc[h] = 0.0f;
+        for (int r = 0; r < n; ++r) {
+            const float* row = chunk_kv_row(r, kvn, pos0, raw, window, first, n_raw, comp, mask, d);
+            if (!row) continue;  // left out by the indexer: every head's weight is 0 there
+            const float v = row[j];
+#pragma unroll
+            for (int h = 0; h < ATT_MAX_HG; ++h) {
+                if (h < hg) {
+                    const float e = sc[h * n + r];
+                    if (e != 0.0f) acc[h] = fmaf(e, v, acc[h]);  // attend skips these terms too
+                }
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < ATT_MAX_HG; ++h)
+            if (h < hg) ot[h * d + j] = acc[h] * inv[h];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < hg * n_pairs; i += blockDim.x) {
+        const int h = i / n_pairs, k = i - h * n_pairs;
+        rope_pair(ot + h * d + d - 2 * n_pairs, k, freqs[k], (float)pos, true);
+    }
 }
 
 // index_scores for every token of the chunk that sees more compressed rows than the indexer

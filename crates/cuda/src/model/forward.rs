@@ -144,12 +144,17 @@ impl GpuModel {
     /// numerics a quantized `W` takes each token's `x` quantized the CPU's way (Q8_0-like
     /// blocks for Q8_0, Q8_K for the k- and i-quants), float weights take f32 either way.
     /// Several tokens under the official numerics go through the tensor-core matmul (one
-    /// launch, the same results as one matvec per token); the f32 products run
-    /// [`MAX_BATCH`] tokens per launch.
+    /// launch, the CPU's results bit for bit); float weights over several tokens through the
+    /// f32 many-token kernel (one launch); the plain quantized products run [`MAX_BATCH`]
+    /// tokens per launch.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn mm(&self, st: &GpuState, num: Numerics, w: &DeviceMatrix, x: u64, xs: usize, n: usize, y: u64, ys: usize) -> Result<()> {
         let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
         let label = |what: &str| format!("{what} {} {}x{}", w.ty(), w.rows(), w.cols());
+        if float && n >= MATMUL_MIN_TOKENS {
+            // SAFETY: as below.
+            return self.timed(|| label("matmul_f"), || unsafe { self.mt.run_float_raw(w, x, xs, n, y, ys) });
+        }
         if num == Numerics::Plain || float {
             return self.timed(
                 || label("matvec"),

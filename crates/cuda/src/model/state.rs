@@ -110,9 +110,10 @@ pub(super) fn act_stride(c: &ModelConfig) -> usize {
     (n.div_ceil(32) * 36).max(n.div_ceil(256) * 292).next_multiple_of(16)
 }
 
-/// Most score slots (window rows plus compressed rows) the chunk path's attention keeps in
-/// shared memory, with the query, under the default 48 KiB: longer contexts of a layer fall
-/// back to the per-token path.
+/// Most floats of queries and scores (per head: head_dim + window rows + compressed rows) the
+/// chunk path's attention keeps in shared memory, under the default 48 KiB: a block serves as
+/// many heads as fit, and a layer whose one head does not fit (a ratio-4 layer beyond ~45K
+/// tokens on the Flash shapes) falls back to the per-token path.
 pub(super) const CHUNK_ATT_FLOATS: usize = 12 * 1024;
 
 /// Bytes between the tokens' indexer masks on the chunk path.

@@ -483,3 +483,82 @@ MM_ALL(q8_0, T_Q8_0)
 MM_ALL(q2_k, T_Q2_K)
 MM_ALL(q4_k, T_Q4_K)
 MM_ALL(iq2_xxs, T_IQ2_XXS)
+
+// ---- float weights (F16, F32) over many tokens -------------------------------------------------
+// The plain f32 product (no quantization, FMA in f32) for the small float matrices of the
+// model (HC projections 24 x 16384, router, compressors, indexer): a warp owns R rows and a
+// batch of up to 16 tokens; its lanes stride the row in 16-byte weight units (4 f32 or 8 f16
+// columns), accumulate every (row, token) pair in registers and meet in a warp butterfly. The
+// grid spans token batches as well as rows (grid.y), so a 24-row matrix over a 256-token
+// chunk still runs 96 warps at once where one launch per 16 tokens ran 6. Deterministic: a
+// fixed assignment and order; X rows 16-byte aligned (x_stride a multiple of 4 floats).
+template <bool F16, int R>
+__device__ __forceinline__ void mmf_body(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
+                                         const float* __restrict__ X, i64 x_stride, float* __restrict__ Y,
+                                         i64 y_stride, int n) {
+    constexpr int EPU = F16 ? 8 : 4, NT = 16;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = (blockIdx.x * 4 + warp) * R, t0 = blockIdx.y * NT;
+    if (row0 >= rows) return;
+    const int nt = min(NT, n - t0);
+    const int units = cols / EPU;
+    float acc[R][NT];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
+    for (int u = lane; u < units; u += 32) {
+        uint4 w[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+            w[r] = ld_stream_16(W + (u64)min(row0 + r, rows - 1) * (u64)row_bytes + 16 * (u64)u);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (t < nt) {
+                const float* xp = X + (i64)(t0 + t) * x_stride + (i64)u * EPU;
+                float x[EPU];
+#pragma unroll
+                for (int i = 0; i < EPU / 4; ++i) {
+                    const float4 v = ld_x4(xp + 4 * i);
+                    x[4 * i] = v.x; x[4 * i + 1] = v.y; x[4 * i + 2] = v.z; x[4 * i + 3] = v.w;
+                }
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const u32 ws[4] = {w[r].x, w[r].y, w[r].z, w[r].w};
+                    float s = acc[r][t];
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        if (F16) {
+                            s = fmaf(f16_to_f32((u16)(ws[i] & 0xffffu)), x[2 * i], s);
+                            s = fmaf(f16_to_f32((u16)(ws[i] >> 16)), x[2 * i + 1], s);
+                        } else {
+                            s = fmaf(__uint_as_float(ws[i]), x[i], s);
+                        }
+                    }
+                    acc[r][t] = s;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            const float v = warp_sum(acc[r][t]);
+            if (lane == 0 && row0 + r < rows && t < nt) Y[(i64)(t0 + t) * y_stride + row0 + r] = v;
+        }
+}
+
+// mmf_<f16|f32>_r<R>: grid (ceil(rows / (4 R)), ceil(n / 16)), 128 threads.
+#define MMF_KERNEL(NAME, F16, R)                                                                \
+    extern "C" __global__ void __launch_bounds__(128) NAME(const u8* __restrict__ W, i64 row_bytes, \
+                                                           int rows, int cols,                  \
+                                                           const float* __restrict__ X,         \
+                                                           i64 x_stride, float* __restrict__ Y, \
+                                                           i64 y_stride, int n) {               \
+        mmf_body<F16, R>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n);                \
+    }
+MMF_KERNEL(mmf_f16_r1, true, 1)
+MMF_KERNEL(mmf_f16_r2, true, 2)
+MMF_KERNEL(mmf_f32_r1, false, 1)
+MMF_KERNEL(mmf_f32_r2, false, 2)

@@ -52,12 +52,14 @@ pub fn smem_bytes(bn: usize) -> usize {
     2048 + bm * 272 + bn * 272 + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16
 }
 
+/// Float weight types of the f32 many-token kernels (`mmf_<type>_r<R>`).
+const FLOAT_TYPES: &[(GgmlType, &str)] = &[(GgmlType::F16, "f16"), (GgmlType::F32, "f32")];
+
 /// Every kernel symbol `matmul.cu` must define.
 pub fn kernel_names() -> Vec<String> {
-    TYPES
-        .iter()
-        .flat_map(|(_, name)| TILE_TOKENS.iter().map(move |bn| format!("mm_{name}_n{bn}")))
-        .collect()
+    let quant = TYPES.iter().flat_map(|(_, name)| TILE_TOKENS.iter().map(move |bn| format!("mm_{name}_n{bn}")));
+    let float = FLOAT_TYPES.iter().flat_map(|(_, name)| [1, 2].map(|r| format!("mmf_{name}_r{r}")));
+    quant.chain(float).collect()
 }
 
 /// Whether `ty` has a tensor-core kernel (the quantized types of the published files).
@@ -96,6 +98,8 @@ pub fn expert_tiles(groups: &[(usize, usize, usize)], bn: usize) -> Vec<i32> {
 pub struct Matmul {
     stream: Arc<CudaStream>,
     funcs: HashMap<(GgmlType, usize), CudaFunction>,
+    /// Float-weight kernels by (type, rows per warp).
+    funcs_f: HashMap<(GgmlType, usize), CudaFunction>,
     iq2_grid: DeviceBuffer<u64>,
     sm_count: usize,
 }
@@ -113,7 +117,14 @@ impl Matmul {
                 funcs.insert((ty, bn), f);
             }
         }
-        Ok(Matmul { stream: gpu.stream().clone(), funcs, iq2_grid: gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?, sm_count: gpu.sm_count() })
+        let mut funcs_f = HashMap::new();
+        for &(ty, name) in FLOAT_TYPES {
+            for r in [1, 2] {
+                let sym = format!("mmf_{name}_r{r}");
+                funcs_f.insert((ty, r), module.load_function(&sym).map_err(|_| CudaError::MissingKernel(sym.clone()))?);
+            }
+        }
+        Ok(Matmul { stream: gpu.stream().clone(), funcs, funcs_f, iq2_grid: gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?, sm_count: gpu.sm_count() })
     }
 
     /// `Y = W X` for `n` tokens whose activations (quantized for `W`) are `acts`, one row of
@@ -149,6 +160,46 @@ impl Matmul {
         let tiles = n.div_ceil(bn);
         // SAFETY: forwarded from the caller; no tile table.
         unsafe { self.launch(std::slice::from_ref(w), 0, tiles, bn, n, acts, a_stride, y, y_stride) }
+    }
+
+    /// `Y = W X` for float weights (F16, F32) and `n` f32 activation vectors one after another
+    /// in `x`, outputs one after another in `y`: the plain f32 product (FMAs), as the
+    /// model runs its float matrices under either numerics.
+    pub fn run_float(&self, w: &DeviceMatrix, x: &DeviceBuffer<f32>, n: usize, y: &mut DeviceBuffer<f32>) -> Result<()> {
+        if x.len() < n * w.cols() || y.len() < n * w.rows() {
+            return Err(CudaError::Shape(format!("{n} tokens of {}x{}: x has {}, y {}", w.rows(), w.cols(), x.len(), y.len())));
+        }
+        let (xp, yp) = (dev_addr(&self.stream, x), dev_addr(&self.stream, y));
+        // SAFETY: sizes checked above; both buffers are borrowed for the call and outlive the
+        // launch on this stream.
+        unsafe { self.run_float_raw(w, xp, w.cols(), n, yp, w.rows()) }
+    }
+
+    /// [`Matmul::run_float`] on device addresses with strides (f32 elements): token t's input
+    /// at `x + 4·t·x_stride` (16-byte aligned), its outputs at `y + 4·t·y_stride`.
+    ///
+    /// # Safety
+    /// Every token's inputs and outputs must be live device memory of this stream's context
+    /// until the queued work completes; outputs must not overlap the inputs.
+    pub unsafe fn run_float_raw(&self, w: &DeviceMatrix, x: u64, x_stride: usize, n: usize, y: u64, y_stride: usize) -> Result<()> {
+        if n == 0 || w.rows() == 0 {
+            return Ok(());
+        }
+        let r = if w.rows() >= 512 { 2 } else { 1 };
+        let f = self.funcs_f.get(&(w.ty(), r)).ok_or(CudaError::UnsupportedType(w.ty()))?;
+        if !x.is_multiple_of(16) || !x_stride.is_multiple_of(4) || x_stride < w.cols() || y_stride < w.rows() || n.div_ceil(16) > 65535 {
+            return Err(CudaError::Shape(format!("x at {x:#x}, strides {x_stride}/{y_stride} for {}x{}, {n} tokens", w.rows(), w.cols())));
+        }
+        let weights = w.buf.cuda_slice().slice(w.offset..w.offset + w.num_bytes());
+        let cfg = LaunchConfig { grid_dim: (w.rows().div_ceil(4 * r) as u32, n.div_ceil(16) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let (row_bytes, rows, cols) = (w.row_bytes() as i64, w.rows() as i32, w.cols() as i32);
+        let (xs, ys, n) = (x_stride as i64, y_stride as i64, n as i32);
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&weights).arg(&row_bytes).arg(&rows).arg(&cols).arg(&x).arg(&xs).arg(&y).arg(&ys).arg(&n);
+        // SAFETY: the list matches MMF_KERNEL in matmul.cu; the weights lie in their buffer
+        // (DeviceMatrix::view), the caller vouches for the activations and outputs.
+        unsafe { b.launch(cfg) }?;
+        Ok(())
     }
 
     /// [`Matmul::run_tiles_raw`] with the tile table given on the host (checked, then
