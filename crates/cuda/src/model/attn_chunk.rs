@@ -31,6 +31,12 @@ pub(super) struct ChunkInputs {
     pub o: u64,
 }
 
+/// Query heads one `attend_chunk` block serves: the most of 8, 4, 2, 1 that divide the head
+/// count and whose queries and scores (`per_head` floats each) fit [`CHUNK_ATT_FLOATS`].
+fn heads_per_block(heads: usize, per_head: usize) -> usize {
+    [8, 4, 2, 1].into_iter().find(|&g| heads.is_multiple_of(g) && g * per_head <= CHUNK_ATT_FLOATS).unwrap_or(1)
+}
+
 impl GpuModel {
     /// Whether layer `il`'s attention for this chunk can take the chunk path: several tokens,
     /// and the last token's scores (window plus visible compressed rows) fit shared memory.
@@ -157,10 +163,29 @@ impl GpuModel {
         // Heads per block: as many as divide the head count and fit the scores in shared
         // memory (each block reads the KV rows once for all of them).
         let per_head = d + window + last;
-        let hg = [8, 4, 2, 1].into_iter().find(|&g| nh.is_multiple_of(g) && g * per_head <= CHUNK_ATT_FLOATS).unwrap_or(1);
+        let hg = heads_per_block(nh, per_head);
         let mut args = args.to_vec();
         args.push(I(hg as i32));
         self.launch("attend_chunk", (nh / hg, n), BLOCK, hg * per_head * 4, &args)?;
         self.launch("ring_push", (n.min(window), 1), BLOCK, 0, &[P(kvn), I(n as i32), L(pos0 as i64), I(window as i32), I(d as i32), P(self.ptr(&ls.raw))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dynamic plus static shared memory of attend_chunk (`shf`, 32 floats) stays within the
+    /// default 48 KiB for every score count the chunk path admits (an H100 run at 8K tokens
+    /// failed its launch when 8 heads x 1536 floats filled the 48 KiB exactly).
+    #[test]
+    fn attention_blocks_fit_shared_memory() {
+        for heads in [1, 2, 4, 6, 8, 64] {
+            for per_head in 1..=CHUNK_ATT_FLOATS {
+                let g = heads_per_block(heads, per_head);
+                assert!(heads.is_multiple_of(g));
+                assert!(g * per_head * 4 + 32 * 4 <= 48 * 1024, "{heads} heads, {per_head} floats each: {g} per block");
+            }
+        }
     }
 }

@@ -111,10 +111,11 @@ pub(super) fn act_stride(c: &ModelConfig) -> usize {
 }
 
 /// Most floats of queries and scores (per head: head_dim + window rows + compressed rows) the
-/// chunk path's attention keeps in shared memory, under the default 48 KiB: a block serves as
+/// chunk path's attention keeps in shared memory, under the default 48 KiB less room for the
+/// kernel's static reduction slots (dynamic plus static over 48 KiB fails the launch): a block serves as
 /// many heads as fit, and a layer whose one head does not fit (a ratio-4 layer beyond ~45K
 /// tokens on the Flash shapes) falls back to the per-token path.
-pub(super) const CHUNK_ATT_FLOATS: usize = 12 * 1024;
+pub(super) const CHUNK_ATT_FLOATS: usize = 12 * 1024 - 64;
 
 /// Bytes between the tokens' indexer masks on the chunk path.
 pub(super) fn mask_stride(c: &ModelConfig, capacity: u64) -> usize {
