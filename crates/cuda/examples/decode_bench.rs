@@ -3,7 +3,7 @@
 //!
 //! `decode_bench [--layers N] [--quant q2|q4] [--prompt N] [--tokens N] [--gpu N] [--model PATH]
 //! [--numerics plain,official] [--official] [--decode graph,eager,chunk] [--no-graph]
-//! [--host-experts]`
+//! [--host-experts] [--profile]`
 //!
 //! Without `--model`, it writes the synthetic file (what `dsv4 synth --preset flash --layers N
 //! --quant q2` writes) to a temporary folder first, then runs every combination of the listed
@@ -12,10 +12,12 @@
 //! each on a fresh state. Greedy decode: each step feeds the previous step's argmax; the time
 //! of a step is host wall time around `GpuModel::forward` (upload of the token, the launches
 //! or the graph replay, the logits download). Reported per combination: median and mean over
-//! the decode steps after the prompt (which runs in chunks of 16; its rate is printed too),
+//! the decode steps after the prompt (which runs in chunks; its rate is printed too),
 //! the first step's time (it captures the graph), kernel launches per token and per layer,
 //! and whether the greedy tokens equal the first combination's of the same numerics.
 //! `--host-experts` makes the chunk path read the chosen experts back to the host (v2).
+//! `--profile` then runs the prompt once more with every operation timed on its own (a
+//! synchronization around each, so small operations read high) and prints where the time goes.
 //!
 //! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
 //! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
@@ -40,6 +42,7 @@ struct Args {
     numerics: Vec<Numerics>,
     decode: Vec<Decode>,
     host_experts: bool,
+    profile: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -53,6 +56,7 @@ fn parse() -> Result<Args, String> {
         numerics: vec![Numerics::Plain],
         decode: vec![Decode::Graph],
         host_experts: false,
+        profile: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,6 +96,7 @@ fn parse() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "--host-experts" => a.host_experts = true,
+            "--profile" => a.profile = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -182,7 +187,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             };
             println!("tokens {num:?} {decode:?}: {chosen:?}");
             println!(
-                "layers {} ({}, {num:?}, {decode:?}{}), prompt {} tokens: {:.1} t/s in chunks of 16; decode {} tokens: median {:.3} ms ({:.1} t/s), mean {:.3} ms, first {:.1} ms, {:.3} ms per layer; {} kernels per token ({:.1} per layer); greedy: {same}",
+                "layers {} ({}, {num:?}, {decode:?}{}), prompt {} tokens: {:.1} t/s; decode {} tokens: median {:.3} ms ({:.1} t/s), mean {:.3} ms, first {:.1} ms, {:.3} ms per layer; {} kernels per token ({:.1} per layer); greedy: {same}",
                 model.cfg.n_layer,
                 a.mix.name(),
                 if a.host_experts && decode == Decode::Chunk { ", host experts" } else { "" },
@@ -204,6 +209,22 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("|---:|---|---|---:|---:|---:|---:|");
     for row in table {
         println!("{row}");
+    }
+    if a.profile {
+        let num = a.numerics[0];
+        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts });
+        let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
+        gm.set_profiling(true);
+        let t = std::time::Instant::now();
+        gm.forward(&mut st, &prompt, num)?;
+        let wall = t.elapsed().as_secs_f64();
+        let prof = gm.profile();
+        gm.set_profiling(false);
+        let total: f64 = prof.iter().map(|p| p.2).sum();
+        println!("profiled prompt ({num:?}): {:.1} ms wall, {:.1} ms in {} labelled operations", wall * 1e3, total * 1e3, prof.iter().map(|p| p.1).sum::<u64>());
+        for (label, calls, secs) in prof.iter().take(30) {
+            println!("{:>9.3} ms {:>5.1}% {calls:>6}x  {label}", secs * 1e3, 100.0 * secs / total.max(1e-12));
+        }
     }
     Ok(())
 }

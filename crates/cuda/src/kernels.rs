@@ -19,6 +19,11 @@ pub const MATVEC: KernelSource = KernelSource {
     code: include_str!("quant/matvec.cu"),
 };
 
+pub const MATMUL: KernelSource = KernelSource {
+    path: "quant/matmul.cu",
+    code: include_str!("quant/matmul.cu"),
+};
+
 pub const UTIL: KernelSource = KernelSource {
     path: "util.cu",
     code: include_str!("util.cu"),
@@ -37,6 +42,11 @@ pub const MODEL_ATTENTION: KernelSource = KernelSource {
 pub const MODEL_COMPRESSOR: KernelSource = KernelSource {
     path: "model/compressor.cu",
     code: include_str!("model/compressor.cu"),
+};
+
+pub const MODEL_CHUNK: KernelSource = KernelSource {
+    path: "model/chunk.cu",
+    code: include_str!("model/chunk.cu"),
 };
 
 pub const MODEL_MOE: KernelSource = KernelSource {
@@ -60,16 +70,19 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
     ),
     (MODEL_ATTENTION, &["attend", "attend_step", "index_scores", "index_scores_step", "topk_mask", "topk_mask_step"]),
     (MODEL_COMPRESSOR, &["comp_push", "comp_push_step"]),
+    (MODEL_CHUNK, &["comp_chunk", "comp_frontier", "copy_f32", "ring_push", "attend_chunk", "index_scores_chunk", "topk_mask_chunk"]),
     (MODEL_MOE, &["route"]),
     (MODEL_NUMERICS, &["quant_q8_0", "quant_q8_k", "kv_round", "kv_round_step", "index_round", "index_round_step"]),
 ];
 
 pub const ALL_SOURCES: &[KernelSource] = &[
     MATVEC,
+    MATMUL,
     UTIL,
     MODEL_OPS,
     MODEL_ATTENTION,
     MODEL_COMPRESSOR,
+    MODEL_CHUNK,
     MODEL_MOE,
     MODEL_NUMERICS,
 ];

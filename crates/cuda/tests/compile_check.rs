@@ -46,14 +46,21 @@ fn matvec_cubin_defines_every_kernel_the_host_launches() {
     else {
         return;
     };
-    let cubin = nvrtc::compile(&dsv4_cuda::kernels::MATVEC, 90).unwrap();
-    for name in dsv4_cuda::quant::matvec::kernel_names() {
-        // Symbol names are NUL-terminated strings in the ELF string table.
-        let needle = format!("\0{name}\0");
-        assert!(
-            cubin.windows(needle.len()).any(|w| w == needle.as_bytes()),
-            "kernel {name} is not defined by quant/matvec.cu"
-        );
+    let sets = [
+        (dsv4_cuda::kernels::MATVEC, dsv4_cuda::quant::matvec::kernel_names()),
+        (dsv4_cuda::kernels::MATMUL, dsv4_cuda::quant::matmul::kernel_names()),
+    ];
+    for (src, names) in sets {
+        let cubin = nvrtc::compile(&src, 90).unwrap();
+        for name in names {
+            // Symbol names are NUL-terminated strings in the ELF string table.
+            let needle = format!("\0{name}\0");
+            assert!(
+                cubin.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "kernel {name} is not defined by {}",
+                src.path
+            );
+        }
     }
 }
 

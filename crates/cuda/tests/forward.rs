@@ -120,6 +120,34 @@ fn chunked_prefill_matches_token_by_token_and_the_cpu() {
     assert!(rel_l2(&last, &cpu[36]) <= REL_L2_TOL);
 }
 
+/// Prefill in uneven pieces (the chunk path of the attention starting from a state that
+/// earlier pieces left: a partial compressor window, a ring from before the chunk, a
+/// ratio-128 row completed across pieces, indexer masks per token) against token-by-token
+/// decode and the CPU.
+#[test]
+fn uneven_pieces_match_token_by_token_and_the_cpu() {
+    let n = 150;
+    let Some((gpu, gm, mut st)) = setup("uneven_pieces_match_token_by_token_and_the_cpu", n as u64) else {
+        return;
+    };
+    let m = model();
+    let toks = prompt(n);
+    let cpu = m.forward(&mut m.new_state(), &toks, true, Numerics::Plain).unwrap();
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    for len in [1, 2, 13, 40, 94] {
+        pieces.extend(gm.forward_all(&mut st, &toks[at..at + len], Numerics::Plain).unwrap());
+        at += len;
+    }
+    assert_eq!(at, n);
+    let mut st1 = gm.new_state(&gpu, n as u64).unwrap();
+    let single: Vec<Vec<f32>> = toks.iter().map(|&t| gm.forward(&mut st1, &[t], Numerics::Plain).unwrap()).collect();
+    let (wc, pc) = worst(&pieces, &cpu);
+    let (ws, ps) = worst(&pieces, &single);
+    eprintln!("pieces 1,2,13,40,94 vs CPU: max relative L2 {wc:.3e} (position {pc}); vs GPU token by token {ws:.3e} (position {ps})");
+    assert!(wc <= REL_L2_TOL && ws <= REL_L2_TOL);
+}
+
 /// Official numerics against the CPU's official path. The kernels are bit-exact
 /// (`official_kernels_match_the_cpu_bit_for_bit`), but their inputs differ from the CPU's by
 /// f32 rounding as in the plain path, and a quantizer sitting on a rounding tie turns that

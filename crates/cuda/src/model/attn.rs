@@ -1,11 +1,13 @@
-//! The attention sublayer of one chunk: the projections of every token at once, then, token
-//! by token in order, the steps that read what earlier tokens left in the state (raw-window
-//! push, compressors, indexer, attention), then the output projection of every token.
+//! The attention sublayer of one chunk: the projections of every token at once, then the
+//! steps that read what earlier tokens left in the state (raw-window push, compressors,
+//! indexer, attention), for a chunk of several tokens in a few launches (`attn_chunk.rs`),
+//! otherwise token by token in order, then the output projection of every token.
 //!
 //! The raw window is a ring of `sliding_window` rows and a chunk may be longer than the
 //! window (the test model's is 8), so each token's KV row enters the ring just before its own
 //! attention, never earlier.
 
+use super::attn_chunk::ChunkInputs;
 use super::forward::{attend_smem, Pass, ATTEND_THREADS, BLOCK};
 use super::state::{comp_rows, Frontier, GpuState};
 use super::weights::Layer;
@@ -88,62 +90,67 @@ impl GpuModel {
 
         let window = c.sliding_window;
         let o = self.ptr(&s.o);
-        for t in 0..n {
-            let pos = pos0 + t as u64;
-            // This token's KV row enters the ring.
-            let slot = self.ptr(&ls.raw) + ((pos % window as u64) as usize * d * 4) as u64;
-            self.norm_rope(f4(kv, t * d), slot, self.ptr(&lw.kv_norm), 1, d, true, freqs, n_pairs, pos, 1, d)?;
-            if p.official() {
-                self.kv_round(slot)?;
-            }
-            // Compressors: a row emitted by this token is visible to it.
-            let n_comp = (pos + 1).checked_div(ratio).unwrap_or(0) as usize;
-            let emits = ratio != 0 && pos % ratio == ratio - 1;
-            if let (Some(cw), Some((rows, f))) = (&lw.comp, &ls.comp) {
-                let row = if emits { self.ptr(rows) + ((n_comp - 1) * d * 4) as u64 } else { 0 };
-                self.comp_push(f, f4(ckv, t * width), f4(csc, t * width), self.ptr(&cw.ape), lw.kind, width, pos, row, self.ptr(&cw.norm), freqs)?;
-                if emits && p.official() {
-                    self.kv_round(row)?;
+        if self.chunk_attention_fits(st, il, p) {
+            let xin = ChunkInputs { q, kv, ckv, csc, ikv, isc, iq, iw: iwp, o };
+            self.attention_chunk(st, il, p, &xin, scoring)?;
+        } else {
+            for t in 0..n {
+                let pos = pos0 + t as u64;
+                // This token's KV row enters the ring.
+                let slot = self.ptr(&ls.raw) + ((pos % window as u64) as usize * d * 4) as u64;
+                self.norm_rope(f4(kv, t * d), slot, self.ptr(&lw.kv_norm), 1, d, true, freqs, n_pairs, pos, 1, d)?;
+                if p.official() {
+                    self.kv_round(slot)?;
                 }
-            }
-            let mut mask = 0u64;
-            if let (Some(iw), Some((rows, f))) = (&lw.indexer, &ls.index) {
-                let row = if emits { self.ptr(rows) + ((n_comp - 1) * id * 4) as u64 } else { 0 };
-                self.comp_push(f, f4(ikv, t * iwidth), f4(isc, t * iwidth), self.ptr(&iw.comp.ape), lw.kind, iwidth, pos, row, self.ptr(&iw.comp.norm), freqs)?;
-                if emits && p.official() {
-                    self.index_round(row, 1)?;
+                // Compressors: a row emitted by this token is visible to it.
+                let n_comp = (pos + 1).checked_div(ratio).unwrap_or(0) as usize;
+                let emits = ratio != 0 && pos % ratio == ratio - 1;
+                if let (Some(cw), Some((rows, f))) = (&lw.comp, &ls.comp) {
+                    let row = if emits { self.ptr(rows) + ((n_comp - 1) * d * 4) as u64 } else { 0 };
+                    self.comp_push(f, f4(ckv, t * width), f4(csc, t * width), self.ptr(&cw.ape), lw.kind, width, pos, row, self.ptr(&cw.norm), freqs)?;
+                    if emits && p.official() {
+                        self.kv_round(row)?;
+                    }
                 }
-                if n_comp > c.indexer_top_k {
-                    let score = self.ptr(&s.iscore);
-                    let scale = 1.0 / ((id * ih) as f32).sqrt();
-                    let args = [P(f4(iq, t * ih * id)), P(f4(iwp, t * ih)), F(scale), P(self.ptr(rows)), I(n_comp as i32), I(ih as i32), I(id as i32), P(score)];
-                    self.launch("index_scores", ((n_comp * 32).div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
-                    mask = self.ptr(&s.mask);
-                    let args = [P(score), I(n_comp as i32), I(c.indexer_top_k as i32), P(mask)];
-                    self.launch("topk_mask", (n_comp.div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
+                let mut mask = 0u64;
+                if let (Some(iw), Some((rows, f))) = (&lw.indexer, &ls.index) {
+                    let row = if emits { self.ptr(rows) + ((n_comp - 1) * id * 4) as u64 } else { 0 };
+                    self.comp_push(f, f4(ikv, t * iwidth), f4(isc, t * iwidth), self.ptr(&iw.comp.ape), lw.kind, iwidth, pos, row, self.ptr(&iw.comp.norm), freqs)?;
+                    if emits && p.official() {
+                        self.index_round(row, 1)?;
+                    }
+                    if n_comp > c.indexer_top_k {
+                        let score = self.ptr(&s.iscore);
+                        let scale = 1.0 / ((id * ih) as f32).sqrt();
+                        let args = [P(f4(iq, t * ih * id)), P(f4(iwp, t * ih)), F(scale), P(self.ptr(rows)), I(n_comp as i32), I(ih as i32), I(id as i32), P(score)];
+                        self.launch("index_scores", ((n_comp * 32).div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
+                        mask = self.ptr(&s.mask);
+                        let args = [P(score), I(n_comp as i32), I(c.indexer_top_k as i32), P(mask)];
+                        self.launch("topk_mask", (n_comp.div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
+                    }
                 }
-            }
-            debug_assert!(n_comp <= comp_rows(lw.kind, st.capacity));
+                debug_assert!(n_comp <= comp_rows(lw.kind, st.capacity));
 
-            let n_raw = (pos + 1).min(window as u64) as usize;
-            let comp = ls.comp.as_ref().map_or(0, |(rows, _)| self.ptr(rows));
-            let args = [
-                P(f4(q, t * nh * d)),
-                P(self.ptr(&ls.raw)),
-                I(window as i32),
-                L(pos as i64),
-                I(n_raw as i32),
-                P(comp),
-                I(n_comp as i32),
-                P(mask),
-                P(self.ptr(&lw.sinks)),
-                P(self.ptr(&s.att)),
-                P(f4(o, t * nh * d)),
-                I(d as i32),
-                P(freqs),
-                I(n_pairs as i32),
-            ];
-            self.launch("attend", (nh, 1), ATTEND_THREADS, attend_smem(d), &args)?;
+                let n_raw = (pos + 1).min(window as u64) as usize;
+                let comp = ls.comp.as_ref().map_or(0, |(rows, _)| self.ptr(rows));
+                let args = [
+                    P(f4(q, t * nh * d)),
+                    P(self.ptr(&ls.raw)),
+                    I(window as i32),
+                    L(pos as i64),
+                    I(n_raw as i32),
+                    P(comp),
+                    I(n_comp as i32),
+                    P(mask),
+                    P(self.ptr(&lw.sinks)),
+                    P(self.ptr(&s.att)),
+                    P(f4(o, t * nh * d)),
+                    I(d as i32),
+                    P(freqs),
+                    I(n_pairs as i32),
+                ];
+                self.launch("attend", (nh, 1), ATTEND_THREADS, attend_smem(d), &args)?;
+            }
         }
 
         // Grouped low-rank output: each group of heads through its own slice of out_a.

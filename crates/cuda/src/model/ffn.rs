@@ -4,19 +4,22 @@
 //! token's sum of its parts in selection order (the CPU's order, so chunking never changes
 //! which values are added, only the matvec's rounding).
 //!
-//! Chunks of up to `CHUNK / used` tokens (decode) skip the host: the expert products read the
-//! routing's choices from device memory, one launch per projection over every (token, pick)
-//! slot, each slot's output in its own part (see `quant/experts.rs`). Longer chunks read the
-//! choices back once per layer and run each chosen expert once for all its tokens.
+//! Chunks of up to `MAX_BATCH / used` tokens (decode) skip the host: the expert products read
+//! the routing's choices from device memory, one launch per projection over every (token,
+//! pick) slot, each slot's output in its own part (see `quant/experts.rs`). Longer chunks read
+//! the choices back once per layer and run each chosen expert once for all its tokens: under
+//! the official numerics every expert of the layer in one tensor-core launch per projection
+//! (rows gathered by expert, a table of 16- or 64-token tiles), otherwise one expert at a
+//! time.
 
 use super::forward::{Pass, BLOCK};
-use super::state::{GpuState, CHUNK};
+use super::state::{act_stride, GpuState, CHUNK};
 use super::weights::{Layer, Route};
 use super::{Arg, GpuModel};
 use crate::error::{CudaError, Result};
-use super::state::act_stride;
+use crate::quant::matmul::{self, expert_tiles};
 use crate::quant::matvec::act_bytes;
-use crate::quant::{DeviceMatrix, ExpertSlots, Matvec};
+use crate::quant::{DeviceMatrix, ExpertSlots, Matvec, MAX_BATCH};
 use dsv4_model::Numerics;
 use dsv4_gguf::GgmlType;
 use Arg::{F, I, L, P};
@@ -63,15 +66,20 @@ impl GpuModel {
         let args = [P(rlog), I(c.n_expert as i32), I(used as i32), P(bias), P(table), P(toks), F(c.expert_weights_scale), P(sel), P(wts), P(0)];
         self.launch("route", (n, 1), BLOCK, 0, &args)?;
         let stacked = [&lw.gate, &lw.up, &lw.down].iter().all(|m| Matvec::experts_stacked(m));
-        if stacked && n * used <= CHUNK && !self.opts.host_experts {
+        if stacked && n * used <= MAX_BATCH && !self.opts.host_experts {
             return self.experts_on_device(st, lw, n, num);
         }
-        let experts = self.chosen(st, lw, p)?;
+        let experts = self.timed(|| "routing read-back".into(), || self.chosen(st, lw, p))?;
 
         // Which (token, pick) each expert serves, in token order.
         let mut users: Vec<Vec<(usize, usize)>> = vec![Vec::new(); c.n_expert];
         for (i, &xid) in experts.iter().enumerate() {
             users[xid].push((i / used, i % used));
+        }
+        let tensor_cores = [&lw.gate, &lw.up, &lw.down].iter().all(|m| m.first().is_some_and(|w| matmul::supports(w.ty())));
+        if p.official() && stacked && tensor_cores && !self.opts.host_experts {
+            self.experts_grouped(st, lw, &users)?;
+            return self.shared_and_sum(st, lw, n, num);
         }
         // Experts serving several tokens gather and scatter through index lists, uploaded
         // once per layer: token rows, then route-weight slots, then part slots.
@@ -118,6 +126,59 @@ impl GpuModel {
         self.shared_and_sum(st, lw, n, num)
     }
 
+    /// Every chosen expert of the layer under the official numerics, one tensor-core launch per
+    /// projection: the (token, pick) rows gathered expert by expert (`users` in expert order),
+    /// quantized once per projection, multiplied tile by tile (each tile one expert's rows),
+    /// and the down products scattered to their parts.
+    fn experts_grouped(&self, st: &mut GpuState, lw: &Layer, users: &[Vec<(usize, usize)>]) -> Result<()> {
+        let c = &self.cfg;
+        let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
+        let rows: Vec<(usize, usize)> = users.iter().flatten().copied().collect();
+        let total = rows.len();
+        if total == 0 {
+            return Ok(());
+        }
+        let mut groups = Vec::new();
+        let mut off = 0;
+        for (xid, us) in users.iter().enumerate().filter(|(_, u)| !u.is_empty()) {
+            groups.push((xid, off, us.len()));
+            off += us.len();
+        }
+        // Wide tiles only when experts serve many tokens each (few experts, or a hot one):
+        // a narrow tile wastes less of the MMA on short groups.
+        let bn = if total >= 48 * groups.len() { 64 } else { 16 };
+        let tiles = expert_tiles(&groups, bn);
+        // Token rows (gather), route-weight slots (SwiGLU), part slots (scatter), tiles.
+        let mut idx: Vec<i32> = rows.iter().map(|&(t, _)| t as i32).collect();
+        idx.extend(rows.iter().map(|&(t, k)| (t * used + k) as i32));
+        idx.extend(rows.iter().map(|&(t, k)| (k * CHUNK + t) as i32));
+        idx.extend_from_slice(&tiles);
+        if idx.len() > st.s.idx.len() || total > CHUNK * used {
+            return Err(CudaError::Shape(format!("{total} expert rows and {} tiles exceed the scratch", tiles.len() / 3)));
+        }
+        self.stream.memcpy_htod(&idx, &mut st.s.idx.cuda_slice_mut().slice_mut(..idx.len()))?;
+        let s = &st.s;
+        let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
+        let (x, wts) = (self.ptr(&s.x), self.ptr(&s.wts));
+        let (g, u, h, parts, xg, dn, ip) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts), self.ptr(&s.xg), self.ptr(&s.dn), self.ptr(&s.idx));
+        let (tp, nt, stride) = (f4(ip, 3 * total), tiles.len() / 3, act_stride(c));
+        self.launch("gather_rows", (e.div_ceil(BLOCK), total), BLOCK, 0, &[P(x), P(ip), I(e as i32), P(xg)])?;
+        let acts = self.quantize(st, &lw.gate[0], xg, e, total)?;
+        // SAFETY (the three products): the tiles name experts below n_expert and rows below
+        // `total`, whose activation rows (`stride` bytes) and outputs (g/u: ffn floats, dn: e
+        // floats) the scratch holds for CHUNK × used rows; outputs are apart from inputs.
+        let label = |w: &DeviceMatrix| format!("matmul experts {} {}x{} n{bn}", w.ty(), w.rows(), w.cols());
+        self.timed(|| label(&lw.gate[0]), || unsafe { self.mt.run_tiles_raw(&lw.gate, tp, nt, bn, acts, stride, g, ffn) })?;
+        let acts = if lw.up[0].ty() == lw.gate[0].ty() { acts } else { self.quantize(st, &lw.up[0], xg, e, total)? };
+        self.timed(|| label(&lw.up[0]), || unsafe { self.mt.run_tiles_raw(&lw.up, tp, nt, bn, acts, stride, u, ffn) })?;
+        // The route weight scales the SwiGLU output, before the down projection.
+        let args = [P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(wts), P(f4(ip, total))];
+        self.launch("swiglu", (ffn.div_ceil(BLOCK), total), BLOCK, 0, &args)?;
+        let acts = self.quantize(st, &lw.down[0], h, ffn, total)?;
+        self.timed(|| label(&lw.down[0]), || unsafe { self.mt.run_tiles_raw(&lw.down, tp, nt, bn, acts, stride, dn, e) })?;
+        self.launch("scatter_rows", (e.div_ceil(BLOCK), total), BLOCK, 0, &[P(dn), P(f4(ip, 2 * total)), I(e as i32), P(parts)])
+    }
+
     /// The routed experts read from the routing's output on the device (no host round trip):
     /// slot `t · used + k` is pick k of token t; gate and up products into rows of `g` and
     /// `u`, the weighted SwiGLU into `h`, the down products into the parts.
@@ -146,7 +207,7 @@ impl GpuModel {
         let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
         if num == Numerics::Plain || float {
             // SAFETY: the slots address the state's scratch rows, sized for CHUNK rows of the
-            // largest layer (n · used <= CHUNK checked by the caller); sel holds the slots'
+            // largest layer (n · used <= MAX_BATCH checked by the caller); sel holds the slots'
             // ids; outputs are apart from inputs.
             self.counted(1);
             return unsafe { self.mv.run_experts_raw(ws, sl, x, xs * 4, false, y, ys) };

@@ -14,8 +14,12 @@ use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::{act_bytes, dev_addr};
-use crate::quant::DeviceMatrix;
+use crate::quant::{matmul, DeviceMatrix, MAX_BATCH};
 use Arg::{F, I, L, P};
+
+/// Fewest tokens a quantized product runs on the tensor cores under the official numerics:
+/// from two tokens on, one matmul launch (weights read once) beats a matvec per token.
+pub(super) const MATMUL_MIN_TOKENS: usize = 2;
 
 /// Threads of the small kernels (reductions over up to a few thousand values).
 pub(super) const BLOCK: usize = 256;
@@ -151,37 +155,74 @@ impl GpuModel {
 
     pub(super) fn launch(&self, name: &str, grid: (usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
         self.counted(1);
-        self.k.launch(&self.stream, name, grid, block, smem, args)
+        self.timed(|| name.to_string(), || self.k.launch(&self.stream, name, grid, block, smem, args))
     }
 
     /// `y_t = W x_t` for `n` tokens (strides in f32 elements) under `num`: with the official
     /// numerics a quantized `W` takes each token's `x` quantized the CPU's way (Q8_0-like
     /// blocks for Q8_0, Q8_K for the k- and i-quants), float weights take f32 either way.
+    /// Several tokens under the official numerics go through the tensor-core matmul (one
+    /// launch, the CPU's results bit for bit); float weights over several tokens through the
+    /// f32 many-token kernel (one launch); the plain quantized products run [`MAX_BATCH`]
+    /// tokens per launch.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn mm(&self, st: &GpuState, num: Numerics, w: &DeviceMatrix, x: u64, xs: usize, n: usize, y: u64, ys: usize) -> Result<()> {
         let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
-        if num == Numerics::Plain || float {
-            // SAFETY: every caller passes addresses inside the model's or the state's
-            // buffers, sized for the matrix and the chunk by construction (state.rs sizes
-            // scratch from the config the matrices were checked against when bound), with
-            // outputs apart from inputs.
+        let label = |what: &str| format!("{what} {} {}x{}", w.ty(), w.rows(), w.cols());
+        if float && n >= MATMUL_MIN_TOKENS {
+            // SAFETY: as below.
             self.counted(1);
-            return unsafe { self.mv.run_batch_raw(w, x, xs, n, y, ys) };
+            return self.timed(|| label("matmul_f"), || unsafe { self.mt.run_float_raw(w, x, xs, n, y, ys) });
         }
+        if num == Numerics::Plain || float {
+            return self.timed(
+                || label("matvec"),
+                || {
+                    for t0 in (0..n).step_by(MAX_BATCH) {
+                        self.counted(1);
+                        let (xa, ya) = (x + (t0 * xs * 4) as u64, y + (t0 * ys * 4) as u64);
+                        // SAFETY: every caller passes addresses inside the model's or the
+                        // state's buffers, sized for the matrix and the chunk by construction
+                        // (state.rs sizes scratch from the config the matrices were checked
+                        // against when bound), with outputs apart from inputs.
+                        unsafe { self.mv.run_batch_raw(w, xa, xs, MAX_BATCH.min(n - t0), ya, ys)? };
+                    }
+                    Ok(())
+                },
+            );
+        }
+        let acts = self.quantize(st, w, x, xs, n)?;
         let stride = act_stride(&self.cfg);
-        if act_bytes(w.ty(), w.cols())? > stride {
-            return Err(CudaError::Shape(format!("{} columns exceed the activation scratch", w.cols())));
+        if n >= MATMUL_MIN_TOKENS && matmul::supports(w.ty()) {
+            self.counted(1);
+            // SAFETY: as above; the activation scratch holds `n` rows of `stride` bytes.
+            return self.timed(|| label("matmul"), || unsafe { self.mt.run_raw(w, acts, stride, n, y, ys) });
+        }
+        self.timed(
+            || label("matvec_q"),
+            || {
+                self.counted(n as u64);
+                for t in 0..n {
+                    // SAFETY: as above; the activation scratch holds CHUNK tokens of `stride`
+                    // bytes, checked to cover this matrix's activations.
+                    unsafe { self.mv.run_q_raw(w, acts + (t * stride) as u64, y + (t * ys * 4) as u64)? };
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Quantizes `n` rows of `x` (`xs` floats apart) for `w`'s type into the activation
+    /// scratch, [`act_stride`] bytes per row; returns its address.
+    pub(super) fn quantize(&self, st: &GpuState, w: &DeviceMatrix, x: u64, xs: usize, n: usize) -> Result<u64> {
+        let stride = act_stride(&self.cfg);
+        if act_bytes(w.ty(), w.cols())? > stride || n * stride > st.s.acts.len() {
+            return Err(CudaError::Shape(format!("{n} rows of {} columns exceed the activation scratch", w.cols())));
         }
         let acts = self.ptr(&st.s.acts);
         let (kernel, blk) = if w.ty() == GgmlType::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
         self.launch(kernel, (w.cols() / blk, n), blk, 0, &[P(x), L(xs as i64), P(acts), L(stride as i64)])?;
-        self.counted(n as u64);
-        for t in 0..n {
-            // SAFETY: as above; the activation scratch holds CHUNK tokens of `stride` bytes,
-            // checked to cover this matrix's activations.
-            unsafe { self.mv.run_q_raw(w, acts + (t * stride) as u64, y + (t * ys * 4) as u64)? };
-        }
-        Ok(())
+        Ok(acts)
     }
 
     /// The HC read-out (`hc_pre` in ops.cu) of `n` tokens into `out`, normed by `norm`; each

@@ -4,9 +4,9 @@
 //! [`GpuModel::load`] uploads a loaded [`Model`](dsv4_model::Model)'s weights once, in their
 //! GGUF layouts; [`GpuModel::new_state`] makes a session ([`GpuState`]: the raw windows,
 //! compressed rows and compressor frontiers of every layer, plus scratch), and
-//! [`GpuModel::forward`] feeds it tokens, in chunks of up to [`MAX_BATCH`](crate::MAX_BATCH):
-//! per layer the weight products of a chunk read each matrix once (tokens grouped by expert
-//! in the MoE), while the steps that depend on earlier tokens (raw-window push, compressors,
+//! [`GpuModel::forward`] feeds it tokens, in chunks of up to 256 (`state::CHUNK`): per layer
+//! the weight products of a chunk read each matrix once (tokens grouped by expert in the MoE,
+//! every expert in one launch under the official numerics), while the steps that depend on earlier tokens (raw-window push, compressors,
 //! indexer, attention) run token by token in order. `model/io.rs` moves states to and from
 //! the CPU types (checkpoints, rewinds, forks, the disk cache).
 //!
@@ -25,6 +25,7 @@
 //! logits download. [`DecodeOptions`] selects the path.
 
 mod attn;
+mod attn_chunk;
 mod ffn;
 mod forward;
 mod io;
@@ -35,7 +36,8 @@ mod weights;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use dsv4_model::ModelConfig;
@@ -43,9 +45,9 @@ use dsv4_model::ModelConfig;
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::kernels::MODEL_KERNELS;
-use crate::quant::Matvec;
+use crate::quant::{Matmul, Matvec};
 
-pub use state::GpuState;
+pub use state::{GpuState, CHUNK as PREFILL_CHUNK};
 use weights::Layer;
 
 /// How single-token calls run.
@@ -75,6 +77,8 @@ pub struct GpuModel {
     cfg: ModelConfig,
     stream: Arc<CudaStream>,
     mv: Matvec,
+    /// Tensor-core products of many tokens (official numerics).
+    mt: Matmul,
     k: Kernels,
     w: weights::Globals,
     layers: Vec<Layer>,
@@ -87,6 +91,8 @@ pub struct GpuModel {
     id: u64,
     /// Kernels queued so far (both kinds: the model's and the matvec's), for launch counts.
     launches: AtomicU64,
+    /// Per-operation times while profiling (benchmarks only; see [`GpuModel::set_profiling`]).
+    prof: Mutex<Option<HashMap<String, (u64, f64)>>>,
 }
 
 /// Source of [`GpuModel::id`].
@@ -168,5 +174,47 @@ impl GpuModel {
 
     fn counted(&self, n: u64) {
         self.launches.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Turns per-operation profiling on (clearing what was gathered) or off. While on, every
+    /// kernel launch and weight product synchronizes the stream before and after itself and
+    /// adds its host wall time to its label: a breakdown for benchmarks, at the cost of a
+    /// synchronization per operation (small operations read high).
+    pub fn set_profiling(&self, on: bool) {
+        if let Ok(mut p) = self.prof.lock() {
+            *p = on.then(HashMap::new);
+        }
+    }
+
+    /// What profiling gathered: (label, calls, seconds), longest first.
+    pub fn profile(&self) -> Vec<(String, u64, f64)> {
+        let mut v: Vec<(String, u64, f64)> = self
+            .prof
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().map(|m| m.iter().map(|(k, &(n, t))| (k.clone(), n, t)).collect()))
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+
+    /// Runs `f`, timed under `label()` while profiling.
+    fn timed<R>(&self, label: impl FnOnce() -> String, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        if !self.prof.lock().is_ok_and(|p| p.is_some()) {
+            return f();
+        }
+        self.stream.synchronize()?;
+        let t = Instant::now();
+        let r = f()?;
+        self.stream.synchronize()?;
+        let dt = t.elapsed().as_secs_f64();
+        if let Ok(mut p) = self.prof.lock() {
+            if let Some(m) = p.as_mut() {
+                let e = m.entry(label()).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += dt;
+            }
+        }
+        Ok(r)
     }
 }

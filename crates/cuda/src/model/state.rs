@@ -34,12 +34,17 @@ pub(super) struct LayerState {
     pub index: Option<(DeviceBuffer<f32>, Frontier)>,
 }
 
-/// Tokens one pass over the layers carries (the batched matvec's limit): every per-token
-/// intermediate below holds this many, one after another.
-pub(super) const CHUNK: usize = crate::quant::MAX_BATCH;
+/// Tokens one pass over the layers carries: every per-token intermediate below holds this
+/// many, one after another. Each weight matrix is read once per chunk, so a long chunk turns
+/// prefill's products into matrix products (`quant/matmul.cu` under the official numerics;
+/// the plain path runs them [`MAX_BATCH`](crate::MAX_BATCH) tokens at a time). 256 tokens
+/// keep a session's scratch near 300 MB on the Flash shapes (the largest parts: the chunk's
+/// logits, 132 MB, and the gathered expert rows, `used` per token).
+pub const CHUNK: usize = 256;
 
 /// Intermediates of one chunk, sized for the largest layer. Per-token buffers hold [`CHUNK`]
-/// vectors; `iscore`, `mask` and `att` serve one token at a time (attention runs in order).
+/// vectors; `att` serves one token at a time, `iscore` and `mask` one token at a time on the
+/// per-token path and one row per token ([`mask_stride`] apart) on the chunk path.
 pub(super) struct Scratch {
     /// The chunk's token ids (hash routing, embedding).
     pub toks: DeviceBuffer<i32>,
@@ -49,6 +54,11 @@ pub(super) struct Scratch {
     pub qr: DeviceBuffer<f32>,
     pub q: DeviceBuffer<f32>,
     pub kv: DeviceBuffer<f32>,
+    /// The chunk's KV rows as the ring would hold them (chunk path of the attention).
+    pub kvn: DeviceBuffer<f32>,
+    /// A compressor frontier being rebuilt (values, scores), the largest of any layer.
+    pub fkv: DeviceBuffer<f32>,
+    pub fsc: DeviceBuffer<f32>,
     /// Compressor projections and scores.
     pub ckv: DeviceBuffer<f32>,
     pub csc: DeviceBuffer<f32>,
@@ -66,7 +76,8 @@ pub(super) struct Scratch {
     pub rlog: DeviceBuffer<f32>,
     pub sel: DeviceBuffer<i32>,
     pub wts: DeviceBuffer<f32>,
-    /// Expert inputs gathered by expert, and their down projections before the scatter.
+    /// Expert inputs gathered by expert, and their down projections before the scatter
+    /// (`CHUNK × used` rows, as `g`, `u`, `h`: every (token, pick) of a chunk at once).
     pub xg: DeviceBuffer<f32>,
     pub dn: DeviceBuffer<f32>,
     pub g: DeviceBuffer<f32>,
@@ -74,9 +85,11 @@ pub(super) struct Scratch {
     pub h: DeviceBuffer<f32>,
     /// `(used + 1) × CHUNK × n_embd`: part p of token t at `(p · CHUNK + t) · n_embd`.
     pub parts: DeviceBuffer<f32>,
-    /// Gather/scatter indices of one layer's expert groups.
+    /// Gather/scatter indices of one layer's expert groups, then the tile table of their
+    /// grouped products ([`idx_len`]).
     pub idx: DeviceBuffer<i32>,
-    /// Quantized activations (official numerics), [`act_stride`] bytes per token.
+    /// Quantized activations (official numerics), [`act_stride`] bytes per row, one row per
+    /// (token, pick) of a chunk.
     pub acts: DeviceBuffer<u8>,
     pub logits: DeviceBuffer<f32>,
     /// The decode step's per-token values: [token id, position] (`model/step.rs`).
@@ -104,6 +117,36 @@ fn max_cols(c: &ModelConfig) -> usize {
 pub(super) fn act_stride(c: &ModelConfig) -> usize {
     let n = max_cols(c);
     (n.div_ceil(32) * 36).max(n.div_ceil(256) * 292).next_multiple_of(16)
+}
+
+/// Most floats of queries and scores (per head: head_dim + window rows + compressed rows) the
+/// chunk path's attention keeps in shared memory, under the default 48 KiB less room for the
+/// kernel's static reduction slots (dynamic plus static over 48 KiB fails the launch): a block serves as
+/// many heads as fit, and a layer whose one head does not fit (a ratio-4 layer beyond ~45K
+/// tokens on the Flash shapes) falls back to the per-token path.
+pub(super) const CHUNK_ATT_FLOATS: usize = 12 * 1024 - 64;
+
+/// Bytes between the tokens' indexer masks on the chunk path.
+pub(super) fn mask_stride(c: &ModelConfig, capacity: u64) -> usize {
+    let most_rows = c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0);
+    most_rows.min(CHUNK_ATT_FLOATS)
+}
+
+/// Floats of the largest compressor frontier (values or scores).
+fn frontier_len(c: &ModelConfig) -> usize {
+    let slots = |k: LayerKind| if k == LayerKind::Csa { 2 * k.ratio() as usize } else { k.ratio() as usize };
+    c.layer_kinds
+        .iter()
+        .map(|&k| slots(k) * k.compressor_lanes() * c.head_dim.max(c.indexer_head_dim))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Length of [`Scratch::idx`]: three index lists over `CHUNK × used` rows, then at most one
+/// 3-value tile per 16 rows plus one per expert (each expert's last, partial tile).
+pub(super) fn idx_len(c: &ModelConfig) -> usize {
+    let rows = CHUNK * c.n_expert_used;
+    3 * rows + 3 * (rows.div_ceil(16) + c.n_expert)
 }
 
 /// One session's state on the GPU.
@@ -155,14 +198,17 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         qr: z(c.q_lora_rank)?,
         q: z(c.n_head * d)?,
         kv: z(d)?,
+        kvn: z(d)?,
+        fkv: gpu.alloc_zeros::<f32>(frontier_len(c))?,
+        fsc: gpu.alloc_zeros::<f32>(frontier_len(c))?,
         ckv: z(2 * d)?,
         csc: z(2 * d)?,
         ikv: z(2 * id)?,
         isc: z(2 * id)?,
         iq: z(c.indexer_heads * id)?,
         iw: z(c.indexer_heads)?,
-        iscore: gpu.alloc_zeros::<f32>(most_rows)?,
-        mask: gpu.alloc_zeros::<u8>(most_rows)?,
+        iscore: gpu.alloc_zeros::<f32>(most_rows.max(CHUNK * mask_stride(c, capacity)))?,
+        mask: gpu.alloc_zeros::<u8>(most_rows.max(CHUNK * mask_stride(c, capacity)))?,
         att: gpu.alloc_zeros::<f32>(c.n_head * (c.sliding_window + most_rows))?,
         o: z(c.n_head * d)?,
         z: z(c.o_groups * c.o_lora_rank)?,
@@ -170,14 +216,14 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         rlog: z(c.n_expert)?,
         sel: gpu.alloc_zeros::<i32>(CHUNK * c.n_expert_used)?,
         wts: z(c.n_expert_used)?,
-        xg: z(c.n_embd)?,
-        dn: z(c.n_embd)?,
-        g: z(c.expert_ffn)?,
-        u: z(c.expert_ffn)?,
-        h: z(c.expert_ffn)?,
+        xg: z(c.n_expert_used * c.n_embd)?,
+        dn: z(c.n_expert_used * c.n_embd)?,
+        g: z(c.n_expert_used * c.expert_ffn)?,
+        u: z(c.n_expert_used * c.expert_ffn)?,
+        h: z(c.n_expert_used * c.expert_ffn)?,
         parts: z((c.n_expert_used + 1) * c.n_embd)?,
-        idx: gpu.alloc_zeros::<i32>(3 * CHUNK * c.n_expert_used)?,
-        acts: gpu.alloc_zeros::<u8>(CHUNK * act_stride(c))?,
+        idx: gpu.alloc_zeros::<i32>(idx_len(c))?,
+        acts: gpu.alloc_zeros::<u8>(CHUNK * c.n_expert_used.max(1) * act_stride(c))?,
         logits: z(c.vocab_size)?,
         step: gpu.alloc_zeros::<i32>(2)?,
         gu: gpu.alloc_zeros::<f32>(2 * (c.n_expert_used + 1) * c.expert_ffn)?,

@@ -12,7 +12,7 @@ use super::{GpuModel, Kernels};
 use crate::buffer::DeviceBuffer;
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
-use crate::quant::{DeviceMatrix, Matvec};
+use crate::quant::{DeviceMatrix, Matmul, Matvec};
 
 pub(super) struct Hc {
     pub proj: DeviceMatrix,
@@ -251,6 +251,7 @@ impl GpuModel {
             cfg,
             stream: gpu.stream().clone(),
             mv: Matvec::new(gpu)?,
+            mt: Matmul::new(gpu)?,
             k: Kernels::new(gpu)?,
             w: globals,
             layers,
@@ -258,6 +259,7 @@ impl GpuModel {
             experts_stacked,
             id: super::NEXT_MODEL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             launches: Default::default(),
+            prof: std::sync::Mutex::new(None),
         })
     }
 }

@@ -2,9 +2,11 @@
 //! weights kept byte-identical to the file.
 
 mod experts;
+pub mod matmul;
 pub mod matvec;
 mod plan;
 mod raw;
 
 pub use experts::ExpertSlots;
+pub use matmul::Matmul;
 pub use matvec::{DeviceMatrix, Matvec, MAX_BATCH};

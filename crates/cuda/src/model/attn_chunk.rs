@@ -1,0 +1,191 @@
+//! The order-dependent attention steps of a prefill chunk in a few launches per layer
+//! (`chunk.cu`), where the per-token path (`attn.rs`) runs several per token: at the
+//! prefill rates we aim for, a layer has about 2 µs per token, less than one launch.
+//!
+//! Per layer: the chunk's KV rows normalised and rotated into their own scratch (the ring
+//! keeps the rows from before the chunk, which early tokens still need when the chunk is
+//! longer than the window); each compressor's rows completed inside the chunk pooled at once,
+//! then its frontier rebuilt as the last token leaves it; the indexer's masks for the tokens
+//! that see more rows than it keeps; every token's attention in one launch; the ring updated.
+//! Same operations and order per value as the per-token kernels: the two paths agree bit for
+//! bit (`tests/forward.rs` compares them).
+
+use super::forward::{Pass, BLOCK};
+use super::state::{mask_stride, Frontier, GpuState, CHUNK_ATT_FLOATS};
+use super::weights::Layer;
+use super::{Arg, GpuModel};
+use crate::error::Result;
+use dsv4_model::config::LayerKind;
+use Arg::{F, I, L, P};
+
+/// The chunk's projections the attention steps read (device addresses, token-major).
+pub(super) struct ChunkInputs {
+    pub q: u64,
+    pub kv: u64,
+    pub ckv: u64,
+    pub csc: u64,
+    pub ikv: u64,
+    pub isc: u64,
+    pub iq: u64,
+    pub iw: u64,
+    pub o: u64,
+}
+
+/// Query heads one `attend_chunk` block serves: the most of 8, 4, 2, 1 that divide the head
+/// count and whose queries and scores (`per_head` floats each) fit [`CHUNK_ATT_FLOATS`].
+fn heads_per_block(heads: usize, per_head: usize) -> usize {
+    [8, 4, 2, 1].into_iter().find(|&g| heads.is_multiple_of(g) && g * per_head <= CHUNK_ATT_FLOATS).unwrap_or(1)
+}
+
+impl GpuModel {
+    /// Whether layer `il`'s attention for this chunk can take the chunk path: several tokens,
+    /// and the last token's scores (window plus visible compressed rows) fit shared memory.
+    pub(super) fn chunk_attention_fits(&self, st: &GpuState, il: usize, p: &Pass) -> bool {
+        let c = &self.cfg;
+        let ratio = self.layers[il].kind.ratio() as u64;
+        let last = (p.pos0 + p.n() as u64).checked_div(ratio).unwrap_or(0) as usize;
+        p.n() > 1 && c.head_dim + c.sliding_window + last <= CHUNK_ATT_FLOATS && last <= mask_stride(c, st.capacity).max(1)
+    }
+
+    /// Pools the compressor rows that windows ending inside the chunk complete into `rows`
+    /// (`dim` floats each), then rebuilds the frontier `f` as it stands after the chunk.
+    /// Returns the first row written and how many.
+    #[allow(clippy::too_many_arguments)]
+    fn comp_chunk(&self, st: &GpuState, f: &Frontier, kv: u64, sc: u64, ape: u64, kind: LayerKind, width: usize, p: &Pass, rows: u64, norm: u64, freqs: u64) -> Result<(usize, usize)> {
+        let ratio = kind.ratio() as u64;
+        let (pos0, p1) = (p.pos0, p.pos0 + p.n() as u64);
+        let overlapping = (kind == LayerKind::Csa) as i32;
+        let (fkv, fsc) = (self.ptr(&f.kv), self.ptr(&f.score));
+        // The first window end at or after pos0, and how many end before p1.
+        let pe0 = pos0 / ratio * ratio + ratio - 1;
+        let count = if pe0 < p1 { ((p1 - 1 - pe0) / ratio + 1) as usize } else { 0 };
+        if count > 0 {
+            let args = [
+                P(fkv),
+                P(fsc),
+                P(kv),
+                P(sc),
+                P(ape),
+                I(ratio as i32),
+                I(width as i32),
+                I(overlapping),
+                L(pos0 as i64),
+                L(pe0 as i64),
+                P(rows),
+                P(norm),
+                F(self.cfg.rms_eps),
+                P(freqs),
+                I((self.cfg.rope_dim / 2) as i32),
+            ];
+            self.launch("comp_chunk", (count, 1), BLOCK, 0, &args)?;
+        }
+        let len = f.kv.len();
+        let (nkv, nsc) = (self.ptr(&st.s.fkv), self.ptr(&st.s.fsc));
+        let grid = len.div_ceil(BLOCK).min(1024);
+        let args = [P(fkv), P(fsc), P(kv), P(sc), P(ape), I(ratio as i32), I(width as i32), I(overlapping), L(pos0 as i64), L(p1 as i64), P(nkv), P(nsc)];
+        self.launch("comp_frontier", (grid, 1), BLOCK, 0, &args)?;
+        self.launch("copy_f32", (grid, 1), BLOCK, 0, &[P(nkv), P(fkv), L(len as i64)])?;
+        self.launch("copy_f32", (grid, 1), BLOCK, 0, &[P(nsc), P(fsc), L(len as i64)])?;
+        Ok((((pe0 + 1) / ratio - 1) as usize, count))
+    }
+
+    /// Layer `il`'s order-dependent attention steps for the whole chunk (see the module
+    /// comment); `x` holds the chunk's projections, and `scoring` says whether the indexer
+    /// queries and weights were computed (some token sees more rows than it keeps).
+    pub(super) fn attention_chunk(&self, st: &GpuState, il: usize, p: &Pass, x: &ChunkInputs, scoring: bool) -> Result<()> {
+        let c = &self.cfg;
+        let lw: &Layer = &self.layers[il];
+        let ls = &st.layers[il];
+        let s = &st.s;
+        let (n, pos0) = (p.n(), p.pos0);
+        let (d, nh, n_pairs, window) = (c.head_dim, c.n_head, c.rope_dim / 2, c.sliding_window);
+        let freqs = self.ptr(&lw.freqs);
+        let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
+
+        // The chunk's KV rows, as the ring would hold them.
+        let kvn = self.ptr(&s.kvn);
+        self.norm_rope(x.kv, kvn, self.ptr(&lw.kv_norm), 1, d, true, freqs, n_pairs, pos0, n, d)?;
+        if p.official() {
+            self.launch("kv_round", (n, 1), 64, 0, &[P(kvn), I(d as i32), I(c.rope_dim as i32), L(d as i64)])?;
+        }
+        let ratio = lw.kind.ratio() as u64;
+        let width = lw.kind.compressor_lanes() * d;
+        if let (Some(cw), Some((rows, f))) = (&lw.comp, &ls.comp) {
+            let (first, count) = self.comp_chunk(st, f, x.ckv, x.csc, self.ptr(&cw.ape), lw.kind, width, p, self.ptr(rows), self.ptr(&cw.norm), freqs)?;
+            if count > 0 && p.official() {
+                let row = f4(self.ptr(rows), first * d);
+                self.launch("kv_round", (count, 1), 64, 0, &[P(row), I(d as i32), I(c.rope_dim as i32), L(d as i64)])?;
+            }
+        }
+        let (id, ih) = (c.indexer_head_dim, c.indexer_heads);
+        let mstride = mask_stride(c, st.capacity);
+        let mut masks = 0u64;
+        if let (Some(iw), Some((rows, f))) = (&lw.indexer, &ls.index) {
+            let iwidth = lw.kind.compressor_lanes() * id;
+            let (first, count) = self.comp_chunk(st, f, x.ikv, x.isc, self.ptr(&iw.comp.ape), lw.kind, iwidth, p, self.ptr(rows), self.ptr(&iw.comp.norm), freqs)?;
+            if count > 0 && p.official() {
+                self.index_round(f4(self.ptr(rows), first * id), count)?;
+            }
+            if scoring {
+                // Every token that sees more rows than the indexer keeps: its scores and mask
+                // in its own row (the others' rows are left alone and unread).
+                masks = self.ptr(&s.mask);
+                let score = self.ptr(&s.iscore);
+                let scale = 1.0 / ((id * ih) as f32).sqrt();
+                let most = ((pos0 + n as u64) / ratio) as usize;
+                let args = [P(x.iq), P(x.iw), F(scale), P(self.ptr(rows)), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), I(ih as i32), I(id as i32), P(score), L(mstride as i64)];
+                self.launch("index_scores_chunk", ((most * 32).div_ceil(BLOCK), n), BLOCK, 0, &args)?;
+                let args = [P(score), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), P(masks), L(mstride as i64)];
+                self.launch("topk_mask_chunk", (most.div_ceil(BLOCK), n), BLOCK, 0, &args)?;
+            }
+        }
+
+        let last = ((pos0 + n as u64) / ratio.max(1)) as usize * (ratio > 0) as usize;
+        let comp = ls.comp.as_ref().map_or(0, |(rows, _)| self.ptr(rows));
+        let args = [
+            P(x.q),
+            L((nh * d) as i64),
+            P(kvn),
+            L(pos0 as i64),
+            P(self.ptr(&ls.raw)),
+            I(window as i32),
+            P(comp),
+            I(ratio as i32),
+            P(masks),
+            L(mstride as i64),
+            I(c.indexer_top_k as i32),
+            P(self.ptr(&lw.sinks)),
+            P(x.o),
+            I(d as i32),
+            P(freqs),
+            I(n_pairs as i32),
+        ];
+        // Heads per block: as many as divide the head count and fit the scores in shared
+        // memory (each block reads the KV rows once for all of them).
+        let per_head = d + window + last;
+        let hg = heads_per_block(nh, per_head);
+        let mut args = args.to_vec();
+        args.push(I(hg as i32));
+        self.launch("attend_chunk", (nh / hg, n), BLOCK, hg * per_head * 4, &args)?;
+        self.launch("ring_push", (n.min(window), 1), BLOCK, 0, &[P(kvn), I(n as i32), L(pos0 as i64), I(window as i32), I(d as i32), P(self.ptr(&ls.raw))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dynamic plus static shared memory of attend_chunk (`shf`, 32 floats) stays within the
+    /// default 48 KiB for every score count the chunk path admits (an H100 run at 8K tokens
+    /// failed its launch when 8 heads x 1536 floats filled the 48 KiB exactly).
+    #[test]
+    fn attention_blocks_fit_shared_memory() {
+        for heads in [1, 2, 4, 6, 8, 64] {
+            for per_head in 1..=CHUNK_ATT_FLOATS {
+                let g = heads_per_block(heads, per_head);
+                assert!(heads.is_multiple_of(g));
+                assert!(g * per_head * 4 + 32 * 4 <= 48 * 1024, "{heads} heads, {per_head} floats each: {g} per block");
+            }
+        }
+    }
+}
