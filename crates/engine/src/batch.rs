@@ -75,7 +75,8 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// At most `max_active` jobs run at once (clamped to 1..=the pool's capacity, since each
-    /// holds a session); prefills share `step_tokens` prompt tokens per step; states hold
+    /// holds a session); prefills share `step_tokens` prompt tokens per step, each in chunks
+    /// of its own `prefill_chunk`; states hold
     /// `ctx` tokens; `eos` ends a generation.
     pub fn new(pool: SessionPool, max_active: usize, step_tokens: usize, ctx: usize, eos: u32) -> Scheduler {
         let max_active = max_active.clamp(1, pool.capacity());
@@ -182,17 +183,22 @@ impl Scheduler {
             job.greedy = v.greedy;
             parts.push((k, Part::Decode { t, stop: v.stop }));
         }
-        // Prefills, shortest remaining first, share the step's budget.
+        // Prefills, shortest remaining first, share the step's budget. A job's prompt is cut
+        // where it would be cut alone (its own chunk size and checkpoint boundaries), never
+        // where the budget runs out: on a device whose multi-token and one-token paths round
+        // differently, cut points would otherwise make results depend on the other jobs.
         let mut waiting: Vec<usize> = (0..self.jobs.len()).filter(|&k| self.jobs[k].logits.is_none()).collect();
         waiting.sort_by_key(|&k| self.jobs[k].todo.len() - self.jobs[k].done);
         let mut budget = self.step_tokens;
         for k in waiting {
-            if budget == 0 {
+            let job = &self.jobs[k];
+            let n = self.pool.session_mut(job.slot).chunk_len(job.todo.len() - job.done, job.params.prefill_chunk);
+            // The first prefill of a step always runs, so a chunk larger than the budget
+            // still makes progress.
+            if n > budget && budget < self.step_tokens {
                 break;
             }
-            let job = &self.jobs[k];
-            let n = self.pool.session_mut(job.slot).chunk_len(job.todo.len() - job.done, budget);
-            budget -= n;
+            budget = budget.saturating_sub(n);
             parts.push((k, Part::Prefill { n }));
         }
 
