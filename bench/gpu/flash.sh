@@ -23,6 +23,7 @@
 #                     and each engine's CSV replaced when that engine runs, so calls that
 #                     run different engines can share one folder and one summary
 #   --dsv4-args "..." extra arguments for `dsv4 bench` (e.g. "--chunk 1024")
+#   --llama-args ".." extra arguments for `llama-bench` (e.g. "-r 2": fewer repetitions)
 #
 # Output files (the device tool brings back at most 8): flash.log (machine, card, driver,
 # copy bandwidth, every engine's console output and exit status), dsv4.csv, ds4.csv,
@@ -53,6 +54,7 @@ engines=dsv4,ds4,llama
 limit=270
 out=${OUT:-$repo/flash-out}
 dsv4_args=
+llama_args=
 while [ $# -gt 0 ]; do
     [ $# -ge 2 ] || usage
     case $1 in
@@ -66,6 +68,7 @@ while [ $# -gt 0 ]; do
         --limit) limit=$2 ;;
         --out) out=$2 ;;
         --dsv4-args) dsv4_args=$2 ;;
+        --llama-args) llama_args=$2 ;;
         *) usage ;;
     esac
     shift 2
@@ -172,7 +175,8 @@ for engine in ${engines//,/ }; do
             bin="$peers/llama/build/bin/llama-bench"
             if [ ! -x "$bin" ]; then say "llama: $bin missing (build-peers.sh)"; status=1; continue; fi
             # CSV on stdout; the markdown table goes to stderr with the log.
-            run llama "$out/llama.csv" "$bin" -m "$model" -p "$first" -n "$gen" -d "$depths" -ngl 99 -o csv -oe md
+            # shellcheck disable=SC2086
+            run llama "$out/llama.csv" "$bin" -m "$model" -p "$first" -n "$gen" -d "$depths" -ngl 99 -o csv -oe md $llama_args
             ;;
         none) ;;
         *) say "unknown engine $engine"; status=1 ;;
