@@ -46,14 +46,17 @@ impl MemoryPlan {
     }
 
     /// The CUDA backend's plan, in device memory: the weights uploaded whole, one full-context
-    /// state per resident session (f32 rows, allocated up front), and one chunk's scratch
-    /// (16 tokens, plus the attention scores over every row of the longest layer). Rewind
-    /// checkpoints live in host memory.
+    /// state per resident session (f32 rows, allocated up front), and per session one prefill
+    /// chunk's scratch (`PREFILL_CHUNK` tokens' activations and logits, plus the attention
+    /// scores over every row of the longest layer). Rewind checkpoints live in host memory.
     pub fn gpu(cfg: &ModelConfig, weights: u64, ctx: usize, sessions: usize) -> MemoryPlan {
-        let one = MemoryPlan::cpu(cfg, weights, ctx, 16);
+        let chunk = dsv4_cuda::PREFILL_CHUNK;
+        let one = MemoryPlan::cpu(cfg, weights, ctx, chunk);
         let rows = cfg.layer_kinds.iter().map(|k| (ctx as u64).checked_div(k.ratio() as u64).unwrap_or(0)).max().unwrap_or(0);
         let att = cfg.n_head as u64 * (cfg.sliding_window as u64 + rows) * 4;
-        let per_session = one.kv + one.buffers + att;
+        // Every token of a chunk has its logits row (all-position logits; 132 MB on Flash).
+        let logits = (chunk * cfg.vocab_size * 4) as u64;
+        let per_session = one.kv + one.buffers + att + logits;
         MemoryPlan { ctx, weights, kv: one.kv * sessions.max(1) as u64, checkpoints: 0, buffers: (per_session - one.kv) * sessions.max(1) as u64 }
     }
 

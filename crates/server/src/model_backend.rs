@@ -93,8 +93,10 @@ impl ModelBackend {
         let mut ends = Vec::new();
         let mut at = 0;
         for &t in held {
-            let piece = self.tok.decode(&[t]);
-            if !target[at..].starts_with(&piece) {
+            // A table lookup per token (this runs over every held token of every session at
+            // each admission, on the worker thread).
+            let piece = self.tok.token_bytes(t).unwrap_or("\u{FFFD}".as_bytes());
+            if !target[at..].starts_with(piece) {
                 break;
             }
             at += piece.len();
