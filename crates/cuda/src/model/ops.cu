@@ -32,13 +32,26 @@ __device__ __forceinline__ float mix_val(const float* m_raw, int k, int parts) {
     return v;
 }
 
+// Element j of a warp-distributed array (element j lives in lane j % 32, register j / 32),
+// fetched by every lane of the warp at once (each its own j); `slots` registers are in use.
+__device__ __forceinline__ float warp_elem(const float (&v)[MAX_HC * MAX_HC / 32], int j, int slots) {
+    float x = 0.0f;
+#pragma unroll
+    for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
+        if (i >= slots) break;
+        const float y = __shfl_sync(0xffffffffu, v[i], j & 31);
+        if ((j >> 5) == i) x = y;
+    }
+    return x;
+}
+
 // The Sinkhorn normalisation of the hc × hc mixing logits in `c` (shared memory), by one warp:
 // a softmax within each row, then `iters` column and `iters - 1` row normalisations,
 // alternating and starting with a column step. Each lane owns elements lane + 32·i and sums
 // its row or column in index order, so the result is that of the plain sequential loops.
 __device__ __forceinline__ void sinkhorn_warp(float* c, int hc, int iters, float eps) {
     const int lane = threadIdx.x & 31, nn = hc * hc;
-    float v[MAX_HC * MAX_HC / 32];
+    float v[MAX_HC * MAX_HC / 32] = {};
 #pragma unroll
     for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
         const int k = lane + 32 * i;
@@ -64,26 +77,26 @@ __device__ __forceinline__ void sinkhorn_warp(float* c, int hc, int iters, float
             v[i] = c[k] / sum + eps;
         }
     }
-    for (int step = 0; step < 2 * iters; ++step) {
-        // Even steps (after the first) normalise rows, odd steps columns; step 0 only
-        // publishes the softmax.
-        __syncwarp();
-#pragma unroll
-        for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i)
-            if (lane + 32 * i < nn) c[lane + 32 * i] = v[i];
-        __syncwarp();
-        if (step == 0) continue;
+    // The normalisations keep the elements in registers: a lane gathers its row or column
+    // from the owners' registers by shuffles, in index order (the sums of the sequential
+    // loops, bit for bit), instead of a shared-memory round trip and two warp barriers a step.
+    const int slots = (nn + 31) / 32;
+    for (int step = 1; step < 2 * iters; ++step) {
         const bool cols = step & 1;
+        float nv[MAX_HC * MAX_HC / 32];
 #pragma unroll
         for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i) {
+            if (i >= slots) break;
             const int k = lane + 32 * i;
-            if (k < nn) {
-                const int a = k / hc, b = k % hc;
-                float sum = 0.0f;
-                for (int t = 0; t < hc; ++t) sum += cols ? c[t * hc + b] : c[a * hc + t];
-                v[i] = c[k] / (sum + eps);
-            }
+            const int kk = k < nn ? k : 0;
+            const int a = kk / hc, b = kk % hc;
+            float sum = 0.0f;
+            for (int t = 0; t < hc; ++t) sum += warp_elem(v, cols ? t * hc + b : a * hc + t, slots);
+            nv[i] = k < nn ? v[i] / (sum + eps) : v[i];
         }
+#pragma unroll
+        for (int i = 0; i < MAX_HC * MAX_HC / 32; ++i)
+            if (i < slots) v[i] = nv[i];
     }
     __syncwarp();
 #pragma unroll
