@@ -125,8 +125,20 @@ extern "C" __global__ void __launch_bounds__(512) hc_pre(const float* S, const f
     __shared__ float pre[MAX_HC];
     __shared__ float c[MAX_HC * MAX_HC];
     const int n = hc * e;
+    // One block streams the whole state (64 KB on Flash) for a decode token: each thread
+    // issues four loads before it adds their squares, in index order (the plain loop's sum),
+    // instead of waiting out the memory latency once per element.
     double ss = 0.0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) ss += (double)S[i] * (double)S[i];
+    const int stride = blockDim.x;
+    int i0 = threadIdx.x;
+    for (; i0 + 3 * stride < n; i0 += 4 * stride) {
+        const float v0 = S[i0], v1 = S[i0 + stride], v2 = S[i0 + 2 * stride], v3 = S[i0 + 3 * stride];
+        ss += (double)v0 * (double)v0;
+        ss += (double)v1 * (double)v1;
+        ss += (double)v2 * (double)v2;
+        ss += (double)v3 * (double)v3;
+    }
+    for (; i0 < n; i0 += stride) ss += (double)S[i0] * (double)S[i0];
     const float sflat = rms_scale_from(block_sum_d(ss, shd), n, rms_eps);
     if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
