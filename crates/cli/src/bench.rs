@@ -6,13 +6,31 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The model and the text both benchmarks read.
+#[derive(clap::Args)]
+pub struct Input {
+    #[arg(short, long)]
+    pub model: PathBuf,
+    /// The benchmark text; its tokens are fed in order (or cut into prompts).
+    #[arg(long, default_value = "../shared/bench/promessi_sposi.txt")]
+    pub text: PathBuf,
+}
+
+impl Input {
+    /// The opened file, its tokenizer and the text's tokens (no BOS).
+    pub fn load(&self) -> anyhow::Result<(Arc<GgufFile>, dsv4_tokenizer::Tokenizer, Vec<u32>)> {
+        let file = Arc::new(GgufFile::open(&self.model).with_context(|| format!("reading {}", self.model.display()))?);
+        let tok = crate::tokenize::from_gguf(&file)?;
+        let text = std::fs::read_to_string(&self.text).with_context(|| format!("reading {}", self.text.display()))?;
+        let ids = tok.encode(&text);
+        Ok((file, tok, ids))
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(short, long)]
-    model: PathBuf,
-    /// The text walked through; its tokens are fed in order.
-    #[arg(long, default_value = "../shared/bench/promessi_sposi.txt")]
-    text: PathBuf,
+    #[command(flatten)]
+    input: Input,
     /// Context sizes (tokens) at which to stop and measure decoding; each interval between
     /// frontiers is one timed prefill.
     #[arg(long, value_delimiter = ',', default_value = "2048,4096,8192,16384,32768,65536")]
@@ -33,11 +51,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.frontiers.is_empty() || a.frontiers.windows(2).any(|w| w[0] >= w[1]) || a.chunk == 0 {
         bail!("--frontiers must be increasing and --chunk positive");
     }
-    let file = Arc::new(GgufFile::open(&a.model).with_context(|| format!("reading {}", a.model.display()))?);
-    let tok = crate::tokenize::from_gguf(&file)?;
-    let text = std::fs::read_to_string(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
+    let (file, tok, text_ids) = a.input.load()?;
     let mut ids = vec![tok.specials().bos];
-    ids.extend(tok.encode(&text));
+    ids.extend(text_ids);
     let need = a.frontiers.last().unwrap() + a.decode;
     if ids.len() < need {
         bail!("the text has {} tokens, the last frontier needs {need}", ids.len());

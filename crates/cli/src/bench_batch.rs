@@ -2,22 +2,18 @@
 //! itself (no HTTP): aggregate decode rate with N streams generating together, and the time
 //! to first token of a short request that arrives while a long prompt is being prefilled.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use dsv4_engine::{BatchEvent, GenerationParams, SamplingParams, Scheduler, Session, SessionPool, Verdict};
-use dsv4_gguf::GgufFile;
 use dsv4_model::{Model, Numerics};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(short, long)]
-    model: PathBuf,
-    /// The text the prompts are cut from (each stream gets its own stretch).
-    #[arg(long, default_value = "../shared/bench/promessi_sposi.txt")]
-    text: PathBuf,
+    /// The model, and the text the prompts are cut from (each stream its own stretch).
+    #[command(flatten)]
+    input: crate::bench::Input,
     /// Numbers of streams to measure, each run on its own.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     streams: Vec<usize>,
@@ -47,10 +43,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     if a.streams.is_empty() || a.streams.contains(&0) || a.context == 0 || a.decode == 0 || a.step_tokens == 0 {
         bail!("--streams, --context, --decode and --step-tokens must be positive");
     }
-    let file = Arc::new(GgufFile::open(&a.model).with_context(|| format!("reading {}", a.model.display()))?);
-    let tok = crate::tokenize::from_gguf(&file)?;
-    let text = std::fs::read_to_string(&a.text).with_context(|| format!("reading {}", a.text.display()))?;
-    let ids = tok.encode(&text);
+    let (file, tok, ids) = a.input.load()?;
     let bos = tok.specials().bos;
     let most = *a.streams.iter().max().expect("checked non-empty");
     let (need, ctx) = match a.ttft_long {

@@ -57,6 +57,15 @@ struct Active {
     greedy: bool,
 }
 
+impl Active {
+    /// The prompt is in: the one `Ready`, with the time since admission.
+    fn announce_ready(&mut self, sink: &mut dyn FnMut(JobId, BatchEvent) -> Verdict) {
+        self.ready_sent = true;
+        self.stats.seconds = self.admitted.elapsed().as_secs_f64();
+        sink(self.id, BatchEvent::Ready(self.stats));
+    }
+}
+
 /// What one job contributes to a step.
 enum Part {
     Decode { t: u32, stop: bool },
@@ -169,9 +178,7 @@ impl Scheduler {
                 continue;
             }
             if !job.ready_sent {
-                job.ready_sent = true;
-                job.stats.seconds = job.admitted.elapsed().as_secs_f64();
-                sink(job.id, BatchEvent::Ready(job.stats));
+                job.announce_ready(sink);
             }
             let logits = job.logits.as_ref().expect("checked above");
             let t = job.sampler.sample(logits, job.greedy);
@@ -270,9 +277,7 @@ impl Scheduler {
                     job.stats.saved_to_disk = job.stats.saved_to_disk.max(saved);
                     if job.done == job.todo.len() {
                         job.logits = Some(row);
-                        job.ready_sent = true;
-                        job.stats.seconds = job.admitted.elapsed().as_secs_f64();
-                        sink(job.id, BatchEvent::Ready(job.stats));
+                        job.announce_ready(sink);
                     }
                 }
             }

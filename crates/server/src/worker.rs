@@ -156,10 +156,12 @@ impl Loop {
                 continue;
             }
             let (backend, running, metrics, tok, trace) = (&mut self.backend, &mut self.running, &self.metrics, &self.tok, &mut self.trace);
+            let mut ended = false;
             backend.step(&mut |id, p| {
                 let Some(r) = running.get_mut(&id) else { return Next::default() };
                 let (next, end) = r.progress(p, metrics);
                 if let Some(result) = end {
+                    ended = true;
                     if let Some(r) = running.remove(&id) {
                         r.finish(result, tok, metrics, trace);
                     }
@@ -167,8 +169,12 @@ impl Loop {
                 next
             });
             self.metrics.set_active(self.running.len());
-            if let Some((files, bytes)) = self.backend.disk_usage() {
-                self.metrics.set_disk_usage(files, bytes);
+            // The disk gauges read the cache directory: after a job ends (its saves are done),
+            // not on every step.
+            if ended {
+                if let Some((files, bytes)) = self.backend.disk_usage() {
+                    self.metrics.set_disk_usage(files, bytes);
+                }
             }
         }
     }

@@ -254,44 +254,24 @@ impl Matvec {
         let mut funcs = HashMap::new();
         let mut funcs_q = HashMap::new();
         let mut funcs_x = HashMap::new();
+        // All of a quantized kernel's shared memory is dynamic: allow what the device allows
+        // (each launch asks only for what it needs).
+        let load = |sym: &str, quantized: bool| -> Result<CudaFunction> {
+            let f = module.load_function(sym).map_err(|_| CudaError::MissingKernel(sym.to_owned()))?;
+            if quantized {
+                f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_optin)?;
+            }
+            Ok(f)
+        };
         for &(ty, name) in TYPES {
             for &(r, nt) in variants(ty) {
-                let sym = symbol(ty, name, r, nt);
-                let f = module
-                    .load_function(&sym)
-                    .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
-                if !is_float(ty) {
-                    // All of a quantized kernel's shared memory is dynamic; allow what the
-                    // device allows (the launch asks only for what it needs).
-                    f.set_attribute(
-                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        smem_optin,
-                    )?;
-                }
-                funcs.insert((ty, r, nt), f);
+                funcs.insert((ty, r, nt), load(&symbol(ty, name, r, nt), !is_float(ty))?);
             }
             for &g in QACT_GROUPS.iter().filter(|_| !is_float(ty)) {
-                let sym = format!("mvq_{name}_g{g}");
-                let f = module
-                    .load_function(&sym)
-                    .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
-                f.set_attribute(
-                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem_optin,
-                )?;
-                funcs_q.insert((ty, g), f);
+                funcs_q.insert((ty, g), load(&format!("mvq_{name}_g{g}"), true)?);
             }
             for ((qa, g), sym) in slot_kernels(ty, name) {
-                let f = module
-                    .load_function(&sym)
-                    .map_err(|_| CudaError::MissingKernel(sym.clone()))?;
-                if !is_float(ty) {
-                    f.set_attribute(
-                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        smem_optin,
-                    )?;
-                }
-                funcs_x.insert((ty, qa, g), f);
+                funcs_x.insert((ty, qa, g), load(&sym, !is_float(ty))?);
             }
         }
         let iq2_tab = gpu.upload(&iq2_tables())?;
