@@ -108,6 +108,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
                 bail!("{f}");
             }
         }
+        // One untimed step first: it captures the decode graph for this many sessions.
+        sched.step(&runner, &mut |id, ev| progress.hear(id, &ev));
         let before = progress.tokens;
         let t = Instant::now();
         while sched.active() > 0 {

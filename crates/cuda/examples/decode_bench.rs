@@ -3,7 +3,7 @@
 //!
 //! `decode_bench [--layers N] [--quant q2|q4] [--prompt N] [--tokens N] [--gpu N] [--model PATH]
 //! [--numerics plain,official] [--official] [--decode graph,eager,chunk] [--no-graph]
-//! [--host-experts] [--profile]`
+//! [--host-experts] [--profile] [--batch N,M,..]`
 //!
 //! Without `--model`, it writes the synthetic file (what `dsv4 synth --preset flash --layers N
 //! --quant q2` writes) to a temporary folder first, then runs every combination of the listed
@@ -18,6 +18,11 @@
 //! `--host-experts` makes the chunk path read the chosen experts back to the host (v2).
 //! `--profile` then runs the prompt once more with every operation timed on its own (a
 //! synchronization around each, so small operations read high) and prints where the time goes.
+//! `--batch 1,8,32` then times decode steps of that many sessions together
+//! (`GpuModel::forward_step`, each session with its own prompt and tokens, the first
+//! numerics listed):
+//! the step's host wall time (upload, graph replay, every session's logits downloaded) over
+//! `--tokens` steps, and with `--profile` one eager step of each size, operation by operation.
 //!
 //! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
 //! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
@@ -43,6 +48,7 @@ struct Args {
     decode: Vec<Decode>,
     host_experts: bool,
     profile: bool,
+    batch: Vec<usize>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -57,6 +63,7 @@ fn parse() -> Result<Args, String> {
         decode: vec![Decode::Graph],
         host_experts: false,
         profile: false,
+        batch: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -97,6 +104,12 @@ fn parse() -> Result<Args, String> {
             }
             "--host-experts" => a.host_experts = true,
             "--profile" => a.profile = true,
+            "--batch" => {
+                a.batch = val()?.split(',').map(|v| num(v.to_owned())).collect::<Result<Vec<usize>, String>>()?;
+                if a.batch.contains(&0) {
+                    return Err("--batch sizes must be positive".into());
+                }
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -172,7 +185,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             // Kernels per token: what the graph holds, else what a step queued (the second
             // step: the first may also capture).
-            let kernels = st.graph_kernels().unwrap_or(launches[1]);
+            let kernels = gm.graph_kernels(1, num).unwrap_or(launches[1]);
             let first = times[0];
             let steps = &mut times[1..];
             let mean = steps.iter().sum::<f64>() / steps.len() as f64;
@@ -222,6 +235,67 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         gm.set_profiling(false);
         let total: f64 = prof.iter().map(|p| p.2).sum();
         println!("profiled prompt ({num:?}): {:.1} ms wall, {:.1} ms in {} labelled operations", wall * 1e3, total * 1e3, prof.iter().map(|p| p.1).sum::<u64>());
+        for (label, calls, secs) in prof.iter().take(30) {
+            println!("{:>9.3} ms {:>5.1}% {calls:>6}x  {label}", secs * 1e3, 100.0 * secs / total.max(1e-12));
+        }
+    }
+    for &n in &a.batch {
+        batch_steps(&gpu, &mut gm, &a, n)?;
+    }
+    Ok(())
+}
+
+/// Decode steps of `n` sessions together: each session has its own pseudo-random prompt and
+/// step tokens (no host argmax, so the time is the step's own).
+fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let num = a.numerics[0];
+    let vocab = gm.config().vocab_size as u64;
+    let tok = |i: u64| ((i * 2_654_435_761 + 17) % vocab) as u32;
+    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false });
+    let mut states = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut st = gm.new_state(gpu, (a.prompt + a.tokens + 2) as u64)?;
+        // Distinct prompts (as in serving): their tokens route to different experts.
+        let p: Vec<u32> = (0..a.prompt as u64).map(|k| tok(k * (i as u64 + 1) + 7919 * i as u64)).collect();
+        gm.forward(&mut st, &p, num)?;
+        states.push(st);
+    }
+    let mut times = Vec::with_capacity(a.tokens);
+    for step in 0..a.tokens {
+        let toks: Vec<u32> = (0..n).map(|i| tok(((a.prompt + step) * (i + 1) + 7919 * i) as u64)).collect();
+        let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
+        let t = Instant::now();
+        let out = gm.forward_step(&mut refs, &toks, num)?;
+        times.push(t.elapsed().as_secs_f64());
+        if out.iter().flatten().any(|v| !v.is_finite()) {
+            return Err("non-finite logits".into());
+        }
+    }
+    let first = times[0];
+    let steps = &mut times[1..];
+    steps.sort_by(f64::total_cmp);
+    let median = steps[steps.len() / 2];
+    println!(
+        "batch {n} ({num:?}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
+        gm.config().n_layer,
+        a.prompt,
+        median * 1e3,
+        n as f64 / median,
+        1.0 / median,
+        first * 1e3
+    );
+    if a.profile {
+        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false });
+        let toks: Vec<u32> = (0..n).map(|i| tok(i as u64)).collect();
+        let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
+        gm.set_profiling(true);
+        let t = Instant::now();
+        gm.forward_step(&mut refs, &toks, num)?;
+        let wall = t.elapsed().as_secs_f64();
+        let prof = gm.profile();
+        gm.set_profiling(false);
+        let total: f64 = prof.iter().map(|p| p.2).sum();
+        println!("profiled batch {n} step ({num:?}): {:.2} ms wall, {:.2} ms in {} labelled operations", wall * 1e3, total * 1e3, prof.iter().map(|p| p.1).sum::<u64>());
         for (label, calls, secs) in prof.iter().take(30) {
             println!("{:>9.3} ms {:>5.1}% {calls:>6}x  {label}", secs * 1e3, 100.0 * secs / total.max(1e-12));
         }

@@ -262,6 +262,7 @@ fn bench_slots(gpu: &Gpu, mv: &Matvec, util: &Util, args: &Args, copy: f64, rng:
                     x_div,
                     y_mod: 1,
                     y_mul: 0,
+                    per_token: 0,
                 };
                 let (x, xb) = if official { (xqp, act) } else { (xfp, cols * 4) };
                 // SAFETY: ids, inputs and outputs are live buffers sized for the 6 slots.

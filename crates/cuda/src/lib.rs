@@ -24,5 +24,5 @@ pub mod util;
 pub use buffer::DeviceBuffer;
 pub use device::{device_count, driver_present, Gpu};
 pub use error::{CudaError, Result};
-pub use model::{Decode, DecodeOptions, GpuModel, GpuState, PREFILL_CHUNK};
+pub use model::{step_batch_bytes, Decode, DecodeOptions, GpuModel, GpuState, MAX_STEP_BATCH, PREFILL_CHUNK};
 pub use quant::{DeviceMatrix, Matvec, MAX_BATCH};

@@ -2,7 +2,8 @@
 //! graph it gives the same bits as its kernels launched one by one, across ring wrap-around
 //! (window 8), the compressed-row boundaries of ratios 4, 16 and 128, the indexer's masking,
 //! checkpoint restores and uploaded states; it agrees with the CPU and with the chunk path to
-//! f32 rounding, and it launches fewer kernels than the chunk path.
+//! f32 rounding, and it launches fewer kernels than the chunk path. A step of several sessions
+//! gives each the bits it gets alone.
 
 mod common;
 
@@ -54,7 +55,7 @@ fn graph_equals_eager(test: &str, num: Numerics) {
         }
     }
     assert_eq!(sg.pos(), n as u64);
-    assert!(sg.graph_kernels().is_some(), "no graph was captured");
+    assert!(gm.graph_kernels(1, num).is_some(), "no graph was captured");
     eprintln!("{test}: {} graph steps bit-identical to eager steps; vs CPU max relative L2 {worst:.3e}", n - k);
     assert!(worst <= REL_L2_TOL, "graph decode vs CPU: relative L2 {worst:.3e}");
 }
@@ -104,14 +105,14 @@ fn graph_survives_restore_and_state_upload() {
     gm.forward(&mut sg, &toks[..30], num).unwrap();
     let cp = gm.checkpoint(&sg).unwrap();
     let first: Vec<Vec<f32>> = toks[30..70].iter().map(|&t| one(&mut gm, Decode::Graph, &mut sg, t, num)).collect();
-    let kernels = sg.graph_kernels();
+    let kernels = gm.graph_kernels(1, num);
     // Back to 30 (the graph stays: it reads the position afresh), then eagerly, then again
     // through the graph.
     gm.restore(&mut sg, &cp).unwrap();
     let eager: Vec<Vec<f32>> = toks[30..70].iter().map(|&t| one(&mut gm, Decode::Eager, &mut sg, t, num)).collect();
     gm.restore(&mut sg, &cp).unwrap();
     let again: Vec<Vec<f32>> = toks[30..70].iter().map(|&t| one(&mut gm, Decode::Graph, &mut sg, t, num)).collect();
-    assert_eq!(sg.graph_kernels(), kernels);
+    assert_eq!(gm.graph_kernels(1, num), kernels);
     for (i, ((a, b), c)) in first.iter().zip(&eager).zip(&again).enumerate() {
         assert!(bits_equal(a, b) && bits_equal(a, c), "position {}: replay after restore differs", 30 + i);
     }
@@ -137,7 +138,7 @@ fn graph_survives_restore_and_state_upload() {
         let e = one(&mut gm, Decode::Eager, &mut copy, t, Numerics::Official);
         assert!(bits_equal(&g, &e), "official after plain, position {}: graph and eager differ", sg.pos() - 1);
     }
-    assert!(sg.graph_kernels() > kernels, "the official graph was not recaptured");
+    assert!(gm.graph_kernels(1, Numerics::Official).is_some(), "no official graph was captured");
 }
 
 /// Kernels per decode token: the graph holds exactly the eager step's launches, fewer than
@@ -170,8 +171,89 @@ fn step_launches_fewer_kernels() {
         let replay = count(&mut gm, Decode::Graph, &mut sg, toks[31]);
         eprintln!("{num:?}: kernels per token: chunk path {chunk} ({:.1}/layer), step {eager} ({:.1}/layer); graph replay queues {replay}", chunk as f64 / layers as f64, eager as f64 / layers as f64);
         assert_eq!(captured, eager);
-        assert_eq!(sg.graph_kernels(), Some(eager));
+        assert_eq!(gm.graph_kernels(1, num), Some(eager));
         assert_eq!(replay, 0);
         assert!(eager < chunk, "{eager} step launches, {chunk} on the chunk path");
     }
+}
+
+/// Several sessions at different positions decoded together (`forward_step`), the batch
+/// changing from step to step (sessions leaving and rejoining, so steps of 2 to 6 sessions
+/// and their graphs): every session's logits equal, bit for bit, those of a copy decoded
+/// alone, under both numerics, as graphs and eagerly.
+#[test]
+fn batched_step_equals_each_session_alone() {
+    let n = 120u64;
+    let Some((gpu, mut gm, _)) = setup("batched_step_equals_each_session_alone", n) else {
+        return;
+    };
+    let toks = prompt(n as usize);
+    for num in [Numerics::Plain, Numerics::Official] {
+        for decode in [Decode::Graph, Decode::Eager] {
+            with(&mut gm, decode);
+            let prompts = [3usize, 17, 30, 9, 41, 1];
+            let mut together: Vec<GpuState> = Vec::new();
+            let mut alone: Vec<GpuState> = Vec::new();
+            for &k in &prompts {
+                let mut a = gm.new_state(&gpu, n).unwrap();
+                gm.forward(&mut a, &toks[..k], num).unwrap();
+                let b = gm.state_from_host(&gpu, &gm.to_host(&a).unwrap(), n).unwrap();
+                together.push(a);
+                alone.push(b);
+            }
+            let mut sizes = std::collections::BTreeSet::new();
+            for step in 0..60usize {
+                // Session j sits out the steps where (step + j) % 4 == 3.
+                let picked: Vec<usize> = (0..prompts.len()).filter(|j| (step + j) % 4 != 3 || step % 7 == 0).collect();
+                sizes.insert(picked.len());
+                let tok_of = |j: usize| toks[(prompts[j] + 3 * step + j) % toks.len()];
+                let step_toks: Vec<u32> = picked.iter().map(|&j| tok_of(j)).collect();
+                let mut refs: Vec<&mut GpuState> = together.iter_mut().enumerate().filter(|(j, _)| picked.contains(j)).map(|(_, s)| s).collect();
+                let batched = gm.forward_step(&mut refs, &step_toks, num).unwrap();
+                for (i, &j) in picked.iter().enumerate() {
+                    let single = gm.forward(&mut alone[j], &[tok_of(j)], num).unwrap();
+                    assert!(single.iter().all(|v| v.is_finite()));
+                    assert!(
+                        bits_equal(&batched[i], &single),
+                        "{num:?} {decode:?}, step {step}, session {j} at {} in a batch of {}: logits differ from alone (relative L2 {:.3e})",
+                        alone[j].pos() - 1,
+                        picked.len(),
+                        rel_l2(&batched[i], &single)
+                    );
+                }
+            }
+            for (a, b) in together.iter().zip(&alone) {
+                assert_eq!(a.pos(), b.pos());
+            }
+            eprintln!("{num:?} {decode:?}: 60 steps of {sizes:?} sessions equal each session alone, bit for bit");
+            if decode == Decode::Graph {
+                for &b in &sizes {
+                    assert!(gm.graph_kernels(b, num).is_some(), "no graph for {b} sessions");
+                }
+            }
+        }
+    }
+}
+
+/// Bad input to a batched step is refused before anything runs: a token outside the
+/// vocabulary, a full state, or mismatched lists leave every state where it was.
+#[test]
+fn batched_step_refuses_bad_input() {
+    let n = 8u64;
+    let Some((gpu, gm, _)) = setup("batched_step_refuses_bad_input", n) else {
+        return;
+    };
+    let toks = prompt(8);
+    let mut a = gm.new_state(&gpu, n).unwrap();
+    let mut b = gm.new_state(&gpu, n).unwrap();
+    gm.forward(&mut a, &toks[..3], Numerics::Plain).unwrap();
+    gm.forward(&mut b, &toks[..8], Numerics::Plain).unwrap();
+    let vocab = model().cfg.vocab_size as u32;
+    let err = gm.forward_step(&mut [&mut a], &[vocab], Numerics::Plain).unwrap_err().to_string();
+    assert!(err.contains("outside the vocabulary"), "{err}");
+    let err = gm.forward_step(&mut [&mut a, &mut b], &[1, 2], Numerics::Plain).unwrap_err().to_string();
+    assert!(err.contains("do not fit"), "{err}");
+    let err = gm.forward_step(&mut [&mut a, &mut b], &[1], Numerics::Plain).unwrap_err().to_string();
+    assert!(err.contains("2 states for 1 tokens"), "{err}");
+    assert_eq!((a.pos(), b.pos()), (3, 8));
 }

@@ -434,7 +434,7 @@ fn expert_slots_match_cpu() {
                         let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
                         (gpu.upload(&bytes).unwrap(), cols * 4)
                     };
-                    let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &idd), n: slots, x_div, y_mod, y_mul };
+                    let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &idd), n: slots, x_div, y_mod, y_mul, per_token: 0 };
                     // SAFETY: ids, inputs and outputs are live buffers sized for every slot.
                     unsafe {
                         mv.run_experts_raw(&experts, s, addr(&gpu, &xd), x_bytes, official, addr(&gpu, &yd), rows)
@@ -456,6 +456,156 @@ fn expert_slots_match_cpu() {
                         dsv4_quant::matvec(ty, wb, rows, cols, xi, &mut want, num).unwrap();
                         let mags = row_magnitudes(ty, wb, rows, cols, xi);
                         assert_close(&what, got, &want, &mags);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Several tokens through `run_batch_split_raw` (the decode step's batched products) equal,
+/// bit for bit, each token's one-token slot product, under both numerics, for every quantized
+/// type over the Flash shapes (whose one-token launches split rows over up to 8 warps) and
+/// token counts that fill 2, 4, 8 and 16-token kernels and two launches. Outputs start as
+/// NaN, so a token the kernel skips fails.
+#[test]
+fn split_batches_equal_one_token_products() {
+    let Some(gpu) = gpu_or_skip("split_batches_equal_one_token_products") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    let zeros = gpu.upload(&[0i32; 1]).unwrap();
+    for ty in [GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS] {
+        for (k, &(cols, rows)) in FLASH_SHAPES.iter().enumerate() {
+            let c = case(&gpu, ty, rows, cols, 2000 + k as u64);
+            for official in [false, true] {
+                let n = 21;
+                let x = random_x(n * cols, 77 + k as u64);
+                let (xd, stride, xs) = if official {
+                    let stride = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap().next_multiple_of(16);
+                    let mut packed = vec![0u8; n * stride];
+                    for i in 0..n {
+                        let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x[i * cols..(i + 1) * cols]).unwrap();
+                        let p = dsv4_cuda::quant::matvec::pack_acts(&acts);
+                        packed[i * stride..i * stride + p.len()].copy_from_slice(&p);
+                    }
+                    (gpu.upload(&packed).unwrap(), stride, stride)
+                } else {
+                    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    (gpu.upload(&bytes).unwrap(), cols * 4, cols)
+                };
+                // Each token alone: a one-slot launch.
+                let one = gpu.upload(&vec![f32::NAN; n * rows]).unwrap();
+                for t in 0..n {
+                    let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &zeros), n: 1, x_div: 1, y_mod: 1, y_mul: 0, per_token: 1 };
+                    let (xa, ya) = (addr(&gpu, &xd) + (t * stride) as u64, addr(&gpu, &one) + (t * rows * 4) as u64);
+                    // SAFETY: one id, one input row and one output row, all inside live buffers.
+                    unsafe { mv.run_experts_raw(std::slice::from_ref(&c.w), s, xa, stride, official, ya, rows).unwrap() };
+                }
+                let split = mv.slot_split(&c.w, official, 1).unwrap();
+                let alone = gpu.download(&one).unwrap();
+                for m in [2usize, 3, 8, 16, 21] {
+                    let yd = gpu.upload(&vec![f32::NAN; m * rows]).unwrap();
+                    // SAFETY: m input rows `stride` bytes apart and m output rows of `rows`.
+                    unsafe { mv.run_batch_split_raw(&c.w, addr(&gpu, &xd), xs, official, m, addr(&gpu, &yd), rows, split).unwrap() };
+                    let y = gpu.download(&yd).unwrap();
+                    for t in 0..m {
+                        let (got, want) = (&y[t * rows..(t + 1) * rows], &alone[t * rows..(t + 1) * rows]);
+                        let same = got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{ty} {cols}->{rows} official={official} split={split}: token {t} of {m} differs from its one-token product");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Grouped expert products (`run_grouped_raw`, the decode step's MoE over several tokens):
+/// every pick's output equals, bit for bit, its expert-slot product launched with the same
+/// split, under both numerics, for entries of 4 and 16 picks, an expert spread over two
+/// entries, a skipped entry, and picks placed as gate/up (input per token) and down (input
+/// per pick, outputs interleaved). Outputs no pick addresses stay NaN.
+#[test]
+fn grouped_products_equal_slot_products() {
+    let Some(gpu) = gpu_or_skip("grouped_products_equal_slot_products") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    let n_expert = 8;
+    // 6 tokens x 3 picks; expert 5 has 7 picks (two entries of 4), expert 2 none.
+    let ids: Vec<i32> = vec![5, 0, 5, 7, 5, 3, 5, 1, 6, 5, 0, 4, 5, 7, 1, 3, 5, 6];
+    let idd = gpu.upload(&ids).unwrap();
+    for ty in [GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0] {
+        for &(cols, rows) in &[(4096usize, 2048usize), (2048, 4096), (768, 304)] {
+            let per = rows * row_bytes(ty, cols).unwrap();
+            let all = random_matrix(ty, n_expert * rows, cols, scale(ty), 3000 + rows as u64);
+            let buf = Arc::new(gpu.upload(&all).unwrap());
+            let experts: Vec<DeviceMatrix> = (0..n_expert).map(|e| DeviceMatrix::view(buf.clone(), e * per, ty, rows, cols).unwrap()).collect();
+            for official in [false, true] {
+                for (x_div, y_mod, y_mul) in [(3usize, 3usize, 6usize), (1, 3, 8)] {
+                    let picks = ids.len();
+                    let inputs = picks.div_ceil(x_div);
+                    let x = random_x(inputs * cols, 91);
+                    let (xd, stride, xs) = if official {
+                        let stride = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap().next_multiple_of(16);
+                        let mut packed = vec![0u8; inputs * stride];
+                        for i in 0..inputs {
+                            let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x[i * cols..(i + 1) * cols]).unwrap();
+                            let p = dsv4_cuda::quant::matvec::pack_acts(&acts);
+                            packed[i * stride..i * stride + p.len()].copy_from_slice(&p);
+                        }
+                        (gpu.upload(&packed).unwrap(), stride, stride)
+                    } else {
+                        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+                        (gpu.upload(&bytes).unwrap(), cols * 4, cols)
+                    };
+                    let out_rows = 3 * y_mul + picks;
+                    // Reference: each token's 3 picks in one slot launch (the one-token
+                    // step's shape, whose split the grouped launch keeps), placed where the
+                    // grouped launch puts them.
+                    let split = mv.slot_split(&experts[0], official, 3).unwrap();
+                    let mut want = vec![f32::NAN; out_rows * rows];
+                    let tmp = gpu.upload(&vec![f32::NAN; 3 * rows]).unwrap();
+                    for j in (0..picks).step_by(3) {
+                        let tok = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &idd) + (j * 4) as u64, n: 3, x_div, y_mod: 1, y_mul: 0, per_token: 0 };
+                        let xa = addr(&gpu, &xd) + ((j / x_div) * stride) as u64;
+                        // SAFETY: 3 ids, their input rows and 3 output rows inside live buffers.
+                        unsafe { mv.run_experts_raw(&experts, tok, xa, stride, official, addr(&gpu, &tmp), rows).unwrap() };
+                        let t = gpu.download(&tmp).unwrap();
+                        for k in 0..3 {
+                            let jj = j + k;
+                            let orow = (jj % y_mod) * y_mul + jj / y_mod;
+                            want[orow * rows..(orow + 1) * rows].copy_from_slice(&t[k * rows..(k + 1) * rows]);
+                        }
+                    }
+                    for nt in [4usize, 16] {
+                        // The table group_picks writes: by expert, picks in order, nt per entry.
+                        let mut table = Vec::new();
+                        for e in 0..n_expert as i32 {
+                            let js: Vec<i32> = (0..picks as i32).filter(|&j| ids[j as usize] == e).collect();
+                            for chunk in js.chunks(nt) {
+                                table.push(if e == 3 { -1 } else { e });
+                                table.push(chunk.len() as i32);
+                                table.extend((0..nt).map(|k| chunk.get(k).copied().unwrap_or(-1)));
+                            }
+                        }
+                        let slots = table.len() / (2 + nt);
+                        let td = gpu.upload(&table).unwrap();
+                        let yd = gpu.upload(&vec![f32::NAN; out_rows * rows]).unwrap();
+                        let g = dsv4_cuda::quant::Grouped { table: addr(&gpu, &td), slots, nt, x_div, y_mod, y_mul, split };
+                        // SAFETY: the table's picks address rows inside the input and output buffers.
+                        unsafe { mv.run_grouped_raw(&experts, g, addr(&gpu, &xd), xs, official, addr(&gpu, &yd), rows).unwrap() };
+                        let got = gpu.download(&yd).unwrap();
+                        for (j, &e) in ids.iter().enumerate() {
+                            let orow = (j % y_mod) * y_mul + j / y_mod;
+                            let (a, b) = (&got[orow * rows..(orow + 1) * rows], &want[orow * rows..(orow + 1) * rows]);
+                            let what = format!("{ty} {cols}->{rows} official={official} nt={nt} x_div={x_div} pick {j} (expert {e})");
+                            if e == 3 {
+                                assert!(a.iter().all(|v| v.is_nan()), "{what}: a skipped entry was written");
+                            } else {
+                                assert!(a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()), "{what}: differs from its slot product");
+                            }
+                        }
                     }
                 }
             }

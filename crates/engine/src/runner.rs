@@ -92,7 +92,8 @@ impl Runner {
     /// Feeds each state its own tokens in one step (continuous batching); returns the logits
     /// after each list's last token (empty for an empty list). A session's results are those
     /// it would get alone: the CPU batches weight reads across sessions with bit-identical
-    /// arithmetic; the GPU runs the sessions one after another.
+    /// arithmetic; the GPU decodes every one-token list in one step (each weight read once for
+    /// all of them) and runs prompt chunks session by session.
     pub fn forward_batch(&self, states: &mut [&mut State], tokens: &[&[u32]], numerics: Numerics) -> Result<Vec<Vec<f32>>, String> {
         if states.len() != tokens.len() {
             return Err(format!("{} states for {} token lists", states.len(), tokens.len()));
@@ -108,11 +109,30 @@ impl Runner {
                 }
                 self.model.forward_sessions(&mut cpu, tokens, numerics).map_err(|e| e.to_string())
             }
-            Some(_) => states
-                .iter_mut()
-                .zip(tokens)
-                .map(|(st, t)| if t.is_empty() { Ok(Vec::new()) } else { self.forward(st, t, numerics) })
-                .collect(),
+            Some(g) => {
+                // Prompt chunks run session by session (each already reads a matrix once for
+                // all its tokens); the one-token calls share one decode step.
+                let mut out = vec![Vec::new(); states.len()];
+                let (mut dec, mut dec_toks, mut dec_at) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (st, t)) in states.iter_mut().zip(tokens).enumerate() {
+                    match (&mut **st, t.len()) {
+                        (_, 0) => {}
+                        (State::Gpu(s), 1) => {
+                            dec.push(&mut **s);
+                            dec_toks.push(t[0]);
+                            dec_at.push(i);
+                        }
+                        (st, _) => out[i] = self.forward(st, t, numerics)?,
+                    }
+                }
+                if !dec.is_empty() {
+                    let logits = g.model.forward_step(&mut dec, &dec_toks, numerics).map_err(|e| e.to_string())?;
+                    for (i, l) in dec_at.into_iter().zip(logits) {
+                        out[i] = l;
+                    }
+                }
+                Ok(out)
+            }
         }
     }
 

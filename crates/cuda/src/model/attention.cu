@@ -100,19 +100,26 @@ extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend(const float*
     attend_head(q, raw, window, pos, n_raw, comp, n_comp, mask, sinks, scores, out, d, freqs, n_pairs, qs, shf);
 }
 
-// The decode step's attend: the position is step[1], and the row counts follow from it (the
-// raw window holds min(pos + 1, window) rows, a layer of compression `ratio` has emitted
-// (pos + 1) / ratio rows). The indexer's mask applies once more rows exist than it keeps.
-extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend_step(const float* q, const float* raw, int window, const float* comp, int ratio,
-                                       const u8* mask, int top_k, const float* sinks, float* scores, float* out,
-                                       int d, const float* freqs, int n_pairs, const int* step) {
+// The decode step's attend for a batch of tokens, one per session: token b = blockIdx.y reads
+// its query and writes its output at b · heads · d, and takes its session's buffers from the
+// pointer tables (`raws[b]`, `comps[b]`, `masks[b]`, `scores[b]`; comps or masks null when the
+// layer has none). The position is pos[b]; the row counts follow from it (the raw window holds
+// min(pos + 1, window) rows, a layer of compression `ratio` has emitted (pos + 1) / ratio
+// rows). The indexer's mask applies once more rows exist than it keeps.
+extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend_step(const float* q, const u64* raws, int window, const u64* comps, int ratio,
+                                       const u64* masks, int top_k, const float* sinks, const u64* scores, float* out,
+                                       int d, const float* freqs, int n_pairs, const int* posv) {
     extern __shared__ float qs[];
     __shared__ float shf[32];
-    const long long pos = step[1];
+    const int b = blockIdx.y;
+    const long long pos = posv[b];
+    const long long off = (long long)b * gridDim.x * d;
     const int n_raw = (int)min(pos + 1, (long long)window);
     const int n_comp = ratio ? (int)((pos + 1) / ratio) : 0;
-    const u8* m = mask && n_comp > top_k ? mask : nullptr;
-    attend_head(q, raw, window, pos, n_raw, comp, n_comp, m, sinks, scores, out, d, freqs, n_pairs, qs, shf);
+    const float* comp = comps ? reinterpret_cast<const float*>(comps[b]) : nullptr;
+    const u8* m = masks && n_comp > top_k ? reinterpret_cast<const u8*>(masks[b]) : nullptr;
+    attend_head(q + off, reinterpret_cast<const float*>(raws[b]), window, pos, n_raw, comp, n_comp, m, sinks,
+                reinterpret_cast<float*>(scores[b]), out + off, d, freqs, n_pairs, qs, shf);
 }
 
 // score[c] = Σ_h (w[h] · w_scale) · relu(q_h · k_c) for key row c, by one warp; q is
@@ -139,17 +146,23 @@ extern "C" __global__ void index_scores(const float* q, const float* w, float w_
     index_score_row(q, w, w_scale, keys, c, heads, dim, scores);
 }
 
-// The decode step's index_scores: (pos + 1) / ratio rows (pos = step[1]), nothing while they
-// are at most top_k (every row is kept then); a grid of any size strides over the rows, so the
-// launch need not know the count.
-extern "C" __global__ void index_scores_step(const float* q, const float* w, float w_scale, const float* keys,
-                                             int ratio, int top_k, int heads, int dim, float* scores,
-                                             const int* step) {
-    const int n = (int)(((long long)step[1] + 1) / ratio);
+// The decode step's index_scores, token b = blockIdx.y of a batch (queries at b · heads · dim,
+// weights at b · heads, keys and scores from its session's tables): (pos[b] + 1) / ratio rows,
+// nothing while they are at most top_k (every row is kept then); a grid of any width strides
+// over the rows, so the launch need not know the count.
+extern "C" __global__ void index_scores_step(const float* q, const float* w, float w_scale, const u64* keys,
+                                             int ratio, int top_k, int heads, int dim, const u64* scores,
+                                             const int* posv) {
+    const int b = blockIdx.y;
+    const int n = (int)(((long long)posv[b] + 1) / ratio);
     if (n <= top_k) return;
+    q += (long long)b * heads * dim;
+    w += (long long)b * heads;
+    const float* k = reinterpret_cast<const float*>(keys[b]);
+    float* sc = reinterpret_cast<float*>(scores[b]);
     const int warps = (gridDim.x * blockDim.x) >> 5;
     for (int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; c < n; c += warps)
-        index_score_row(q, w, w_scale, keys, c, heads, dim, scores);
+        index_score_row(q, w, w_scale, k, c, heads, dim, sc);
 }
 
 // mask[c] = 1 for the k best-scoring rows: a row's rank counts the rows that beat it (higher
@@ -171,10 +184,14 @@ extern "C" __global__ void topk_mask(const float* scores, int n, int k, u8* mask
     mask[c] = topk_keep(scores, n, k, c);
 }
 
-// The decode step's topk_mask, row count from step[1] as in index_scores_step.
-extern "C" __global__ void topk_mask_step(const float* scores, int ratio, int k, u8* mask, const int* step) {
-    const int n = (int)(((long long)step[1] + 1) / ratio);
+// The decode step's topk_mask for token b = blockIdx.y of a batch, row count from pos[b] as in
+// index_scores_step.
+extern "C" __global__ void topk_mask_step(const u64* scores, int ratio, int k, const u64* masks, const int* posv) {
+    const int b = blockIdx.y;
+    const int n = (int)(((long long)posv[b] + 1) / ratio);
     if (n <= k) return;
+    const float* sc = reinterpret_cast<const float*>(scores[b]);
+    u8* mask = reinterpret_cast<u8*>(masks[b]);
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < n; c += gridDim.x * blockDim.x)
-        mask[c] = topk_keep(scores, n, k, c);
+        mask[c] = topk_keep(sc, n, k, c);
 }

@@ -78,29 +78,37 @@ extern "C" __global__ void comp_push(float* fkv, float* fsc, const float* kv, co
     comp_push_body(fkv, fsc, kv, sc, ape, ratio, width, overlapping, pos, row, norm_w, eps, freqs, n_pairs, shd);
 }
 
-// The decode step's push into both compressors of a layer, one block each (grid.x = 2 when the
-// layer has an indexer, block 1 taking the b_ arguments), at position step[1]. A window's last
-// token writes row (pos + 1) / ratio - 1 of `rows`, whose rows hold width / lanes values.
-extern "C" __global__ void comp_push_step(float* fkv, float* fsc, const float* kv, const float* sc,
-                                          const float* ape, int width, float* rows, const float* norm_w,
-                                          float* b_fkv, float* b_fsc, const float* b_kv, const float* b_sc,
-                                          const float* b_ape, int b_width, float* b_rows, const float* b_norm_w,
+// The decode step's push into both compressors of a layer for a batch of tokens: block
+// (c, b) is compressor c of token b (c = 1, the indexer's, when the layer has one: the b_
+// arguments). Token b's projection and score rows are at b · kv_stride of kv and sc, its
+// session's frontier and rows come from the tables, and its position is pos[b]. A window's
+// last token writes row (pos + 1) / ratio - 1 of `rows`, whose rows hold width / lanes values.
+extern "C" __global__ void comp_push_step(const u64* fkvs, const u64* fscs, const float* kv, const float* sc,
+                                          const float* ape, int width, const u64* rowss, const float* norm_w,
+                                          long long kv_stride,
+                                          const u64* b_fkvs, const u64* b_fscs, const float* b_kv, const float* b_sc,
+                                          const float* b_ape, int b_width, const u64* b_rowss, const float* b_norm_w,
+                                          long long b_kv_stride,
                                           int ratio, int overlapping, float eps, const float* freqs, int n_pairs,
-                                          const int* step) {
+                                          const int* posv) {
     __shared__ double shd[32];
-    const long long pos = step[1];
+    const int b = blockIdx.y;
+    const long long pos = posv[b];
     if (blockIdx.x == 1) {
-        fkv = b_fkv;
-        fsc = b_fsc;
+        fkvs = b_fkvs;
+        fscs = b_fscs;
         kv = b_kv;
         sc = b_sc;
         ape = b_ape;
         width = b_width;
-        rows = b_rows;
+        rowss = b_rowss;
         norm_w = b_norm_w;
+        kv_stride = b_kv_stride;
     }
     const int d = overlapping ? width / 2 : width;
     const long long emitted = (pos + 1) / ratio;
+    float* rows = reinterpret_cast<float*>(rowss[b]);
     float* row = rows + (emitted > 0 ? emitted - 1 : 0) * d;  // written only when pos ends a window
-    comp_push_body(fkv, fsc, kv, sc, ape, ratio, width, overlapping, pos, row, norm_w, eps, freqs, n_pairs, shd);
+    comp_push_body(reinterpret_cast<float*>(fkvs[b]), reinterpret_cast<float*>(fscs[b]), kv + b * kv_stride,
+                   sc + b * kv_stride, ape, ratio, width, overlapping, pos, row, norm_w, eps, freqs, n_pairs, shd);
 }

@@ -189,12 +189,12 @@ impl GpuModel {
         let (x, sel, wts) = (self.ptr(&s.x), self.ptr(&s.sel), self.ptr(&s.wts));
         let (g, u, h, parts) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts));
         let slots = n * used;
-        let tok = ExpertSlots { ids: sel, n: slots, x_div: used, y_mod: 1, y_mul: 0 };
+        let tok = ExpertSlots { ids: sel, n: slots, x_div: used, y_mod: 1, y_mul: 0, per_token: 0 };
         self.mm_experts(st, num, &lw.gate, tok, x, e, g, ffn)?;
         self.mm_experts(st, num, &lw.up, tok, x, e, u, ffn)?;
         let args = [P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(wts), P(0)];
         self.launch("swiglu", (ffn.div_ceil(BLOCK), slots), BLOCK, 0, &args)?;
-        let down = ExpertSlots { ids: sel, n: slots, x_div: 1, y_mod: used, y_mul: CHUNK };
+        let down = ExpertSlots { ids: sel, n: slots, x_div: 1, y_mod: used, y_mul: CHUNK, per_token: 0 };
         self.mm_experts(st, num, &lw.down, down, h, ffn, parts, e)?;
         self.shared_and_sum(st, lw, n, num)
     }

@@ -10,6 +10,7 @@ use dsv4_model::Numerics;
 
 use super::state::{act_stride, GpuState, CHUNK};
 use super::weights::Hc;
+use super::step::MAX_STEP_BATCH;
 use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
@@ -68,7 +69,29 @@ impl GpuModel {
         self.run(st, tokens, numerics, true)
     }
 
-    fn run(&self, st: &mut GpuState, tokens: &[u32], num: Numerics, all: bool) -> Result<Vec<Vec<f32>>> {
+    /// One token for each of several sessions (continuous batching): the logits after each,
+    /// as each session would get them alone. Decode steps carry up to [`MAX_STEP_BATCH`]
+    /// sessions; larger lists run as several steps. Tokens outside the vocabulary and full
+    /// states are errors; nothing is run then.
+    pub fn forward_step(&self, states: &mut [&mut GpuState], tokens: &[u32], numerics: Numerics) -> Result<Vec<Vec<f32>>> {
+        if states.len() != tokens.len() {
+            return Err(CudaError::Shape(format!("{} states for {} tokens", states.len(), tokens.len())));
+        }
+        for (st, &t) in states.iter().zip(tokens) {
+            self.check_call(st, std::slice::from_ref(&t), numerics)?;
+        }
+        if self.opts.decode == Decode::Chunk || !states.iter().all(|st| self.step_ok(st)) {
+            return states.iter_mut().zip(tokens).map(|(st, &t)| self.forward(st, &[t], numerics)).collect();
+        }
+        let mut out = Vec::with_capacity(states.len());
+        for (sts, toks) in states.chunks_mut(MAX_STEP_BATCH).zip(tokens.chunks(MAX_STEP_BATCH)) {
+            out.extend(self.step(sts, toks, numerics)?);
+        }
+        Ok(out)
+    }
+
+    /// The checks every call makes before running anything.
+    fn check_call(&self, st: &GpuState, tokens: &[u32], num: Numerics) -> Result<()> {
         let c = &self.cfg;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
             return Err(CudaError::Shape(format!("token id {t} is outside the vocabulary (0..{})", c.vocab_size)));
@@ -80,9 +103,15 @@ impl GpuModel {
         if num == Numerics::Official {
             self.check_official()?;
         }
+        Ok(())
+    }
+
+    fn run(&self, st: &mut GpuState, tokens: &[u32], num: Numerics, all: bool) -> Result<Vec<Vec<f32>>> {
+        let c = &self.cfg;
+        self.check_call(st, tokens, num)?;
         if let [tok] = *tokens {
             if self.opts.decode != Decode::Chunk && self.step_ok(st) {
-                return Ok(vec![self.step(st, tok, num)?]);
+                return self.step(&mut [st], &[tok], num);
             }
         }
         let v = c.vocab_size;
@@ -154,6 +183,10 @@ impl GpuModel {
     }
 
     pub(super) fn launch(&self, name: &str, grid: (usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
+        self.launch3(name, (grid.0, grid.1, 1), block, smem, args)
+    }
+
+    pub(super) fn launch3(&self, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
         self.counted(1);
         self.timed(|| name.to_string(), || self.k.launch(&self.stream, name, grid, block, smem, args))
     }
@@ -244,7 +277,8 @@ impl GpuModel {
             F(c.hc_eps),
             F(c.rms_eps),
             I(head as i32),
-            I(c.hc_mix().max(c.hc_count) as i32),
+            // Each token's mixing values are `parts` partial sums each (hc_proj's layout).
+            I((c.hc_mix().max(c.hc_count) * parts) as i32),
             I(c.hc_mix() as i32),
             I(parts as i32),
         ];

@@ -17,12 +17,14 @@
 //! Every reduction has a fixed order (no float atomics), so a run is deterministic on a given
 //! GPU and chunking.
 //!
-//! Single-token calls (decode) take the step path (`model/step.rs`): every value that changes
-//! from token to token (the token id, the position, and what follows from it: ring slot, row
-//! counts, which rows are emitted) is read by the kernels from one small per-state buffer
-//! uploaded before the step, so the step's launches are the same every time and run as one
-//! CUDA graph, captured on first use and cached in the [`GpuState`]. The only host wait is the
-//! logits download. [`DecodeOptions`] selects the path.
+//! Single-token calls (decode) take the step path (`model/step.rs`), one session alone or
+//! several together ([`GpuModel::forward_step`], continuous batching): every value that
+//! changes from step to step (the token ids, the positions, the sessions' buffer addresses,
+//! and what follows from them: ring slots, row counts, which rows are emitted) is read by the
+//! kernels from small buffers uploaded before the step, so the launches of a step of n
+//! sessions are the same every time and run as one CUDA graph, captured on first use and
+//! cached in the model. The only host wait is the logits download. [`DecodeOptions`] selects
+//! the path.
 
 mod attn;
 mod attn_chunk;
@@ -48,12 +50,13 @@ use crate::kernels::MODEL_KERNELS;
 use crate::quant::{Matmul, Matvec};
 
 pub use state::{GpuState, CHUNK as PREFILL_CHUNK};
+pub use step::{step_batch_bytes, MAX_STEP_BATCH};
 use weights::Layer;
 
 /// How single-token calls run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Decode {
-    /// The step path captured once per state as a CUDA graph and replayed (the default).
+    /// The step path captured once per batch size as a CUDA graph and replayed (the default).
     #[default]
     Graph,
     /// The step path's kernels launched one by one (the graph's reference).
@@ -86,17 +89,13 @@ pub struct GpuModel {
     /// Every layer's routed experts are stacked in one buffer per projection (what the step
     /// path's expert launches need), checked once at load.
     experts_stacked: bool,
-    /// Tells this model's captured graphs from another model's (a graph bakes in weight
-    /// addresses).
-    id: u64,
+    /// The decode step's scratch and captured graphs (`model/step.rs`), one step at a time.
+    batch: Mutex<step::StepBatch>,
     /// Kernels queued so far (both kinds: the model's and the matvec's), for launch counts.
     launches: AtomicU64,
     /// Per-operation times while profiling (benchmarks only; see [`GpuModel::set_profiling`]).
     prof: Mutex<Option<HashMap<String, (u64, f64)>>>,
 }
-
-/// Source of [`GpuModel::id`].
-static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One kernel argument, pushed by value (device addresses are plain 64-bit integers).
 #[derive(Clone, Copy, Debug)]
@@ -130,10 +129,10 @@ impl Kernels {
     /// Safety (upheld by every caller in this module): `args` match the kernel's parameter
     /// list in type and order, and every address points into a live buffer of the model or
     /// of the state, large enough for what the kernel touches given the size arguments.
-    fn launch(&self, stream: &Arc<CudaStream>, name: &str, grid: (usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
+    fn launch(&self, stream: &Arc<CudaStream>, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
         let f = self.funcs.get(name).ok_or_else(|| CudaError::MissingKernel(name.into()))?;
         let cfg = LaunchConfig {
-            grid_dim: (grid.0.max(1) as u32, grid.1.max(1) as u32, 1),
+            grid_dim: (grid.0.max(1) as u32, grid.1.max(1) as u32, grid.2.max(1) as u32),
             block_dim: (block as u32, 1, 1),
             shared_mem_bytes: smem as u32,
         };
@@ -161,7 +160,7 @@ impl GpuModel {
         self.opts
     }
 
-    /// Takes effect from the next call; graphs captured under other options are recaptured.
+    /// Takes effect from the next call.
     pub fn set_options(&mut self, opts: DecodeOptions) {
         self.opts = opts;
     }

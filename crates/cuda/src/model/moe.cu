@@ -76,3 +76,57 @@ extern "C" __global__ void route(const float* logits, int n_expert, int used, co
         wts[k] = scale * route_score(logits[chosen[k]]) / fmaxf(sum, floor);
     }
 }
+
+// Groups the picks of a batched decode step by matrix for the grouped expert kernels
+// (matvec.cu, MVG): pick j (< n_picks) chose matrix ids[j] of a stack of n_ids. Each matrix's
+// picks, in increasing j, fill entries of nt picks; entry s at table + s * (2 + nt) is
+// [matrix, count, picks (count of them; the rest -1)], the entries ordered by matrix, and
+// every entry up to max_slots past the last one gets matrix -1. One block; a pick's place
+// is its rank among the picks of its matrix (a count over the earlier picks, no atomics), so
+// the table depends only on ids.
+extern "C" __global__ void group_picks(const int* ids, int n_picks, int n_ids, int nt, int max_slots, int* table) {
+    extern __shared__ int sh[];  // counts[n_ids], then first entry of each matrix[n_ids]
+    int* counts = sh;
+    int* first = sh + n_ids;
+    for (int e = threadIdx.x; e < n_ids; e += blockDim.x) counts[e] = 0;
+    __syncthreads();
+    for (int j = threadIdx.x; j < n_picks; j += blockDim.x) {
+        const int e = ids[j];
+        if (e >= 0 && e < n_ids) atomicAdd(&counts[e], 1);  // integer counts: order-free
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int s = 0;
+        for (int e = 0; e < n_ids; ++e) {
+            first[e] = s;
+            s += (counts[e] + nt - 1) / nt;
+        }
+        counts[0] = s;  // entries in use (counts are not needed past this point)
+        for (int e = 1; e < n_ids; ++e) counts[e] = 0;
+    }
+    __syncthreads();
+    const int w = 2 + nt;
+    for (int s = threadIdx.x; s < max_slots; s += blockDim.x) {
+        int* ent = table + (long long)s * w;
+        ent[0] = -1;
+        ent[1] = 0;
+        for (int k = 0; k < nt; ++k) ent[2 + k] = -1;
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < n_picks; j += blockDim.x) {
+        const int e = ids[j];
+        if (e < 0 || e >= n_ids) continue;
+        int rank = 0;
+        for (int i = 0; i < j; ++i) rank += ids[i] == e;
+        const int s = first[e] + rank / nt;
+        if (s >= max_slots) continue;
+        int* ent = table + (long long)s * w;
+        ent[2 + rank % nt] = j;
+        if (rank % nt == 0) {
+            ent[0] = e;
+            int total = 0;
+            for (int i = 0; i < n_picks; ++i) total += ids[i] == e;
+            ent[1] = min(nt, total - rank);
+        }
+    }
+}

@@ -135,12 +135,14 @@ extern "C" __global__ void kv_round(float* rows, int d, int rope_dim, long long 
     kv_round_row(rows + blockIdx.x * stride, d, rope_dim, shf);
 }
 
-// The decode step's kv_round (64 threads), at position step[1]: with ratio 0 the raw-window
-// ring slot pos % window of `rows`; otherwise compressed row (pos + 1) / ratio - 1, and only
-// when pos ends a window (nothing else was written).
-extern "C" __global__ void kv_round_step(float* rows, int d, int rope_dim, int window, int ratio, const int* step) {
+// The decode step's kv_round (64 threads) for token b = blockIdx.y of a batch, at position
+// pos[b], on its session's `rows[b]`: with ratio 0 the raw-window ring slot pos % window;
+// otherwise compressed row (pos + 1) / ratio - 1, and only when pos ends a window (nothing
+// else was written).
+extern "C" __global__ void kv_round_step(const u64* rowsv, int d, int rope_dim, int window, int ratio, const int* posv) {
     __shared__ float shf[32];
-    const long long pos = step[1];
+    const long long pos = posv[blockIdx.y];
+    float* rows = reinterpret_cast<float*>(rowsv[blockIdx.y]);
     if (ratio == 0) {
         kv_round_row(rows + (pos % window) * d, d, rope_dim, shf);
     } else if (pos % ratio == ratio - 1) {
@@ -177,11 +179,12 @@ extern "C" __global__ void index_round(float* rows, int dim, long long stride) {
     index_round_row(rows + blockIdx.x * stride, dim, hx);
 }
 
-// The decode step's index_round of the indexer row that position step[1] emits, when it ends
-// a window of `ratio` (row (pos + 1) / ratio - 1 of `rows`).
-extern "C" __global__ void index_round_step(float* rows, int dim, int ratio, const int* step) {
+// The decode step's index_round of the indexer row that position pos[b] emits (b =
+// blockIdx.y), when it ends a window of `ratio` (row (pos + 1) / ratio - 1 of `rows[b]`).
+extern "C" __global__ void index_round_step(const u64* rowsv, int dim, int ratio, const int* posv) {
     extern __shared__ float hx[];
-    const long long pos = step[1];
+    const long long pos = posv[blockIdx.y];
     if (pos % ratio != ratio - 1) return;
+    float* rows = reinterpret_cast<float*>(rowsv[blockIdx.y]);
     index_round_row(rows + ((pos + 1) / ratio - 1) * dim, dim, hx);
 }

@@ -169,13 +169,16 @@ extern "C" __global__ void __launch_bounds__(512) hc_pre(const float* S, const f
     for (int i = threadIdx.x; i < e; i += blockDim.x) out[i] = out[i] * s * norm_w[i];
 }
 
-// Partial dot products of the HC mixing projection for one token: row blockIdx.x of w (F16
-// when f16, else F32; rows of `cols`) with x, over column slice blockIdx.y of gridDim.y equal
-// slices, into out[row · gridDim.y + slice] (hc_pre adds the slices in order). The matrix has
-// few rows and long ones, so the slices give the launch enough blocks to stream it at once.
-extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int cols, float* out) {
+// Partial dot products of the HC mixing projection: row blockIdx.x of w (F16 when f16, else
+// F32; rows of `cols`) with token blockIdx.z's x (cols floats per token), over column slice
+// blockIdx.y of gridDim.y equal slices, into out[z · out_stride + row · gridDim.y + slice]
+// (hc_pre adds the slices in order). The matrix has few rows and long ones, so the slices give
+// the launch enough blocks to stream it at once.
+extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int cols, float* out, long long out_stride) {
     __shared__ float shf[32];
     const int r = blockIdx.x, parts = gridDim.y, len = cols / parts, c0 = blockIdx.y * len;
+    x += (long long)blockIdx.z * cols;
+    out += (long long)blockIdx.z * out_stride;
     float acc = 0.0f;
     for (int j = c0 + threadIdx.x; j < c0 + len; j += blockDim.x) {
         const long long k = (long long)r * cols + j;
@@ -241,23 +244,26 @@ extern "C" __global__ void norm_rope(const float* src, float* dst, const float* 
     norm_rope_vec(x, y, w, d, do_norm, eps, freqs, n_pairs, pos + blockIdx.y, shd);
 }
 
-// The decode step's norm and RoPE of one token in one launch, at the position step[1]:
-// blocks [0, nh) normalise and rotate the query heads in place; block nh normalises (kv_norm)
-// and rotates the KV row into its raw-window ring slot (pos % window); blocks after it, when
-// iq is not null, rotate the indexer query heads in place (no norm).
-extern "C" __global__ void rope_qkv_step(float* q, int nh, int d, const float* kv, float* raw,
+// The decode step's norm and RoPE in one launch, token b = blockIdx.y of a batch at position
+// pos[b]: blocks [0, nh) normalise and rotate its query heads in place (q + b · nh · d); block
+// nh normalises (kv_norm) and rotates its KV row (kv + b · d) into its session's raw-window
+// ring `raws[b]` (slot pos % window); blocks after it, when iq is not null, rotate its indexer
+// query heads in place (iq + b · (gridDim.x - nh - 1) · id; no norm).
+extern "C" __global__ void rope_qkv_step(float* q, int nh, int d, const float* kv, const u64* raws,
                                          const float* kv_norm, int window, float* iq, int id,
-                                         float eps, const float* freqs, int n_pairs, const int* step) {
+                                         float eps, const float* freqs, int n_pairs, const int* posv) {
     __shared__ double shd[32];
-    const int b = blockIdx.x;
-    const long long pos = step[1];
-    if (b < nh) {
-        float* x = q + (long long)b * d;
+    const int blk = blockIdx.x, b = blockIdx.y;
+    const long long pos = posv[b];
+    if (blk < nh) {
+        float* x = q + ((long long)b * nh + blk) * d;
         norm_rope_vec(x, x, nullptr, d, 1, eps, freqs, n_pairs, pos, shd);
-    } else if (b == nh) {
-        norm_rope_vec(kv, raw + (pos % window) * d, kv_norm, d, 1, eps, freqs, n_pairs, pos, shd);
+    } else if (blk == nh) {
+        float* raw = reinterpret_cast<float*>(raws[b]);
+        norm_rope_vec(kv + (long long)b * d, raw + (pos % window) * d, kv_norm, d, 1, eps, freqs, n_pairs, pos, shd);
     } else if (iq) {
-        float* x = iq + (long long)(b - nh - 1) * id;
+        const int iq_heads = gridDim.x - nh - 1;
+        float* x = iq + ((long long)b * iq_heads + (blk - nh - 1)) * id;
         norm_rope_vec(x, x, nullptr, id, 0, eps, freqs, n_pairs, pos, shd);
     }
 }
@@ -285,20 +291,23 @@ extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int 
     h[i] = r;
 }
 
-// The decode step's SwiGLU of the routed and the shared expert together (grid.y = used + 1).
-// gu holds rows of n values: the `used` routed gate rows, their `used` up rows, then the shared
-// expert's gate and up rows. Row r < used of h is routed pick r, scaled by its weight wk[r];
-// row `used` is the shared expert's.
+// The decode step's SwiGLU of the routed and the shared expert together, for a batch of B =
+// gridDim.z tokens (token t = blockIdx.z, pick r = blockIdx.y < used + 1). gu holds rows of n
+// values, pick-major so that each expert launch writes one run: row k · B + t for k < used the
+// routed gate rows, used + k their up rows, 2·used the shared expert's gate, 2·used + 1 its up.
+// h gets the routed rows token-major (row t · used + r, scaled by the route weight
+// wk[t · used + r]), then the shared expert's (row B · used + t).
 extern "C" __global__ void swiglu_step(const float* gu, float* h, int n, float clamp, const float* wk, int used) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const int r = blockIdx.y;
+    const int r = blockIdx.y, t = blockIdx.z, nb = gridDim.z;
     const bool routed = r < used;
-    const float* g = gu + (long long)(routed ? r : 2 * used) * n;
-    const float* u = gu + (long long)(routed ? used + r : 2 * used + 1) * n;
+    const float* g = gu + ((long long)(routed ? r : 2 * used) * nb + t) * n;
+    const float* u = gu + ((long long)(routed ? used + r : 2 * used + 1) * nb + t) * n;
     float v = swiglu_val(g[i], u[i], clamp);
-    if (routed) v *= wk[r];
-    h[(long long)r * n + i] = v;
+    if (routed) v *= wk[t * used + r];
+    const long long row = routed ? (long long)t * used + r : (long long)nb * used + t;
+    h[row * n + i] = v;
 }
 
 // y_t = Σ_p part p of token t, in order (routed experts in selection order, then the shared
@@ -316,12 +325,14 @@ extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int
     y[t * e + i] = sum_col(parts, n_parts, e, chunk, t, i);
 }
 
-// sum_parts then hc_post for one token, without the trip through memory in between.
+// sum_parts then hc_post (token t = blockIdx.y, streams hc · e and mixing mix_stride floats
+// apart), without the trip through memory in between.
 extern "C" __global__ void sum_post(float* S, const float* parts, int n_parts, int e, int chunk,
-                                    const float* mix, int hc) {
+                                    const float* mix, int hc, int mix_stride) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
-    hc_post_col(S, sum_col(parts, n_parts, e, chunk, 0, i), mix, hc, e, i);
+    const long long t = blockIdx.y;
+    hc_post_col(S + t * hc * e, sum_col(parts, n_parts, e, chunk, t, i), mix + t * mix_stride, hc, e, i);
 }
 
 // Row r (blockIdx.y) of dst = row idx[r] of src (rows of `width`): an expert's tokens.

@@ -92,15 +92,6 @@ pub(super) struct Scratch {
     /// (token, pick) of a chunk.
     pub acts: DeviceBuffer<u8>,
     pub logits: DeviceBuffer<f32>,
-    /// The decode step's per-token values: [token id, position] (`model/step.rs`).
-    pub step: DeviceBuffer<i32>,
-    /// The decode step's expert rows: `used` routed gate rows, their `used` up rows, then the
-    /// shared expert's gate and up rows (`expert_ffn` each).
-    pub gu: DeviceBuffer<f32>,
-    /// Their SwiGLU outputs: the routed picks' rows, then the shared expert's.
-    pub hs: DeviceBuffer<f32>,
-    /// The picks of the decode token for one launch over the gate-then-up expert stack.
-    pub sel_gu: DeviceBuffer<i32>,
 }
 
 /// Widest activation vector any matrix of the model takes.
@@ -157,8 +148,6 @@ pub struct GpuState {
     pub(super) streams: DeviceBuffer<f32>,
     pub(super) layers: Vec<LayerState>,
     pub(super) s: Scratch,
-    /// The decode step captured against this state's buffers (`model/step.rs`).
-    pub(super) graph: Option<super::step::StepGraph>,
 }
 
 impl GpuState {
@@ -170,11 +159,6 @@ impl GpuState {
     /// Most tokens this state can hold.
     pub fn capacity(&self) -> u64 {
         self.capacity
-    }
-
-    /// Kernels in this state's captured decode graph (None before the first graph step).
-    pub fn graph_kernels(&self) -> Option<u64> {
-        self.graph.as_ref().map(|g| g.kernels)
     }
 }
 
@@ -225,10 +209,6 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         idx: gpu.alloc_zeros::<i32>(idx_len(c))?,
         acts: gpu.alloc_zeros::<u8>(CHUNK * c.n_expert_used.max(1) * act_stride(c))?,
         logits: z(c.vocab_size)?,
-        step: gpu.alloc_zeros::<i32>(2)?,
-        gu: gpu.alloc_zeros::<f32>(2 * (c.n_expert_used + 1) * c.expert_ffn)?,
-        hs: gpu.alloc_zeros::<f32>((c.n_expert_used + 1) * c.expert_ffn)?,
-        sel_gu: gpu.alloc_zeros::<i32>(2 * c.n_expert_used)?,
     })
 }
 
@@ -259,7 +239,6 @@ impl GpuModel {
             streams: gpu.alloc_zeros(CHUNK * c.hc_count * c.n_embd)?,
             layers,
             s: scratch(gpu, c, capacity)?,
-            graph: None,
         })
     }
 }

@@ -1,60 +1,213 @@
-//! The decode step: one token through every layer with launches that are the same at every
-//! position, so the whole step can be captured once as a CUDA graph and replayed.
+//! The decode step: one token from each of up to [`MAX_STEP_BATCH`] sessions through every
+//! layer together (continuous batching), with launches that are the same at every position,
+//! so a step of a given batch size is captured once as a CUDA graph and replayed.
 //!
-//! What changes from token to token lives in `Scratch::step` ([token id, position]), uploaded
-//! before each step; the kernels derive the rest from the position (`*_step` kernels: ring
-//! slot, raw and compressed row counts, whether a window ends and which row it writes, whether
-//! the indexer masks). Launch grids are fixed (the indexer's stride over however many rows
-//! exist). Products whose use depends on the position (the indexer's queries) are always run.
+//! What changes from step to step lives in [`StepBatch`]: the token ids and positions
+//! (`step`: the ids, then the positions) and a table of the sessions' buffer addresses (per
+//! layer: raw window, compressed rows and frontier, indexer rows and frontier; per session: the
+//! attention and indexer scratch), both uploaded before the step. The `*_step` kernels take
+//! token b from blockIdx.y, its position from the positions and its session's buffers from the
+//! table, and derive the rest from the position (ring slot, raw and compressed row counts,
+//! whether a window ends and which row it writes, whether the indexer masks). Launch grids are
+//! fixed (the indexer's stride over however many rows exist).
 //!
-//! Fewer launches than the chunk path's single token: q, KV and indexer-query RoPE in one
-//! kernel; both compressors of a layer in one; every output group in one expert-style launch;
-//! routed gate and up experts in one launch over a gate-then-up stack, the shared expert's
-//! gate and up in another; the routed and shared SwiGLU together; the expert sum fused with
-//! the HC write-back; under the official numerics, one activation quantization per input
-//! vector and format, shared by every matrix reading it. The HC mixing projections (a few
-//! rows of hc·n_embd floats) run as column slices over many blocks (`hc_proj`), their sums
-//! finished inside `hc_pre`.
+//! Weight products read each dense matrix once per 16 tokens of the step (the several-token
+//! kernels), and each routed expert once per (token, pick) slot (`quant/experts.rs`). Every
+//! product gives each token the bits of its one-token product: the same per-sub-block
+//! arithmetic, and the warps per row group (which fix the order of sums) chosen as for one
+//! token (`Matvec::slot_split`, `ExpertSlots::per_token`), so a session's logits are the same
+//! bits whichever other sessions share its step.
 //!
-//! A graph bakes in every buffer address (the model's weights and the state's buffers) and
-//! the numerics, so it belongs to one `GpuState` and is recaptured when the model or the
-//! numerics change. Restores and uploads change buffer contents and the position only, which
-//! the graph reads afresh each replay.
+//! Launches per layer as for one token: q, KV and indexer-query RoPE in one kernel; both
+//! compressors in one; every output group in one launch; routed gate and up in one launch over
+//! a gate-then-up stack, the shared expert's gate and up in another; the routed and shared
+//! SwiGLU together; the expert sum fused with the HC write-back; under the official numerics
+//! one activation quantization per input and format, shared by every matrix reading it. The
+//! HC mixing projections (a few rows of hc·n_embd floats) run as column slices over many
+//! blocks (`hc_proj`), their sums finished inside `hc_pre`.
+//!
+//! A graph bakes in the model's weights, the batch scratch and the table's addresses (never
+//! the sessions'), so it stays valid as sessions come and go; restores and uploads change
+//! buffer contents and positions only, which the graph reads afresh each replay.
+
+use std::collections::HashMap;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 use dsv4_gguf::GgmlType;
-use dsv4_model::Numerics;
+use dsv4_model::config::LayerKind;
+use dsv4_model::{ModelConfig, Numerics};
 
 use super::forward::{attend_smem, ATTEND_THREADS, BLOCK};
-use super::state::{act_stride, comp_rows, Frontier, GpuState, CHUNK};
-use super::weights::{Hc, Layer};
+use super::state::{act_stride, comp_rows, GpuState, CHUNK};
+use super::weights::{Hc, Layer, Route};
 use super::{Arg, Decode, GpuModel};
+use crate::buffer::DeviceBuffer;
+use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::act_bytes;
-use crate::quant::{DeviceMatrix, ExpertSlots, Matvec};
+use crate::quant::{DeviceMatrix, ExpertSlots, Grouped, Matvec};
 use Arg::{F, I, L, P};
 
-/// Column slices of `hc_proj` (at most CHUNK: the partial sums use the mixing scratch, which
-/// holds CHUNK tokens' values).
+/// Most sessions one decode step carries; more are split over several steps.
+pub const MAX_STEP_BATCH: usize = 64;
+
+/// Column slices of `hc_proj` (a fixed count: the slices' sums are added in order, so the
+/// count is part of the arithmetic).
 const HC_PARTS: usize = 16;
 
 /// Most blocks of the launches that stride over the indexer's rows (their count grows with
 /// the position; the grid may not).
 const MAX_STRIDE_BLOCKS: usize = 1024;
 
-/// A captured decode step and what it was captured for.
-pub(super) struct StepGraph {
-    key: (u64, Numerics),
+/// Table entries per layer (each a run of one address per token of the step).
+const T_RAW: usize = 0;
+const T_COMP: usize = 1;
+const T_COMP_KV: usize = 2;
+const T_COMP_SC: usize = 3;
+const T_IDX: usize = 4;
+const T_IDX_KV: usize = 5;
+const T_IDX_SC: usize = 6;
+const LAYER_ENTRIES: usize = 7;
+/// Per-session entries after the layers'.
+const T_ISCORE: usize = 0;
+const T_MASK: usize = 1;
+const T_ATT: usize = 2;
+const SESSION_ENTRIES: usize = 3;
+
+/// A captured decode step and its kernel count.
+struct StepGraph {
     graph: CudaGraph,
-    /// Kernels in the graph.
-    pub kernels: u64,
+    kernels: u64,
 }
 
-// SAFETY: a CUDA graph (and its executable) may be used from any thread as long as calls on
-// it are serialised; a StepGraph is reached only through its GpuState, by `&mut` for the
-// launch, and is not Sync.
-unsafe impl Send for StepGraph {}
+/// Which graph: batch size, official numerics, most indexer rows (the grid of its strided launches).
+type GraphKey = (usize, bool, usize);
+
+/// The decode step's buffers, for up to [`MAX_STEP_BATCH`] tokens (token t's vectors follow
+/// token t - 1's), and its captured graphs.
+pub(super) struct StepBatch {
+    /// Token ids, then positions (`MAX_STEP_BATCH` each; a step of n uses the first n of both,
+    /// its positions at `n`).
+    step: DeviceBuffer<i32>,
+    /// Session addresses (see the T_ constants): entry k of layer l for token b at
+    /// `(l · LAYER_ENTRIES + k) · n + b`, session entries after every layer's.
+    table: DeviceBuffer<u64>,
+    /// What `table` holds now.
+    uploaded: Vec<u64>,
+    /// Expert ids of the slot launches: zeros (a dense matrix for every token), j % 2 (the
+    /// shared expert's gate-up pair), j % o_groups (the output groups).
+    zeros: DeviceBuffer<i32>,
+    pairs: DeviceBuffer<i32>,
+    groups: DeviceBuffer<i32>,
+    streams: DeviceBuffer<f32>,
+    m: DeviceBuffer<f32>,
+    mix: DeviceBuffer<f32>,
+    x: DeviceBuffer<f32>,
+    qr: DeviceBuffer<f32>,
+    q: DeviceBuffer<f32>,
+    kv: DeviceBuffer<f32>,
+    ckv: DeviceBuffer<f32>,
+    csc: DeviceBuffer<f32>,
+    ikv: DeviceBuffer<f32>,
+    isc: DeviceBuffer<f32>,
+    iq: DeviceBuffer<f32>,
+    iw: DeviceBuffer<f32>,
+    o: DeviceBuffer<f32>,
+    z: DeviceBuffer<f32>,
+    y: DeviceBuffer<f32>,
+    rlog: DeviceBuffer<f32>,
+    sel: DeviceBuffer<i32>,
+    wts: DeviceBuffer<f32>,
+    sel_gu: DeviceBuffer<i32>,
+    gu: DeviceBuffer<f32>,
+    hs: DeviceBuffer<f32>,
+    /// `(used + 1) × MAX_STEP_BATCH × n_embd`: part p of token t at `(p · MAX_STEP_BATCH + t)
+    /// · n_embd`.
+    parts: DeviceBuffer<f32>,
+    acts: DeviceBuffer<u8>,
+    logits: DeviceBuffer<f32>,
+    /// The grouping table of the grouped products (see `Group`).
+    group: DeviceBuffer<i32>,
+    graphs: HashMap<GraphKey, StepGraph>,
+}
+
+// SAFETY: the graphs (and their executables) may be used from any thread as long as calls on
+// them are serialised; a StepBatch is reached only through its model's Mutex.
+unsafe impl Send for StepBatch {}
+
+/// Floats per token of the HC mixing scratch: every mixing value as HC_PARTS partial sums.
+fn m_stride(c: &ModelConfig) -> usize {
+    c.hc_mix().max(c.hc_count) * HC_PARTS
+}
+
+/// Device bytes of a [`StepBatch`] (the memory plan counts them).
+pub fn step_batch_bytes(c: &ModelConfig) -> u64 {
+    let (t, d, id, used) = (MAX_STEP_BATCH, c.head_dim, c.indexer_head_dim, c.n_expert_used);
+    let floats = c.hc_count * c.n_embd
+        + m_stride(c)
+        + c.hc_mix()
+        + 2 * c.n_embd
+        + c.q_lora_rank
+        + 2 * c.n_head * d
+        + d
+        + 4 * d
+        + 4 * id
+        + c.indexer_heads * (id + 1)
+        + c.o_groups * c.o_lora_rank
+        + c.n_expert
+        + 4 * used
+        + 3 * (used + 1) * c.expert_ffn
+        + (used + 1) * c.n_embd
+        + c.vocab_size;
+    let table = c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES;
+    (t * (floats * 4 + (used + 1) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8) + group_table_len(c) * 4) as u64
+}
+
+impl StepBatch {
+    pub(super) fn new(gpu: &Gpu, c: &ModelConfig) -> Result<StepBatch> {
+        let t = MAX_STEP_BATCH;
+        let z = |n: usize| gpu.alloc_zeros::<f32>(t * n);
+        let ids = |m: usize| gpu.upload(&(0..m * t).map(|j| (j % m) as i32).collect::<Vec<_>>());
+        let (d, id, used, ffn) = (c.head_dim, c.indexer_head_dim, c.n_expert_used, c.expert_ffn);
+        let table = t * (c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES);
+        Ok(StepBatch {
+            step: gpu.alloc_zeros::<i32>(2 * t)?,
+            table: gpu.alloc_zeros::<u64>(table)?,
+            uploaded: Vec::new(),
+            zeros: gpu.alloc_zeros::<i32>(t)?,
+            pairs: ids(2)?,
+            groups: ids(c.o_groups.max(1))?,
+            streams: z(c.hc_count * c.n_embd)?,
+            m: z(m_stride(c))?,
+            mix: z(c.hc_mix())?,
+            x: z(c.n_embd)?,
+            qr: z(c.q_lora_rank)?,
+            q: z(c.n_head * d)?,
+            kv: z(d)?,
+            ckv: z(2 * d)?,
+            csc: z(2 * d)?,
+            ikv: z(2 * id)?,
+            isc: z(2 * id)?,
+            iq: z(c.indexer_heads * id)?,
+            iw: z(c.indexer_heads)?,
+            o: z(c.n_head * d)?,
+            z: z(c.o_groups * c.o_lora_rank)?,
+            y: z(c.n_embd)?,
+            rlog: z(c.n_expert)?,
+            sel: gpu.alloc_zeros::<i32>(t * used)?,
+            wts: z(used)?,
+            sel_gu: gpu.alloc_zeros::<i32>(t * 2 * used)?,
+            gu: z(2 * (used + 1) * ffn)?,
+            hs: z((used + 1) * ffn)?,
+            parts: z((used + 1) * c.n_embd)?,
+            acts: gpu.alloc_zeros::<u8>(t * (used + 1) * act_stride(c))?,
+            logits: z(c.vocab_size)?,
+            group: gpu.alloc_zeros::<i32>(group_table_len(c))?,
+            graphs: HashMap::new(),
+        })
+    }
+}
 
 /// Activation layouts of the official numerics' quantized products.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -79,6 +232,61 @@ struct Acts {
     have: Option<(u64, usize, usize, usize, Fmt)>,
 }
 
+/// Picks per entry of the grouped products (the output groups and the shared expert's pair:
+/// every token picks every matrix).
+const GROUP_NT: usize = 16;
+
+/// A grouped product of the step (several tokens), where every token picks each of the
+/// `per_token` matrices once: pick j < `picks` chose matrix `ids[j]` (device ids), reads input
+/// row j / x_div and writes output row (j % y_mod) · y_mul + j / y_mod; the one-token step's
+/// launch over a token's `per_token` slots gives the split the grouped launch keeps; entries
+/// of `nt` picks, so `per_token` · ⌈picks / per_token / nt⌉ of them.
+#[derive(Clone, Copy)]
+struct Group {
+    ids: u64,
+    picks: usize,
+    x_div: usize,
+    y_mod: usize,
+    y_mul: usize,
+    per_token: usize,
+    nt: usize,
+}
+
+/// Entry capacity of the grouping table: as many entries as picks, of 2 + 16 ints.
+fn group_table_len(c: &ModelConfig) -> usize {
+    MAX_STEP_BATCH * (2 * c.n_expert_used).max(c.o_groups).max(2) * (2 + 16)
+}
+
+/// One step's fixed facts: the batch, its size and numerics.
+struct Step<'a> {
+    b: &'a StepBatch,
+    n: usize,
+    num: Numerics,
+    /// Most compressed rows an indexer layer of these sessions can have (0: none beyond
+    /// what the indexer keeps, so it never runs).
+    most: usize,
+}
+
+impl Step<'_> {
+    /// Address of table entry `k` of layer `il` (a run of n addresses).
+    fn layer_tab(&self, m: &GpuModel, il: usize, k: usize) -> u64 {
+        m.ptr(&self.b.table) + (((il * LAYER_ENTRIES + k) * self.n) * 8) as u64
+    }
+
+    fn session_tab(&self, m: &GpuModel, k: usize) -> u64 {
+        m.ptr(&self.b.table) + (((m.layers.len() * LAYER_ENTRIES + k) * self.n) * 8) as u64
+    }
+
+    fn official(&self) -> bool {
+        self.num == Numerics::Official
+    }
+
+    /// The positions (after the n token ids).
+    fn pos(&self, m: &GpuModel) -> u64 {
+        m.ptr(&self.b.step) + (self.n * 4) as u64
+    }
+}
+
 impl GpuModel {
     /// Whether the step path can run this model and state: stacked experts, the step's
     /// quantized rows within the scratch, and a position the kernels' 32-bit counts take.
@@ -87,89 +295,145 @@ impl GpuModel {
         self.experts_stacked && c.n_expert_used < CHUNK && c.o_groups <= CHUNK && st.pos < i32::MAX as u64
     }
 
-    /// One token through the step path (captured or replayed as a graph under
-    /// [`Decode::Graph`]); the logits after it.
-    pub(super) fn step(&self, st: &mut GpuState, tok: u32, num: Numerics) -> Result<Vec<f32>> {
-        let v = self.cfg.vocab_size;
-        let vals = [tok as i32, st.pos as i32];
-        self.stream.memcpy_htod(&vals, &mut st.s.step.cuda_slice_mut().slice_mut(..2))?;
+    /// Kernels of the captured decode step for `n` sessions under `num` (None before its
+    /// first graph step).
+    pub fn graph_kernels(&self, n: usize, num: Numerics) -> Option<u64> {
+        let b = self.batch.lock().ok()?;
+        b.graphs.iter().find(|(k, _)| k.0 == n && k.1 == (num == Numerics::Official)).map(|(_, g)| g.kernels)
+    }
+
+    /// One token for each state through the step path (captured or replayed as a graph under
+    /// [`Decode::Graph`]); the logits after each. The caller checked the tokens, the room
+    /// left in every state and `step_ok`; 1..=MAX_STEP_BATCH states.
+    pub(super) fn step(&self, states: &mut [&mut GpuState], toks: &[u32], num: Numerics) -> Result<Vec<Vec<f32>>> {
+        let (c, n) = (&self.cfg, states.len());
+        if n == 0 || n > MAX_STEP_BATCH || toks.len() != n {
+            return Err(CudaError::Shape(format!("a decode step of {n} states and {} tokens (1..={MAX_STEP_BATCH})", toks.len())));
+        }
+        let mut guard = self.batch.lock().map_err(|_| CudaError::Shape("the decode batch was poisoned by a panic".into()))?;
+        let b = &mut *guard;
+        let mut vals: Vec<i32> = toks.iter().map(|&t| t as i32).collect();
+        vals.extend(states.iter().map(|s| s.pos as i32));
+        self.stream.memcpy_htod(&vals, &mut b.step.cuda_slice_mut().slice_mut(..2 * n))?;
+        let table = self.table(states);
+        if b.uploaded != table {
+            self.stream.memcpy_htod(&table, &mut b.table.cuda_slice_mut().slice_mut(..table.len()))?;
+            b.uploaded = table;
+        }
+        // The indexer's strided launches cover the most rows any of these states can have.
+        let most = c
+            .layer_kinds
+            .iter()
+            .filter(|&&k| k == LayerKind::Csa)
+            .map(|&k| states.iter().map(|s| comp_rows(k, s.capacity)).max().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let most = if most > c.indexer_top_k { most } else { 0 };
         if self.opts.decode == Decode::Graph {
-            let key = (self.id, num);
-            if st.graph.as_ref().is_none_or(|g| g.key != key) {
-                st.graph = None;
+            let key = (n, num == Numerics::Official, most);
+            if !b.graphs.contains_key(&key) {
                 let before = self.launch_count();
                 self.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
-                let queued = self.step_kernels(st, num);
+                let queued = self.step_kernels(&Step { b, n, num, most });
                 // Capture always ends, so an error leaves the stream usable.
                 let captured = self.stream.end_capture(CUgraphInstantiate_flags(0));
                 queued?;
                 let graph = captured?.ok_or_else(|| CudaError::Shape("the decode step captured no work".into()))?;
                 graph.upload()?;
-                st.graph = Some(StepGraph { key, graph, kernels: self.launch_count() - before });
+                b.graphs.insert(key, StepGraph { graph, kernels: self.launch_count() - before });
             }
-            if let Some(g) = &st.graph {
+            if let Some(g) = b.graphs.get(&key) {
                 g.graph.launch()?;
             }
         } else {
-            self.step_kernels(st, num)?;
+            self.step_kernels(&Step { b, n, num, most })?;
         }
-        let mut host = vec![0f32; v];
-        self.stream.memcpy_dtoh(&st.s.logits.cuda_slice().slice(..v), &mut host)?;
+        let v = c.vocab_size;
+        let mut host = vec![0f32; n * v];
+        self.stream.memcpy_dtoh(&b.logits.cuda_slice().slice(..n * v), &mut host)?;
         self.stream.synchronize()?;
-        st.pos += 1;
-        Ok(host)
+        for st in states.iter_mut() {
+            st.pos += 1;
+        }
+        Ok(host.chunks_exact(v).map(<[f32]>::to_vec).collect())
+    }
+
+    /// The sessions' buffer addresses in the table's layout.
+    fn table(&self, states: &[&mut GpuState]) -> Vec<u64> {
+        let n = states.len();
+        let layers = self.layers.len();
+        let mut t = vec![0u64; n * (layers * LAYER_ENTRIES + SESSION_ENTRIES)];
+        for (j, st) in states.iter().enumerate() {
+            for (il, ls) in st.layers.iter().enumerate() {
+                let mut put = |k: usize, a: u64| t[(il * LAYER_ENTRIES + k) * n + j] = a;
+                put(T_RAW, self.ptr(&ls.raw));
+                if let Some((rows, f)) = &ls.comp {
+                    put(T_COMP, self.ptr(rows));
+                    put(T_COMP_KV, self.ptr(&f.kv));
+                    put(T_COMP_SC, self.ptr(&f.score));
+                }
+                if let Some((rows, f)) = &ls.index {
+                    put(T_IDX, self.ptr(rows));
+                    put(T_IDX_KV, self.ptr(&f.kv));
+                    put(T_IDX_SC, self.ptr(&f.score));
+                }
+            }
+            let base = layers * LAYER_ENTRIES;
+            t[(base + T_ISCORE) * n + j] = self.ptr(&st.s.iscore);
+            t[(base + T_MASK) * n + j] = self.ptr(&st.s.mask);
+            t[(base + T_ATT) * n + j] = self.ptr(&st.s.att);
+        }
+        t
     }
 
     /// The step's launches: embedding, every layer, the logits.
-    fn step_kernels(&self, st: &GpuState, num: Numerics) -> Result<()> {
+    fn step_kernels(&self, s: &Step) -> Result<()> {
         let c = &self.cfg;
+        let (b, n) = (s.b, s.n);
         let (e, hcn) = (c.n_embd, c.hc_count);
-        let s = &st.s;
-        let sp = self.ptr(&st.streams);
-        let args = [P(self.ptr(&self.w.embd)), I(self.w.embd_f16 as i32), P(self.ptr(&s.step)), I(e as i32), I(hcn as i32), P(sp)];
-        self.launch("embed", (e.div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
+        let sp = self.ptr(&b.streams);
+        let args = [P(self.ptr(&self.w.embd)), I(self.w.embd_f16 as i32), P(self.ptr(&b.step)), I(e as i32), I(hcn as i32), P(sp)];
+        self.launch("embed", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)?;
         for il in 0..self.layers.len() {
-            self.attention_step(st, il, num)?;
-            self.ffn_step(st, il, num)?;
+            self.attention_step(s, il)?;
+            self.ffn_step(s, il)?;
         }
-        let (x, m) = (self.ptr(&s.x), self.ptr(&s.m));
+        let (x, m) = (self.ptr(&b.x), self.ptr(&b.m));
         let h = &self.w.out_hc;
-        let parts = self.hc_mix(st, num, h, sp, m)?;
-        self.hc_pre(h, sp, m, parts, &self.w.out_norm, x, 0, true, 1)?;
-        self.mm1(st, num, &mut Acts::default(), &self.w.output, x, self.ptr(&s.logits))
+        let parts = self.hc_mix(s, h, sp, m)?;
+        self.hc_pre(h, sp, m, parts, &self.w.out_norm, x, 0, true, n)?;
+        self.mmb(s, &mut Acts::default(), &self.w.output, x, e, self.ptr(&b.logits), c.vocab_size)
     }
 
-    fn attention_step(&self, st: &GpuState, il: usize, num: Numerics) -> Result<()> {
+    fn attention_step(&self, s: &Step, il: usize) -> Result<()> {
         let c = &self.cfg;
         let lw: &Layer = &self.layers[il];
-        let ls = &st.layers[il];
-        let s = &st.s;
-        let official = num == Numerics::Official;
+        let (b, n) = (s.b, s.n);
         let (d, nh, n_pairs, ql) = (c.head_dim, c.n_head, c.rope_dim / 2, c.q_lora_rank);
         let (id, ih, window, top_k) = (c.indexer_head_dim, c.indexer_heads, c.sliding_window, c.indexer_top_k);
-        let sp = self.ptr(&st.streams);
-        let (x, qr, q, mix, m, kv) = (self.ptr(&s.x), self.ptr(&s.qr), self.ptr(&s.q), self.ptr(&s.mix), self.ptr(&s.m), self.ptr(&s.kv));
-        let (ckv, csc, ikv, isc, iq, iwp) = (self.ptr(&s.ckv), self.ptr(&s.csc), self.ptr(&s.ikv), self.ptr(&s.isc), self.ptr(&s.iq), self.ptr(&s.iw));
-        let (freqs, step, raw) = (self.ptr(&lw.freqs), self.ptr(&s.step), self.ptr(&ls.raw));
+        let sp = self.ptr(&b.streams);
+        let (x, qr, q, mix, m, kv) = (self.ptr(&b.x), self.ptr(&b.qr), self.ptr(&b.q), self.ptr(&b.mix), self.ptr(&b.m), self.ptr(&b.kv));
+        let (ckv, csc, ikv, isc, iq, iwp) = (self.ptr(&b.ckv), self.ptr(&b.csc), self.ptr(&b.ikv), self.ptr(&b.isc), self.ptr(&b.iq), self.ptr(&b.iw));
+        let (freqs, pos, raws) = (self.ptr(&lw.freqs), s.pos(self), s.layer_tab(self, il, T_RAW));
         let ratio = lw.kind.ratio() as usize;
 
-        let parts = self.hc_mix(st, num, &lw.hc_attn, sp, m)?;
-        self.hc_pre(&lw.hc_attn, sp, m, parts, &lw.attn_norm, x, mix, false, 1)?;
+        let parts = self.hc_mix(s, &lw.hc_attn, sp, m)?;
+        self.hc_pre(&lw.hc_attn, sp, m, parts, &lw.attn_norm, x, mix, false, n)?;
         // Every product of x, then every product of the normed q_a output.
-        let mut of_x: Vec<(&DeviceMatrix, u64)> = vec![(&lw.q_a, qr), (&lw.kv, kv)];
+        let mut of_x: Vec<(&DeviceMatrix, u64, usize)> = vec![(&lw.q_a, qr, ql), (&lw.kv, kv, d)];
         if let Some(cw) = &lw.comp {
-            of_x.extend([(&cw.kv, ckv), (&cw.gate, csc)]);
+            of_x.extend([(&cw.kv, ckv, 2 * d), (&cw.gate, csc, 2 * d)]);
         }
         if let Some(iw) = &lw.indexer {
-            of_x.extend([(&iw.comp.kv, ikv), (&iw.comp.gate, isc), (&iw.proj, iwp)]);
+            of_x.extend([(&iw.comp.kv, ikv, 2 * id), (&iw.comp.gate, isc, 2 * id), (&iw.proj, iwp, ih)]);
         }
-        self.mm_group(st, num, x, &of_x)?;
-        self.norm_rope(qr, qr, self.ptr(&lw.q_a_norm), 1, ql, true, 0, 0, 0, 1, ql)?;
-        let mut of_qr: Vec<(&DeviceMatrix, u64)> = vec![(&lw.q_b, q)];
+        self.mm_group(s, x, c.n_embd, &of_x)?;
+        self.norm_rope(qr, qr, self.ptr(&lw.q_a_norm), 1, ql, true, 0, 0, 0, n, ql)?;
+        let mut of_qr: Vec<(&DeviceMatrix, u64, usize)> = vec![(&lw.q_b, q, nh * d)];
         if let Some(iw) = &lw.indexer {
-            of_qr.push((&iw.q_b, iq));
+            of_qr.push((&iw.q_b, iq, ih * id));
         }
-        self.mm_group(st, num, qr, &of_qr)?;
+        self.mm_group(s, qr, ql, &of_qr)?;
 
         let (iq_arg, iq_blocks) = if lw.indexer.is_some() { (iq, ih) } else { (0, 0) };
         let args = [
@@ -177,7 +441,7 @@ impl GpuModel {
             I(nh as i32),
             I(d as i32),
             P(kv),
-            P(raw),
+            P(raws),
             P(self.ptr(&lw.kv_norm)),
             I(window as i32),
             P(iq_arg),
@@ -185,108 +449,112 @@ impl GpuModel {
             F(c.rms_eps),
             P(freqs),
             I(n_pairs as i32),
-            P(step),
+            P(pos),
         ];
-        self.launch("rope_qkv_step", (nh + 1 + iq_blocks, 1), BLOCK, 0, &args)?;
-        if official {
+        self.launch("rope_qkv_step", (nh + 1 + iq_blocks, n), BLOCK, 0, &args)?;
+        if s.official() {
             if lw.indexer.is_some() {
-                self.index_round(iq, ih)?;
+                self.index_round(iq, ih * n)?;
             }
-            self.kv_round_step(raw, 0, step)?;
+            self.kv_round_step(s, raws, 0)?;
         }
 
         let width = lw.kind.compressor_lanes() * d;
         let iwidth = lw.kind.compressor_lanes() * id;
-        if let (Some(cw), Some((rows, f))) = (&lw.comp, &ls.comp) {
-            // One compressor's arguments, in comp_push_step's order (fkv .. norm_w).
-            let job = |f: &Frontier, kv: u64, sc: u64, ape: u64, width: usize, rows: u64, norm: u64| {
-                [P(self.ptr(&f.kv)), P(self.ptr(&f.score)), P(kv), P(sc), P(ape), I(width as i32), P(rows), P(norm)]
+        if let Some(cw) = &lw.comp {
+            let tab = |k: usize| s.layer_tab(self, il, k);
+            // One compressor's arguments, in comp_push_step's order (fkv .. kv_stride).
+            let job = |k0: usize, kv: u64, sc: u64, ape: u64, width: usize, rows: usize, norm: u64, stride: usize| {
+                [P(tab(k0)), P(tab(k0 + 1)), P(kv), P(sc), P(ape), I(width as i32), P(tab(rows)), P(norm), L(stride as i64)]
             };
-            let main = job(f, ckv, csc, self.ptr(&cw.ape), width, self.ptr(rows), self.ptr(&cw.norm));
-            let (second, blocks) = match (&lw.indexer, &ls.index) {
-                (Some(iw), Some((irows, fi))) => (job(fi, ikv, isc, self.ptr(&iw.comp.ape), iwidth, self.ptr(irows), self.ptr(&iw.comp.norm)), 2),
+            let main = job(T_COMP_KV, ckv, csc, self.ptr(&cw.ape), width, T_COMP, self.ptr(&cw.norm), 2 * d);
+            let (second, blocks) = match &lw.indexer {
+                Some(iw) => (job(T_IDX_KV, ikv, isc, self.ptr(&iw.comp.ape), iwidth, T_IDX, self.ptr(&iw.comp.norm), 2 * id), 2),
                 // Block 1 does not exist; its arguments are never read.
-                _ => (main, 1),
+                None => (main, 1),
             };
-            let tail = [I(ratio as i32), I((lw.kind.compressor_lanes() == 2) as i32), F(c.rms_eps), P(freqs), I(n_pairs as i32), P(step)];
+            let tail = [I(ratio as i32), I((lw.kind.compressor_lanes() == 2) as i32), F(c.rms_eps), P(freqs), I(n_pairs as i32), P(pos)];
             let args: Vec<Arg> = main.into_iter().chain(second).chain(tail).collect();
-            self.launch("comp_push_step", (blocks, 1), BLOCK, 0, &args)?;
-            if official {
-                self.kv_round_step(self.ptr(rows), ratio, step)?;
-                if let Some((irows, _)) = &ls.index {
-                    let args = [P(self.ptr(irows)), I(id as i32), I(ratio as i32), P(step)];
-                    self.launch("index_round_step", (1, 1), id, id * 4, &args)?;
+            self.launch("comp_push_step", (blocks, n), BLOCK, 0, &args)?;
+            if s.official() {
+                self.kv_round_step(s, tab(T_COMP), ratio)?;
+                if lw.indexer.is_some() {
+                    let args = [P(tab(T_IDX)), I(id as i32), I(ratio as i32), P(pos)];
+                    self.launch("index_round_step", (1, n), id, id * 4, &args)?;
                 }
             }
         }
 
         // The indexer's selection, once more rows can exist than it keeps.
-        let mut mask = 0;
-        if let (Some(_), Some((irows, _))) = (&lw.indexer, &ls.index) {
-            let most = comp_rows(lw.kind, st.capacity);
-            if most > top_k {
-                let (score, mp) = (self.ptr(&s.iscore), self.ptr(&s.mask));
-                let scale = 1.0 / ((id * ih) as f32).sqrt();
-                let args = [P(iq), P(iwp), F(scale), P(self.ptr(irows)), I(ratio as i32), I(top_k as i32), I(ih as i32), I(id as i32), P(score), P(step)];
-                self.launch("index_scores_step", ((most * 32).div_ceil(BLOCK).min(MAX_STRIDE_BLOCKS), 1), BLOCK, 0, &args)?;
-                let args = [P(score), I(ratio as i32), I(top_k as i32), P(mp), P(step)];
-                self.launch("topk_mask_step", (most.div_ceil(BLOCK).min(MAX_STRIDE_BLOCKS), 1), BLOCK, 0, &args)?;
-                mask = mp;
-            }
+        let mut masks = 0;
+        if lw.indexer.is_some() && s.most > 0 {
+            let (scores, mt) = (s.session_tab(self, T_ISCORE), s.session_tab(self, T_MASK));
+            let scale = 1.0 / ((id * ih) as f32).sqrt();
+            let keys = s.layer_tab(self, il, T_IDX);
+            let args = [P(iq), P(iwp), F(scale), P(keys), I(ratio as i32), I(top_k as i32), I(ih as i32), I(id as i32), P(scores), P(pos)];
+            self.launch("index_scores_step", ((s.most * 32).div_ceil(BLOCK).min(MAX_STRIDE_BLOCKS), n), BLOCK, 0, &args)?;
+            let args = [P(scores), I(ratio as i32), I(top_k as i32), P(mt), P(pos)];
+            self.launch("topk_mask_step", (s.most.div_ceil(BLOCK).min(MAX_STRIDE_BLOCKS), n), BLOCK, 0, &args)?;
+            masks = mt;
         }
-        let comp = ls.comp.as_ref().map_or(0, |(rows, _)| self.ptr(rows));
-        let o = self.ptr(&s.o);
+        let comps = if lw.comp.is_some() { s.layer_tab(self, il, T_COMP) } else { 0 };
+        let o = self.ptr(&b.o);
         let args = [
             P(q),
-            P(raw),
+            P(raws),
             I(window as i32),
-            P(comp),
+            P(comps),
             I(ratio as i32),
-            P(mask),
+            P(masks),
             I(top_k as i32),
             P(self.ptr(&lw.sinks)),
-            P(self.ptr(&s.att)),
+            P(s.session_tab(self, T_ATT)),
             P(o),
             I(d as i32),
             P(freqs),
             I(n_pairs as i32),
-            P(step),
+            P(pos),
         ];
-        self.launch("attend_step", (nh, 1), ATTEND_THREADS, attend_smem(d), &args)?;
+        self.launch("attend_step", (nh, n), ATTEND_THREADS, attend_smem(d), &args)?;
 
         // Grouped low-rank output: group g's heads through its own slice of out_a.
         let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
-        let z = self.ptr(&s.z);
-        if Matvec::experts_stacked(&lw.out_a) {
-            let sl = ExpertSlots { ids: self.ptr(&self.w.iota), n: groups, x_div: 1, y_mod: 1, y_mul: 0 };
-            self.experts1(st, num, &mut Acts::default(), &lw.out_a, sl, o, g_in, z, r)?;
+        let z = self.ptr(&b.z);
+        if n > 1 && fmt(lw.out_a[0].ty()).is_some() && Matvec::experts_stacked(&lw.out_a) {
+            // Each group's weights read once for every token (entries of 16 tokens).
+            let gr = Group { ids: self.ptr(&b.groups), picks: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups, nt: GROUP_NT };
+            self.grouped(s, &mut Acts::default(), &lw.out_a, gr, o, g_in, z, r)?;
+        } else if Matvec::experts_stacked(&lw.out_a) {
+            let sl = ExpertSlots { ids: self.ptr(&b.groups), n: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
+            self.experts_b(s, &mut Acts::default(), &lw.out_a, sl, o, g_in, z, r)?;
         } else {
             for (g, wa) in lw.out_a.iter().enumerate() {
-                self.mm1(st, num, &mut Acts::default(), wa, o + (g * g_in * 4) as u64, z + (g * r * 4) as u64)?;
+                let (xg, zg) = (o + (g * g_in * 4) as u64, z + (g * r * 4) as u64);
+                self.mmb(s, &mut Acts::default(), wa, xg, nh * d, zg, groups * r)?;
             }
         }
-        let y = self.ptr(&s.y);
-        self.mm1(st, num, &mut Acts::default(), &lw.out_b, z, y)?;
-        self.hc_post(sp, y, mix, 1)
+        let y = self.ptr(&b.y);
+        self.mmb(s, &mut Acts::default(), &lw.out_b, z, groups * r, y, c.n_embd)?;
+        self.hc_post(sp, y, mix, n)
     }
 
-    fn ffn_step(&self, st: &GpuState, il: usize, num: Numerics) -> Result<()> {
+    fn ffn_step(&self, s: &Step, il: usize) -> Result<()> {
         let c = &self.cfg;
         let lw: &Layer = &self.layers[il];
-        let s = &st.s;
+        let (b, n) = (s.b, s.n);
         let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
-        let sp = self.ptr(&st.streams);
-        let (x, mix, m) = (self.ptr(&s.x), self.ptr(&s.mix), self.ptr(&s.m));
+        let sp = self.ptr(&b.streams);
+        let (x, mix, m) = (self.ptr(&b.x), self.ptr(&b.mix), self.ptr(&b.m));
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
-        let parts = self.hc_mix(st, num, &lw.hc_ffn, sp, m)?;
-        self.hc_pre(&lw.hc_ffn, sp, m, parts, &lw.ffn_norm, x, mix, false, 1)?;
+        let parts = self.hc_mix(s, &lw.hc_ffn, sp, m)?;
+        self.hc_pre(&lw.hc_ffn, sp, m, parts, &lw.ffn_norm, x, mix, false, n)?;
 
         let mut ax = Acts::default();
-        let (rlog, sel, wts, sel_gu) = (self.ptr(&s.rlog), self.ptr(&s.sel), self.ptr(&s.wts), self.ptr(&s.sel_gu));
-        self.mm1(st, num, &mut ax, &lw.gate_inp, x, rlog)?;
+        let (rlog, sel, wts, sel_gu) = (self.ptr(&b.rlog), self.ptr(&b.sel), self.ptr(&b.wts), self.ptr(&b.sel_gu));
+        self.mmb(s, &mut ax, &lw.gate_inp, x, e, rlog, c.n_expert)?;
         let (bias, table) = match &lw.route {
-            super::weights::Route::Hash { dev, .. } => (0, self.ptr(dev)),
-            super::weights::Route::Scored { bias } => (self.ptr(bias), 0),
+            Route::Hash { dev, .. } => (0, self.ptr(dev)),
+            Route::Scored { bias } => (self.ptr(bias), 0),
         };
         let gu_ids = if lw.gate_up.is_some() { sel_gu } else { 0 };
         let args = [
@@ -295,63 +563,75 @@ impl GpuModel {
             I(used as i32),
             P(bias),
             P(table),
-            P(self.ptr(&s.step)),
+            P(self.ptr(&b.step)),
             F(c.expert_weights_scale),
             P(sel),
             P(wts),
             P(gu_ids),
         ];
-        self.launch("route", (1, 1), BLOCK, 0, &args)?;
+        self.launch("route", (n, 1), BLOCK, 0, &args)?;
 
-        // Routed gate and up rows, then the shared expert's, all from x.
-        let gu = self.ptr(&s.gu);
-        let all = |ids: u64, n: usize| ExpertSlots { ids, n, x_div: n, y_mod: 1, y_mul: 0 };
+        // Routed gate and up rows, then the shared expert's, all from x, pick-major (row
+        // k · n + t; see swiglu_step).
+        let gu = self.ptr(&b.gu);
+        let picks = |ids: u64, k: usize| ExpertSlots { ids, n: n * k, x_div: k, y_mod: k, y_mul: n, per_token: k };
+        // Routed picks as slots, one per (token, pick): below ~32 streams few picks share an
+        // expert (8 tokens' 6 picks over 256 experts), and the grouped kernel measured slower
+        // than the slot kernel for the same bytes (bench/README.md, "Batched decode").
         match &lw.gate_up {
-            Some(stack) => self.experts1(st, num, &mut ax, stack, all(sel_gu, 2 * used), x, e, gu, ffn)?,
+            Some(stack) => self.experts_b(s, &mut ax, stack, picks(sel_gu, 2 * used), x, e, gu, ffn)?,
             None => {
-                self.experts1(st, num, &mut ax, &lw.gate, all(sel, used), x, e, gu, ffn)?;
-                self.experts1(st, num, &mut ax, &lw.up, all(sel, used), x, e, f4(gu, used * ffn), ffn)?;
+                self.experts_b(s, &mut ax, &lw.gate, picks(sel, used), x, e, gu, ffn)?;
+                self.experts_b(s, &mut ax, &lw.up, picks(sel, used), x, e, f4(gu, used * n * ffn), ffn)?;
             }
         }
-        let sh = f4(gu, 2 * used * ffn);
+        let sh = f4(gu, 2 * used * n * ffn);
         match &lw.gate_up_sh {
-            Some(pair) => self.experts1(st, num, &mut ax, pair, all(self.ptr(&self.w.iota), 2), x, e, sh, ffn)?,
+            Some(pair) if n > 1 && fmt(pair[0].ty()).is_some() => {
+                let gr = Group { ids: self.ptr(&b.pairs), picks: 2 * n, x_div: 2, y_mod: 2, y_mul: n, per_token: 2, nt: GROUP_NT };
+                self.grouped(s, &mut ax, pair, gr, x, e, sh, ffn)?
+            }
+            Some(pair) => self.experts_b(s, &mut ax, pair, picks(self.ptr(&b.pairs), 2), x, e, sh, ffn)?,
             None => {
-                self.mm1(st, num, &mut ax, &lw.gate_sh, x, sh)?;
-                self.mm1(st, num, &mut ax, &lw.up_sh, x, f4(sh, ffn))?;
+                self.mmb(s, &mut ax, &lw.gate_sh, x, e, sh, ffn)?;
+                self.mmb(s, &mut ax, &lw.up_sh, x, e, f4(sh, n * ffn), ffn)?;
             }
         }
-        let hs = self.ptr(&s.hs);
+        let hs = self.ptr(&b.hs);
         let args = [P(gu), P(hs), I(ffn as i32), F(lw.clamp), P(wts), I(used as i32)];
-        self.launch("swiglu_step", (ffn.div_ceil(BLOCK), used + 1), BLOCK, 0, &args)?;
+        self.launch3("swiglu_step", (ffn.div_ceil(BLOCK), used + 1, n), BLOCK, 0, &args)?;
 
-        // Down projections into the parts (pick k of the token at k · CHUNK, the shared
-        // expert's after them), the routed and shared rows quantized together when they
-        // share a format.
+        // Down projections into the parts (pick k of token t at k · MAX_STEP_BATCH + t, the
+        // shared expert's after them), the routed and shared rows quantized together when
+        // they share a format.
         let mut ah = Acts::default();
         let ty = lw.down[0].ty();
-        if num == Numerics::Official && fmt(ty).is_some() && fmt(ty) == fmt(lw.down_sh.ty()) {
-            self.quant(st, &mut ah, ty, hs, ffn, ffn, used + 1)?;
+        if s.official() && fmt(ty).is_some() && fmt(ty) == fmt(lw.down_sh.ty()) {
+            self.quant(s, &mut ah, ty, hs, ffn, ffn, (used + 1) * n)?;
         }
-        let parts = self.ptr(&s.parts);
-        let down = ExpertSlots { ids: sel, n: used, x_div: 1, y_mod: used, y_mul: CHUNK };
-        self.experts1(st, num, &mut ah, &lw.down, down, hs, ffn, parts, e)?;
-        self.mm1(st, num, &mut ah, &lw.down_sh, f4(hs, used * ffn), f4(parts, used * CHUNK * e))?;
-        let args = [P(sp), P(parts), I(used as i32 + 1), I(e as i32), I(CHUNK as i32), P(mix), I(c.hc_count as i32)];
-        self.launch("sum_post", (e.div_ceil(BLOCK), 1), BLOCK, 0, &args)
+        let parts = self.ptr(&b.parts);
+        let down = ExpertSlots { ids: sel, n: n * used, x_div: 1, y_mod: used, y_mul: MAX_STEP_BATCH, per_token: used };
+        self.experts_b(s, &mut ah, &lw.down, down, hs, ffn, parts, e)?;
+        self.mmb(s, &mut ah, &lw.down_sh, f4(hs, n * used * ffn), ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
+        let args = [P(sp), P(parts), I(used as i32 + 1), I(e as i32), I(MAX_STEP_BATCH as i32), P(mix), I(c.hc_count as i32), I(c.hc_mix() as i32)];
+        self.launch("sum_post", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)
     }
 
-    /// The HC mixing projection of the streams `sp` into `m`, as `hc_pre` takes it; the
-    /// number of partial sums per value. Float matrices (every model so far) go through
-    /// `hc_proj`, whose column slices spread the few long rows over many blocks; others
-    /// through the matvec.
-    fn hc_mix(&self, st: &GpuState, num: Numerics, h: &Hc, sp: u64, m: u64) -> Result<usize> {
+    /// The HC mixing projection of the streams `sp` into `m` ([`m_stride`] floats per token),
+    /// as `hc_pre` takes it; the number of partial sums per value. Float matrices (every
+    /// model so far) go through `hc_proj`, whose column slices spread the few long rows over
+    /// many blocks; others through the matvec.
+    fn hc_mix(&self, s: &Step, h: &Hc, sp: u64, m: u64) -> Result<usize> {
         let w = &h.proj;
+        let ms = self.cfg.hc_mix().max(self.cfg.hc_count);
+        if w.rows() > ms {
+            return Err(CudaError::Shape(format!("{} HC mixing rows exceed the scratch", w.rows())));
+        }
         let f16 = match w.ty() {
             GgmlType::F16 => true,
             GgmlType::F32 => false,
             _ => {
-                self.mm1(st, num, &mut Acts::default(), w, sp, m)?;
+                self.mmb(s, &mut Acts::default(), w, sp, w.cols(), m, ms)?;
                 return Ok(1);
             }
         };
@@ -360,32 +640,30 @@ impl GpuModel {
         while parts > 1 && !cols.is_multiple_of(parts) {
             parts /= 2;
         }
-        if w.rows() * parts > st.s.m.len() {
-            return Err(CudaError::Shape(format!("{} HC mixing rows exceed the scratch", w.rows())));
-        }
-        let args = [P(self.ptr(&*h.proj_buf)), I(f16 as i32), P(sp), I(cols as i32), P(m)];
-        self.launch("hc_proj", (w.rows(), parts), BLOCK, 0, &args)?;
+        let args = [P(self.ptr(&*h.proj_buf)), I(f16 as i32), P(sp), I(cols as i32), P(m), L((ms * parts) as i64)];
+        self.launch3("hc_proj", (w.rows(), parts, s.n), BLOCK, 0, &args)?;
         Ok(parts)
     }
 
-    /// `kv_round_step` of the ring slot (ratio 0) or of the row a window's end emits.
-    fn kv_round_step(&self, rows: u64, ratio: usize, step: u64) -> Result<()> {
+    /// `kv_round_step` of the ring slot (ratio 0) or of the row a window's end emits, for every
+    /// token, its rows from the table run at `rows`.
+    fn kv_round_step(&self, s: &Step, rows: u64, ratio: usize) -> Result<()> {
         let c = &self.cfg;
-        let args = [P(rows), I(c.head_dim as i32), I(c.rope_dim as i32), I(c.sliding_window as i32), I(ratio as i32), P(step)];
-        self.launch("kv_round_step", (1, 1), 64, 0, &args)
+        let args = [P(rows), I(c.head_dim as i32), I(c.rope_dim as i32), I(c.sliding_window as i32), I(ratio as i32), P(s.pos(self))];
+        self.launch("kv_round_step", (1, s.n), 64, 0, &args)
     }
 
     /// The official activations of `rows` inputs at `x` (`xs` f32 apart, `cols` wide) for
     /// weights of type `ty`, quantized unless `acts` already holds them (or a run of rows
     /// containing them); their address.
     #[allow(clippy::too_many_arguments)]
-    fn quant(&self, st: &GpuState, acts: &mut Acts, ty: GgmlType, x: u64, xs: usize, cols: usize, rows: usize) -> Result<u64> {
+    fn quant(&self, s: &Step, acts: &mut Acts, ty: GgmlType, x: u64, xs: usize, cols: usize, rows: usize) -> Result<u64> {
         let f = fmt(ty).ok_or(CudaError::UnsupportedType(ty))?;
         let stride = act_stride(&self.cfg);
-        if act_bytes(ty, cols)? > stride || rows > CHUNK {
+        if act_bytes(ty, cols)? > stride || rows * stride > s.b.acts.len() {
             return Err(CudaError::Shape(format!("{rows} rows of {cols} columns exceed the activation scratch")));
         }
-        let base = self.ptr(&st.s.acts);
+        let base = self.ptr(&s.b.acts);
         if let Some((hx, hxs, hcols, hrows, hf)) = acts.have {
             let row_bytes = (hxs * 4) as u64;
             if (hxs, hcols, hf) == (xs, cols, f) && x >= hx && (x - hx).is_multiple_of(row_bytes) {
@@ -401,29 +679,76 @@ impl GpuModel {
         Ok(base)
     }
 
-    /// `y = W x` for one token under `num`, the activations through `acts`.
-    fn mm1(&self, st: &GpuState, num: Numerics, acts: &mut Acts, w: &DeviceMatrix, x: u64, y: u64) -> Result<()> {
-        self.counted(1);
-        if num == Numerics::Plain || fmt(w.ty()).is_none() {
-            // SAFETY: x and y address the state's scratch (or streams), sized for the model's
-            // widths, which `load` checked the matrices against; outputs are apart from inputs.
-            return unsafe { self.mv.run_batch_raw(w, x, w.cols(), 1, y, w.rows()) };
+    /// `y_t = W x_t` for the step's tokens, inputs `xs` and outputs `ys` f32 apart. One token,
+    /// or float weights: an expert-slot launch over a one-matrix stack, a slot per token.
+    /// Several tokens of quantized weights: [`mm_split`](Self::mm_split).
+    #[allow(clippy::too_many_arguments)]
+    fn mmb(&self, s: &Step, acts: &mut Acts, w: &DeviceMatrix, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
+        if s.n == 1 || fmt(w.ty()).is_none() {
+            let sl = ExpertSlots { ids: self.ptr(&s.b.zeros), n: s.n, x_div: 1, y_mod: 1, y_mul: 0, per_token: 1 };
+            return self.experts_b(s, acts, std::slice::from_ref(w), sl, x, xs, y, ys);
         }
-        let a = self.quant(st, acts, w.ty(), x, w.cols(), w.cols(), 1)?;
-        // SAFETY: as above; `a` holds this input quantized for w's type (checked to fit).
-        unsafe { self.mv.run_q_raw(w, a, y) }
+        let a = if s.official() { self.quant(s, acts, w.ty(), x, xs, w.cols(), s.n)? } else { 0 };
+        self.mm_split(s, w, (x, xs), (a, act_stride(&self.cfg)), y, ys, 1)
     }
 
-    /// Products of one input vector `x`, each `(W, y)`, grouped so that each activation
-    /// format is quantized once.
-    fn mm_group(&self, st: &GpuState, num: Numerics, x: u64, list: &[(&DeviceMatrix, u64)]) -> Result<()> {
-        let mut acts = Acts::default();
-        if num == Numerics::Plain {
-            return list.iter().try_for_each(|&(w, y)| self.mm1(st, num, &mut acts, w, x, y));
+    /// The step's tokens through quantized `w` with the several-token kernels (W read once per
+    /// 16 tokens), each token getting the bits of its one-token product in a launch of
+    /// `per_token` slots (the split of that launch): f32 inputs `x.1` floats apart (plain
+    /// numerics) or quantized ones `a.1` bytes apart (official), outputs `ys` f32 apart.
+    #[allow(clippy::too_many_arguments)]
+    fn mm_split(&self, s: &Step, w: &DeviceMatrix, x: (u64, usize), a: (u64, usize), y: u64, ys: usize, per_token: usize) -> Result<()> {
+        let official = s.official();
+        let split = self.mv.slot_split(w, official, per_token)?;
+        self.counted(s.n.div_ceil(crate::MAX_BATCH) as u64);
+        let label = || format!("step matvec {} {}x{} n{}", w.ty(), w.rows(), w.cols(), s.n);
+        let (xp, xstride) = if official { a } else { x };
+        // SAFETY: the inputs are the n tokens' rows in the batch's scratch (f32, or quantized
+        // for w's type and checked to fit the activation scratch by `quant`), the outputs n
+        // rows of the batch's scratch, sized for MAX_STEP_BATCH tokens of this model, apart
+        // from the inputs.
+        self.timed(label, || unsafe { self.mv.run_batch_split_raw(w, xp, xstride, official, s.n, y, ys, split) })
+    }
+
+    /// The grouped products of `gr` (quantized weights): the picks grouped by matrix on the
+    /// device (`group_picks`), then each matrix read once per entry.
+    #[allow(clippy::too_many_arguments)]
+    fn grouped(&self, s: &Step, acts: &mut Acts, ws: &[DeviceMatrix], gr: Group, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
+        let w = ws.first().ok_or_else(|| CudaError::Shape("an empty expert stack".into()))?;
+        let table = self.ptr(&s.b.group);
+        if gr.picks * (2 + gr.nt) > s.b.group.len() {
+            return Err(CudaError::Shape(format!("{} picks exceed the grouping table", gr.picks)));
         }
+        let args = [P(gr.ids), I(gr.picks as i32), I(ws.len() as i32), I(gr.nt as i32), I(gr.picks as i32), P(table)];
+        self.launch("group_picks", (1, 1), BLOCK, 2 * ws.len() * 4, &args)?;
+        let official = s.official();
+        let (xp, stride) = if official {
+            let rows = gr.picks.div_ceil(gr.x_div);
+            (self.quant(s, acts, w.ty(), x, xs, w.cols(), rows)?, act_stride(&self.cfg))
+        } else {
+            (x, xs)
+        };
+        let split = self.mv.slot_split(w, official, gr.per_token)?;
+        // The grid covers the entries in use only (the table's first ones): a launch's CTAs
+        // are shared out among its slots.
+        let slots = gr.per_token * (gr.picks / gr.per_token.max(1)).div_ceil(gr.nt);
+        let g = Grouped { table, slots, nt: gr.nt, x_div: gr.x_div, y_mod: gr.y_mod, y_mul: gr.y_mul, split };
+        self.counted(1);
+        let label = || format!("step grouped {} {}x{} x{}", w.ty(), w.rows(), w.cols(), gr.picks);
+        // SAFETY: the table was just written for `picks` entries (checked to fit); the picks
+        // address input rows (f32, or quantized by `quant`, checked to fit) and output rows in
+        // the batch's scratch, sized for MAX_STEP_BATCH tokens of this model; outputs are apart
+        // from inputs.
+        self.timed(label, || unsafe { self.mv.run_grouped_raw(ws, g, xp, stride, official, y, ys) })
+    }
+
+    /// Products of one input (`xs` f32 per token), each `(W, y, ys)`, grouped so that each
+    /// activation format is quantized once.
+    fn mm_group(&self, s: &Step, x: u64, xs: usize, list: &[(&DeviceMatrix, u64, usize)]) -> Result<()> {
+        let mut acts = Acts::default();
         for want in [None, Some(Fmt::Q8_0), Some(Fmt::Q8K)] {
-            for &(w, y) in list.iter().filter(|(w, _)| fmt(w.ty()) == want) {
-                self.mm1(st, num, &mut acts, w, x, y)?;
+            for &(w, y, ys) in list.iter().filter(|(w, _, _)| fmt(w.ty()) == want) {
+                self.mmb(s, &mut acts, w, x, xs, y, ys)?;
             }
         }
         Ok(())
@@ -432,18 +757,20 @@ impl GpuModel {
     /// [`Matvec::run_experts_raw`] for the step: input rows at `x`, `xs` f32 apart (quantized
     /// through `acts` under the official numerics), output rows `ys` f32 apart.
     #[allow(clippy::too_many_arguments)]
-    fn experts1(&self, st: &GpuState, num: Numerics, acts: &mut Acts, ws: &[DeviceMatrix], sl: ExpertSlots, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
+    fn experts_b(&self, s: &Step, acts: &mut Acts, ws: &[DeviceMatrix], sl: ExpertSlots, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
         let w = ws.first().ok_or_else(|| CudaError::Shape("an empty expert stack".into()))?;
         self.counted(1);
-        if num == Numerics::Plain || fmt(w.ty()).is_none() {
-            // SAFETY: the slots' ids are on the device (routing output or iota), the input
-            // and output rows lie in the state's scratch sized for this model; outputs are
+        let label = || format!("step slots {} {}x{} x{}", w.ty(), w.rows(), w.cols(), sl.n);
+        if s.num == Numerics::Plain || fmt(w.ty()).is_none() {
+            // SAFETY: the slots' ids are on the device (routing output or the batch's id
+            // tables, sized for MAX_STEP_BATCH tokens), the input and output rows lie in the
+            // batch's scratch sized for this model and MAX_STEP_BATCH tokens; outputs are
             // apart from inputs.
-            return unsafe { self.mv.run_experts_raw(ws, sl, x, xs * 4, false, y, ys) };
+            return self.timed(label, || unsafe { self.mv.run_experts_raw(ws, sl, x, xs * 4, false, y, ys) });
         }
         let rows = sl.n.div_ceil(sl.x_div);
-        let a = self.quant(st, acts, w.ty(), x, xs, w.cols(), rows)?;
+        let a = self.quant(s, acts, w.ty(), x, xs, w.cols(), rows)?;
         // SAFETY: as above; `a` holds the slots' input rows quantized, act_stride apart.
-        unsafe { self.mv.run_experts_raw(ws, sl, a, act_stride(&self.cfg), true, y, ys) }
+        self.timed(label, || unsafe { self.mv.run_experts_raw(ws, sl, a, act_stride(&self.cfg), true, y, ys) })
     }
 }

@@ -86,9 +86,6 @@ pub(super) struct Globals {
     pub out_hc: Hc,
     pub out_norm: DeviceBuffer<f32>,
     pub output: DeviceMatrix,
-    /// 0, 1, 2, ...: the ids of launches over every matrix of a stack (the output groups, the
-    /// shared expert's gate and up).
-    pub iota: DeviceBuffer<i32>,
 }
 
 fn mat(gpu: &Gpu, m: &Mat) -> Result<DeviceMatrix> {
@@ -188,7 +185,6 @@ impl GpuModel {
             out_hc: hc(gpu, &w.out_hc)?,
             out_norm: gpu.upload(&w.out_norm)?,
             output: mat(gpu, &w.output)?,
-            iota: gpu.upload(&(0..cfg.o_groups.max(2) as i32).collect::<Vec<_>>())?,
         };
         let groups = cfg.o_groups;
         let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -247,6 +243,7 @@ impl GpuModel {
             });
         }
         let experts_stacked = layers.iter().all(|l| [&l.gate, &l.up, &l.down].iter().all(|m| Matvec::experts_stacked(m)));
+        let batch = std::sync::Mutex::new(super::step::StepBatch::new(gpu, &cfg)?);
         Ok(GpuModel {
             cfg,
             stream: gpu.stream().clone(),
@@ -257,7 +254,7 @@ impl GpuModel {
             layers,
             opts: Default::default(),
             experts_stacked,
-            id: super::NEXT_MODEL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            batch,
             launches: Default::default(),
             prof: std::sync::Mutex::new(None),
         })

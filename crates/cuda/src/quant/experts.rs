@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use cudarc::driver::CudaFunction;
+
 use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, GROUP4_MIN_ROWS};
 use super::plan::SlotArgs;
 use crate::error::{CudaError, Result};
@@ -17,6 +19,26 @@ pub struct ExpertSlots {
     pub x_div: usize,
     pub y_mod: usize,
     pub y_mul: usize,
+    /// Slots of one token when the launch covers several tokens' (0: all `n` are one
+    /// token's). The warps per row group, which fix each product's order of sums, are
+    /// chosen as for a launch of this many slots, so a token's results do not depend on how
+    /// many other tokens share the launch.
+    pub per_token: usize,
+}
+
+/// A grouped launch ([`Matvec::run_grouped_raw`]): `slots` entries of a device table that a
+/// grouping of picks wrote (`group_picks` in `model/moe.cu`), each [matrix id, count, `nt`
+/// pick indices]; pick j reads input row `j / x_div` and writes output row `(j % y_mod) ·
+/// y_mul + j / y_mod`; rows summed with `split` warps per row group.
+#[derive(Clone, Copy, Debug)]
+pub struct Grouped {
+    pub table: u64,
+    pub slots: usize,
+    pub nt: usize,
+    pub x_div: usize,
+    pub y_mod: usize,
+    pub y_mul: usize,
+    pub split: usize,
 }
 
 /// Byte stride between the experts when `experts` are consecutive views of one buffer.
@@ -34,6 +56,23 @@ pub fn stack_stride(experts: &[DeviceMatrix]) -> Option<usize> {
 }
 
 impl Matvec {
+    /// The slot kernel of a launch of `slots` products of `w`'s shape: groups of 4 rows when
+    /// those are plentiful, as for one matrix (float types: 2 rows per warp).
+    fn slot_kernel(&self, w: &DeviceMatrix, qacts: bool, slots: usize) -> Result<(&CudaFunction, Variant)> {
+        let g = if !is_float(w.ty()) && w.rows() * slots >= GROUP4_MIN_ROWS { 4 } else { 2 };
+        let f = self.funcs_x.get(&(w.ty(), qacts, g)).ok_or(CudaError::UnsupportedType(w.ty()))?;
+        Ok((f, Variant { rows: g, tokens: 1, split: 0, ctas: 0 }))
+    }
+
+    /// Warps per row group of a launch of `slots` products of `w`'s shape. The split fixes
+    /// the order in which a row's partial sums are added, so launches that must give a
+    /// token the bits of its own launch take that launch's split (0 for float types, which
+    /// never split).
+    pub fn slot_split(&self, w: &DeviceMatrix, qacts: bool, slots: usize) -> Result<usize> {
+        let (f, v) = self.slot_kernel(w, qacts, slots.max(1))?;
+        Ok(self.plan(f, w, v, 1, slots.max(1), qacts)?.split)
+    }
+
     /// Whether [`Matvec::run_experts_raw`] can run `experts` (stacked in one buffer).
     pub fn experts_stacked(experts: &[DeviceMatrix]) -> bool {
         stack_stride(experts).is_some()
@@ -73,14 +112,52 @@ impl Matvec {
         }
         // The slot kernels are the one-token kernels over all slots' rows together: groups of
         // 4 rows when those are plentiful, as for one matrix (float types: 2 rows per warp).
-        let g = if !is_float(w.ty()) && w.rows() * s.n >= GROUP4_MIN_ROWS { 4 } else { 2 };
-        let f = self
-            .funcs_x
-            .get(&(w.ty(), qacts, g))
-            .ok_or(CudaError::UnsupportedType(w.ty()))?;
-        let v = Variant { rows: g, tokens: 1, split: 0, ctas: 0 };
-        let l = self.plan(f, w, v, 1, s.n, qacts)?;
+        let one = if s.per_token == 0 { s.n } else { s.per_token.min(s.n) };
+        let split = self.slot_split(w, qacts, one)?;
+        let (f, v) = self.slot_kernel(w, qacts, s.n)?;
+        let l = self.plan(f, w, Variant { split, ..v }, 1, s.n, qacts)?;
         let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
         self.launch(f, w, (x, x_bytes), 1, (y, y_stride), l, Some(slots))
+    }
+
+    /// The grouped products of `g` (each listed matrix read once for up to `g.nt` picks):
+    /// every pick gets the bits of its [`run_experts_raw`](Self::run_experts_raw) slot in a
+    /// launch with split `g.split`. Inputs: f32 rows `x_stride` floats apart, or (`qacts`)
+    /// quantized activation rows `x_stride` bytes apart; outputs `y_stride` f32 apart.
+    /// Quantized weights only.
+    ///
+    /// # Safety
+    /// `g.table` must hold `g.slots` entries of `2 + g.nt` i32 on the device, whose picks
+    /// address input and output rows inside live device memory of this stream's context
+    /// until the queued work completes; outputs must not overlap inputs or each other.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_grouped_raw(
+        &self,
+        experts: &[DeviceMatrix],
+        g: Grouped,
+        x: u64,
+        x_stride: usize,
+        qacts: bool,
+        y: u64,
+        y_stride: usize,
+    ) -> Result<()> {
+        let stride = stack_stride(experts)
+            .ok_or_else(|| CudaError::Shape("experts are not stacked in one buffer".into()))?;
+        let w = &experts[0];
+        if g.slots == 0 || w.rows() == 0 {
+            return Ok(());
+        }
+        if g.slots > 65535 || g.x_div == 0 || g.y_mod == 0 {
+            return Err(CudaError::Shape(format!("grouped launch {g:?}")));
+        }
+        let f = self
+            .funcs_g
+            .get(&(w.ty(), qacts, g.nt))
+            .ok_or_else(|| CudaError::MissingKernel(format!("grouped {} qacts={qacts} n{}", w.ty(), g.nt)))?;
+        let v = Variant { rows: 2, tokens: g.nt, split: g.split.max(1), ctas: 0 };
+        let l = self.plan(f, w, v, g.nt, g.slots, qacts)?;
+        let s = ExpertSlots { ids: g.table, n: g.slots, x_div: g.x_div, y_mod: g.y_mod, y_mul: g.y_mul, per_token: 0 };
+        let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
+        self.launch(f, w, (x, x_stride), g.nt, (y, y_stride), l, Some(slots))
     }
 }

@@ -42,15 +42,16 @@ template <> struct Blk<T_Q4_K> { static constexpr int COLS = 256, BYTES = 144; }
 template <> struct Blk<T_IQ2_XXS> { static constexpr int COLS = 256, BYTES = 66; };
 
 // ---- one 32-column sub-block per lane, one function per format -----------------------------
-// Every format has exactly two device functions, used by all kernels below (one token,
-// several tokens, expert slots):
+// Every format has one decoder per numerics, used by all kernels below (one token, several
+// tokens, expert slots):
 //   dec_<fmt>: the plain numerics. Decodes the lane's 32 weights to their exact f32 codes and
 //              the affine constants that turn code sums into the sub-block's share of the row
 //              sum (Sub below): the block scales come out of the inner sums (one multiply
 //              per 16 columns instead of one per weight), and a batch decodes once for all
 //              of its tokens.
-//   dq_<fmt>:  the official numerics. Exact integer block sums with dp4a against quantized
-//              activations, then ds4's per-block f32 formulas (FORMATS §3.4-3.7).
+//   dq_load_<fmt> / dq_apply: the official numerics. The codes as dp4a operands, then exact
+//              integer block sums against quantized activations and ds4's per-block f32
+//              formulas (FORMATS §3.4-3.7); a batch loads once for all of its tokens.
 
 // The lane's share of a row sum, for x = its 32 activations:
 //   a0 · Σ_{i<16} q_i x_i + a1 · Σ_{i≥16} q_i x_i − (b0 · Σ_{i<16} x_i + b1 · Σ_{i≥16} x_i).
@@ -230,74 +231,98 @@ __device__ __forceinline__ void load_qact(const u8* xact, int sb, QAct& a) {
     }
 }
 
+// A lane's weight sub-block decoded for the official numerics (loaded once, applied to each
+// token's activations): the 32 codes as 8 words of dp4a operands, and the format's scale
+// facts. Every f32 operation of dq_apply is an exactly rounded intrinsic (no FMA contraction,
+// here or into the caller's sum), so a product's bits do not depend on the kernel it is
+// inlined into: one token or several, a matrix or expert slots.
+struct QW {
+    u32 w[8];
+    float d, dmin;
+    int s0, s1;
+};
+
 // Q8_0 weights (34-byte block at p, 2-byte aligned) x Q8_0-like activations.
-__device__ __forceinline__ float dq_q8_0(const u8* p, const QAct& a) {
+__device__ __forceinline__ void dq_load_q8_0(const u8* p, QW& q) {
     u32 wd[9], sh;
     q8_0_words(p, wd, sh);
-    int isum = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) isum = __dp4a((int)__funnelshift_r(wd[k], wd[k + 1], sh), (int)a.q[k], isum);
-    // CPU: acc += (f32(d_w) * d_x) * (f32)isum.
-    return (f16_to_f32(lds_u16(p)) * a.d) * (float)isum;
+    for (int k = 0; k < 8; ++k) q.w[k] = __funnelshift_r(wd[k], wd[k + 1], sh);
+    q.d = f16_to_f32(lds_u16(p));
 }
 
 // Q4_K super-block at p (4-byte aligned), sub-block j, x Q8_K.
-__device__ __forceinline__ float dq_q4_k(const u8* p, int j, const QAct& a) {
-    const float d = f16_to_f32(lds_u16(p)), dmin = f16_to_f32(lds_u16(p + 2));
-    int scl, mn;
-    q4_k_scale(p, j, scl, mn);
-    const u8* q = p + 16 + 32 * (j >> 1);
+__device__ __forceinline__ void dq_load_q4_k(const u8* p, int j, QW& q) {
+    q.d = f16_to_f32(lds_u16(p));
+    q.dmin = f16_to_f32(lds_u16(p + 2));
+    q4_k_scale(p, j, q.s0, q.s1);
+    const u8* c = p + 16 + 32 * (j >> 1);
     const int shift = (j & 1) * 4;
-    int isum = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) isum = __dp4a((int)((lds_u32(q + 4 * k) >> shift) & 0x0F0F0F0Fu), (int)a.q[k], isum);
-    // CPU: (yd * d) * isum - (yd * dmin) * summs, with isum = sum_j sc_j * s_j and
-    // summs = sum_j m_j * (bsums[2j] + bsums[2j+1]).
-    return (a.d * d) * (float)(scl * isum) - (a.d * dmin) * (float)(mn * (a.bs0 + a.bs1));
+    for (int k = 0; k < 8; ++k) q.w[k] = (lds_u32(c + 4 * k) >> shift) & 0x0F0F0F0Fu;
 }
 
 // Q2_K super-block at p (4-byte aligned), sub-block j (16-column halves 2j, 2j+1), x Q8_K.
-__device__ __forceinline__ float dq_q2_k(const u8* p, int j, const QAct& a) {
-    const float d = f16_to_f32(lds_u16(p + 80)), dmin = f16_to_f32(lds_u16(p + 82));
-    const int sc0 = p[2 * j], sc1 = p[2 * j + 1];
-    const u8* q = p + 16 + 32 * (j >> 2);
+__device__ __forceinline__ void dq_load_q2_k(const u8* p, int j, QW& q) {
+    q.d = f16_to_f32(lds_u16(p + 80));
+    q.dmin = f16_to_f32(lds_u16(p + 82));
+    q.s0 = p[2 * j];
+    q.s1 = p[2 * j + 1];
+    const u8* c = p + 16 + 32 * (j >> 2);
     const int shift = 2 * (j & 3);
-    int s0 = 0, s1 = 0;
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-        const int w = (int)((lds_u32(q + 4 * k) >> shift) & 0x03030303u);
-        if (k < 4) s0 = __dp4a(w, (int)a.q[k], s0);
-        else s1 = __dp4a(w, (int)a.q[k], s1);
-    }
-    const int isum = (sc0 & 15) * s0 + (sc1 & 15) * s1;
-    const int summs = a.bs0 * (sc0 >> 4) + a.bs1 * (sc1 >> 4);
-    // CPU: dall * isum - dmin * summs, dall = yd * d, dmin = yd * dmin.
-    return (a.d * d) * (float)isum - (a.d * dmin) * (float)summs;
+    for (int k = 0; k < 8; ++k) q.w[k] = (lds_u32(c + 4 * k) >> shift) & 0x03030303u;
 }
 
 // IQ2_XXS super-block at p (2-byte aligned), group ib, x Q8_K.
-__device__ __forceinline__ float dq_iq2_xxs(const u8* p, int ib, const QAct& a, const u32* tab) {
-    const float d = f16_to_f32(lds_u16(p));
+__device__ __forceinline__ void dq_load_iq2_xxs(const u8* p, int ib, const u32* tab, QW& q) {
+    q.d = f16_to_f32(lds_u16(p));
     const u32 wa = lds_u32_a2(p + 2 + 8 * ib), wb = lds_u32_a2(p + 6 + 8 * ib);
-    int isum = 0;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        u32 lo, hi;
-        iq2_octet<IQ2_POS, IQ2_NEG>(wa, wb, k, tab, lo, hi);
-        isum = __dp4a((int)lo, (int)a.q[2 * k], isum);
-        isum = __dp4a((int)hi, (int)a.q[2 * k + 1], isum);
-    }
-    const int part = (2 * (int)(wb >> 28) + 1) * isum;
-    // CPU: sumf += (f32(d) * y.d) * bsum per block, result 0.125 * sumf.
-    return 0.125f * ((d * a.d) * (float)part);
+    for (int k = 0; k < 4; ++k) iq2_octet<IQ2_POS, IQ2_NEG>(wa, wb, k, tab, q.w[2 * k], q.w[2 * k + 1]);
+    q.s0 = 2 * (int)(wb >> 28) + 1;
 }
 
 template <int T>
-__device__ __forceinline__ float dq_sub(const u8* bp, int jj, const QAct& a, const u32* tab) {
-    if constexpr (T == T_Q8_0) return dq_q8_0(bp, a);
-    else if constexpr (T == T_Q4_K) return dq_q4_k(bp, jj, a);
-    else if constexpr (T == T_Q2_K) return dq_q2_k(bp, jj, a);
-    else return dq_iq2_xxs(bp, jj, a, tab);
+__device__ __forceinline__ void dq_load(const u8* bp, int jj, const u32* tab, QW& q) {
+    if constexpr (T == T_Q8_0) dq_load_q8_0(bp, q);
+    else if constexpr (T == T_Q4_K) dq_load_q4_k(bp, jj, q);
+    else if constexpr (T == T_Q2_K) dq_load_q2_k(bp, jj, q);
+    else dq_load_iq2_xxs(bp, jj, tab, q);
+}
+
+// The sub-block's share of the row sum: exact integer block sums with dp4a, then ds4's
+// per-block f32 formulas (FORMATS §3.4-3.7).
+template <int T>
+__device__ __forceinline__ float dq_apply(const QW& q, const QAct& a) {
+    if constexpr (T == T_Q2_K) {
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            s0 = __dp4a((int)q.w[k], (int)a.q[k], s0);
+            s1 = __dp4a((int)q.w[k + 4], (int)a.q[k + 4], s1);
+        }
+        const int isum = (q.s0 & 15) * s0 + (q.s1 & 15) * s1;
+        const int summs = a.bs0 * (q.s0 >> 4) + a.bs1 * (q.s1 >> 4);
+        // CPU: dall * isum - dmin * summs, dall = yd * d, dmin = yd * dmin.
+        return __fsub_rn(__fmul_rn(__fmul_rn(a.d, q.d), (float)isum), __fmul_rn(__fmul_rn(a.d, q.dmin), (float)summs));
+    } else {
+        int isum = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) isum = __dp4a((int)q.w[k], (int)a.q[k], isum);
+        if constexpr (T == T_Q8_0) {
+            // CPU: acc += (f32(d_w) * d_x) * (f32)isum.
+            return __fmul_rn(__fmul_rn(q.d, a.d), (float)isum);
+        } else if constexpr (T == T_Q4_K) {
+            // CPU: (yd * d) * isum - (yd * dmin) * summs, with isum = sum_j sc_j * s_j and
+            // summs = sum_j m_j * (bsums[2j] + bsums[2j+1]).
+            return __fsub_rn(__fmul_rn(__fmul_rn(a.d, q.d), (float)(q.s0 * isum)),
+                             __fmul_rn(__fmul_rn(a.d, q.dmin), (float)(q.s1 * (a.bs0 + a.bs1))));
+        } else {
+            // CPU: sumf += (f32(d) * y.d) * bsum per block, result 0.125 * sumf.
+            return __fmul_rn(0.125f, __fmul_rn(__fmul_rn(q.d, a.d), (float)(q.s0 * isum)));
+        }
+    }
 }
 
 // ---- quantized kernel body ------------------------------------------------------------------
@@ -423,11 +448,27 @@ __device__ __forceinline__ void load_x(int xsm, const float4* xs_t, i64 xoff, co
     }
 }
 
+// Where token t's input and output rows are: t itself (dense products), or, for the grouped
+// expert kernels, pick j = picks[t] of a routing (input row j / x_div, output row
+// (j % y_mod) * y_mul + j / y_mod, as the expert-slot kernels place a slot).
+struct Rows {
+    const int* picks;
+    int x_div, y_mod;
+    i64 y_mul;
+    __device__ __forceinline__ i64 x(int t) const { return picks ? picks[t] / x_div : t; }
+    __device__ __forceinline__ i64 y(int t) const {
+        if (!picks) return t;
+        const int j = picks[t];
+        return (i64)(j % y_mod) * y_mul + j / y_mod;
+    }
+};
+
 template <int T, int G, int NT, int S, bool QA>
 __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
                                          const float* __restrict__ X, i64 x_stride,
                                          float* __restrict__ Y, i64 y_stride, int n,
-                                         const u32* __restrict__ tab_g, int ks, int xsm) {
+                                         const u32* __restrict__ tab_g, int ks, int xsm,
+                                         Rows rw = Rows{nullptr, 1, 1, 0}) {
     constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
     constexpr int STEP_BYTES = UPS * Blk<T>::BYTES;
     // A step's first byte can sit up to 14 bytes into its line (blocks have even sizes), and
@@ -442,9 +483,11 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
     u8* xbase = dyn + TAB_BYTES + PART_BYTES;
     float4* xs = reinterpret_cast<float4*>(xbase);
     // Quantized activations: 36 bytes per 32 columns (Q8_0-like) or 292 per 256 (Q8_K).
+    // Several tokens' blocks lie act_pad bytes apart (x_stride bytes apart in global memory).
     const int act_bytes = !QA ? 0 : T == T_Q8_0 ? cols / 32 * 36 : cols / 256 * 292;
+    const int act_pad = (act_bytes + 15) / 16 * 16;
     u8* xact = xbase;
-    u8* stages = xbase + (QA ? (act_bytes + 15) / 16 * 16 : xsm ? n * cols * 4 : 0);
+    u8* stages = xbase + (QA ? NT * act_pad : xsm ? n * cols * 4 : 0);
 
     const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
     const int units = cols / Blk<T>::COLS;
@@ -487,10 +530,12 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
     }
     if (QA) {
         // Verbatim copy, 4 bytes a thread (block sizes are multiples of 4, not of 16).
-        const u32* src = reinterpret_cast<const u32*>(X);
-        u32* dst = reinterpret_cast<u32*>(xact);
+        for (int t = 0; t < n && t < NT; ++t) {
+            const u32* src = reinterpret_cast<const u32*>(reinterpret_cast<const u8*>(X) + rw.x(t) * x_stride);
+            u32* dst = reinterpret_cast<u32*>(xact + t * act_pad);
 #pragma unroll 4
-        for (int k = threadIdx.x; k < act_bytes / 4; k += blockDim.x) dst[k] = __ldg(src + k);
+            for (int k = threadIdx.x; k < act_bytes / 4; k += blockDim.x) dst[k] = __ldg(src + k);
+        }
     } else if (xsm) {
         // Token t's chunk k (4 columns) of sub-block b sits at t * cols / 4 + 8b + (k ^ b % 8).
         const int c4 = cols / 4;
@@ -498,7 +543,7 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
 #pragma unroll 4
             for (int k = threadIdx.x; k < c4; k += blockDim.x) {
                 const int b = k >> 3, c = k & 7;
-                xs[t * c4 + ((b << 3) | (c ^ (b & 7)))] = ld_x4(X + (i64)t * x_stride + 4 * k);
+                xs[t * c4 + ((b << 3) | (c ^ (b & 7)))] = ld_x4(X + rw.x(t) * x_stride + 4 * k);
             }
         }
     }
@@ -540,11 +585,20 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
 #pragma unroll
             for (int g = 0; g < G; ++g) bps[g] = sp + g * BUF + line_offset(base, row_bytes, g) + unit * Blk<T>::BYTES;
             if constexpr (QA) {
-                QAct xa;
-                load_qact<T>(xact, sb, xa);
+                // Each sub-block decoded once, then every token's activations applied to it
+                // (rows past the end decode a neighbour and are never written).
+                QW wq[G];
 #pragma unroll
-                for (int g = 0; g < G; ++g)
-                    if (rg * G + g < rows) acc[g][0] += dq_sub<T>(bps[g], jj, xa, tab_s);
+                for (int g = 0; g < G; ++g) dq_load<T>(bps[g], jj, tab_s, wq[g]);
+#pragma unroll
+                for (int t = 0; t < NT; ++t) {
+                    if (t < n) {
+                        QAct xa;
+                        load_qact<T>(xact + t * act_pad, sb, xa);
+#pragma unroll
+                        for (int g = 0; g < G; ++g) acc[g][t] = __fadd_rn(acc[g][t], dq_apply<T>(wq[g], xa));
+                    }
+                }
             } else if constexpr (NT == 1) {
                 float x[32], xs0, xs1;
                 load_x<T>(xsm, xs, 0, X, sb, x, xs0, xs1);
@@ -567,7 +621,7 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
                 for (int t = 0; t < NT; ++t) {
                     if (t < n) {
                         float x[32], xs0, xs1;
-                        load_x<T>(xsm, xs + t * (cols / 4), t * x_stride, X, sb, x, xs0, xs1);
+                        load_x<T>(xsm, xs + t * (cols / 4), rw.x(t) * x_stride, X, sb, x, xs0, xs1);
 #pragma unroll
                         for (int g = 0; g < G; ++g) acc[g][t] += apply_sub<T>(w[g], x, xs0, xs1);
                     }
@@ -594,7 +648,7 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
             const int row = rg * G + g;
             const bool writer = (lane & ((32 >> LV) - 1)) == 0;
             if (ks == 1) {
-                if (writer && row < rows && t < n) Y[(i64)t * y_stride + row] = sum;
+                if (writer && row < rows && t < n) Y[rw.y(t) * y_stride + row] = sum;
             } else {
                 if (writer) part[((r & 1) * MVQ_WARPS + warp) * V + i] = sum;
                 // Partials of a round live in buffer r % 2, so the next round's writes never
@@ -606,7 +660,7 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
                     const float* p0 = part + ((r & 1) * MVQ_WARPS + warp) * V + lane;
                     float tot = 0.f;
                     for (int k = 0; k < ks; ++k) tot += p0[k * V];
-                    if (row2 < rows && t2 < n) Y[(i64)t2 * y_stride + row2] = tot;
+                    if (row2 < rows && t2 < n) Y[rw.y(t2) * y_stride + row2] = tot;
                 }
             }
         }
@@ -686,7 +740,8 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
 // Y[t * y_stride + r] for tokens t < n (n <= NT), tab = the IQ2_XXS selector tables (unused
 // by the other types), ks = warps per row group and xsm = x staged in shared memory (both
 // quantized types only). matvec.rs builds the same names and launch shapes:
-//   quantized: mv_<type>_g<G>_n<NT> (and mvq_<type>_g<G> for quantized activations), any
+//   quantized: mv_<type>_g<G>_n<NT> (and mvq_<type>_g<G>, mvq_<type>_g2_n<NT> for quantized
+//              activations, x_stride then in bytes), any
 //              number of CTAs of 256 threads (one wave is best), ks in {1, 2, 4, 8} and at
 //              most ceil(cols / 1024), dynamic shared memory as laid out above mv_quant;
 //   float:     mv_<type>_r<R>_n<NT>, ceil(rows / (4 * R)) CTAs of 128 threads.
@@ -700,11 +755,12 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
         mv_quant<T, G, NT, S, false>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab,   \
                                      ks, xsm);                                              \
     }
-// Quantized activations: X holds the activation blocks' bytes (one token).
-#define MV_QACT(NAME, T, G, S)                                                                  \
+// Quantized activations: X holds the activation blocks' bytes, token t's at t * x_stride
+// BYTES (NT tokens at most).
+#define MV_QACT(NAME, T, G, NT, S)                                                              \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
-        mv_quant<T, G, 1, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab,     \
-                                   ks, xsm);                                                \
+        mv_quant<T, G, NT, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab,    \
+                                    ks, xsm);                                               \
     }
 #define MV_FLOAT(NAME, T, R, NT)                                                                \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
@@ -736,8 +792,12 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
     MV_QUANT(mv_##name##_g2_n4, T, 2, 4, 2)                                                     \
     MV_QUANT(mv_##name##_g2_n8, T, 2, 8, 2)                                                     \
     MV_QUANT(mv_##name##_g2_n16, T, 2, 16, 2)                                                   \
-    MV_QACT(mvq_##name##_g2, T, 2, 4)                                                           \
-    MV_QACT(mvq_##name##_g4, T, 4, S4)
+    MV_QACT(mvq_##name##_g2, T, 2, 1, 4)                                                        \
+    MV_QACT(mvq_##name##_g4, T, 4, 1, S4)                                                       \
+    MV_QACT(mvq_##name##_g2_n2, T, 2, 2, 2)                                                     \
+    MV_QACT(mvq_##name##_g2_n4, T, 2, 4, 2)                                                     \
+    MV_QACT(mvq_##name##_g2_n8, T, 2, 8, 2)                                                     \
+    MV_QACT(mvq_##name##_g2_n16, T, 2, 16, 2)
 
 MV_FLOAT_ALL(f32, T_F32)
 MV_FLOAT_ALL(f16, T_F16)
@@ -796,3 +856,35 @@ MVX_QUANT_ALL(q8_0, T_Q8_0, 2)
 MVX_QUANT_ALL(q2_k, T_Q2_K, 4)
 MVX_QUANT_ALL(q4_k, T_Q4_K, 3)
 MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
+
+// ---- grouped expert products ----------------------------------------------------------------
+// The expert-slot products of several tokens, each expert's weights read once for up to NT of
+// its picks: slot s = blockIdx.y is the table entry at table + s * (2 + NT): [expert id, count,
+// picks...] (a grouping kernel, moe.cu's group_picks, writes it on the device; an id out of
+// range skips the slot). Pick j of the routing reads input row j / x_div and writes output
+// row (j % y_mod) * y_mul + j / y_mod, as slot j of the MVX kernels. Every pick gets the bits
+// of its MVX slot launched with the same split (`ks`): the same per-sub-block arithmetic,
+// summed in the same order. Plain numerics take f32 rows x_stride floats apart, the official
+// quantized ones x_stride bytes apart.
+#define MVG_ARGS                                                                                \
+    MV_ARGS, const int *__restrict__ table, int n_expert, i64 expert_bytes, int x_div, int y_mod,  \
+        i64 y_mul
+#define MVG_QUANT(NAME, T, NT, QA)                                                              \
+    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVG_ARGS) {                  \
+        (void)n;                                                                                \
+        const int* ent = table + (i64)blockIdx.y * (2 + NT);                                    \
+        const int ex = ent[0], cnt = min(ent[1], NT);                                           \
+        if (ex < 0 || ex >= n_expert || cnt <= 0) return;                                       \
+        mv_quant<T, 2, NT, 2, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride,  \
+                                  Y, y_stride, cnt, tab, ks, xsm, Rows{ent + 2, x_div, y_mod, y_mul}); \
+    }
+#define MVG_QUANT_ALL(name, T)                                                                  \
+    MVG_QUANT(mvg_##name##_n4, T, 4, false)                                                     \
+    MVG_QUANT(mvg_##name##_n16, T, 16, false)                                                   \
+    MVG_QUANT(mvgq_##name##_n4, T, 4, true)                                                     \
+    MVG_QUANT(mvgq_##name##_n16, T, 16, true)
+
+MVG_QUANT_ALL(q8_0, T_Q8_0)
+MVG_QUANT_ALL(q2_k, T_Q2_K)
+MVG_QUANT_ALL(q4_k, T_Q4_K)
+MVG_QUANT_ALL(iq2_xxs, T_IQ2_XXS)

@@ -42,6 +42,29 @@ const QUANT_VARIANTS: &[(usize, usize)] = &[(2, 1), (4, 1), (2, 4), (2, 8), (2, 
 pub(super) const GROUP4_MIN_ROWS: usize = 2048;
 /// Rows per group of the quantized-activation kernels (`mvq_<type>_g<G>`), one token.
 const QACT_GROUPS: &[usize] = &[2, 4];
+/// Token capacities of the several-token quantized-activation kernels
+/// (`mvq_<type>_g2_n<NT>`).
+pub(super) const QACT_TOKENS: &[usize] = &[2, 4, 8, 16];
+
+/// Picks per entry of the grouped expert kernels (`mvg[q]_<type>_n<NT>`).
+pub const GROUPED_TOKENS: &[usize] = &[4, 16];
+
+fn grouped_symbol(name: &str, qacts: bool, nt: usize) -> String {
+    format!("mvg{}_{name}_n{nt}", if qacts { "q" } else { "" })
+}
+
+fn qact_symbol(name: &str, g: usize, nt: usize) -> String {
+    if nt == 1 {
+        format!("mvq_{name}_g{g}")
+    } else {
+        format!("mvq_{name}_g{g}_n{nt}")
+    }
+}
+
+/// The (rows per group, tokens) shapes of the quantized-activation kernels.
+fn qact_shapes() -> impl Iterator<Item = (usize, usize)> {
+    QACT_GROUPS.iter().map(|&g| (g, 1)).chain(QACT_TOKENS.iter().map(|&t| (2, t)))
+}
 pub(super) fn is_float(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::F32 | GgmlType::F16)
 }
@@ -70,11 +93,14 @@ pub fn kernel_names() -> Vec<String> {
     let qact = TYPES
         .iter()
         .filter(|(ty, _)| !is_float(*ty))
-        .flat_map(|(_, name)| QACT_GROUPS.iter().map(move |g| format!("mvq_{name}_g{g}")));
+        .flat_map(|(_, name)| qact_shapes().map(move |(g, nt)| qact_symbol(name, g, nt)));
     let slots = TYPES
         .iter()
         .flat_map(|&(ty, name)| slot_kernels(ty, name).into_iter().map(|(_, s)| s));
-    plain.chain(qact).chain(slots).collect()
+    let grouped = TYPES.iter().filter(|(ty, _)| !is_float(*ty)).flat_map(|(_, name)| {
+        [false, true].into_iter().flat_map(move |qa| GROUPED_TOKENS.iter().map(move |&nt| grouped_symbol(name, qa, nt)))
+    });
+    plain.chain(qact).chain(slots).chain(grouped).collect()
 }
 
 /// The expert-slot kernels of a type, keyed by (quantized activations, rows per group):
@@ -214,12 +240,15 @@ impl DeviceMatrix {
 pub struct Matvec {
     pub(super) stream: Arc<CudaStream>,
     pub(super) funcs: HashMap<(GgmlType, usize, usize), CudaFunction>,
-    /// Quantized-activation kernels (`mvq_<type>_g<G>`) by (type, G), quantized weight
-    /// types only.
-    pub(super) funcs_q: HashMap<(GgmlType, usize), CudaFunction>,
+    /// Quantized-activation kernels (`mvq_<type>_g<G>[_n<NT>]`) by (type, G, NT), quantized
+    /// weight types only.
+    pub(super) funcs_q: HashMap<(GgmlType, usize, usize), CudaFunction>,
     /// Expert-slot kernels (`mvx_<type>`, `mvx[q]_<type>_g<G>`, see `experts.rs`), by (type,
     /// quantized activations, rows per group).
     pub(super) funcs_x: HashMap<(GgmlType, bool, usize), CudaFunction>,
+    /// Grouped expert kernels (`mvg[q]_<type>_n<NT>`, see `experts.rs`), by (type, quantized
+    /// activations, picks per entry).
+    pub(super) funcs_g: HashMap<(GgmlType, bool, usize), CudaFunction>,
     /// IQ2_XXS selector tables (see [`iq2_tables`]), read into shared memory per CTA.
     pub(super) iq2_tab: DeviceBuffer<u32>,
     pub(super) sm_count: usize,
@@ -254,6 +283,7 @@ impl Matvec {
         let mut funcs = HashMap::new();
         let mut funcs_q = HashMap::new();
         let mut funcs_x = HashMap::new();
+        let mut funcs_g = HashMap::new();
         // All of a quantized kernel's shared memory is dynamic: allow what the device allows
         // (each launch asks only for what it needs).
         let load = |sym: &str, quantized: bool| -> Result<CudaFunction> {
@@ -267,11 +297,16 @@ impl Matvec {
             for &(r, nt) in variants(ty) {
                 funcs.insert((ty, r, nt), load(&symbol(ty, name, r, nt), !is_float(ty))?);
             }
-            for &g in QACT_GROUPS.iter().filter(|_| !is_float(ty)) {
-                funcs_q.insert((ty, g), load(&format!("mvq_{name}_g{g}"), true)?);
+            for (g, nt) in qact_shapes().filter(|_| !is_float(ty)) {
+                funcs_q.insert((ty, g, nt), load(&qact_symbol(name, g, nt), true)?);
             }
             for ((qa, g), sym) in slot_kernels(ty, name) {
                 funcs_x.insert((ty, qa, g), load(&sym, !is_float(ty))?);
+            }
+            for qa in [false, true].into_iter().filter(|_| !is_float(ty)) {
+                for &nt in GROUPED_TOKENS {
+                    funcs_g.insert((ty, qa, nt), load(&grouped_symbol(name, qa, nt), true)?);
+                }
             }
         }
         let iq2_tab = gpu.upload(&iq2_tables())?;
@@ -280,6 +315,7 @@ impl Matvec {
             funcs,
             funcs_q,
             funcs_x,
+            funcs_g,
             iq2_tab,
             sm_count: gpu.sm_count(),
             smem_optin: smem_optin.max(0) as usize,
@@ -460,7 +496,7 @@ impl Matvec {
         }
         let f = self
             .funcs_q
-            .get(&(w.ty, v.rows))
+            .get(&(w.ty, v.rows, 1))
             .ok_or_else(|| CudaError::MissingKernel(format!("{} official {v:?}", w.ty)))?;
         if w.rows == 0 {
             return Ok(());
@@ -476,7 +512,7 @@ impl Matvec {
         let v = self.variant(w, 1);
         let f = self
             .funcs_q
-            .get(&(w.ty, v.rows))
+            .get(&(w.ty, v.rows, 1))
             .ok_or(CudaError::UnsupportedType(w.ty))?;
         Ok((f, v))
     }

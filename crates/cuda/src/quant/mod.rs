@@ -7,6 +7,6 @@ pub mod matvec;
 mod plan;
 mod raw;
 
-pub use experts::ExpertSlots;
+pub use experts::{ExpertSlots, Grouped};
 pub use matmul::Matmul;
 pub use matvec::{DeviceMatrix, Matvec, MAX_BATCH};

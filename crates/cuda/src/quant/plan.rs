@@ -96,7 +96,7 @@ pub(super) struct SlotArgs {
 impl Matvec {
     /// The launch of `f` for `n` tokens of `w` (variant `v`), over `slots` products of `w`'s
     /// shape at once (expert slots; 1 otherwise), with f32 activations or (`qacts`) the
-    /// quantized activation blocks of one token.
+    /// quantized activation blocks of `v.tokens` tokens.
     ///
     /// Float types: one warp per `v.rows` rows, CTAs of 4 warps. Quantized types: one wave of
     /// CTAs of 8 warps over all slots' row groups (see `mv_quant`), split only as far as
@@ -120,7 +120,7 @@ impl Matvec {
         }
         let tab = if ty == GgmlType::IQ2_XXS { IQ2_TAB_WORDS * 4 } else { 0 };
         let (x, xsm) = if qacts {
-            (act_bytes(ty, cols)?.next_multiple_of(16), false)
+            (act_bytes(ty, cols)?.next_multiple_of(16) * v.tokens, false)
         } else {
             let bytes = n * cols * 4;
             let room = if n == 1 { MAX_X_SMEM } else { MAX_X_SMEM_BATCH };

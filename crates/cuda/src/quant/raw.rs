@@ -83,4 +83,58 @@ impl Matvec {
         let l = self.plan(f, w, v, 1, 1, true)?;
         self.launch(f, w, (acts, w.cols()), 1, (y, w.rows()), l, None)
     }
+
+    /// `n` tokens' products with the warps per row group fixed to `split` (what
+    /// [`Matvec::slot_split`] gives for one token), so each token's row sums are added in the
+    /// order of its one-token product: the same bits as that product, with W read once per
+    /// up to 16 tokens. `x` holds f32 rows `x_stride` f32 apart or, with `qacts`, quantized
+    /// activation rows `x_stride` bytes apart (4-byte aligned); outputs `y_stride` f32 apart.
+    ///
+    /// # Safety
+    /// As [`Matvec::run_batch_raw`], for `n` rows of input and output.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_batch_split_raw(
+        &self,
+        w: &DeviceMatrix,
+        x: u64,
+        x_stride: usize,
+        qacts: bool,
+        n: usize,
+        y: u64,
+        y_stride: usize,
+        split: usize,
+    ) -> Result<()> {
+        if is_float(w.ty()) {
+            return Err(CudaError::UnsupportedType(w.ty()));
+        }
+        let row_in = if qacts { super::matvec::act_bytes(w.ty(), w.cols())? } else { w.cols() * 4 };
+        let stride_bytes = if qacts { x_stride } else { x_stride * 4 };
+        if !x.is_multiple_of(if qacts { 4 } else { 16 }) || (n > 1 && (stride_bytes < row_in || !stride_bytes.is_multiple_of(if qacts { 4 } else { 16 }))) {
+            return Err(CudaError::Shape(format!("{n} inputs at {x:#x}, {stride_bytes} bytes apart, for {row_in}-byte rows")));
+        }
+        if n > 1 && y_stride < w.rows() {
+            return Err(CudaError::Shape(format!("output stride {y_stride} under the matrix's {} rows", w.rows())));
+        }
+        if w.rows() == 0 {
+            return Ok(());
+        }
+        let mut t0 = 0;
+        while t0 < n {
+            let m = (n - t0).min(MAX_BATCH);
+            let caps: &[usize] = if qacts { super::matvec::QACT_TOKENS } else { &[4, 8, 16] };
+            let tokens = caps.iter().copied().find(|&c| c >= m).unwrap_or(MAX_BATCH);
+            let (f, v) = if qacts {
+                let f = self.funcs_q.get(&(w.ty(), 2, tokens));
+                (f, Variant { rows: 2, tokens, split, ctas: 0 })
+            } else {
+                (self.funcs.get(&(w.ty(), 2, tokens)), Variant { rows: 2, tokens, split, ctas: 0 })
+            };
+            let f = f.ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty())))?;
+            let l = self.plan(f, w, v, m, 1, qacts)?;
+            let (xt, yt) = (x + (t0 * stride_bytes) as u64, y + (t0 * y_stride * 4) as u64);
+            self.launch(f, w, (xt, x_stride), m, (yt, y_stride), l, None)?;
+            t0 += m;
+        }
+        Ok(())
+    }
 }
