@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::CudaGraph;
+use cudarc::driver::{CudaGraph, PinnedHostSlice};
 use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
 use dsv4_model::{ModelConfig, Numerics};
@@ -127,8 +127,12 @@ pub(super) struct StepBatch {
     parts: DeviceBuffer<f32>,
     acts: DeviceBuffer<u8>,
     logits: DeviceBuffer<f32>,
-    /// The grouping table of the grouped products (see `Group`).
-    group: DeviceBuffer<i32>,
+    /// The logits of a step on their way to the host (page-locked, `MAX_STEP_BATCH` rows).
+    host: PinnedHostSlice<f32>,
+    /// Grouping tables of the grouped products by (matrices per token, tokens): every token
+    /// picks every matrix, so a table depends on those two counts only; made on first use
+    /// and kept (graphs bake in their addresses).
+    tables: HashMap<(usize, usize), DeviceBuffer<i32>>,
     graphs: HashMap<GraphKey, StepGraph>,
 }
 
@@ -161,7 +165,7 @@ pub fn step_batch_bytes(c: &ModelConfig) -> u64 {
         + (used + 1) * c.n_embd
         + c.vocab_size;
     let table = c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES;
-    (t * (floats * 4 + (used + 1) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8) + group_table_len(c) * 4) as u64
+    (t * (floats * 4 + (used + 1) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8)) as u64
 }
 
 impl StepBatch {
@@ -203,7 +207,10 @@ impl StepBatch {
             parts: z((used + 1) * c.n_embd)?,
             acts: gpu.alloc_zeros::<u8>(t * (used + 1) * act_stride(c))?,
             logits: z(c.vocab_size)?,
-            group: gpu.alloc_zeros::<i32>(group_table_len(c))?,
+            // SAFETY: plain page-locked memory (not write-combined: the host reads it); a step
+            // reads only the rows its download has just written.
+            host: unsafe { gpu.context().alloc_pinned_with_flags::<f32>(t * c.vocab_size, 0)? },
+            tables: HashMap::new(),
             graphs: HashMap::new(),
         })
     }
@@ -237,24 +244,31 @@ struct Acts {
 const GROUP_NT: usize = 16;
 
 /// A grouped product of the step (several tokens), where every token picks each of the
-/// `per_token` matrices once: pick j < `picks` chose matrix `ids[j]` (device ids), reads input
-/// row j / x_div and writes output row (j % y_mod) · y_mul + j / y_mod; the one-token step's
-/// launch over a token's `per_token` slots gives the split the grouped launch keeps; entries
-/// of `nt` picks, so `per_token` · ⌈picks / per_token / nt⌉ of them.
+/// `per_token` matrices once: pick j reads input row j / x_div and writes output row
+/// (j % y_mod) · y_mul + j / y_mod; the one-token step's launch over a token's `per_token`
+/// slots gives the split the grouped launch keeps.
 #[derive(Clone, Copy)]
 struct Group {
-    ids: u64,
     picks: usize,
     x_div: usize,
     y_mod: usize,
     y_mul: usize,
     per_token: usize,
-    nt: usize,
 }
 
-/// Entry capacity of the grouping table: as many entries as picks, of 2 + 16 ints.
-fn group_table_len(c: &ModelConfig) -> usize {
-    MAX_STEP_BATCH * (2 * c.n_expert_used).max(c.o_groups).max(2) * (2 + 16)
+/// The grouping table of `n` tokens that each pick all `m` matrices (pick j = t · m + k is
+/// matrix k of token t): matrix by matrix, its tokens in order, `nt` picks per entry, as
+/// [`Grouped`] takes it ([matrix, count, picks...], unused picks -1).
+fn group_table(m: usize, n: usize, nt: usize) -> Vec<i32> {
+    let mut t = Vec::with_capacity(m * n.div_ceil(nt) * (2 + nt));
+    for k in 0..m {
+        for t0 in (0..n).step_by(nt) {
+            let cnt = nt.min(n - t0);
+            t.extend([k as i32, cnt as i32]);
+            t.extend((0..nt).map(|i| if i < cnt { ((t0 + i) * m + k) as i32 } else { -1 }));
+        }
+    }
+    t
 }
 
 /// One step's fixed facts: the batch, its size and numerics.
@@ -320,6 +334,12 @@ impl GpuModel {
             self.stream.memcpy_htod(&table, &mut b.table.cuda_slice_mut().slice_mut(..table.len()))?;
             b.uploaded = table;
         }
+        // The grouping tables this step's grouped products read.
+        for m in [c.o_groups, 2] {
+            if let std::collections::hash_map::Entry::Vacant(v) = b.tables.entry((m, n)) {
+                v.insert(self.upload_i32(&group_table(m, n, GROUP_NT))?);
+            }
+        }
         // The indexer's strided launches cover the most rows any of these states can have.
         let most = c
             .layer_kinds
@@ -349,13 +369,23 @@ impl GpuModel {
             self.step_kernels(&Step { b, n, num, most })?;
         }
         let v = c.vocab_size;
-        let mut host = vec![0f32; n * v];
-        self.stream.memcpy_dtoh(&b.logits.cuda_slice().slice(..n * v), &mut host)?;
+        // Through page-locked memory: a pageable download of 32 sessions' logits (16 MB on
+        // Flash) took milliseconds of the step.
+        let host = b.host.as_mut_slice()?;
+        self.stream.memcpy_dtoh(&b.logits.cuda_slice().slice(..n * v), &mut host[..n * v])?;
         self.stream.synchronize()?;
         for st in states.iter_mut() {
             st.pos += 1;
         }
-        Ok(host.chunks_exact(v).map(<[f32]>::to_vec).collect())
+        Ok(host[..n * v].chunks_exact(v).map(<[f32]>::to_vec).collect())
+    }
+
+    /// `data` in a new device buffer.
+    fn upload_i32(&self, data: &[i32]) -> Result<DeviceBuffer<i32>> {
+        let slice = self.stream.alloc_zeros::<i32>(crate::buffer::padded_len(data.len(), 4))?;
+        let mut buf = DeviceBuffer { slice, len: data.len() };
+        self.stream.memcpy_htod(data, &mut buf.view_mut())?;
+        Ok(buf)
     }
 
     /// The sessions' buffer addresses in the table's layout.
@@ -522,7 +552,7 @@ impl GpuModel {
         let z = self.ptr(&b.z);
         if n > 1 && fmt(lw.out_a[0].ty()).is_some() && Matvec::experts_stacked(&lw.out_a) {
             // Each group's weights read once for every token (entries of 16 tokens).
-            let gr = Group { ids: self.ptr(&b.groups), picks: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups, nt: GROUP_NT };
+            let gr = Group { picks: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
             self.grouped(s, &mut Acts::default(), &lw.out_a, gr, o, g_in, z, r)?;
         } else if Matvec::experts_stacked(&lw.out_a) {
             let sl = ExpertSlots { ids: self.ptr(&b.groups), n: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
@@ -575,9 +605,10 @@ impl GpuModel {
         // k · n + t; see swiglu_step).
         let gu = self.ptr(&b.gu);
         let picks = |ids: u64, k: usize| ExpertSlots { ids, n: n * k, x_div: k, y_mod: k, y_mul: n, per_token: k };
-        // Routed picks as slots, one per (token, pick): below ~32 streams few picks share an
-        // expert (8 tokens' 6 picks over 256 experts), and the grouped kernel measured slower
-        // than the slot kernel for the same bytes (bench/README.md, "Batched decode").
+        // Routed picks as slots, one per (token, pick): few picks share an expert at these
+        // batch sizes (8 tokens' 6 picks over 256 experts), and a grouped launch over picks
+        // sorted on the device measured slower (its grid must cover every pick as its own
+        // entry; bench/README.md, "Batched decode on the GPU").
         match &lw.gate_up {
             Some(stack) => self.experts_b(s, &mut ax, stack, picks(sel_gu, 2 * used), x, e, gu, ffn)?,
             None => {
@@ -588,7 +619,7 @@ impl GpuModel {
         let sh = f4(gu, 2 * used * n * ffn);
         match &lw.gate_up_sh {
             Some(pair) if n > 1 && fmt(pair[0].ty()).is_some() => {
-                let gr = Group { ids: self.ptr(&b.pairs), picks: 2 * n, x_div: 2, y_mod: 2, y_mul: n, per_token: 2, nt: GROUP_NT };
+                let gr = Group { picks: 2 * n, x_div: 2, y_mod: 2, y_mul: n, per_token: 2 };
                 self.grouped(s, &mut ax, pair, gr, x, e, sh, ffn)?
             }
             Some(pair) => self.experts_b(s, &mut ax, pair, picks(self.ptr(&b.pairs), 2), x, e, sh, ffn)?,
@@ -710,17 +741,12 @@ impl GpuModel {
         self.timed(label, || unsafe { self.mv.run_batch_split_raw(w, xp, xstride, official, s.n, y, ys, split) })
     }
 
-    /// The grouped products of `gr` (quantized weights): the picks grouped by matrix on the
-    /// device (`group_picks`), then each matrix read once per entry.
+    /// The grouped products of `gr` (quantized weights): each matrix read once per entry of
+    /// its table (made by `step` for this many tokens).
     #[allow(clippy::too_many_arguments)]
     fn grouped(&self, s: &Step, acts: &mut Acts, ws: &[DeviceMatrix], gr: Group, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
         let w = ws.first().ok_or_else(|| CudaError::Shape("an empty expert stack".into()))?;
-        let table = self.ptr(&s.b.group);
-        if gr.picks * (2 + gr.nt) > s.b.group.len() {
-            return Err(CudaError::Shape(format!("{} picks exceed the grouping table", gr.picks)));
-        }
-        let args = [P(gr.ids), I(gr.picks as i32), I(ws.len() as i32), I(gr.nt as i32), I(gr.picks as i32), P(table)];
-        self.launch("group_picks", (1, 1), BLOCK, 2 * ws.len() * 4, &args)?;
+        let table = s.b.tables.get(&(gr.per_token, s.n)).ok_or_else(|| CudaError::Shape(format!("no grouping table for {} matrices", gr.per_token)))?;
         let official = s.official();
         let (xp, stride) = if official {
             let rows = gr.picks.div_ceil(gr.x_div);
@@ -729,16 +755,13 @@ impl GpuModel {
             (x, xs)
         };
         let split = self.mv.slot_split(w, official, gr.per_token)?;
-        // The grid covers the entries in use only (the table's first ones): a launch's CTAs
-        // are shared out among its slots.
-        let slots = gr.per_token * (gr.picks / gr.per_token.max(1)).div_ceil(gr.nt);
-        let g = Grouped { table, slots, nt: gr.nt, x_div: gr.x_div, y_mod: gr.y_mod, y_mul: gr.y_mul, split };
+        let slots = table.len() / (2 + GROUP_NT);
+        let g = Grouped { table: self.ptr(table), slots, nt: GROUP_NT, x_div: gr.x_div, y_mod: gr.y_mod, y_mul: gr.y_mul, split };
         self.counted(1);
         let label = || format!("step grouped {} {}x{} x{}", w.ty(), w.rows(), w.cols(), gr.picks);
-        // SAFETY: the table was just written for `picks` entries (checked to fit); the picks
-        // address input rows (f32, or quantized by `quant`, checked to fit) and output rows in
-        // the batch's scratch, sized for MAX_STEP_BATCH tokens of this model; outputs are apart
-        // from inputs.
+        // SAFETY: the table's picks (group_table for this many tokens) address input rows (f32,
+        // or quantized by `quant`, checked to fit) and output rows in the batch's scratch,
+        // sized for MAX_STEP_BATCH tokens of this model; outputs are apart from inputs.
         self.timed(label, || unsafe { self.mv.run_grouped_raw(ws, g, xp, stride, official, y, ys) })
     }
 
