@@ -105,6 +105,76 @@ __device__ __forceinline__ void sinkhorn_warp(float* c, int hc, int iters, float
     __syncwarp();
 }
 
+// By one warp: the HC weights of one site from the mixing values `m_raw` (each as `parts`
+// partial sums) scaled by the state's 1/rms `sflat`: pre (into `pre`, and mix[0..hc] when
+// mix is not null), then, when mix is not null, post (mix[hc..2hc]) and the Sinkhorn-normed
+// comb (mix[2hc..], through `c`, hc·hc floats of shared memory). mix null is the output
+// head's read-out (pre only).
+// The small case (2·hc + hc·hc <= 32, Flash's hc = 4): lane l computes mixing value l
+// (pre, post, then the comb logits), all at once, and the Sinkhorn runs on the comb lanes
+// in registers: each lane gathers its row or column by shuffles and adds it in index order,
+// the same operations in the same order as sinkhorn_warp (so the same bits), without its
+// generic loops over register slots.
+__device__ __forceinline__ void hc_weights_small(const float* m_raw, int parts, float sflat, const float* scale,
+                                                 const float* base, float* pre, float* mix, int hc, int iters,
+                                                 float hc_eps) {
+    const int l = threadIdx.x & 31, nn = hc * hc, off = 2 * hc;
+    const bool head = mix == nullptr;
+    const int nv = head ? hc : off + nn;
+    float val = 0.0f;
+    if (l < hc) {
+        val = sigmoidf_(mix_val(m_raw, l, parts) * sflat * scale[0] + base[l]) + hc_eps;
+        pre[l] = val;
+    } else if (l < off && !head) {
+        val = 2.0f * sigmoidf_(mix_val(m_raw, l, parts) * sflat * scale[1] + base[l]);
+    } else if (l < nv) {
+        val = mix_val(m_raw, l, parts) * sflat * scale[2] + base[l];
+    }
+    if (!head) {
+        // Element k = l - off of the comb, row a, column b (lanes outside read element 0).
+        const int k = (l >= off && l < off + nn) ? l - off : 0;
+        const int a = k / hc, b = k % hc;
+        float mx = neg_inf();
+        for (int t = 0; t < hc; ++t) mx = fmaxf(mx, __shfl_sync(DSV4_FULL_MASK, val, off + a * hc + t));
+        float v = expf(val - mx);
+        float sum = 0.0f;
+        for (int t = 0; t < hc; ++t) sum += __shfl_sync(DSV4_FULL_MASK, v, off + a * hc + t);
+        v = v / sum + hc_eps;
+        for (int step = 1; step < 2 * iters; ++step) {
+            const bool cols = step & 1;
+            sum = 0.0f;
+            for (int t = 0; t < hc; ++t) sum += __shfl_sync(DSV4_FULL_MASK, v, off + (cols ? t * hc + b : a * hc + t));
+            v = v / (sum + hc_eps);
+        }
+        if (l >= off) val = v;
+    }
+    if (!head && l < nv) mix[l] = val;
+}
+
+__device__ __forceinline__ void hc_weights(const float* m_raw, int parts, float sflat, const float* scale,
+                                           const float* base, float* pre, float* mix, int hc, int iters,
+                                           float hc_eps, float* c) {
+    if (2 * hc + hc * hc <= 32) {
+        hc_weights_small(m_raw, parts, sflat, scale, base, pre, mix, hc, iters, hc_eps);
+        return;
+    }
+    const int lane = threadIdx.x & 31;
+    for (int h = lane; h < hc; h += 32) {
+        pre[h] = sigmoidf_(mix_val(m_raw, h, parts) * sflat * scale[0] + base[h]) + hc_eps;
+        if (mix) {
+            mix[h] = pre[h];
+            mix[hc + h] = 2.0f * sigmoidf_(mix_val(m_raw, hc + h, parts) * sflat * scale[1] + base[hc + h]);
+        }
+    }
+    if (mix) {
+        for (int k = lane; k < hc * hc; k += 32)
+            c[k] = mix_val(m_raw, 2 * hc + k, parts) * sflat * scale[2] + base[2 * hc + k];
+        __syncwarp();
+        sinkhorn_warp(c, hc, iters, hc_eps);
+        for (int k = lane; k < hc * hc; k += 32) mix[2 * hc + k] = c[k];
+    }
+}
+
 // One block per token (m_raw, mix: m_stride, mix_stride floats per token). The HC read-out at
 // one site. `m_raw` is the mixing projection of the raw state S (hc × e), each value as
 // `m_parts` partial sums (see mix_val): RMSNorm of the flattened state is one scalar, so it
@@ -140,23 +210,7 @@ extern "C" __global__ void __launch_bounds__(512) hc_pre(const float* S, const f
     }
     for (; i0 < n; i0 += stride) ss += (double)S[i0] * (double)S[i0];
     const float sflat = rms_scale_from(block_sum_d(ss, shd), n, rms_eps);
-    if (threadIdx.x < 32) {
-        const int lane = threadIdx.x;
-        for (int h = lane; h < hc; h += 32) {
-            pre[h] = sigmoidf_(mix_val(m_raw, h, m_parts) * sflat * scale[0] + base[h]) + hc_eps;
-            if (!head) {
-                mix[h] = pre[h];
-                mix[hc + h] = 2.0f * sigmoidf_(mix_val(m_raw, hc + h, m_parts) * sflat * scale[1] + base[hc + h]);
-            }
-        }
-        if (!head) {
-            for (int k = lane; k < hc * hc; k += 32)
-                c[k] = mix_val(m_raw, 2 * hc + k, m_parts) * sflat * scale[2] + base[2 * hc + k];
-            __syncwarp();
-            sinkhorn_warp(c, hc, iters, hc_eps);
-            for (int k = lane; k < hc * hc; k += 32) mix[2 * hc + k] = c[k];
-        }
-    }
+    if (threadIdx.x < 32) hc_weights(m_raw, m_parts, sflat, scale, base, pre, head ? nullptr : mix, hc, iters, hc_eps, c);
     __syncthreads();
     double sx = 0.0;
     for (int i = threadIdx.x; i < e; i += blockDim.x) {
@@ -174,19 +228,93 @@ extern "C" __global__ void __launch_bounds__(512) hc_pre(const float* S, const f
 // blockIdx.y of gridDim.y equal slices, into out[z · out_stride + row · gridDim.y + slice]
 // (hc_pre adds the slices in order). The matrix has few rows and long ones, so the slices give
 // the launch enough blocks to stream it at once.
-extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int cols, float* out, long long out_stride) {
+// With `ss`, the row-0 blocks also leave the sum of squares of their slice of x (in double)
+// at ss[z · gridDim.y + slice], the partials hc_mix_step adds.
+extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int cols, float* out, long long out_stride,
+                                   double* ss) {
     __shared__ float shf[32];
+    __shared__ double shd[32];
     const int r = blockIdx.x, parts = gridDim.y, len = cols / parts, c0 = blockIdx.y * len;
     x += (long long)blockIdx.z * cols;
     out += (long long)blockIdx.z * out_stride;
     float acc = 0.0f;
+    double sq = 0.0;
+    const bool squares = ss && r == 0;
     for (int j = c0 + threadIdx.x; j < c0 + len; j += blockDim.x) {
         const long long k = (long long)r * cols + j;
         const float wv = f16 ? f16_to_f32(reinterpret_cast<const u16*>(w)[k]) : reinterpret_cast<const float*>(w)[k];
-        acc = fmaf(wv, x[j], acc);
+        const float xv = x[j];
+        acc = fmaf(wv, xv, acc);
+        if (squares) sq += (double)xv * (double)xv;
     }
     acc = block_sum_f(acc, shf);
     if (threadIdx.x == 0) out[r * parts + blockIdx.y] = acc;
+    if (squares) {
+        sq = block_sum_d(sq, shd);
+        if (threadIdx.x == 0) ss[(long long)blockIdx.z * parts + blockIdx.y] = sq;
+    }
+}
+
+// The decode step's HC read-out in three launches over many blocks instead of one block per
+// token (hc_pre), which left the GPU waiting on one SM per token for its dependent phases:
+// hc_proj (with `ss`) leaves the state's sum of squares as per-slice partials; hc_mix_step
+// turns them and the mixing values into the weights; hc_out_step forms Σ_h pre_h S_h with
+// per-block partial sums of squares; hc_norm_step applies the RMSNorm. Partials are added in
+// index order, in double like hc_pre's block sums.
+
+// One warp per token (blockIdx.x): 1/rms of the state from the `parts` partials at
+// ss + token · parts, then hc_weights into mix (pre first; the head's pre only, when head).
+extern "C" __global__ void hc_mix_step(const float* m_raw, const double* ss, const float* scale, const float* base,
+                                       float* mix, int hc, int e, int iters, float hc_eps, float rms_eps, int head,
+                                       int m_stride, int mix_stride, int parts) {
+    __shared__ float pre[MAX_HC];
+    __shared__ float c[MAX_HC * MAX_HC];
+    const long long t = blockIdx.x;
+    m_raw += t * m_stride;
+    mix += t * mix_stride;
+    ss += t * parts;
+    double sum = 0.0;
+    for (int p = 0; p < parts; ++p) sum += ss[p];
+    const float sflat = rms_scale_from(sum, hc * e, rms_eps);
+    hc_weights(m_raw, parts, sflat, scale, base, pre, head ? nullptr : mix, hc, iters, hc_eps, c);
+    if (head) {
+        __syncwarp();
+        for (int h = threadIdx.x; h < hc; h += 32) mix[h] = pre[h];
+    }
+}
+
+// out = Σ_h pre_h S_h for token blockIdx.y (pre = mix[0..hc]), column blockIdx.x · blockDim.x
+// + threadIdx.x; each block's sum of squares of its columns into part[token · gridDim.x +
+// blockIdx.x].
+extern "C" __global__ void hc_out_step(const float* S, const float* mix, float* out, double* part, int hc, int e,
+                                       int mix_stride) {
+    __shared__ double shd[32];
+    const long long t = blockIdx.y;
+    S += t * hc * e;
+    mix += t * mix_stride;
+    out += t * e;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    double sx = 0.0;
+    if (i < e) {
+        float x = 0.0f;
+        for (int h = 0; h < hc; ++h) x += mix[h] * S[h * e + i];
+        out[i] = x;
+        sx = (double)x * (double)x;
+    }
+    sx = block_sum_d(sx, shd);
+    if (threadIdx.x == 0) part[t * gridDim.x + blockIdx.x] = sx;
+}
+
+// The RMSNorm of hc_out_step's output (its `nparts` partials per token, in order) times norm_w.
+extern "C" __global__ void hc_norm_step(float* out, const double* part, int nparts, const float* norm_w, int e,
+                                        float rms_eps) {
+    const long long t = blockIdx.y;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= e) return;
+    double sum = 0.0;
+    for (int p = 0; p < nparts; ++p) sum += part[t * nparts + p];
+    const float s = rms_scale_from(sum, e, rms_eps);
+    out[t * e + i] = out[t * e + i] * s * norm_w[i];
 }
 
 // The HC write-back of column i: S_new[b] = post[b] · y_i + Σ_a comb[a][b] · S_old[a].

@@ -127,6 +127,10 @@ pub(super) struct StepBatch {
     parts: DeviceBuffer<f32>,
     acts: DeviceBuffer<u8>,
     logits: DeviceBuffer<f32>,
+    /// The HC read-out's partial sums of squares: of the state (per `hc_proj` slice) and of
+    /// the read-out (per `hc_out_step` block), per token.
+    ss: DeviceBuffer<f64>,
+    xss: DeviceBuffer<f64>,
     /// The logits of a step on their way to the host (page-locked, `MAX_STEP_BATCH` rows).
     host: PinnedHostSlice<f32>,
     /// Grouping tables of the grouped products by (matrices per token, tokens): every token
@@ -165,7 +169,8 @@ pub fn step_batch_bytes(c: &ModelConfig) -> u64 {
         + (used + 1) * c.n_embd
         + c.vocab_size;
     let table = c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES;
-    (t * (floats * 4 + (used + 1) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8)) as u64
+    let partials = HC_PARTS + c.n_embd.div_ceil(BLOCK);
+    (t * (floats * 4 + (used + 1) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8 + partials * 8)) as u64
 }
 
 impl StepBatch {
@@ -207,6 +212,8 @@ impl StepBatch {
             parts: z((used + 1) * c.n_embd)?,
             acts: gpu.alloc_zeros::<u8>(t * (used + 1) * act_stride(c))?,
             logits: z(c.vocab_size)?,
+            ss: gpu.alloc_zeros::<f64>(t * HC_PARTS)?,
+            xss: gpu.alloc_zeros::<f64>(t * c.n_embd.div_ceil(BLOCK))?,
             // SAFETY: plain page-locked memory (not write-combined: the host reads it); a step
             // reads only the rows its download has just written.
             host: unsafe { gpu.context().alloc_pinned_with_flags::<f32>(t * c.vocab_size, 0)? },
@@ -428,10 +435,9 @@ impl GpuModel {
             self.attention_step(s, il)?;
             self.ffn_step(s, il)?;
         }
-        let (x, m) = (self.ptr(&b.x), self.ptr(&b.m));
+        let x = self.ptr(&b.x);
         let h = &self.w.out_hc;
-        let parts = self.hc_mix(s, h, sp, m)?;
-        self.hc_pre(h, sp, m, parts, &self.w.out_norm, x, 0, true, n)?;
+        self.hc_read(s, h, sp, &self.w.out_norm, x, None)?;
         self.mmb(s, &mut Acts::default(), &self.w.output, x, e, self.ptr(&b.logits), c.vocab_size)
     }
 
@@ -442,13 +448,12 @@ impl GpuModel {
         let (d, nh, n_pairs, ql) = (c.head_dim, c.n_head, c.rope_dim / 2, c.q_lora_rank);
         let (id, ih, window, top_k) = (c.indexer_head_dim, c.indexer_heads, c.sliding_window, c.indexer_top_k);
         let sp = self.ptr(&b.streams);
-        let (x, qr, q, mix, m, kv) = (self.ptr(&b.x), self.ptr(&b.qr), self.ptr(&b.q), self.ptr(&b.mix), self.ptr(&b.m), self.ptr(&b.kv));
+        let (x, qr, q, mix, kv) = (self.ptr(&b.x), self.ptr(&b.qr), self.ptr(&b.q), self.ptr(&b.mix), self.ptr(&b.kv));
         let (ckv, csc, ikv, isc, iq, iwp) = (self.ptr(&b.ckv), self.ptr(&b.csc), self.ptr(&b.ikv), self.ptr(&b.isc), self.ptr(&b.iq), self.ptr(&b.iw));
         let (freqs, pos, raws) = (self.ptr(&lw.freqs), s.pos(self), s.layer_tab(self, il, T_RAW));
         let ratio = lw.kind.ratio() as usize;
 
-        let parts = self.hc_mix(s, &lw.hc_attn, sp, m)?;
-        self.hc_pre(&lw.hc_attn, sp, m, parts, &lw.attn_norm, x, mix, false, n)?;
+        self.hc_read(s, &lw.hc_attn, sp, &lw.attn_norm, x, Some(mix))?;
         // Every product of x, then every product of the normed q_a output.
         let mut of_x: Vec<(&DeviceMatrix, u64, usize)> = vec![(&lw.q_a, qr, ql), (&lw.kv, kv, d)];
         if let Some(cw) = &lw.comp {
@@ -574,10 +579,9 @@ impl GpuModel {
         let (b, n) = (s.b, s.n);
         let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
         let sp = self.ptr(&b.streams);
-        let (x, mix, m) = (self.ptr(&b.x), self.ptr(&b.mix), self.ptr(&b.m));
+        let (x, mix) = (self.ptr(&b.x), self.ptr(&b.mix));
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
-        let parts = self.hc_mix(s, &lw.hc_ffn, sp, m)?;
-        self.hc_pre(&lw.hc_ffn, sp, m, parts, &lw.ffn_norm, x, mix, false, n)?;
+        self.hc_read(s, &lw.hc_ffn, sp, &lw.ffn_norm, x, Some(mix))?;
 
         let mut ax = Acts::default();
         let (rlog, sel, wts, sel_gu) = (self.ptr(&b.rlog), self.ptr(&b.sel), self.ptr(&b.wts), self.ptr(&b.sel_gu));
@@ -648,11 +652,52 @@ impl GpuModel {
         self.launch("sum_post", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)
     }
 
+    /// The HC read-out of the streams `sp` at one site into `out`, normed by `norm`: the
+    /// mixing (pre, post, comb) into `mix`, or with None the output head's read-out. Float
+    /// mixing matrices (every model so far) take the split path (hc_proj with the state's
+    /// squares, hc_mix_step, hc_out_step, hc_norm_step: every phase over many blocks but the
+    /// one-warp weights); others the one-block-per-token `hc_pre`.
+    fn hc_read(&self, s: &Step, h: &Hc, sp: u64, norm: &DeviceBuffer<f32>, out: u64, mix: Option<u64>) -> Result<()> {
+        let c = &self.cfg;
+        let b = s.b;
+        let m = self.ptr(&b.m);
+        let (parts, split) = self.hc_mix(s, h, sp, m)?;
+        if !split {
+            return self.hc_pre(h, sp, m, parts, norm, out, mix.unwrap_or(0), mix.is_none(), s.n);
+        }
+        let (hcn, e) = (c.hc_count, c.n_embd);
+        // The head's pre weights go to the mixing scratch (free at that point).
+        let mixp = mix.unwrap_or(self.ptr(&b.mix));
+        let ms = c.hc_mix().max(hcn) * parts;
+        let args = [
+            P(m),
+            P(self.ptr(&b.ss)),
+            P(self.ptr(&h.scale)),
+            P(self.ptr(&h.base)),
+            P(mixp),
+            I(hcn as i32),
+            I(e as i32),
+            I(c.sinkhorn_iters as i32),
+            F(c.hc_eps),
+            F(c.rms_eps),
+            I(mix.is_none() as i32),
+            I(ms as i32),
+            I(c.hc_mix() as i32),
+            I(parts as i32),
+        ];
+        self.launch("hc_mix_step", (s.n, 1), 32, 0, &args)?;
+        let blocks = e.div_ceil(BLOCK);
+        let xss = self.ptr(&b.xss);
+        self.launch("hc_out_step", (blocks, s.n), BLOCK, 0, &[P(sp), P(mixp), P(out), P(xss), I(hcn as i32), I(e as i32), I(c.hc_mix() as i32)])?;
+        self.launch("hc_norm_step", (blocks, s.n), BLOCK, 0, &[P(out), P(xss), I(blocks as i32), P(self.ptr(norm)), I(e as i32), F(c.rms_eps)])
+    }
+
     /// The HC mixing projection of the streams `sp` into `m` ([`m_stride`] floats per token),
-    /// as `hc_pre` takes it; the number of partial sums per value. Float matrices (every
+    /// as `hc_pre` takes it: the number of partial sums per value, and whether the state's
+    /// sums of squares were left in the batch's `ss` (one per partial). Float matrices (every
     /// model so far) go through `hc_proj`, whose column slices spread the few long rows over
     /// many blocks; others through the matvec.
-    fn hc_mix(&self, s: &Step, h: &Hc, sp: u64, m: u64) -> Result<usize> {
+    fn hc_mix(&self, s: &Step, h: &Hc, sp: u64, m: u64) -> Result<(usize, bool)> {
         let w = &h.proj;
         let ms = self.cfg.hc_mix().max(self.cfg.hc_count);
         if w.rows() > ms {
@@ -663,7 +708,7 @@ impl GpuModel {
             GgmlType::F32 => false,
             _ => {
                 self.mmb(s, &mut Acts::default(), w, sp, w.cols(), m, ms)?;
-                return Ok(1);
+                return Ok((1, false));
             }
         };
         let cols = w.cols();
@@ -671,9 +716,9 @@ impl GpuModel {
         while parts > 1 && !cols.is_multiple_of(parts) {
             parts /= 2;
         }
-        let args = [P(self.ptr(&*h.proj_buf)), I(f16 as i32), P(sp), I(cols as i32), P(m), L((ms * parts) as i64)];
+        let args = [P(self.ptr(&*h.proj_buf)), I(f16 as i32), P(sp), I(cols as i32), P(m), L((ms * parts) as i64), P(self.ptr(&s.b.ss))];
         self.launch3("hc_proj", (w.rows(), parts, s.n), BLOCK, 0, &args)?;
-        Ok(parts)
+        Ok((parts, true))
     }
 
     /// `kv_round_step` of the ring slot (ratio 0) or of the row a window's end emits, for every
