@@ -377,6 +377,25 @@ fn quantized_activations_match_cpu_official() {
     }
 }
 
+/// `n` input rows of `cols` from `x` on the device as a product of `ty` takes them: f32
+/// rows, or (official) the activations quantized for `ty`, each padded to 16 bytes; with the
+/// bytes between rows.
+fn device_inputs(gpu: &Gpu, ty: GgmlType, x: &[f32], n: usize, cols: usize, official: bool) -> (DeviceBuffer<u8>, usize) {
+    if official {
+        let stride = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap().next_multiple_of(16);
+        let mut packed = vec![0u8; n * stride];
+        for i in 0..n {
+            let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x[i * cols..(i + 1) * cols]).unwrap();
+            let p = dsv4_cuda::quant::matvec::pack_acts(&acts);
+            packed[i * stride..i * stride + p.len()].copy_from_slice(&p);
+        }
+        (gpu.upload(&packed).unwrap(), stride)
+    } else {
+        let bytes: Vec<u8> = x[..n * cols].iter().flat_map(|v| v.to_le_bytes()).collect();
+        (gpu.upload(&bytes).unwrap(), cols * 4)
+    }
+}
+
 /// The device address of a buffer (the raw entry points take addresses).
 fn addr<T: cudarc::driver::DeviceRepr>(gpu: &Gpu, b: &DeviceBuffer<T>) -> u64 {
     use cudarc::driver::DevicePtr;
@@ -421,19 +440,7 @@ fn expert_slots_match_cpu() {
                     let out_rows = slots + 1;
                     let yd = gpu.upload(&vec![f32::NAN; out_rows * rows]).unwrap();
                     let num = if official { Numerics::Official } else { Numerics::Plain };
-                    let (xd, x_bytes) = if official {
-                        let stride = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap().next_multiple_of(16);
-                        let mut packed = vec![0u8; inputs * stride];
-                        for i in 0..inputs {
-                            let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x[i * cols..(i + 1) * cols]).unwrap();
-                            let p = dsv4_cuda::quant::matvec::pack_acts(&acts);
-                            packed[i * stride..i * stride + p.len()].copy_from_slice(&p);
-                        }
-                        (gpu.upload(&packed).unwrap(), stride)
-                    } else {
-                        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-                        (gpu.upload(&bytes).unwrap(), cols * 4)
-                    };
+                    let (xd, x_bytes) = device_inputs(&gpu, ty, &x, inputs, cols, official);
                     let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &idd), n: slots, x_div, y_mod, y_mul, per_token: 0 };
                     // SAFETY: ids, inputs and outputs are live buffers sized for every slot.
                     unsafe {
@@ -481,19 +488,8 @@ fn split_batches_equal_one_token_products() {
             for official in [false, true] {
                 let n = 21;
                 let x = random_x(n * cols, 77 + k as u64);
-                let (xd, stride, xs) = if official {
-                    let stride = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap().next_multiple_of(16);
-                    let mut packed = vec![0u8; n * stride];
-                    for i in 0..n {
-                        let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x[i * cols..(i + 1) * cols]).unwrap();
-                        let p = dsv4_cuda::quant::matvec::pack_acts(&acts);
-                        packed[i * stride..i * stride + p.len()].copy_from_slice(&p);
-                    }
-                    (gpu.upload(&packed).unwrap(), stride, stride)
-                } else {
-                    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    (gpu.upload(&bytes).unwrap(), cols * 4, cols)
-                };
+                let (xd, stride) = device_inputs(&gpu, ty, &x, n, cols, official);
+                    let xs = if official { stride } else { cols };
                 // Each token alone: a one-slot launch.
                 let one = gpu.upload(&vec![f32::NAN; n * rows]).unwrap();
                 for t in 0..n {
@@ -546,19 +542,8 @@ fn grouped_products_equal_slot_products() {
                     let picks = ids.len();
                     let inputs = picks.div_ceil(x_div);
                     let x = random_x(inputs * cols, 91);
-                    let (xd, stride, xs) = if official {
-                        let stride = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap().next_multiple_of(16);
-                        let mut packed = vec![0u8; inputs * stride];
-                        for i in 0..inputs {
-                            let acts = dsv4_quant::QuantizedActs::for_weight(ty, &x[i * cols..(i + 1) * cols]).unwrap();
-                            let p = dsv4_cuda::quant::matvec::pack_acts(&acts);
-                            packed[i * stride..i * stride + p.len()].copy_from_slice(&p);
-                        }
-                        (gpu.upload(&packed).unwrap(), stride, stride)
-                    } else {
-                        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-                        (gpu.upload(&bytes).unwrap(), cols * 4, cols)
-                    };
+                    let (xd, stride) = device_inputs(&gpu, ty, &x, inputs, cols, official);
+                    let xs = if official { stride } else { cols };
                     let out_rows = 3 * y_mul + picks;
                     // Reference: each token's 3 picks in one slot launch (the one-token
                     // step's shape, whose split the grouped launch keeps), placed where the

@@ -55,6 +55,20 @@ pub fn stack_stride(experts: &[DeviceMatrix]) -> Option<usize> {
     same.then_some(bytes)
 }
 
+/// The byte stride of the stack `experts` for a launch of `s`, or None when it has nothing
+/// to do; an error for experts not stacked in one buffer and for slots the grid or the
+/// placement cannot take.
+fn stacked(experts: &[DeviceMatrix], s: &ExpertSlots) -> Result<Option<usize>> {
+    let stride = stack_stride(experts).ok_or_else(|| CudaError::Shape("experts are not stacked in one buffer".into()))?;
+    if s.n == 0 || experts[0].rows() == 0 {
+        return Ok(None);
+    }
+    if s.n > 65535 || s.x_div == 0 || s.y_mod == 0 {
+        return Err(CudaError::Shape(format!("expert slots {s:?}")));
+    }
+    Ok(Some(stride))
+}
+
 impl Matvec {
     /// The slot kernel of a launch of `slots` products of `w`'s shape: groups of 4 rows when
     /// those are plentiful, as for one matrix (float types: 2 rows per warp).
@@ -98,15 +112,8 @@ impl Matvec {
         y: u64,
         y_stride: usize,
     ) -> Result<()> {
-        let stride = stack_stride(experts)
-            .ok_or_else(|| CudaError::Shape("experts are not stacked in one buffer".into()))?;
+        let Some(stride) = stacked(experts, &s)? else { return Ok(()) };
         let w = &experts[0];
-        if s.n == 0 || w.rows() == 0 {
-            return Ok(());
-        }
-        if s.n > 65535 || s.x_div == 0 || s.y_mod == 0 {
-            return Err(CudaError::Shape(format!("expert slots {s:?}")));
-        }
         if !x.is_multiple_of(16) || !x_bytes.is_multiple_of(16) {
             return Err(CudaError::Shape(format!("x at {x:#x} with stride {x_bytes} is not 16-byte aligned")));
         }
@@ -141,22 +148,15 @@ impl Matvec {
         y: u64,
         y_stride: usize,
     ) -> Result<()> {
-        let stride = stack_stride(experts)
-            .ok_or_else(|| CudaError::Shape("experts are not stacked in one buffer".into()))?;
+        let s = ExpertSlots { ids: g.table, n: g.slots, x_div: g.x_div, y_mod: g.y_mod, y_mul: g.y_mul, per_token: 0 };
+        let Some(stride) = stacked(experts, &s)? else { return Ok(()) };
         let w = &experts[0];
-        if g.slots == 0 || w.rows() == 0 {
-            return Ok(());
-        }
-        if g.slots > 65535 || g.x_div == 0 || g.y_mod == 0 {
-            return Err(CudaError::Shape(format!("grouped launch {g:?}")));
-        }
         let f = self
             .funcs_g
             .get(&(w.ty(), qacts, g.nt))
             .ok_or_else(|| CudaError::MissingKernel(format!("grouped {} qacts={qacts} n{}", w.ty(), g.nt)))?;
         let v = Variant { rows: 2, tokens: g.nt, split: g.split.max(1), ctas: 0 };
         let l = self.plan(f, w, v, g.nt, g.slots, qacts)?;
-        let s = ExpertSlots { ids: g.table, n: g.slots, x_div: g.x_div, y_mod: g.y_mod, y_mul: g.y_mul, per_token: 0 };
         let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
         self.launch(f, w, (x, x_stride), g.nt, (y, y_stride), l, Some(slots))
     }
