@@ -879,9 +879,7 @@ MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
                                   Y, y_stride, cnt, tab, ks, xsm, Rows{ent + 2, x_div, y_mod, y_mul}); \
     }
 #define MVG_QUANT_ALL(name, T)                                                                  \
-    MVG_QUANT(mvg_##name##_n4, T, 4, false)                                                     \
     MVG_QUANT(mvg_##name##_n16, T, 16, false)                                                   \
-    MVG_QUANT(mvgq_##name##_n4, T, 4, true)                                                     \
     MVG_QUANT(mvgq_##name##_n16, T, 16, true)
 
 MVG_QUANT_ALL(q8_0, T_Q8_0)

@@ -47,7 +47,7 @@ const QACT_GROUPS: &[usize] = &[2, 4];
 pub(super) const QACT_TOKENS: &[usize] = &[2, 4, 8, 16];
 
 /// Picks per entry of the grouped expert kernels (`mvg[q]_<type>_n<NT>`).
-pub const GROUPED_TOKENS: &[usize] = &[4, 16];
+pub const GROUPED_TOKENS: &[usize] = &[16];
 
 fn grouped_symbol(name: &str, qacts: bool, nt: usize) -> String {
     format!("mvg{}_{name}_n{nt}", if qacts { "q" } else { "" })
