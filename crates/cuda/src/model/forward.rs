@@ -10,7 +10,7 @@ use dsv4_model::Numerics;
 
 use super::state::{act_stride, GpuState, CHUNK};
 use super::weights::Hc;
-use super::step::MAX_STEP_BATCH;
+use super::step_batch::MAX_STEP_BATCH;
 use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};

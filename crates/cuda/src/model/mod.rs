@@ -34,6 +34,7 @@ mod io;
 mod probe;
 mod state;
 mod step;
+mod step_batch;
 mod weights;
 
 use std::collections::HashMap;
@@ -50,7 +51,7 @@ use crate::kernels::MODEL_KERNELS;
 use crate::quant::{Matmul, Matvec};
 
 pub use state::{GpuState, CHUNK as PREFILL_CHUNK};
-pub use step::{step_batch_bytes, MAX_STEP_BATCH};
+pub use step_batch::{step_batch_bytes, MAX_STEP_BATCH};
 use weights::Layer;
 
 /// How single-token calls run.
@@ -90,7 +91,7 @@ pub struct GpuModel {
     /// path's expert launches need), checked once at load.
     experts_stacked: bool,
     /// The decode step's scratch and captured graphs (`model/step.rs`), one step at a time.
-    batch: Mutex<step::StepBatch>,
+    batch: Mutex<step_batch::StepBatch>,
     /// Kernels queued so far (both kinds: the model's and the matvec's), for launch counts.
     launches: AtomicU64,
     /// Per-operation times while profiling (benchmarks only; see [`GpuModel::set_profiling`]).

@@ -30,198 +30,25 @@
 //! the sessions'), so it stays valid as sessions come and go; restores and uploads change
 //! buffer contents and positions only, which the graph reads afresh each replay.
 
-use std::collections::HashMap;
-
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, PinnedHostSlice};
 use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
-use dsv4_model::{ModelConfig, Numerics};
+use dsv4_model::Numerics;
 
 use super::forward::{attend_smem, ATTEND_THREADS, BLOCK};
 use super::state::{act_stride, comp_rows, GpuState, CHUNK};
+use super::step_batch::{group_table, StepBatch, StepGraph, GROUP_NT, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
 use super::weights::{Hc, Layer, Route};
 use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
-use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::act_bytes;
 use crate::quant::{DeviceMatrix, ExpertSlots, Grouped, Matvec};
 use Arg::{F, I, L, P};
 
-/// Most sessions one decode step carries; more are split over several steps.
-pub const MAX_STEP_BATCH: usize = 64;
-
-/// Column slices of `hc_proj` (a fixed count: the slices' sums are added in order, so the
-/// count is part of the arithmetic).
-const HC_PARTS: usize = 16;
-
 /// Most blocks of the launches that stride over the indexer's rows (their count grows with
 /// the position; the grid may not).
 const MAX_STRIDE_BLOCKS: usize = 1024;
-
-/// Table entries per layer (each a run of one address per token of the step).
-const T_RAW: usize = 0;
-const T_COMP: usize = 1;
-const T_COMP_KV: usize = 2;
-const T_COMP_SC: usize = 3;
-const T_IDX: usize = 4;
-const T_IDX_KV: usize = 5;
-const T_IDX_SC: usize = 6;
-const LAYER_ENTRIES: usize = 7;
-/// Per-session entries after the layers'.
-const T_ISCORE: usize = 0;
-const T_MASK: usize = 1;
-const T_ATT: usize = 2;
-const SESSION_ENTRIES: usize = 3;
-
-/// A captured decode step and its kernel count.
-struct StepGraph {
-    graph: CudaGraph,
-    kernels: u64,
-}
-
-/// Which graph: batch size, official numerics, most indexer rows (the grid of its strided launches).
-type GraphKey = (usize, bool, usize);
-
-/// The decode step's buffers, for up to [`MAX_STEP_BATCH`] tokens (token t's vectors follow
-/// token t - 1's), and its captured graphs.
-pub(super) struct StepBatch {
-    /// Token ids, then positions (`MAX_STEP_BATCH` each; a step of n uses the first n of both,
-    /// its positions at `n`).
-    step: DeviceBuffer<i32>,
-    /// Session addresses (see the T_ constants): entry k of layer l for token b at
-    /// `(l · LAYER_ENTRIES + k) · n + b`, session entries after every layer's.
-    table: DeviceBuffer<u64>,
-    /// What `table` holds now.
-    uploaded: Vec<u64>,
-    /// Expert ids of the slot launches: zeros (a dense matrix for every token), j % 2 (the
-    /// shared expert's gate-up pair), j % o_groups (the output groups).
-    zeros: DeviceBuffer<i32>,
-    pairs: DeviceBuffer<i32>,
-    groups: DeviceBuffer<i32>,
-    streams: DeviceBuffer<f32>,
-    m: DeviceBuffer<f32>,
-    mix: DeviceBuffer<f32>,
-    x: DeviceBuffer<f32>,
-    qr: DeviceBuffer<f32>,
-    q: DeviceBuffer<f32>,
-    kv: DeviceBuffer<f32>,
-    ckv: DeviceBuffer<f32>,
-    csc: DeviceBuffer<f32>,
-    ikv: DeviceBuffer<f32>,
-    isc: DeviceBuffer<f32>,
-    iq: DeviceBuffer<f32>,
-    iw: DeviceBuffer<f32>,
-    o: DeviceBuffer<f32>,
-    z: DeviceBuffer<f32>,
-    y: DeviceBuffer<f32>,
-    rlog: DeviceBuffer<f32>,
-    sel: DeviceBuffer<i32>,
-    wts: DeviceBuffer<f32>,
-    sel_gu: DeviceBuffer<i32>,
-    gu: DeviceBuffer<f32>,
-    hs: DeviceBuffer<f32>,
-    /// `(used + 1) × MAX_STEP_BATCH × n_embd`: part p of token t at `(p · MAX_STEP_BATCH + t)
-    /// · n_embd`.
-    parts: DeviceBuffer<f32>,
-    acts: DeviceBuffer<u8>,
-    logits: DeviceBuffer<f32>,
-    /// The HC read-out's partial sums of squares: of the state (per `hc_proj` slice) and of
-    /// the read-out (per `hc_out_step` block), per token.
-    ss: DeviceBuffer<f64>,
-    xss: DeviceBuffer<f64>,
-    /// The logits of a step on their way to the host (page-locked, `MAX_STEP_BATCH` rows).
-    host: PinnedHostSlice<f32>,
-    /// Grouping tables of the grouped products by (matrices per token, tokens): every token
-    /// picks every matrix, so a table depends on those two counts only; made on first use
-    /// and kept (graphs bake in their addresses).
-    tables: HashMap<(usize, usize), DeviceBuffer<i32>>,
-    graphs: HashMap<GraphKey, StepGraph>,
-}
-
-// SAFETY: the graphs (and their executables) may be used from any thread as long as calls on
-// them are serialised; a StepBatch is reached only through its model's Mutex.
-unsafe impl Send for StepBatch {}
-
-/// Floats per token of the HC mixing scratch: every mixing value as HC_PARTS partial sums.
-fn m_stride(c: &ModelConfig) -> usize {
-    c.hc_mix().max(c.hc_count) * HC_PARTS
-}
-
-/// Device bytes of a [`StepBatch`] (the memory plan counts them).
-pub fn step_batch_bytes(c: &ModelConfig) -> u64 {
-    let (t, d, id, used) = (MAX_STEP_BATCH, c.head_dim, c.indexer_head_dim, c.n_expert_used);
-    let floats = c.hc_count * c.n_embd
-        + m_stride(c)
-        + c.hc_mix()
-        + 2 * c.n_embd
-        + c.q_lora_rank
-        + 2 * c.n_head * d
-        + d
-        + 4 * d
-        + 4 * id
-        + c.indexer_heads * (id + 1)
-        + c.o_groups * c.o_lora_rank
-        + c.n_expert
-        + 4 * used
-        + 3 * (used + 1) * c.expert_ffn
-        + (used + 1) * c.n_embd
-        + c.vocab_size;
-    let table = c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES;
-    let partials = HC_PARTS + c.n_embd.div_ceil(BLOCK);
-    (t * (floats * 4 + (used + 1) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8 + partials * 8)) as u64
-}
-
-impl StepBatch {
-    pub(super) fn new(gpu: &Gpu, c: &ModelConfig) -> Result<StepBatch> {
-        let t = MAX_STEP_BATCH;
-        let z = |n: usize| gpu.alloc_zeros::<f32>(t * n);
-        let ids = |m: usize| gpu.upload(&(0..m * t).map(|j| (j % m) as i32).collect::<Vec<_>>());
-        let (d, id, used, ffn) = (c.head_dim, c.indexer_head_dim, c.n_expert_used, c.expert_ffn);
-        let table = t * (c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES);
-        Ok(StepBatch {
-            step: gpu.alloc_zeros::<i32>(2 * t)?,
-            table: gpu.alloc_zeros::<u64>(table)?,
-            uploaded: Vec::new(),
-            zeros: gpu.alloc_zeros::<i32>(t)?,
-            pairs: ids(2)?,
-            groups: ids(c.o_groups.max(1))?,
-            streams: z(c.hc_count * c.n_embd)?,
-            m: z(m_stride(c))?,
-            mix: z(c.hc_mix())?,
-            x: z(c.n_embd)?,
-            qr: z(c.q_lora_rank)?,
-            q: z(c.n_head * d)?,
-            kv: z(d)?,
-            ckv: z(2 * d)?,
-            csc: z(2 * d)?,
-            ikv: z(2 * id)?,
-            isc: z(2 * id)?,
-            iq: z(c.indexer_heads * id)?,
-            iw: z(c.indexer_heads)?,
-            o: z(c.n_head * d)?,
-            z: z(c.o_groups * c.o_lora_rank)?,
-            y: z(c.n_embd)?,
-            rlog: z(c.n_expert)?,
-            sel: gpu.alloc_zeros::<i32>(t * used)?,
-            wts: z(used)?,
-            sel_gu: gpu.alloc_zeros::<i32>(t * 2 * used)?,
-            gu: z(2 * (used + 1) * ffn)?,
-            hs: z((used + 1) * ffn)?,
-            parts: z((used + 1) * c.n_embd)?,
-            acts: gpu.alloc_zeros::<u8>(t * (used + 1) * act_stride(c))?,
-            logits: z(c.vocab_size)?,
-            ss: gpu.alloc_zeros::<f64>(t * HC_PARTS)?,
-            xss: gpu.alloc_zeros::<f64>(t * c.n_embd.div_ceil(BLOCK))?,
-            // SAFETY: plain page-locked memory (not write-combined: the host reads it); a step
-            // reads only the rows its download has just written.
-            host: unsafe { gpu.context().alloc_pinned_with_flags::<f32>(t * c.vocab_size, 0)? },
-            tables: HashMap::new(),
-            graphs: HashMap::new(),
-        })
-    }
-}
 
 /// Activation layouts of the official numerics' quantized products.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -246,10 +73,6 @@ struct Acts {
     have: Option<(u64, usize, usize, usize, Fmt)>,
 }
 
-/// Picks per entry of the grouped products (the output groups and the shared expert's pair:
-/// every token picks every matrix).
-const GROUP_NT: usize = 16;
-
 /// A grouped product of the step (several tokens), where every token picks each of the
 /// `per_token` matrices once: pick j reads input row j / x_div and writes output row
 /// (j % y_mod) · y_mul + j / y_mod; the one-token step's launch over a token's `per_token`
@@ -261,21 +84,6 @@ struct Group {
     y_mod: usize,
     y_mul: usize,
     per_token: usize,
-}
-
-/// The grouping table of `n` tokens that each pick all `m` matrices (pick j = t · m + k is
-/// matrix k of token t): matrix by matrix, its tokens in order, `nt` picks per entry, as
-/// [`Grouped`] takes it ([matrix, count, picks...], unused picks -1).
-fn group_table(m: usize, n: usize, nt: usize) -> Vec<i32> {
-    let mut t = Vec::with_capacity(m * n.div_ceil(nt) * (2 + nt));
-    for k in 0..m {
-        for t0 in (0..n).step_by(nt) {
-            let cnt = nt.min(n - t0);
-            t.extend([k as i32, cnt as i32]);
-            t.extend((0..nt).map(|i| if i < cnt { ((t0 + i) * m + k) as i32 } else { -1 }));
-        }
-    }
-    t
 }
 
 /// One step's fixed facts: the batch, its size and numerics.
@@ -385,42 +193,6 @@ impl GpuModel {
             st.pos += 1;
         }
         Ok(host[..n * v].chunks_exact(v).map(<[f32]>::to_vec).collect())
-    }
-
-    /// `data` in a new device buffer.
-    fn upload_i32(&self, data: &[i32]) -> Result<DeviceBuffer<i32>> {
-        let slice = self.stream.alloc_zeros::<i32>(crate::buffer::padded_len(data.len(), 4))?;
-        let mut buf = DeviceBuffer { slice, len: data.len() };
-        self.stream.memcpy_htod(data, &mut buf.view_mut())?;
-        Ok(buf)
-    }
-
-    /// The sessions' buffer addresses in the table's layout.
-    fn table(&self, states: &[&mut GpuState]) -> Vec<u64> {
-        let n = states.len();
-        let layers = self.layers.len();
-        let mut t = vec![0u64; n * (layers * LAYER_ENTRIES + SESSION_ENTRIES)];
-        for (j, st) in states.iter().enumerate() {
-            for (il, ls) in st.layers.iter().enumerate() {
-                let mut put = |k: usize, a: u64| t[(il * LAYER_ENTRIES + k) * n + j] = a;
-                put(T_RAW, self.ptr(&ls.raw));
-                if let Some((rows, f)) = &ls.comp {
-                    put(T_COMP, self.ptr(rows));
-                    put(T_COMP_KV, self.ptr(&f.kv));
-                    put(T_COMP_SC, self.ptr(&f.score));
-                }
-                if let Some((rows, f)) = &ls.index {
-                    put(T_IDX, self.ptr(rows));
-                    put(T_IDX_KV, self.ptr(&f.kv));
-                    put(T_IDX_SC, self.ptr(&f.score));
-                }
-            }
-            let base = layers * LAYER_ENTRIES;
-            t[(base + T_ISCORE) * n + j] = self.ptr(&st.s.iscore);
-            t[(base + T_MASK) * n + j] = self.ptr(&st.s.mask);
-            t[(base + T_ATT) * n + j] = self.ptr(&st.s.att);
-        }
-        t
     }
 
     /// The step's launches: embedding, every layer, the logits.

@@ -243,7 +243,7 @@ impl GpuModel {
             });
         }
         let experts_stacked = layers.iter().all(|l| [&l.gate, &l.up, &l.down].iter().all(|m| Matvec::experts_stacked(m)));
-        let batch = std::sync::Mutex::new(super::step::StepBatch::new(gpu, &cfg)?);
+        let batch = std::sync::Mutex::new(super::step_batch::StepBatch::new(gpu, &cfg)?);
         Ok(GpuModel {
             cfg,
             stream: gpu.stream().clone(),
