@@ -187,10 +187,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
             // step: the first may also capture).
             let kernels = gm.graph_kernels(1, num).unwrap_or(launches[1]);
             let first = times[0];
-            let steps = &mut times[1..];
-            let mean = steps.iter().sum::<f64>() / steps.len() as f64;
-            steps.sort_by(f64::total_cmp);
-            let median = steps[steps.len() / 2];
+            let (median, mean) = after_first(&times);
             let same = match &first_tokens {
                 None => {
                     first_tokens = Some(chosen.clone());
@@ -206,7 +203,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
                 if a.host_experts && decode == Decode::Chunk { ", host experts" } else { "" },
                 a.prompt,
                 a.prompt as f64 / prefill,
-                steps.len(),
+                times.len() - 1,
                 median * 1e3,
                 1.0 / median,
                 mean * 1e3,
@@ -227,17 +224,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         let num = a.numerics[0];
         gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts });
         let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
-        gm.set_profiling(true);
-        let t = std::time::Instant::now();
-        gm.forward(&mut st, &prompt, num)?;
-        let wall = t.elapsed().as_secs_f64();
-        let prof = gm.profile();
-        gm.set_profiling(false);
-        let total: f64 = prof.iter().map(|p| p.2).sum();
-        println!("profiled prompt ({num:?}): {:.1} ms wall, {:.1} ms in {} labelled operations", wall * 1e3, total * 1e3, prof.iter().map(|p| p.1).sum::<u64>());
-        for (label, calls, secs) in prof.iter().take(30) {
-            println!("{:>9.3} ms {:>5.1}% {calls:>6}x  {label}", secs * 1e3, 100.0 * secs / total.max(1e-12));
-        }
+        profiled(&gm, &format!("prompt ({num:?})"), || gm.forward(&mut st, &prompt, num).map(drop))?;
     }
     for &n in &a.batch {
         batch_steps(&gpu, &mut gm, &a, n)?;
@@ -272,9 +259,7 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize) -> Result<(), B
         }
     }
     let first = times[0];
-    let steps = &mut times[1..];
-    steps.sort_by(f64::total_cmp);
-    let median = steps[steps.len() / 2];
+    let (median, _) = after_first(&times);
     println!(
         "batch {n} ({num:?}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
         gm.config().n_layer,
@@ -288,19 +273,34 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize) -> Result<(), B
         gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false });
         let toks: Vec<u32> = (0..n).map(|i| tok(i as u64)).collect();
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
-        gm.set_profiling(true);
-        let t = Instant::now();
-        gm.forward_step(&mut refs, &toks, num)?;
-        let wall = t.elapsed().as_secs_f64();
-        let prof = gm.profile();
-        gm.set_profiling(false);
-        let total: f64 = prof.iter().map(|p| p.2).sum();
-        println!("profiled batch {n} step ({num:?}): {:.2} ms wall, {:.2} ms in {} labelled operations", wall * 1e3, total * 1e3, prof.iter().map(|p| p.1).sum::<u64>());
-        for (label, calls, secs) in prof.iter().take(30) {
-            println!("{:>9.3} ms {:>5.1}% {calls:>6}x  {label}", secs * 1e3, 100.0 * secs / total.max(1e-12));
-        }
+        profiled(gm, &format!("batch {n} step ({num:?})"), || gm.forward_step(&mut refs, &toks, num).map(drop))?;
     }
     Ok(())
+}
+
+/// Runs `f` once with per-operation profiling on and prints where its time went.
+fn profiled(gm: &GpuModel, what: &str, f: impl FnOnce() -> dsv4_cuda::Result<()>) -> Result<(), Box<dyn std::error::Error>> {
+    gm.set_profiling(true);
+    let t = Instant::now();
+    let r = f();
+    let wall = t.elapsed().as_secs_f64();
+    let prof = gm.profile();
+    gm.set_profiling(false);
+    r?;
+    let total: f64 = prof.iter().map(|p| p.2).sum();
+    println!("profiled {what}: {:.2} ms wall, {:.2} ms in {} labelled operations", wall * 1e3, total * 1e3, prof.iter().map(|p| p.1).sum::<u64>());
+    for (label, calls, secs) in prof.iter().take(30) {
+        println!("{:>9.3} ms {:>5.1}% {calls:>6}x  {label}", secs * 1e3, 100.0 * secs / total.max(1e-12));
+    }
+    Ok(())
+}
+
+/// The median of the steps after the first (which may capture a graph), and their mean.
+fn after_first(times: &[f64]) -> (f64, f64) {
+    let mut steps = times[1..].to_vec();
+    let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+    steps.sort_by(f64::total_cmp);
+    (steps[steps.len() / 2], mean)
 }
 
 fn main() {
