@@ -5,20 +5,13 @@ mod common;
 
 use common::batch::{self as b, Outcome};
 use dsv4_engine::{GenerationParams, JobId, Placement, Runner, SamplingParams, Scheduler, Session, SessionPool, Verdict};
-use dsv4_model::{Model, Numerics};
-use dsv4_synth::{Preset, SynthSpec};
+use dsv4_model::Numerics;
 use dsv4_tokenizer::Tokenizer;
-use std::sync::OnceLock;
 
 const CTX: usize = 4096;
 
 fn model() -> &'static (Runner, Tokenizer) {
-    static M: OnceLock<(Runner, Tokenizer)> = OnceLock::new();
-    M.get_or_init(|| {
-        let spec = SynthSpec { preset: Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 11 };
-        let path = dsv4_synth::cached_model(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), &spec).unwrap();
-        (Runner::cpu(std::sync::Arc::new(Model::load(&path).unwrap())), Tokenizer::bundled().unwrap())
-    })
+    common::tiny_cpu()
 }
 
 fn greedy(n: usize) -> GenerationParams {

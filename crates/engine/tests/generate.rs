@@ -1,19 +1,14 @@
 //! The generation loop on the tiny synthetic model.
 
+mod common;
+
 use dsv4_engine::{Finish, Generation, GenerationParams, Runner, SamplingParams, Session};
-use dsv4_model::{Model, Numerics};
-use dsv4_synth::{Preset, SynthSpec};
+use dsv4_model::Numerics;
 use dsv4_tokenizer::Tokenizer;
 use std::sync::atomic::AtomicBool;
-use std::sync::OnceLock;
 
 fn model() -> &'static (Runner, Tokenizer) {
-    static M: OnceLock<(Runner, Tokenizer)> = OnceLock::new();
-    M.get_or_init(|| {
-        let spec = SynthSpec { preset: Preset::Tiny, mix: dsv4_model::ExpertMix::Q2, seed: 11 };
-        let path = dsv4_synth::cached_model(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")), &spec).unwrap();
-        (Runner::cpu(std::sync::Arc::new(Model::load(&path).unwrap())), Tokenizer::bundled().unwrap())
-    })
+    common::tiny_cpu()
 }
 
 const CTX: usize = 4096;
