@@ -3,7 +3,7 @@
 //!
 //! `decode_bench [--layers N] [--quant q2|q4] [--prompt N] [--tokens N] [--gpu N] [--model PATH]
 //! [--numerics plain,official] [--official] [--decode graph,eager,chunk] [--no-graph]
-//! [--host-experts] [--profile] [--batch N,M,..]`
+//! [--host-experts] [--profile] [--batch N,M,..] [--launches overlap,serial]`
 //!
 //! Without `--model`, it writes the synthetic file (what `dsv4 synth --preset flash --layers N
 //! --quant q2` writes) to a temporary folder first, then runs every combination of the listed
@@ -15,6 +15,9 @@
 //! the decode steps after the prompt (which runs in chunks; its rate is printed too),
 //! the first step's time (it captures the graph), kernel launches per token and per layer,
 //! and whether the greedy tokens equal the first combination's of the same numerics.
+//! `--launches` lists launch modes to run each combination under (default overlap: kernels
+//! as programmatic dependent launches where the device has them; serial: each kernel after
+//! the previous one; a mode may repeat, to alternate).
 //! `--host-experts` makes the chunk path read the chosen experts back to the host (v2).
 //! `--profile` then runs the prompt once more with every operation timed on its own (a
 //! synchronization around each, so small operations read high) and prints where the time goes.
@@ -49,6 +52,8 @@ struct Args {
     host_experts: bool,
     profile: bool,
     batch: Vec<usize>,
+    /// `serial_launches` of each run, in order.
+    launches: Vec<bool>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -64,6 +69,7 @@ fn parse() -> Result<Args, String> {
         host_experts: false,
         profile: false,
         batch: Vec::new(),
+        launches: vec![false],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -110,10 +116,20 @@ fn parse() -> Result<Args, String> {
                     return Err("--batch sizes must be positive".into());
                 }
             }
+            "--launches" => {
+                a.launches = val()?
+                    .split(',')
+                    .map(|v| match v {
+                        "overlap" => Ok(false),
+                        "serial" => Ok(true),
+                        other => Err(format!("--launches {other}: overlap or serial")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() {
+    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() || a.launches.is_empty() {
         return Err("--layers 1..=43, --prompt at least 1, --tokens at least 2, non-empty lists".into());
     }
     Ok(a)
@@ -162,8 +178,9 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut table = Vec::new();
     for &num in &a.numerics {
         let mut first_tokens: Option<Vec<u32>> = None;
-        for &decode in &a.decode {
-            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts });
+        for (&decode, &serial_launches) in a.decode.iter().flat_map(|d| a.launches.iter().map(move |l| (d, l))) {
+            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts, serial_launches });
+            let mode = if serial_launches { "serial" } else { "overlap" };
             let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
             let t = Instant::now();
             let mut logits = gm.forward(&mut st, &prompt, num)?;
@@ -195,9 +212,9 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Some(f) => format!("{} of {} tokens as the reference", f.iter().zip(&chosen).take_while(|(x, y)| x == y).count(), f.len()),
             };
-            println!("tokens {num:?} {decode:?}: {chosen:?}");
+            println!("tokens {num:?} {decode:?} {mode}: {chosen:?}");
             println!(
-                "layers {} ({}, {num:?}, {decode:?}{}), prompt {} tokens: {:.1} t/s; decode {} tokens: median {:.3} ms ({:.1} t/s), mean {:.3} ms, first {:.1} ms, {:.3} ms per layer; {} kernels per token ({:.1} per layer); greedy: {same}",
+                "layers {} ({}, {num:?}, {decode:?}, {mode}{}), prompt {} tokens: {:.1} t/s; decode {} tokens: median {:.3} ms ({:.1} t/s), mean {:.3} ms, first {:.1} ms, {:.3} ms per layer; {} kernels per token ({:.1} per layer); greedy: {same}",
                 model.cfg.n_layer,
                 a.mix.name(),
                 if a.host_experts && decode == Decode::Chunk { ", host experts" } else { "" },
@@ -212,7 +229,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
                 kernels,
                 kernels as f64 / layers
             );
-            table.push(format!("| {} | {num:?} | {decode:?} | {:.3} | {:.3} | {kernels} | {:.1} |", model.cfg.n_layer, median * 1e3, median * 1e3 / layers, kernels as f64 / layers));
+            table.push(format!("| {} | {num:?} | {decode:?} {mode} | {:.3} | {:.3} | {kernels} | {:.1} |", model.cfg.n_layer, median * 1e3, median * 1e3 / layers, kernels as f64 / layers));
         }
     }
     println!("| layers | numerics | decode | median ms/token | ms/layer | kernels/token | kernels/layer |");
@@ -222,23 +239,25 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if a.profile {
         let num = a.numerics[0];
-        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts });
+        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts, serial_launches: a.launches[0] });
         let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
         profiled(&gm, &format!("prompt ({num:?})"), || gm.forward(&mut st, &prompt, num).map(drop))?;
     }
     for &n in &a.batch {
-        batch_steps(&gpu, &mut gm, &a, n)?;
+        for &serial in &a.launches {
+            batch_steps(&gpu, &mut gm, &a, n, serial)?;
+        }
     }
     Ok(())
 }
 
 /// Decode steps of `n` sessions together: each session has its own pseudo-random prompt and
 /// step tokens (no host argmax, so the time is the step's own).
-fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches: bool) -> Result<(), Box<dyn std::error::Error>> {
     let num = a.numerics[0];
     let vocab = gm.config().vocab_size as u64;
     let tok = |i: u64| ((i * 2_654_435_761 + 17) % vocab) as u32;
-    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false });
+    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false, serial_launches });
     let mut states = Vec::with_capacity(n);
     for i in 0..n {
         let mut st = gm.new_state(gpu, (a.prompt + a.tokens + 2) as u64)?;
@@ -261,7 +280,8 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize) -> Result<(), B
     let first = times[0];
     let (median, _) = after_first(&times);
     println!(
-        "batch {n} ({num:?}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
+        "batch {n} ({num:?}, {}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
+        if serial_launches { "serial" } else { "overlap" },
         gm.config().n_layer,
         a.prompt,
         median * 1e3,
@@ -270,7 +290,7 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize) -> Result<(), B
         first * 1e3
     );
     if a.profile {
-        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false });
+        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches });
         let toks: Vec<u32> = (0..n).map(|i| tok(i as u64)).collect();
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
         profiled(gm, &format!("batch {n} step ({num:?})"), || gm.forward_step(&mut refs, &toks, num).map(drop))?;

@@ -17,6 +17,31 @@ typedef long long i64;
 #define DSV4_WARP 32
 #define DSV4_FULL_MASK 0xffffffffu
 
+// Programmatic dependent launch (sm_90; launch.rs). A kernel launched with it may start
+// while the previous kernel of the stream is still running: grid_wait blocks until that
+// kernel has finished and its writes are visible (transitively every earlier one, since each
+// of them waited too), and grid_launch_next lets the next kernel's CTAs be scheduled. Every
+// kernel that launch.rs may launch so runs DSV4_GRID_ENTRY before it touches memory other
+// kernels write or read; only reads of what no kernel writes (weights) may come first. On
+// older devices, and for plain launches, both are no-ops.
+__device__ __forceinline__ void grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void grid_launch_next() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+#define DSV4_GRID_ENTRY() \
+    do {                  \
+        grid_wait();      \
+        grid_launch_next(); \
+    } while (0)
+
 // IEEE binary16 -> binary32 in hardware: exact for every input, subnormals included, so
 // weights decode to the same f32 values as the CPU reference.
 __device__ __forceinline__ float f16_to_f32(u16 h) {

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod device;
 pub mod error;
 pub mod kernels;
+mod launch;
 pub mod model;
 pub mod nvrtc;
 pub mod quant;

@@ -12,7 +12,7 @@ use dsv4_cuda::{Decode, DecodeOptions, GpuModel, GpuState};
 use dsv4_model::Numerics;
 
 fn with(gm: &mut GpuModel, decode: Decode) {
-    gm.set_options(DecodeOptions { decode, host_experts: false });
+    gm.set_options(DecodeOptions { decode, host_experts: false, serial_launches: false });
 }
 
 fn bits_equal(a: &[f32], b: &[f32]) -> bool {

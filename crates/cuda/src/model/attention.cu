@@ -95,6 +95,7 @@ __device__ __forceinline__ void attend_head(const float* q, const float* raw, in
 extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend(const float* q, const float* raw, int window, long long pos, int n_raw,
                                   const float* comp, int n_comp, const u8* mask, const float* sinks,
                                   float* scores, float* out, int d, const float* freqs, int n_pairs) {
+    DSV4_GRID_ENTRY();
     extern __shared__ float qs[];
     __shared__ float shf[32];
     attend_head(q, raw, window, pos, n_raw, comp, n_comp, mask, sinks, scores, out, d, freqs, n_pairs, qs, shf);
@@ -109,6 +110,7 @@ extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend(const float*
 extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend_step(const float* q, const u64* raws, int window, const u64* comps, int ratio,
                                        const u64* masks, int top_k, const float* sinks, const u64* scores, float* out,
                                        int d, const float* freqs, int n_pairs, const int* posv) {
+    DSV4_GRID_ENTRY();
     extern __shared__ float qs[];
     __shared__ float shf[32];
     const int b = blockIdx.y;
@@ -141,6 +143,7 @@ __device__ __forceinline__ void index_score_row(const float* q, const float* w, 
 // Every indexer key row (n × dim), one warp per row.
 extern "C" __global__ void index_scores(const float* q, const float* w, float w_scale, const float* keys,
                                         int n, int heads, int dim, float* scores) {
+    DSV4_GRID_ENTRY();
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (c >= n) return;
     index_score_row(q, w, w_scale, keys, c, heads, dim, scores);
@@ -153,6 +156,7 @@ extern "C" __global__ void index_scores(const float* q, const float* w, float w_
 extern "C" __global__ void index_scores_step(const float* q, const float* w, float w_scale, const u64* keys,
                                              int ratio, int top_k, int heads, int dim, const u64* scores,
                                              const int* posv) {
+    DSV4_GRID_ENTRY();
     const int b = blockIdx.y;
     const int n = (int)(((long long)posv[b] + 1) / ratio);
     if (n <= top_k) return;
@@ -179,6 +183,7 @@ __device__ __forceinline__ u8 topk_keep(const float* scores, int n, int k, int c
 }
 
 extern "C" __global__ void topk_mask(const float* scores, int n, int k, u8* mask) {
+    DSV4_GRID_ENTRY();
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= n) return;
     mask[c] = topk_keep(scores, n, k, c);
@@ -187,6 +192,7 @@ extern "C" __global__ void topk_mask(const float* scores, int n, int k, u8* mask
 // The decode step's topk_mask for token b = blockIdx.y of a batch, row count from pos[b] as in
 // index_scores_step.
 extern "C" __global__ void topk_mask_step(const u64* scores, int ratio, int k, const u64* masks, const int* posv) {
+    DSV4_GRID_ENTRY();
     const int b = blockIdx.y;
     const int n = (int)(((long long)posv[b] + 1) / ratio);
     if (n <= k) return;

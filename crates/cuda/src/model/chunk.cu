@@ -47,6 +47,7 @@ extern "C" __global__ void comp_chunk(const float* fkv, const float* fsc, const 
                                       const float* ape, int ratio, int width, int overlapping, long long pos0,
                                       long long pe0, float* rows, const float* norm_w, float eps,
                                       const float* freqs, int n_pairs) {
+    DSV4_GRID_ENTRY();
     __shared__ double shd[32];
     const long long pe = pe0 + (long long)blockIdx.x * ratio;
     const int d = overlapping ? width / 2 : width;
@@ -92,6 +93,7 @@ extern "C" __global__ void comp_chunk(const float* fkv, const float* fsc, const 
 extern "C" __global__ void comp_frontier(const float* fkv, const float* fsc, const float* kv, const float* sc,
                                          const float* ape, int ratio, int width, int overlapping, long long pos0,
                                          long long p1, float* nkv, float* nsc) {
+    DSV4_GRID_ENTRY();
     const int slots = overlapping ? 2 * ratio : ratio;
     const long long w1 = p1 - p1 % ratio;
     const long long total = (long long)slots * width;
@@ -114,12 +116,14 @@ extern "C" __global__ void comp_frontier(const float* fkv, const float* fsc, con
 }
 
 extern "C" __global__ void copy_f32(const float* src, float* dst, long long n) {
+    DSV4_GRID_ENTRY();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         dst[i] = src[i];
 }
 
 // The ring after the chunk: the last min(n, window) chunk rows into their slots.
 extern "C" __global__ void ring_push(const float* kvn, int n, long long pos0, int window, int d, float* raw) {
+    DSV4_GRID_ENTRY();
     const int keep = min(n, window);
     const int t = n - keep + blockIdx.x;
     const float* src = kvn + (long long)t * d;
@@ -158,6 +162,7 @@ extern "C" __global__ void attend_chunk(const float* q, long long q_stride, cons
                                         const float* raw, int window, const float* comp, int ratio,
                                         const u8* masks, long long mstride, int top_k, const float* sinks,
                                         float* out, int d, const float* freqs, int n_pairs, int hg) {
+    DSV4_GRID_ENTRY();
     extern __shared__ float qsm[];
     __shared__ float shf[32];
     const int h0 = blockIdx.x * hg, t = blockIdx.y;
@@ -249,6 +254,7 @@ extern "C" __global__ void attend_chunk(const float* q, long long q_stride, cons
 extern "C" __global__ void index_scores_chunk(const float* q, const float* w, float w_scale, const float* keys,
                                               long long pos0, int ratio, int top_k, int heads, int dim,
                                               float* scores, long long mstride) {
+    DSV4_GRID_ENTRY();
     const int t = blockIdx.y;
     const int n = (int)((pos0 + t + 1) / ratio);
     if (n <= top_k) return;
@@ -271,6 +277,7 @@ extern "C" __global__ void index_scores_chunk(const float* q, const float* w, fl
 // topk_mask for the same tokens: row t of `masks` from row t of `scores`.
 extern "C" __global__ void topk_mask_chunk(const float* scores, long long pos0, int ratio, int k, u8* masks,
                                            long long mstride) {
+    DSV4_GRID_ENTRY();
     const int t = blockIdx.y;
     const int n = (int)((pos0 + t + 1) / ratio);
     if (n <= k) return;

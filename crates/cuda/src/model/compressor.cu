@@ -74,6 +74,7 @@ extern "C" __global__ void comp_push(float* fkv, float* fsc, const float* kv, co
                                      const float* ape, int ratio, int width, int overlapping,
                                      long long pos, float* row, const float* norm_w, float eps,
                                      const float* freqs, int n_pairs) {
+    DSV4_GRID_ENTRY();
     __shared__ double shd[32];
     comp_push_body(fkv, fsc, kv, sc, ape, ratio, width, overlapping, pos, row, norm_w, eps, freqs, n_pairs, shd);
 }
@@ -91,6 +92,7 @@ extern "C" __global__ void comp_push_step(const u64* fkvs, const u64* fscs, cons
                                           long long b_kv_stride,
                                           int ratio, int overlapping, float eps, const float* freqs, int n_pairs,
                                           const int* posv) {
+    DSV4_GRID_ENTRY();
     __shared__ double shd[32];
     const int b = blockIdx.y;
     const long long pos = posv[b];

@@ -188,7 +188,7 @@ impl GpuModel {
 
     pub(super) fn launch3(&self, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
         self.counted(1);
-        self.timed(|| name.to_string(), || self.k.launch(&self.stream, name, grid, block, smem, args))
+        self.timed(|| name.to_string(), || self.k.launch(&self.stream, name, grid, block, smem, args, self.mv.overlap()))
     }
 
     /// `y_t = W x_t` for `n` tokens (strides in f32 elements) under `num`: with the official

@@ -42,12 +42,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use std::ffi::c_void;
+
+use cudarc::driver::{CudaFunction, CudaStream};
 use dsv4_model::ModelConfig;
 
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::kernels::MODEL_KERNELS;
+use crate::launch::launch_ex;
 use crate::quant::{Matmul, Matvec};
 
 pub use state::{GpuState, CHUNK as PREFILL_CHUNK};
@@ -74,6 +77,10 @@ pub struct DecodeOptions {
     /// Chunk path only: read the chosen experts back to the host and launch each one
     /// separately (the path before device-side expert selection, for comparisons).
     pub host_experts: bool,
+    /// Launch every kernel only after the previous one has finished, as on devices before
+    /// sm_90 (for comparisons): by default, kernels are programmatic dependent launches where
+    /// the device has them (`launch.rs`).
+    pub serial_launches: bool,
 }
 
 /// A model resident on one GPU.
@@ -130,25 +137,24 @@ impl Kernels {
     /// Safety (upheld by every caller in this module): `args` match the kernel's parameter
     /// list in type and order, and every address points into a live buffer of the model or
     /// of the state, large enough for what the kernel touches given the size arguments.
-    fn launch(&self, stream: &Arc<CudaStream>, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
+    fn launch(&self, stream: &Arc<CudaStream>, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg], overlap: bool) -> Result<()> {
         let f = self.funcs.get(name).ok_or_else(|| CudaError::MissingKernel(name.into()))?;
-        let cfg = LaunchConfig {
-            grid_dim: (grid.0.max(1) as u32, grid.1.max(1) as u32, grid.2.max(1) as u32),
-            block_dim: (block as u32, 1, 1),
-            shared_mem_bytes: smem as u32,
-        };
-        let mut b = stream.launch_builder(f);
-        for a in args {
-            match a {
-                Arg::P(v) => b.arg(v),
-                Arg::I(v) => b.arg(v),
-                Arg::L(v) => b.arg(v),
-                Arg::F(v) => b.arg(v),
-            };
-        }
-        // SAFETY: see the function's contract above.
-        unsafe { b.launch(cfg) }?;
-        Ok(())
+        // Each argument's value in an 8-byte cell (4-byte ones in the low bytes: the driver
+        // reads as many bytes as the parameter has, and the host is little-endian).
+        let mut vals: Vec<u64> = args
+            .iter()
+            .map(|a| match *a {
+                Arg::P(v) => v,
+                Arg::I(v) => v as u32 as u64,
+                Arg::L(v) => v as u64,
+                Arg::F(v) => v.to_bits() as u64,
+            })
+            .collect();
+        let mut params: Vec<*mut c_void> = vals.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
+        let grid = (grid.0.max(1) as u32, grid.1.max(1) as u32, grid.2.max(1) as u32);
+        // SAFETY: see the function's contract above; every model kernel starts with
+        // DSV4_GRID_ENTRY, the condition of `overlap`.
+        unsafe { launch_ex(stream, f, grid, block as u32, smem as u32, &mut params, overlap) }
     }
 }
 
@@ -163,6 +169,13 @@ impl GpuModel {
 
     /// Takes effect from the next call.
     pub fn set_options(&mut self, opts: DecodeOptions) {
+        if opts.serial_launches != self.opts.serial_launches {
+            self.mv.set_overlap(!opts.serial_launches);
+            // Graphs keep the launches' attributes from their capture.
+            if let Ok(b) = self.batch.get_mut() {
+                b.graphs.clear();
+            }
+        }
         self.opts = opts;
     }
 

@@ -25,6 +25,7 @@ __device__ __forceinline__ void better(u32& key, int& id, u32 k2, int i2) {
 extern "C" __global__ void route(const float* logits, int n_expert, int used, const float* bias,
                                  const int* hash_table, const int* toks, float scale, int* sel,
                                  float* wts, int* sel_gu) {
+    DSV4_GRID_ENTRY();
     const int t = blockIdx.x;
     logits += (long long)t * n_expert;
     sel += t * used;

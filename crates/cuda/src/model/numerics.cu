@@ -22,6 +22,7 @@ __device__ __forceinline__ float abs_nn(float v) { return v != v ? 0.0f : fabsf(
 // grid (cols / 32, tokens), 32 threads: token t's x (x_stride floats apart) into 36-byte
 // blocks (f32 scale amax / 127, then 32 codes), out_stride bytes apart per token.
 extern "C" __global__ void quant_q8_0(const float* x, long long x_stride, u8* out, long long out_stride) {
+    DSV4_GRID_ENTRY();
     const int b = blockIdx.x, i = threadIdx.x;
     const float v = x[blockIdx.y * x_stride + b * 32 + i];
     const float amax = warp_max(abs_nn(v));
@@ -36,6 +37,7 @@ extern "C" __global__ void quant_q8_0(const float* x, long long x_stride, u8* ou
 // i16 sums of 16 codes). The scale comes from the value at the first index of largest |x|,
 // sign kept: iscale = -127 / max, d = 1 / iscale; an all-zero block is all zeros.
 extern "C" __global__ void quant_q8_k(const float* x, long long x_stride, u8* out, long long out_stride) {
+    DSV4_GRID_ENTRY();
     __shared__ float shf[32];
     __shared__ int first;
     __shared__ int qs[256];
@@ -131,6 +133,7 @@ __device__ __forceinline__ void kv_round_row(float* row, int d, int rope_dim, fl
 
 // One block of 64 threads per row (grid.x = rows, `stride` floats apart).
 extern "C" __global__ void kv_round(float* rows, int d, int rope_dim, long long stride) {
+    DSV4_GRID_ENTRY();
     __shared__ float shf[32];
     kv_round_row(rows + blockIdx.x * stride, d, rope_dim, shf);
 }
@@ -140,6 +143,7 @@ extern "C" __global__ void kv_round(float* rows, int d, int rope_dim, long long 
 // otherwise compressed row (pos + 1) / ratio - 1, and only when pos ends a window (nothing
 // else was written).
 extern "C" __global__ void kv_round_step(const u64* rowsv, int d, int rope_dim, int window, int ratio, const int* posv) {
+    DSV4_GRID_ENTRY();
     __shared__ float shf[32];
     const long long pos = posv[blockIdx.y];
     float* rows = reinterpret_cast<float*>(rowsv[blockIdx.y]);
@@ -175,6 +179,7 @@ __device__ __forceinline__ void index_round_row(float* row, int dim, float* hx) 
 
 // One block of `dim` threads per row (grid.x = rows, `stride` floats apart).
 extern "C" __global__ void index_round(float* rows, int dim, long long stride) {
+    DSV4_GRID_ENTRY();
     extern __shared__ float hx[];
     index_round_row(rows + blockIdx.x * stride, dim, hx);
 }
@@ -182,6 +187,7 @@ extern "C" __global__ void index_round(float* rows, int dim, long long stride) {
 // The decode step's index_round of the indexer row that position pos[b] emits (b =
 // blockIdx.y), when it ends a window of `ratio` (row (pos + 1) / ratio - 1 of `rows[b]`).
 extern "C" __global__ void index_round_step(const u64* rowsv, int dim, int ratio, const int* posv) {
+    DSV4_GRID_ENTRY();
     extern __shared__ float hx[];
     const long long pos = posv[blockIdx.y];
     if (pos % ratio != ratio - 1) return;

@@ -14,6 +14,7 @@ __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf
 // Token t's embedding row copied into every HC stream of its S (hc × e). `f16` selects the
 // table's element type (F16, else F32).
 extern "C" __global__ void embed(const u8* table, int f16, const int* toks, int e, int hc, float* S) {
+    DSV4_GRID_ENTRY();
     const long long row = toks[blockIdx.y];
     S += (long long)blockIdx.y * hc * e;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < e; i += gridDim.x * blockDim.x) {
@@ -26,7 +27,21 @@ extern "C" __global__ void embed(const u8* table, int f16, const int* toks, int 
 
 // Value k of the mixing projection: the sum, in order, of its `parts` partial dot products
 // (hc_proj), or the value itself when parts is 1.
+// Up to MAX_PARTS partials are loaded before the first addition: they come from L2, and a
+// loop that adds each as it arrives waits out one L2 latency per partial (the decode step's
+// HC weights are a chain of such waits on one warp).
+#define MAX_PARTS 16
 __device__ __forceinline__ float mix_val(const float* m_raw, int k, int parts) {
+    if (parts <= MAX_PARTS) {
+        float p[MAX_PARTS];
+#pragma unroll
+        for (int i = 0; i < MAX_PARTS; ++i) p[i] = i < parts ? m_raw[k * parts + i] : 0.0f;
+        float v = p[0];
+#pragma unroll
+        for (int i = 1; i < MAX_PARTS; ++i)
+            if (i < parts) v += p[i];
+        return v;
+    }
     float v = m_raw[k * parts];
     for (int p = 1; p < parts; ++p) v += m_raw[k * parts + p];
     return v;
@@ -115,9 +130,13 @@ __device__ __forceinline__ void sinkhorn_warp(float* c, int hc, int iters, float
 // in registers: each lane gathers its row or column by shuffles and adds it in index order,
 // the same operations in the same order as sinkhorn_warp (so the same bits), without its
 // generic loops over register slots.
+// HC = 0: hc known at run time only; HC > 0: hc == HC, so the loops over a row or column
+// unroll and a lane's hc shuffles are in flight together (same additions, same order).
+template <int HC>
 __device__ __forceinline__ void hc_weights_small(const float* m_raw, int parts, float sflat, const float* scale,
-                                                 const float* base, float* pre, float* mix, int hc, int iters,
+                                                 const float* base, float* pre, float* mix, int hc_rt, int iters,
                                                  float hc_eps) {
+    const int hc = HC > 0 ? HC : hc_rt;
     const int l = threadIdx.x & 31, nn = hc * hc, off = 2 * hc;
     const bool head = mix == nullptr;
     const int nv = head ? hc : off + nn;
@@ -135,15 +154,24 @@ __device__ __forceinline__ void hc_weights_small(const float* m_raw, int parts, 
         const int k = (l >= off && l < off + nn) ? l - off : 0;
         const int a = k / hc, b = k % hc;
         float mx = neg_inf();
-        for (int t = 0; t < hc; ++t) mx = fmaxf(mx, __shfl_sync(DSV4_FULL_MASK, val, off + a * hc + t));
+#pragma unroll
+        for (int t = 0; t < (HC > 0 ? HC : MAX_HC); ++t)
+            if (HC > 0 || t < hc) mx = fmaxf(mx, __shfl_sync(DSV4_FULL_MASK, val, off + a * hc + t));
         float v = expf(val - mx);
         float sum = 0.0f;
-        for (int t = 0; t < hc; ++t) sum += __shfl_sync(DSV4_FULL_MASK, v, off + a * hc + t);
+#pragma unroll
+        for (int t = 0; t < (HC > 0 ? HC : MAX_HC); ++t)
+            if (HC > 0 || t < hc) sum += __shfl_sync(DSV4_FULL_MASK, v, off + a * hc + t);
         v = v / sum + hc_eps;
+        // A lane's source lanes for a row step and a column step.
+        const int row0 = off + a * hc, col0 = off + b;
         for (int step = 1; step < 2 * iters; ++step) {
             const bool cols = step & 1;
+            const int first = cols ? col0 : row0, stride = cols ? hc : 1;
             sum = 0.0f;
-            for (int t = 0; t < hc; ++t) sum += __shfl_sync(DSV4_FULL_MASK, v, off + (cols ? t * hc + b : a * hc + t));
+#pragma unroll
+            for (int t = 0; t < (HC > 0 ? HC : MAX_HC); ++t)
+                if (HC > 0 || t < hc) sum += __shfl_sync(DSV4_FULL_MASK, v, first + t * stride);
             v = v / (sum + hc_eps);
         }
         if (l >= off) val = v;
@@ -154,8 +182,12 @@ __device__ __forceinline__ void hc_weights_small(const float* m_raw, int parts, 
 __device__ __forceinline__ void hc_weights(const float* m_raw, int parts, float sflat, const float* scale,
                                            const float* base, float* pre, float* mix, int hc, int iters,
                                            float hc_eps, float* c) {
+    if (hc == 4) {
+        hc_weights_small<4>(m_raw, parts, sflat, scale, base, pre, mix, hc, iters, hc_eps);
+        return;
+    }
     if (2 * hc + hc * hc <= 32) {
-        hc_weights_small(m_raw, parts, sflat, scale, base, pre, mix, hc, iters, hc_eps);
+        hc_weights_small<0>(m_raw, parts, sflat, scale, base, pre, mix, hc, iters, hc_eps);
         return;
     }
     const int lane = threadIdx.x & 31;
@@ -187,6 +219,7 @@ extern "C" __global__ void __launch_bounds__(512) hc_pre(const float* S, const f
                                   const float* base, const float* norm_w, float* out, float* mix,
                                   int hc, int e, int iters, float hc_eps, float rms_eps, int head,
                                   int m_stride, int mix_stride, int m_parts) {
+    DSV4_GRID_ENTRY();
     __shared__ double shd[32];
     S += (long long)blockIdx.x * hc * e;
     m_raw += (long long)blockIdx.x * m_stride;
@@ -232,6 +265,7 @@ extern "C" __global__ void __launch_bounds__(512) hc_pre(const float* S, const f
 // at ss[z · gridDim.y + slice], the partials hc_mix_step adds.
 extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int cols, float* out, long long out_stride,
                                    double* ss) {
+    DSV4_GRID_ENTRY();
     __shared__ float shf[32];
     __shared__ double shd[32];
     const int r = blockIdx.x, parts = gridDim.y, len = cols / parts, c0 = blockIdx.y * len;
@@ -267,14 +301,25 @@ extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int col
 extern "C" __global__ void hc_mix_step(const float* m_raw, const double* ss, const float* scale, const float* base,
                                        float* mix, int hc, int e, int iters, float hc_eps, float rms_eps, int head,
                                        int m_stride, int mix_stride, int parts) {
+    DSV4_GRID_ENTRY();
     __shared__ float pre[MAX_HC];
     __shared__ float c[MAX_HC * MAX_HC];
     const long long t = blockIdx.x;
     m_raw += t * m_stride;
     mix += t * mix_stride;
     ss += t * parts;
+    // Partials loaded before they are added (see mix_val), in order.
     double sum = 0.0;
-    for (int p = 0; p < parts; ++p) sum += ss[p];
+    if (parts <= MAX_PARTS) {
+        double q[MAX_PARTS];
+#pragma unroll
+        for (int p = 0; p < MAX_PARTS; ++p) q[p] = p < parts ? ss[p] : 0.0;
+#pragma unroll
+        for (int p = 0; p < MAX_PARTS; ++p)
+            if (p < parts) sum += q[p];
+    } else {
+        for (int p = 0; p < parts; ++p) sum += ss[p];
+    }
     const float sflat = rms_scale_from(sum, hc * e, rms_eps);
     hc_weights(m_raw, parts, sflat, scale, base, pre, head ? nullptr : mix, hc, iters, hc_eps, c);
     if (head) {
@@ -288,6 +333,7 @@ extern "C" __global__ void hc_mix_step(const float* m_raw, const double* ss, con
 // blockIdx.x].
 extern "C" __global__ void hc_out_step(const float* S, const float* mix, float* out, double* part, int hc, int e,
                                        int mix_stride) {
+    DSV4_GRID_ENTRY();
     __shared__ double shd[32];
     const long long t = blockIdx.y;
     S += t * hc * e;
@@ -308,6 +354,7 @@ extern "C" __global__ void hc_out_step(const float* S, const float* mix, float* 
 // The RMSNorm of hc_out_step's output (its `nparts` partials per token, in order) times norm_w.
 extern "C" __global__ void hc_norm_step(float* out, const double* part, int nparts, const float* norm_w, int e,
                                         float rms_eps) {
+    DSV4_GRID_ENTRY();
     const long long t = blockIdx.y;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
@@ -332,6 +379,7 @@ __device__ __forceinline__ void hc_post_col(float* S, float yi, const float* mix
 
 // The HC write-back, one thread per column.
 extern "C" __global__ void hc_post(float* S, const float* y, const float* mix, int hc, int e, int mix_stride) {
+    DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     S += (long long)blockIdx.y * hc * e;
@@ -366,6 +414,7 @@ __device__ __forceinline__ void norm_rope_vec(const float* x, float* y, const fl
 extern "C" __global__ void norm_rope(const float* src, float* dst, const float* w, int d, int do_norm,
                                      float eps, const float* freqs, int n_pairs, long long pos,
                                      long long stride) {
+    DSV4_GRID_ENTRY();
     __shared__ double shd[32];
     const float* x = src + blockIdx.y * stride + (long long)blockIdx.x * d;
     float* y = dst + blockIdx.y * stride + (long long)blockIdx.x * d;
@@ -380,6 +429,7 @@ extern "C" __global__ void norm_rope(const float* src, float* dst, const float* 
 extern "C" __global__ void rope_qkv_step(float* q, int nh, int d, const float* kv, const u64* raws,
                                          const float* kv_norm, int window, float* iq, int id,
                                          float eps, const float* freqs, int n_pairs, const int* posv) {
+    DSV4_GRID_ENTRY();
     __shared__ double shd[32];
     const int blk = blockIdx.x, b = blockIdx.y;
     const long long pos = posv[b];
@@ -407,6 +457,7 @@ __device__ __forceinline__ float swiglu_val(float g, float u, float clamp) {
 // (wk[r] when widx is null) when wk is not null.
 extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int n, float clamp,
                                   const float* wk, const int* widx) {
+    DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const long long row = blockIdx.y;
@@ -426,6 +477,7 @@ extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int 
 // h gets the routed rows token-major (row t · used + r, scaled by the route weight
 // wk[t · used + r]), then the shared expert's (row B · used + t).
 extern "C" __global__ void swiglu_step(const float* gu, float* h, int n, float clamp, const float* wk, int used) {
+    DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const int r = blockIdx.y, t = blockIdx.z, nb = gridDim.z;
@@ -447,6 +499,7 @@ __device__ __forceinline__ float sum_col(const float* parts, int n_parts, int e,
 }
 
 extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int chunk, float* y) {
+    DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     const long long t = blockIdx.y;
@@ -457,6 +510,7 @@ extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int
 // apart), without the trip through memory in between.
 extern "C" __global__ void sum_post(float* S, const float* parts, int n_parts, int e, int chunk,
                                     const float* mix, int hc, int mix_stride) {
+    DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     const long long t = blockIdx.y;
@@ -465,6 +519,7 @@ extern "C" __global__ void sum_post(float* S, const float* parts, int n_parts, i
 
 // Row r (blockIdx.y) of dst = row idx[r] of src (rows of `width`): an expert's tokens.
 extern "C" __global__ void gather_rows(const float* src, const int* idx, int width, float* dst) {
+    DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= width) return;
     dst[(long long)blockIdx.y * width + i] = src[(long long)idx[blockIdx.y] * width + i];
@@ -472,6 +527,7 @@ extern "C" __global__ void gather_rows(const float* src, const int* idx, int wid
 
 // Row idx[r] of dst = row r (blockIdx.y) of src: an expert's outputs to their tokens' parts.
 extern "C" __global__ void scatter_rows(const float* src, const int* idx, int width, float* dst) {
+    DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= width) return;
     dst[(long long)idx[blockIdx.y] * width + i] = src[(long long)blockIdx.y * width + i];

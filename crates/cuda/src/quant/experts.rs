@@ -80,8 +80,8 @@ impl Matvec {
 
     /// Warps per row group of a launch of `slots` products of `w`'s shape. The split fixes
     /// the order in which a row's partial sums are added, so launches that must give a
-    /// token the bits of its own launch take that launch's split (0 for float types, which
-    /// never split).
+    /// token the bits of its own launch take that launch's split (for float types the warps
+    /// per row set, `float_split` in `plan.rs`).
     pub fn slot_split(&self, w: &DeviceMatrix, qacts: bool, slots: usize) -> Result<usize> {
         let (f, v) = self.slot_kernel(w, qacts, slots.max(1))?;
         Ok(self.plan(f, w, v, 1, slots.max(1), qacts)?.split)

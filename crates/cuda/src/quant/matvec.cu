@@ -528,6 +528,9 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
     if (T == T_IQ2_XXS) {
         for (int i = threadIdx.x; i < IQ2_TAB_WORDS; i += blockDim.x) tab_s[i] = tab_g[i];
     }
+    // Weights and tables are written by no kernel, so their copies may precede the wait for
+    // the kernel that writes the activations (launch.rs).
+    DSV4_GRID_ENTRY();
     if (QA) {
         // Verbatim copy, 4 bytes a thread (block sizes are multiples of 4, not of 16).
         for (int t = 0; t < n && t < NT; ++t) {
@@ -671,15 +674,21 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
 
 // ---- float kernel body ----------------------------------------------------------------------
 
+// ks warps share a row set (ks = 1, 2 or 4, chosen by the host: more when the matrix has
+// too few rows to give every SM several warps): warp k of a set takes the 32-unit column
+// chunks k, k + ks, ..., and the set's first warp adds the ks partial sums in warp order.
+// With ks = 1 this is one warp per row set over all columns. Deterministic either way.
 template <int T, int R, int NT>
 __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
                                          const float* __restrict__ X, i64 x_stride,
-                                         float* __restrict__ Y, i64 y_stride, int n) {
+                                         float* __restrict__ Y, i64 y_stride, int n, int ks) {
+    DSV4_GRID_ENTRY();
     // 16 bytes of weights per lane: 4 f32 or 8 f16 columns.
     constexpr int EPU = T == T_F32 ? 4 : 8;
+    __shared__ float part[MV_WARPS * R * NT];
     const int lane = threadIdx.x & (DSV4_WARP - 1), warp = threadIdx.x / DSV4_WARP;
-    const int row0 = (blockIdx.x * MV_WARPS + warp) * R;
-    if (row0 >= rows) return;
+    const int set = warp / ks, k = warp - set * ks;
+    const int row0 = (blockIdx.x * (MV_WARPS / ks) + set) * R;
     const int nunits = cols / EPU;
 
     float acc[R][NT];
@@ -690,7 +699,7 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
 
     // Unrolled so that the loads of several iterations are in flight together.
 #pragma unroll 4
-    for (int u = lane; u < nunits; u += DSV4_WARP) {
+    for (int u = k * DSV4_WARP + lane; u < nunits && row0 < rows; u += DSV4_WARP * ks) {
         uint4 w[R];
 #pragma unroll
         for (int r = 0; r < R; ++r)
@@ -731,20 +740,34 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             const float v = warp_sum(acc[r][t]);
-            if (lane == 0 && row0 + r < rows && t < n) Y[(i64)t * y_stride + row0 + r] = v;
+            if (ks == 1) {
+                if (lane == 0 && row0 + r < rows && t < n) Y[(i64)t * y_stride + row0 + r] = v;
+            } else if (lane == 0) {
+                part[(warp * R + r) * NT + t] = v;
+            }
         }
+    if (ks > 1) {
+        __syncthreads();
+        if (k == 0 && lane < R * NT) {
+            const int r = lane / NT, t = lane - r * NT;
+            float v = 0.f;
+            for (int kk = 0; kk < ks; ++kk) v += part[((warp + kk) * R + r) * NT + t];
+            if (row0 + r < rows && t < n) Y[(i64)t * y_stride + row0 + r] = v;
+        }
+    }
 }
 
 // ---- entry points ---------------------------------------------------------------------------
 // One signature for every variant: W (row-major GGUF rows of row_bytes), X[t * x_stride + c],
 // Y[t * y_stride + r] for tokens t < n (n <= NT), tab = the IQ2_XXS selector tables (unused
-// by the other types), ks = warps per row group and xsm = x staged in shared memory (both
-// quantized types only). matvec.rs builds the same names and launch shapes:
+// by the other types), ks = warps per row group (row set for the float types) and xsm = x
+// staged in shared memory (quantized types only). matvec.rs builds the same names and launch shapes:
 //   quantized: mv_<type>_g<G>_n<NT> (and mvq_<type>_g<G>, mvq_<type>_g2_n<NT> for quantized
 //              activations, x_stride then in bytes), any
 //              number of CTAs of 256 threads (one wave is best), ks in {1, 2, 4, 8} and at
 //              most ceil(cols / 1024), dynamic shared memory as laid out above mv_quant;
-//   float:     mv_<type>_r<R>_n<NT>, ceil(rows / (4 * R)) CTAs of 128 threads.
+//   float:     mv_<type>_r<R>_n<NT>, ceil(rows / (4 / ks * R)) CTAs of 128 threads, ks in
+//              {1, 2, 4}.
 
 #define MV_ARGS                                                                                 \
     const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, const float *__restrict__ X,   \
@@ -765,9 +788,8 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
 #define MV_FLOAT(NAME, T, R, NT)                                                                \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
         (void)tab;                                                                             \
-        (void)ks;                                                                               \
         (void)xsm;                                                                              \
-        mv_float<T, R, NT>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n);              \
+        mv_float<T, R, NT>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, ks);          \
     }
 
 // Float types: one token with 1, 2 or 4 rows per warp (few rows -> fewer rows per warp, so
@@ -818,6 +840,7 @@ MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
         i64 y_mul
 #define MVX_SLOT                                                                                \
     const int j = blockIdx.y;                                                                   \
+    grid_wait(); /* the ids are the routing's output */                                         \
     const int ex = ids[j];                                                                      \
     if (ex < 0 || ex >= n_expert) return;                                                       \
     const u8* Wj = W + (i64)ex * expert_bytes;                                                  \
@@ -837,10 +860,9 @@ MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
 #define MVX_FLOAT(NAME, T)                                                                      \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MVX_ARGS) {                   \
         (void)tab;                                                                              \
-        (void)ks;                                                                               \
         (void)xsm;                                                                              \
         MVX_SLOT                                                                                \
-        mv_float<T, 2, 1>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1);                          \
+        mv_float<T, 2, 1>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, ks);                      \
     }
 // Slot kernels of the quantized types: groups of 2 rows (S = 4) or 4 rows (S4 stages, as the
 // one-token kernels), both numerics.

@@ -8,6 +8,7 @@
 //! the relative L2 error of each output vector under 1e-5 (see `tests/matvec.rs`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
@@ -257,6 +258,10 @@ pub struct Matvec {
     /// Resident CTAs per SM by (kernel, dynamic shared memory): the driver's occupancy query
     /// costs microseconds, and the model runner launches the same few shapes every token.
     pub(super) occupancy: Mutex<HashMap<(u64, usize), usize>>,
+    /// Launches are programmatic dependent launches (`launch.rs`): on by default where the
+    /// device has them (sm_90+), never elsewhere.
+    pub(super) overlap: AtomicBool,
+    overlap_ok: bool,
 }
 
 /// How a call is launched. Float types: `rows` rows per warp, four warps per CTA, one warp
@@ -320,7 +325,20 @@ impl Matvec {
             sm_count: gpu.sm_count(),
             smem_optin: smem_optin.max(0) as usize,
             occupancy: Mutex::new(HashMap::new()),
+            overlap: AtomicBool::new(gpu.compute_capability().0 >= 9),
+            overlap_ok: gpu.compute_capability().0 >= 9,
         })
+    }
+
+    /// Whether launches overlap the previous kernel's end (see `launch.rs`); the model's own
+    /// kernels follow the same choice.
+    pub fn overlap(&self) -> bool {
+        self.overlap.load(Ordering::Relaxed)
+    }
+
+    /// Asks for overlapping launches (taken only where the device has them) or plain ones.
+    pub fn set_overlap(&self, on: bool) {
+        self.overlap.store(on && self.overlap_ok, Ordering::Relaxed);
     }
 
     /// The variant a product of `w` over `n` tokens runs (with f32 activations; the official

@@ -2,12 +2,15 @@
 //! `experts.rs`): which kernel, how many CTAs, how much shared memory, and the one place that
 //! pushes the `MV_ARGS` / `MVX_ARGS` argument lists of `matvec.cu`.
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use std::ffi::c_void;
+
+use cudarc::driver::{CudaFunction, DevicePtr};
 use dsv4_gguf::GgmlType;
 
 use super::experts::ExpertSlots;
-use super::matvec::{act_bytes, is_float, DeviceMatrix, Matvec, Variant};
+use super::matvec::{act_bytes, dev_addr, is_float, DeviceMatrix, Matvec, Variant};
 use crate::error::{CudaError, Result};
+use crate::launch::launch_ex;
 
 /// Warps per CTA of the float kernels (`MV_WARPS` in `matvec.cu`) and of the quantized ones
 /// (`MVQ_WARPS`).
@@ -75,6 +78,14 @@ fn prev_pow2(n: usize) -> usize {
     1 << (usize::BITS - 1 - n.max(1).leading_zeros())
 }
 
+/// Warps per row set of a float product (1, 2 or 4; `mv_float`): the fewest that give
+/// `slots` launches of `rows` rows (`r` per warp) two CTAs per SM, else 4. A matrix of a few
+/// hundred rows (the router, the indexer's projections) otherwise streams through a few
+/// dozen SMs, one warp per row set walking every column.
+fn float_split(rows: usize, r: usize, slots: usize, sm_count: usize) -> usize {
+    [1, 2, 4].into_iter().find(|&ks| rows.div_ceil(WARPS / ks * r) * slots >= 2 * sm_count).unwrap_or(4)
+}
+
 /// One launch: grid (`ctas` x slots), block, dynamic shared memory, and the kernel's `ks`
 /// (warps per row group) and `xsm` (x staged in shared memory) arguments.
 #[derive(Clone, Copy, Debug)]
@@ -115,8 +126,12 @@ impl Matvec {
             if qacts {
                 return Err(CudaError::UnsupportedType(ty));
             }
-            let ctas = rows.div_ceil(WARPS * v.rows);
-            return Ok(Launch { ctas, threads: WARPS * 32, smem: 0, split: 0, xsm: false });
+            let split = if v.split == 0 { float_split(rows, v.rows, slots, self.sm_count) } else { v.split };
+            if ![1, 2, 4].contains(&split) {
+                return Err(CudaError::Shape(format!("a float product split over {split} warps (1, 2 or 4)")));
+            }
+            let ctas = rows.div_ceil(WARPS / split * v.rows);
+            return Ok(Launch { ctas, threads: WARPS * 32, smem: 0, split, xsm: false });
         }
         let tab = if ty == GgmlType::IQ2_XXS { IQ2_TAB_WORDS * 4 } else { 0 };
         let (x, xsm) = if qacts {
@@ -195,33 +210,31 @@ impl Matvec {
             .checked_add(bytes)
             .filter(|&e| e <= w.buf.len())
             .ok_or_else(|| CudaError::Shape("weights overrun their buffer".into()))?;
-        let cfg = LaunchConfig {
-            grid_dim: (l.ctas as u32, grid_y as u32, 1),
-            block_dim: (l.threads as u32, 1, 1),
-            shared_mem_bytes: l.smem as u32,
-        };
         let weights = w.buf.cuda_slice().slice(w.offset..end);
-        let row_bytes = w.row_bytes() as i64;
-        let (rows, cols) = (w.rows() as i32, w.cols() as i32);
-        let (x_stride, y_stride) = (x_stride as i64, y_stride as i64);
-        let n = n as i32;
-        let (split, xsm) = (l.split as i32, l.xsm as i32);
-        let tab = self.iq2_tab.view();
-        let mut launch = self.stream.launch_builder(f);
-        launch
-            .arg(&weights)
-            .arg(&row_bytes)
-            .arg(&rows)
-            .arg(&cols)
-            .arg(&x)
-            .arg(&x_stride)
-            .arg(&y)
-            .arg(&y_stride)
-            .arg(&n)
-            .arg(&tab)
-            .arg(&split)
-            .arg(&xsm);
-        let slot_args = slots.map(|s| {
+        // With event tracking off (`Gpu::new`) the guard records nothing.
+        let (mut wp, _guard) = weights.device_ptr(&self.stream);
+        let mut tab = dev_addr(&self.stream, &self.iq2_tab);
+        let mut row_bytes = w.row_bytes() as i64;
+        let (mut rows, mut cols) = (w.rows() as i32, w.cols() as i32);
+        let (mut x, mut y) = (x, y);
+        let (mut x_stride, mut y_stride) = (x_stride as i64, y_stride as i64);
+        let mut n = n as i32;
+        let (mut split, mut xsm) = (l.split as i32, l.xsm as i32);
+        let mut params: Vec<*mut c_void> = vec![
+            &mut wp as *mut u64 as _,
+            &mut row_bytes as *mut i64 as _,
+            &mut rows as *mut i32 as _,
+            &mut cols as *mut i32 as _,
+            &mut x as *mut u64 as _,
+            &mut x_stride as *mut i64 as _,
+            &mut y as *mut u64 as _,
+            &mut y_stride as *mut i64 as _,
+            &mut n as *mut i32 as _,
+            &mut tab as *mut u64 as _,
+            &mut split as *mut i32 as _,
+            &mut xsm as *mut i32 as _,
+        ];
+        let mut slot_args = slots.map(|s| {
             (
                 s.slots.ids,
                 s.n_expert as i32,
@@ -231,22 +244,24 @@ impl Matvec {
                 s.slots.y_mul as i64,
             )
         });
-        if let Some((ids, n_expert, expert_bytes, x_div, y_mod, y_mul)) = &slot_args {
-            launch
-                .arg(ids)
-                .arg(n_expert)
-                .arg(expert_bytes)
-                .arg(x_div)
-                .arg(y_mod)
-                .arg(y_mul);
+        if let Some((ids, n_expert, expert_bytes, x_div, y_mod, y_mul)) = &mut slot_args {
+            params.extend([
+                ids as *mut u64 as *mut c_void,
+                n_expert as *mut i32 as _,
+                expert_bytes as *mut i64 as _,
+                x_div as *mut i32 as _,
+                y_mod as *mut i32 as _,
+                y_mul as *mut i64 as _,
+            ]);
         }
         // SAFETY: the argument list matches MV_ARGS (and MVX_ARGS with slots) in matvec.cu;
         // callers checked the shapes, the weights lie inside their buffer (checked above;
         // expert ids out of range are skipped on the device) whose allocation covers the
         // 16-byte line after them (ALLOC_ALIGN), and every buffer outlives the launch on
         // this stream (the safe entry points borrow them for the call; the raw ones pass the
-        // obligation to their callers).
-        unsafe { launch.launch(cfg) }?;
-        Ok(())
+        // obligation to their callers). Every matvec kernel waits in its entry before it
+        // touches what another kernel writes (the condition of `overlap`).
+        let grid = (l.ctas as u32, grid_y as u32, 1);
+        unsafe { launch_ex(&self.stream, f, grid, l.threads as u32, l.smem as u32, &mut params, self.overlap()) }
     }
 }
