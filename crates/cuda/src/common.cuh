@@ -193,3 +193,114 @@ __device__ __forceinline__ void rope_pair(float* tail, int i, float freq, float 
     tail[2 * i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
     tail[2 * i + 1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
 }
+
+// The rows a token attends to when the indexer's mask applies, as ids: the raw window first
+// (ids 0 .. n_raw), then the compressed rows the mask keeps, in row order (id n_raw + c). At
+// most `cap` ids (the mask keeps exactly top_k rows; cap only guards the array). Block-wide
+// (every thread calls it; `wsum` is 32 ints of shared memory); returns the count, with the
+// ids visible to the whole block. The attention then walks these rows only: a long context
+// has thousands of compressed rows, of which the mask keeps a few hundred.
+__device__ __forceinline__ int select_rows(const u8* mask, int n_raw, int n_comp, int cap, int* ids, int* wsum) {
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5, nw = (nt + 31) >> 5;
+    for (int r = tid; r < n_raw && r < cap; r += nt) ids[r] = r;
+    // Each thread a contiguous run of the mask, so a prefix sum over threads orders the ids.
+    const int seg = (n_comp + nt - 1) / nt;
+    const int c0 = min(tid * seg, n_comp), c1 = min(c0 + seg, n_comp);
+    int cnt = 0;
+    for (int c = c0; c < c1; ++c) cnt += mask[c] != 0;
+    int x = cnt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(DSV4_FULL_MASK, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) wsum[warp] = x;
+    __syncthreads();
+    int base = 0, total = 0;
+    for (int w = 0; w < nw; ++w) {
+        if (w < warp) base += wsum[w];
+        total += wsum[w];
+    }
+    int at = n_raw + base + x - cnt;
+    for (int c = c0; c < c1; ++c)
+        if (mask[c] && at < cap) ids[at++] = n_raw + c;
+    __syncthreads();
+    return min(n_raw + total, cap);
+}
+
+// Threads of the top-k kernels (one block per token).
+#define TOPK_THREADS 512
+
+// mask[c] = whether row c is among the k largest of scores[0..n) (n > k), ranked as the CPU's
+// stable sort ranks them: a higher score in f32::total_cmp order, or the same score at a lower
+// index. One block: a radix select on the order keys (four 8-bit digits from the top, each
+// pass narrowing the prefix of the k-th largest key T with a histogram of the keys still
+// matching it), then rows above T are kept and rows equal to T in index order until k are.
+// Six passes over the scores, where ranking every row against every other was quadratic in
+// the context. Integer counts only, so the result does not depend on timing.
+// Shared memory: hist (256 counts), wsum (32), pick (2).
+__device__ __forceinline__ void topk_block(const float* scores, int n, int k, u8* mask, int* hist, int* wsum, int* pick) {
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5, nw = (nt + 31) >> 5;
+    u32 prefix = 0, pmask = 0;
+    int want = k;  // rows still to take among those whose key matches the prefix
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = tid; i < 256; i += nt) hist[i] = 0;
+        __syncthreads();
+        for (int c = tid; c < n; c += nt) {
+            const u32 key = total_order_key(scores[c]);
+            if ((key & pmask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
+        }
+        __syncthreads();
+        if (warp == 0) {
+            // Lane l holds digits 255 - 8l down to 248 - 8l; counts above each lane's run by
+            // a scan over lanes; the lane whose run crosses `want` finds the digit.
+            int run = 0;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) run += hist[255 - 8 * lane - i];
+            int incl = run;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int y = __shfl_up_sync(DSV4_FULL_MASK, incl, o);
+                if (lane >= o) incl += y;
+            }
+            int above = incl - run;
+            if (above < want && want <= incl) {
+                for (int i = 0; i < 8; ++i) {
+                    const int dg = 255 - 8 * lane - i, h = hist[dg];
+                    if (above + h >= want) {
+                        pick[0] = dg;
+                        pick[1] = want - above;
+                        break;
+                    }
+                    above += h;
+                }
+            }
+        }
+        __syncthreads();
+        prefix |= (u32)pick[0] << shift;
+        pmask |= 255u << shift;
+        want = pick[1];
+        __syncthreads();  // pick and hist are rewritten by the next pass
+    }
+    // Rows above T are in; `want` rows equal to T, the first ones in index order. Each thread
+    // takes a contiguous run, so a prefix sum over threads orders the ties.
+    const int seg = (n + nt - 1) / nt, c0 = min(tid * seg, n), c1 = min(c0 + seg, n);
+    int ties = 0;
+    for (int c = c0; c < c1; ++c) ties += total_order_key(scores[c]) == prefix;
+    int x = ties;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(DSV4_FULL_MASK, x, o);
+        if (lane >= o) x += y;
+    }
+    if (lane == 31) wsum[warp] = x;
+    __syncthreads();
+    int before = x - ties;
+    for (int w = 0; w < warp && w < nw; ++w) before += wsum[w];
+    for (int c = c0; c < c1; ++c) {
+        const u32 key = total_order_key(scores[c]);
+        u8 keep = key > prefix;
+        if (key == prefix) keep = before++ < want;
+        mask[c] = keep;
+    }
+}

@@ -244,3 +244,44 @@ fn official_kernels_match_the_cpu_bit_for_bit() {
     let g = gm.probe_index_round(&gpu, ix).unwrap();
     assert_eq!(same(&g, &cpu), 0, "indexer rows differ");
 }
+
+/// The indexer's top-k mask (the kernel every attention path uses) against the CPU's rule: a
+/// stable sort by descending `f32::total_cmp`, so ties go to the lower index. Score sets with
+/// many ties, signed zeros, infinities and NaNs of both signs, from just over k rows to a long
+/// context's count.
+#[test]
+fn topk_mask_matches_the_cpu_rule() {
+    let Some((gpu, gm, _)) = setup("topk_mask_matches_the_cpu_rule", 4) else {
+        return;
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // (rows, k, distinct magnitudes: few means many ties)
+    for (n, k, levels) in [(513, 512, 1 << 20), (600, 512, 3), (4096, 512, 7), (70_000, 512, 50), (70_000, 512, 1 << 20), (2000, 1, 2), (2000, 1999, 4)] {
+        let mut s: Vec<f32> = (0..n)
+            .map(|_| {
+                let r = next();
+                let mag = (r >> 32) % levels as u64;
+                let v = mag as f32 * 0.37 + 0.01;
+                if r & 1 == 1 { -v } else { v }
+            })
+            .collect();
+        s[..6].copy_from_slice(&[-0.0, 0.0, f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY]);
+        s[n - 1] = f32::NAN;
+        let g = gm.probe_topk(&gpu, &s, k).unwrap();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        let mut want = vec![0u8; n];
+        for &i in &order[..k] {
+            want[i] = 1;
+        }
+        let diff = g.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(diff, 0, "{n} rows, top {k}, {levels} levels: {diff} rows differ");
+    }
+    assert!(gm.probe_topk(&gpu, &[1.0, 2.0], 2).is_err(), "k must be below the row count");
+}

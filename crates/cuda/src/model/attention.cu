@@ -12,39 +12,38 @@
 
 // The KV row that attention row r reads: rows 0..n_raw are the raw window, oldest first
 // (position pos + 1 - n_raw + r, ring slot position % window); the rest are compressed rows.
-// Null when the indexer left a compressed row out.
 __device__ __forceinline__ const float* kv_row(int r, const float* raw, int window, long long first,
-                                               int n_raw, const float* comp, const u8* mask, int d) {
+                                               int n_raw, const float* comp, int d) {
     if (r < n_raw) return raw + ((first + r) % window) * d;
-    const int c = r - n_raw;
-    if (mask && !mask[c]) return nullptr;
-    return comp + (long long)c * d;
+    return comp + (long long)(r - n_raw) * d;
 }
 
-// Head h (blockIdx.x) of one token at `pos` over n_raw raw rows and n_comp compressed rows;
-// `qs` is shared memory of d floats for the head's query. The softmax holds a per-head sink
-// logit (mass without value); the output's RoPE tail is rotated back by the query's position,
-// since every value row carries its own key rotation. `scores` is scratch of
-// heads × (n_raw + n_comp). Shared memory `qs`: d floats of query, then d per warp of
-// partial output sums.
+// Head h (blockIdx.x) of one token at `pos` over n_raw raw rows and n_comp compressed rows, or,
+// with the indexer's `mask`, over the raw rows and the compressed rows it keeps (listed first
+// by select_rows, at most `cap` in all). The softmax holds a per-head sink logit (mass without
+// value); the output's RoPE tail is rotated back by the query's position, since every value
+// row carries its own key rotation. `scores` is scratch of heads × (n_raw + n_comp). Shared
+// memory `qs`: d floats of query, then d per warp of partial output sums, then `cap` ints of
+// row ids.
 __device__ __forceinline__ void attend_head(const float* q, const float* raw, int window, long long pos, int n_raw,
-                                            const float* comp, int n_comp, const u8* mask, const float* sinks,
+                                            const float* comp, int n_comp, const u8* mask, int cap, const float* sinks,
                                             float* scores, float* out, int d, const float* freqs, int n_pairs,
-                                            float* qs, float* shf) {
-    const int h = blockIdx.x, n = n_raw + n_comp;
+                                            float* qs, float* shf, int* wsum) {
+    const int h = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int* ids = reinterpret_cast<int*>(qs + d + nw * d);
+    const int n = mask ? select_rows(mask, n_raw, n_comp, cap, ids, wsum) : n_raw + n_comp;
     const long long first = pos + 1 - n_raw;
     for (int j = threadIdx.x; j < d; j += blockDim.x) qs[j] = q[(long long)h * d + j];
     __syncthreads();
     float* sc = scores + (long long)h * n;
     const float scale = 1.0f / sqrtf((float)d);
-    for (int r = warp; r < n; r += nw) {
-        const float* row = kv_row(r, raw, window, first, n_raw, comp, mask, d);
+    for (int i = warp; i < n; i += nw) {
+        const float* row = kv_row(mask ? ids[i] : i, raw, window, first, n_raw, comp, d);
         float acc = 0.0f;
-        if (row)
-            for (int j = lane; j < d; j += 32) acc = fmaf(qs[j], row[j], acc);
+        for (int j = lane; j < d; j += 32) acc = fmaf(qs[j], row[j], acc);
         acc = warp_sum(acc);
-        if (lane == 0) sc[r] = row ? acc * scale : neg_inf();
+        if (lane == 0) sc[i] = acc * scale;
     }
     __syncthreads();
     const float sink = sinks[h];
@@ -67,10 +66,10 @@ __device__ __forceinline__ void attend_head(const float* q, const float* raw, in
     float acc[ATTEND_MAX_D / 32];
 #pragma unroll
     for (int k = 0; k < ATTEND_MAX_D / 32; ++k) acc[k] = 0.0f;
-    for (int r = warp; r < n; r += nw) {
-        const float e = sc[r];
-        if (e == 0.0f) continue;  // left out by the indexer, or underflowed: adds nothing
-        const float* row = kv_row(r, raw, window, first, n_raw, comp, mask, d);
+    for (int i = warp; i < n; i += nw) {
+        const float e = sc[i];
+        if (e == 0.0f) continue;  // underflowed: adds nothing
+        const float* row = kv_row(mask ? ids[i] : i, raw, window, first, n_raw, comp, d);
 #pragma unroll
         for (int k = 0; k < ATTEND_MAX_D / 32; ++k)
             if (32 * k < d) acc[k] = fmaf(e, row[lane + 32 * k], acc[k]);
@@ -91,14 +90,15 @@ __device__ __forceinline__ void attend_head(const float* q, const float* raw, in
 }
 
 // grid.x = query heads, one block of ATTEND_THREADS each; dynamic shared memory: (1 + warps)
-// × d floats (see attend_head).
+// × d floats and `cap` ints (see attend_head); cap >= window + top_k when `mask` is given.
 extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend(const float* q, const float* raw, int window, long long pos, int n_raw,
-                                  const float* comp, int n_comp, const u8* mask, const float* sinks,
+                                  const float* comp, int n_comp, const u8* mask, int cap, const float* sinks,
                                   float* scores, float* out, int d, const float* freqs, int n_pairs) {
     DSV4_GRID_ENTRY();
     extern __shared__ float qs[];
     __shared__ float shf[32];
-    attend_head(q, raw, window, pos, n_raw, comp, n_comp, mask, sinks, scores, out, d, freqs, n_pairs, qs, shf);
+    __shared__ int wsum[32];
+    attend_head(q, raw, window, pos, n_raw, comp, n_comp, mask, cap, sinks, scores, out, d, freqs, n_pairs, qs, shf, wsum);
 }
 
 // The decode step's attend for a batch of tokens, one per session: token b = blockIdx.y reads
@@ -113,6 +113,7 @@ extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend_step(const f
     DSV4_GRID_ENTRY();
     extern __shared__ float qs[];
     __shared__ float shf[32];
+    __shared__ int wsum[32];
     const int b = blockIdx.y;
     const long long pos = posv[b];
     const long long off = (long long)b * gridDim.x * d;
@@ -120,8 +121,8 @@ extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend_step(const f
     const int n_comp = ratio ? (int)((pos + 1) / ratio) : 0;
     const float* comp = comps ? reinterpret_cast<const float*>(comps[b]) : nullptr;
     const u8* m = masks && n_comp > top_k ? reinterpret_cast<const u8*>(masks[b]) : nullptr;
-    attend_head(q + off, reinterpret_cast<const float*>(raws[b]), window, pos, n_raw, comp, n_comp, m, sinks,
-                reinterpret_cast<float*>(scores[b]), out + off, d, freqs, n_pairs, qs, shf);
+    attend_head(q + off, reinterpret_cast<const float*>(raws[b]), window, pos, n_raw, comp, n_comp, m, window + top_k,
+                sinks, reinterpret_cast<float*>(scores[b]), out + off, d, freqs, n_pairs, qs, shf, wsum);
 }
 
 // score[c] = Σ_h (w[h] · w_scale) · relu(q_h · k_c) for key row c, by one warp; q is
@@ -169,35 +170,20 @@ extern "C" __global__ void index_scores_step(const float* q, const float* w, flo
         index_score_row(q, w, w_scale, k, c, heads, dim, sc);
 }
 
-// mask[c] = 1 for the k best-scoring rows: a row's rank counts the rows that beat it (higher
-// score in f32::total_cmp order, or the same score at a lower index, the CPU's stable sort).
-// Quadratic in n; fine for the row counts of tests and short contexts.
-__device__ __forceinline__ u8 topk_keep(const float* scores, int n, int k, int c) {
-    const u32 kc = total_order_key(scores[c]);
-    int rank = 0;
-    for (int j = 0; j < n && rank < k; ++j) {
-        const u32 kj = total_order_key(scores[j]);
-        rank += (kj > kc) || (kj == kc && j < c);
-    }
-    return rank < k;
+// One block: the mask of the n scores (n > k).
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS) topk_mask(const float* scores, int n, int k, u8* mask) {
+    DSV4_GRID_ENTRY();
+    __shared__ int hist[256], wsum[32], pick[2];
+    topk_block(scores, n, k, mask, hist, wsum, pick);
 }
 
-extern "C" __global__ void topk_mask(const float* scores, int n, int k, u8* mask) {
+// The decode step's topk_mask for token b = blockIdx.y of a batch (one block each), row count
+// from pos[b] as in index_scores_step.
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS) topk_mask_step(const u64* scores, int ratio, int k, const u64* masks, const int* posv) {
     DSV4_GRID_ENTRY();
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= n) return;
-    mask[c] = topk_keep(scores, n, k, c);
-}
-
-// The decode step's topk_mask for token b = blockIdx.y of a batch, row count from pos[b] as in
-// index_scores_step.
-extern "C" __global__ void topk_mask_step(const u64* scores, int ratio, int k, const u64* masks, const int* posv) {
-    DSV4_GRID_ENTRY();
+    __shared__ int hist[256], wsum[32], pick[2];
     const int b = blockIdx.y;
     const int n = (int)(((long long)posv[b] + 1) / ratio);
     if (n <= k) return;
-    const float* sc = reinterpret_cast<const float*>(scores[b]);
-    u8* mask = reinterpret_cast<u8*>(masks[b]);
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < n; c += gridDim.x * blockDim.x)
-        mask[c] = topk_keep(sc, n, k, c);
+    topk_block(reinterpret_cast<const float*>(scores[b]), n, k, reinterpret_cast<u8*>(masks[b]), hist, wsum, pick);
 }

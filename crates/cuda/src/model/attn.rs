@@ -8,7 +8,7 @@
 //! attention, never earlier.
 
 use super::attn_chunk::ChunkInputs;
-use super::forward::{attend_smem, Pass, ATTEND_THREADS, BLOCK};
+use super::forward::{attend_smem, Pass, ATTEND_THREADS, BLOCK, TOPK_THREADS};
 use super::state::{comp_rows, Frontier, GpuState};
 use super::weights::Layer;
 use super::{Arg, GpuModel};
@@ -126,7 +126,7 @@ impl GpuModel {
                         self.launch("index_scores", ((n_comp * 32).div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
                         mask = self.ptr(&s.mask);
                         let args = [P(score), I(n_comp as i32), I(c.indexer_top_k as i32), P(mask)];
-                        self.launch("topk_mask", (n_comp.div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
+                        self.launch("topk_mask", (1, 1), TOPK_THREADS, 0, &args)?;
                     }
                 }
                 debug_assert!(n_comp <= comp_rows(lw.kind, st.capacity));
@@ -142,6 +142,7 @@ impl GpuModel {
                     P(comp),
                     I(n_comp as i32),
                     P(mask),
+                    I((window + c.indexer_top_k) as i32),
                     P(self.ptr(&lw.sinks)),
                     P(self.ptr(&s.att)),
                     P(f4(o, t * nh * d)),
@@ -149,7 +150,7 @@ impl GpuModel {
                     P(freqs),
                     I(n_pairs as i32),
                 ];
-                self.launch("attend", (nh, 1), ATTEND_THREADS, attend_smem(d), &args)?;
+                self.launch("attend", (nh, 1), ATTEND_THREADS, attend_smem(d, window + c.indexer_top_k), &args)?;
             }
         }
 

@@ -10,7 +10,7 @@
 //! Same operations and order per value as the per-token kernels: the two paths agree bit for
 //! bit (`tests/forward.rs` compares them).
 
-use super::forward::{Pass, BLOCK};
+use super::forward::{Pass, BLOCK, TOPK_THREADS};
 use super::state::{mask_stride, Frontier, GpuState, CHUNK_ATT_FLOATS};
 use super::weights::Layer;
 use super::{Arg, GpuModel};
@@ -32,9 +32,21 @@ pub(super) struct ChunkInputs {
 }
 
 /// Query heads one `attend_chunk` block serves: the most of 8, 4, 2, 1 that divide the head
-/// count and whose queries and scores (`per_head` floats each) fit [`CHUNK_ATT_FLOATS`].
-fn heads_per_block(heads: usize, per_head: usize) -> usize {
-    [8, 4, 2, 1].into_iter().find(|&g| heads.is_multiple_of(g) && g * per_head <= CHUNK_ATT_FLOATS).unwrap_or(1)
+/// count and whose queries and scores (`per_head` floats each), with `shared` more floats
+/// (the row ids), fit [`CHUNK_ATT_FLOATS`].
+fn heads_per_block(heads: usize, per_head: usize, shared: usize) -> usize {
+    [8, 4, 2, 1].into_iter().find(|&g| heads.is_multiple_of(g) && g * per_head + shared <= CHUNK_ATT_FLOATS).unwrap_or(1)
+}
+
+/// Rows a token of `attend_chunk` may attend to (its score slots per head), and the ids it
+/// lists (as many, where the indexer's mask may apply; none otherwise), for a layer whose
+/// last token of the chunk sees `last` compressed rows: the window plus the rows the indexer
+/// keeps, or every visible row in a layer without an indexer.
+fn chunk_rows_cap(window: usize, last: usize, indexer: Option<usize>) -> (usize, usize) {
+    match indexer {
+        Some(top_k) => (window + last.min(top_k), window + last.min(top_k)),
+        None => (window + last, 0),
+    }
 }
 
 impl GpuModel {
@@ -44,7 +56,9 @@ impl GpuModel {
         let c = &self.cfg;
         let ratio = self.layers[il].kind.ratio() as u64;
         let last = (p.pos0 + p.n() as u64).checked_div(ratio).unwrap_or(0) as usize;
-        p.n() > 1 && c.head_dim + c.sliding_window + last <= CHUNK_ATT_FLOATS && last <= mask_stride(c, st.capacity).max(1)
+        let top_k = self.layers[il].indexer.as_ref().map(|_| c.indexer_top_k);
+        let (ncap, ids) = chunk_rows_cap(c.sliding_window, last, top_k);
+        p.n() > 1 && c.head_dim + ncap + ids <= CHUNK_ATT_FLOATS && last <= mask_stride(c, st.capacity).max(1)
     }
 
     /// Pools the compressor rows that windows ending inside the chunk complete into `rows`
@@ -136,7 +150,7 @@ impl GpuModel {
                 let args = [P(x.iq), P(x.iw), F(scale), P(self.ptr(rows)), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), I(ih as i32), I(id as i32), P(score), L(mstride as i64)];
                 self.launch("index_scores_chunk", ((most * 32).div_ceil(BLOCK), n), BLOCK, 0, &args)?;
                 let args = [P(score), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), P(masks), L(mstride as i64)];
-                self.launch("topk_mask_chunk", (most.div_ceil(BLOCK), n), BLOCK, 0, &args)?;
+                self.launch("topk_mask_chunk", (1, n), TOPK_THREADS, 0, &args)?;
             }
         }
 
@@ -162,11 +176,13 @@ impl GpuModel {
         ];
         // Heads per block: as many as divide the head count and fit the scores in shared
         // memory (each block reads the KV rows once for all of them).
-        let per_head = d + window + last;
-        let hg = heads_per_block(nh, per_head);
+        let top_k = lw.indexer.as_ref().map(|_| c.indexer_top_k);
+        let (ncap, ids) = chunk_rows_cap(window, last, top_k);
+        let ids = if masks != 0 { ids } else { 0 };
+        let hg = heads_per_block(nh, d + ncap, ids);
         let mut args = args.to_vec();
-        args.push(I(hg as i32));
-        self.launch("attend_chunk", (nh / hg, n), BLOCK, hg * per_head * 4, &args)?;
+        args.extend([I(hg as i32), I(ncap as i32)]);
+        self.launch("attend_chunk", (nh / hg, n), BLOCK, (hg * (d + ncap) + ids) * 4, &args)?;
         self.launch("ring_push", (n.min(window), 1), BLOCK, 0, &[P(kvn), I(n as i32), L(pos0 as i64), I(window as i32), I(d as i32), P(self.ptr(&ls.raw))])
     }
 }
@@ -181,10 +197,16 @@ mod tests {
     #[test]
     fn attention_blocks_fit_shared_memory() {
         for heads in [1, 2, 4, 6, 8, 64] {
-            for per_head in 1..=CHUNK_ATT_FLOATS {
-                let g = heads_per_block(heads, per_head);
-                assert!(heads.is_multiple_of(g));
-                assert!(g * per_head * 4 + 32 * 4 <= 48 * 1024, "{heads} heads, {per_head} floats each: {g} per block");
+            for per_head in (1..=CHUNK_ATT_FLOATS).step_by(7) {
+                for shared in [0, 640, CHUNK_ATT_FLOATS - per_head] {
+                    if per_head + shared > CHUNK_ATT_FLOATS {
+                        continue; // not admitted (chunk_attention_fits)
+                    }
+                    let g = heads_per_block(heads, per_head, shared);
+                    assert!(heads.is_multiple_of(g));
+                    // Dynamic, then the static reduction slots (32 floats, 32 ints).
+                    assert!((g * per_head + shared) * 4 + 64 * 4 <= 48 * 1024, "{heads} heads, {per_head} floats each, {shared} shared: {g} per block");
+                }
             }
         }
     }

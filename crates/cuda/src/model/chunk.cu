@@ -133,17 +133,14 @@ extern "C" __global__ void ring_push(const float* kvn, int n, long long pos0, in
 
 // The KV row that token pos's attention row r reads: rows 0..n_raw are its raw window, oldest
 // first (chunk positions from the chunk's rows, earlier ones from the ring as the chunk found
-// it); the rest are compressed rows (null when the indexer left one out).
+// it); the rest are compressed rows.
 __device__ __forceinline__ const float* chunk_kv_row(int r, const float* kvn, long long pos0, const float* raw,
-                                                     int window, long long first, int n_raw, const float* comp,
-                                                     const u8* mask, int d) {
+                                                     int window, long long first, int n_raw, const float* comp, int d) {
     if (r < n_raw) {
         const long long q = first + r;
         return q >= pos0 ? kvn + (q - pos0) * d : raw + (q % window) * d;
     }
-    const int c = r - n_raw;
-    if (mask && !mask[c]) return nullptr;
-    return comp + (long long)c * d;
+    return comp + (long long)(r - n_raw) * d;
 }
 
 // Most query heads one attend_chunk block serves.
@@ -152,50 +149,54 @@ __device__ __forceinline__ const float* chunk_kv_row(int r, const float* kvn, lo
 // grid (heads / hg, tokens): attend's computation for token pos0 + blockIdx.y and query heads
 // hg·blockIdx.x .. + hg. The heads share one KV head, so each row is read once per block for
 // all hg heads (the per-head attend reads it once per head: L2 traffic, not arithmetic, bounds
-// prefill attention). Every head's sums are attend's, term for term and in the same order.
-// Dynamic shared memory: hg (d + window + the token's compressed rows) floats (queries, then
-// scores); the host keeps it under the default limit. Compressed rows visible at position p:
-// (p + 1) / ratio (none when ratio is 0). The indexer mask of token t is row t of `masks`
-// (`mstride` bytes apart), used when the token sees more than top_k rows (the host scored
-// exactly those tokens).
+// prefill attention). When the indexer's mask applies, the block first lists the rows it keeps
+// (select_rows) and walks only those. Each head's scores, its value sums (row order) and its
+// output are attend's; the softmax denominator is a block sum over the listed rows.
+// Dynamic shared memory: hg (d + ncap) floats (queries, then scores, ncap per head), then ncap
+// ints of row ids when `masks` is given; ncap >= the rows any token of the launch attends to
+// (window plus top_k, or plus its visible compressed rows when unmasked); the host keeps it
+// under the default limit. Compressed rows visible at position p: (p + 1) / ratio (none when
+// ratio is 0). The indexer mask of token t is row t of `masks` (`mstride` bytes apart), used
+// when the token sees more than top_k rows (the host scored exactly those tokens).
 extern "C" __global__ void attend_chunk(const float* q, long long q_stride, const float* kvn, long long pos0,
                                         const float* raw, int window, const float* comp, int ratio,
                                         const u8* masks, long long mstride, int top_k, const float* sinks,
-                                        float* out, int d, const float* freqs, int n_pairs, int hg) {
+                                        float* out, int d, const float* freqs, int n_pairs, int hg, int ncap) {
     DSV4_GRID_ENTRY();
     extern __shared__ float qsm[];
     __shared__ float shf[32];
+    __shared__ int wsum[32];
     const int h0 = blockIdx.x * hg, t = blockIdx.y;
     const long long pos = pos0 + t;
     const int n_raw = (int)min(pos + 1, (long long)window);
     const int n_comp = ratio > 0 && comp ? (int)((pos + 1) / ratio) : 0;
     const u8* mask = masks && n_comp > top_k ? masks + t * mstride : nullptr;
-    const int n = n_raw + n_comp;
     float* qs = qsm;           // hg x d
-    float* sc = qsm + hg * d;  // hg x n
+    float* sc = qsm + hg * d;  // hg x ncap
+    int* ids = reinterpret_cast<int*>(qsm + hg * (d + ncap));
+    const int n = mask ? select_rows(mask, n_raw, n_comp, ncap, ids, wsum) : n_raw + n_comp;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const long long first = pos + 1 - n_raw;
     const float* qt = q + t * q_stride + (long long)h0 * d;
     for (int j = threadIdx.x; j < hg * d; j += blockDim.x) qs[j] = qt[j];
     __syncthreads();
     const float scale = 1.0f / sqrtf((float)d);
-    for (int r = warp; r < n; r += nw) {
-        const float* row = chunk_kv_row(r, kvn, pos0, raw, window, first, n_raw, comp, mask, d);
+    for (int i = warp; i < n; i += nw) {
+        const float* row = chunk_kv_row(mask ? ids[i] : i, kvn, pos0, raw, window, first, n_raw, comp, d);
         float acc[ATT_MAX_HG];
 #pragma unroll
         for (int h = 0; h < ATT_MAX_HG; ++h) acc[h] = 0.0f;
-        if (row)
-            for (int j = lane; j < d; j += 32) {
-                const float v = row[j];
+        for (int j = lane; j < d; j += 32) {
+            const float v = row[j];
 #pragma unroll
-                for (int h = 0; h < ATT_MAX_HG; ++h)
-                    if (h < hg) acc[h] = fmaf(qs[h * d + j], v, acc[h]);
-            }
+            for (int h = 0; h < ATT_MAX_HG; ++h)
+                if (h < hg) acc[h] = fmaf(qs[h * d + j], v, acc[h]);
+        }
 #pragma unroll
         for (int h = 0; h < ATT_MAX_HG; ++h) {
             if (h < hg) {
                 const float a = warp_sum(acc[h]);
-                if (lane == 0) sc[h * n + r] = row ? a * scale : neg_inf();
+                if (lane == 0) sc[h * ncap + i] = a * scale;
             }
         }
     }
@@ -204,7 +205,7 @@ extern "C" __global__ void attend_chunk(const float* q, long long q_stride, cons
 #pragma unroll
     for (int h = 0; h < ATT_MAX_HG; ++h) {
         if (h < hg) {
-            float* sh = sc + h * n;
+            float* sh = sc + h * ncap;
             const float sink = sinks[h0 + h];
             float m = sink;
             for (int r = threadIdx.x; r < n; r += blockDim.x) m = fmaxf(m, sh[r]);
@@ -225,14 +226,13 @@ extern "C" __global__ void attend_chunk(const float* q, long long q_stride, cons
         float acc[ATT_MAX_HG];
 #pragma unroll
         for (int h = 0; h < ATT_MAX_HG; ++h) acc[h] = 0.0f;
-        for (int r = 0; r < n; ++r) {
-            const float* row = chunk_kv_row(r, kvn, pos0, raw, window, first, n_raw, comp, mask, d);
-            if (!row) continue;  // left out by the indexer: every head's weight is 0 there
+        for (int i = 0; i < n; ++i) {
+            const float* row = chunk_kv_row(mask ? ids[i] : i, kvn, pos0, raw, window, first, n_raw, comp, d);
             const float v = row[j];
 #pragma unroll
             for (int h = 0; h < ATT_MAX_HG; ++h) {
                 if (h < hg) {
-                    const float e = sc[h * n + r];
+                    const float e = sc[h * ncap + i];
                     if (e != 0.0f) acc[h] = fmaf(e, v, acc[h]);  // attend skips these terms too
                 }
             }
@@ -274,21 +274,14 @@ extern "C" __global__ void index_scores_chunk(const float* q, const float* w, fl
     if (lane == 0) scores[t * mstride + c] = s;
 }
 
-// topk_mask for the same tokens: row t of `masks` from row t of `scores`.
-extern "C" __global__ void topk_mask_chunk(const float* scores, long long pos0, int ratio, int k, u8* masks,
-                                           long long mstride) {
+// topk_mask for the same tokens, one block each (grid.y = token t): row t of `masks` from row t
+// of `scores`.
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS) topk_mask_chunk(const float* scores, long long pos0, int ratio, int k,
+                                                                          u8* masks, long long mstride) {
     DSV4_GRID_ENTRY();
+    __shared__ int hist[256], wsum[32], pick[2];
     const int t = blockIdx.y;
     const int n = (int)((pos0 + t + 1) / ratio);
     if (n <= k) return;
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= n) return;
-    const float* sc = scores + t * mstride;
-    const u32 kc = total_order_key(sc[c]);
-    int rank = 0;
-    for (int j = 0; j < n && rank < k; ++j) {
-        const u32 kj = total_order_key(sc[j]);
-        rank += (kj > kc) || (kj == kc && j < c);
-    }
-    masks[t * mstride + c] = rank < k;
+    topk_block(scores + t * mstride, n, k, masks + t * mstride, hist, wsum, pick);
 }

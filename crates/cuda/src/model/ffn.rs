@@ -22,7 +22,7 @@ use crate::quant::matvec::act_bytes;
 use crate::quant::{DeviceMatrix, ExpertSlots, Matvec, MAX_BATCH};
 use dsv4_model::Numerics;
 use dsv4_gguf::GgmlType;
-use Arg::{F, I, L, P};
+use Arg::{F, I, P};
 
 impl GpuModel {
     /// The experts of each token of the chunk (`n × used`, selection order).
@@ -218,8 +218,7 @@ impl GpuModel {
         }
         let acts = self.ptr(&st.s.acts);
         let rows = sl.n.div_ceil(sl.x_div);
-        let (kernel, blk) = if w.ty() == GgmlType::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
-        self.launch(kernel, (w.cols() / blk, rows), blk, 0, &[P(x), L(xs as i64), P(acts), L(stride as i64)])?;
+        self.quant_acts(w.ty() == GgmlType::Q8_0, x, xs, w.cols(), rows, acts, stride)?;
         self.counted(1);
         // SAFETY: as above; the activation scratch holds CHUNK rows of `stride` bytes.
         unsafe { self.mv.run_experts_raw(ws, sl, acts, stride, true, y, ys) }

@@ -30,11 +30,15 @@ pub(super) const BLOCK: usize = 256;
 const HC_THREADS: usize = 512;
 
 /// Threads of `attend` (`ATTEND_THREADS` in attention.cu) and its dynamic shared memory for a
-/// head of `d` values: the query, then one partial output per warp.
+/// head of `d` values: the query, then one partial output per warp, then the ids of up to
+/// `cap` rows (window + the indexer's top_k).
 pub(super) const ATTEND_THREADS: usize = 512;
 
-pub(super) fn attend_smem(d: usize) -> usize {
-    d * 4 * (1 + ATTEND_THREADS / 32)
+/// Threads of the top-k kernels (`TOPK_THREADS` in dsv4_common.cuh), one block per token.
+pub(super) const TOPK_THREADS: usize = 512;
+
+pub(super) fn attend_smem(d: usize, cap: usize) -> usize {
+    d * 4 * (1 + ATTEND_THREADS / 32) + cap * 4
 }
 
 /// What one chunk's pass needs besides the state.
@@ -253,9 +257,23 @@ impl GpuModel {
             return Err(CudaError::Shape(format!("{n} rows of {} columns exceed the activation scratch", w.cols())));
         }
         let acts = self.ptr(&st.s.acts);
-        let (kernel, blk) = if w.ty() == GgmlType::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
-        self.launch(kernel, (w.cols() / blk, n), blk, 0, &[P(x), L(xs as i64), P(acts), L(stride as i64)])?;
+        self.quant_acts(w.ty() == GgmlType::Q8_0, x, xs, w.cols(), n, acts, stride)?;
         Ok(acts)
+    }
+
+    /// Quantizes `rows` rows of `cols` f32 at `x` (`xs` floats apart) into the official
+    /// activation blocks at `out` (`stride` bytes apart): Q8_0-like blocks (`q8_0`, for Q8_0
+    /// weights) or Q8_K (the k- and i-quants).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn quant_acts(&self, q8_0: bool, x: u64, xs: usize, cols: usize, rows: usize, out: u64, stride: usize) -> Result<()> {
+        let args = |nb: usize| [P(x), L(xs as i64), P(out), L(stride as i64), I(nb as i32)];
+        if q8_0 {
+            // Eight 32-column blocks per CTA, a warp each.
+            let nb = cols / 32;
+            self.launch("quant_q8_0", (nb.div_ceil(8), rows), 256, 0, &args(nb))
+        } else {
+            self.launch("quant_q8_k", (cols / 256, rows), 256, 0, &args(cols / 256))
+        }
     }
 
     /// The HC read-out (`hc_pre` in ops.cu) of `n` tokens into `out`, normed by `norm`; each

@@ -19,11 +19,14 @@ __device__ __forceinline__ int round_i8(float v) {
 // |v| with NaN as 0, so a max over it ignores NaN as Rust's f32::max does.
 __device__ __forceinline__ float abs_nn(float v) { return v != v ? 0.0f : fabsf(v); }
 
-// grid (cols / 32, tokens), 32 threads: token t's x (x_stride floats apart) into 36-byte
-// blocks (f32 scale amax / 127, then 32 codes), out_stride bytes apart per token.
-extern "C" __global__ void quant_q8_0(const float* x, long long x_stride, u8* out, long long out_stride) {
+// grid (ceil(nb / warps), tokens), a warp per 32-column block: token t's x (x_stride floats
+// apart, nb blocks) into 36-byte blocks (f32 scale amax / 127, then 32 codes), out_stride
+// bytes apart per token. (One-warp CTAs made a 256-token chunk tens of thousands of CTAs,
+// whose scheduling, not the work, took the time.)
+extern "C" __global__ void quant_q8_0(const float* x, long long x_stride, u8* out, long long out_stride, int nb) {
     DSV4_GRID_ENTRY();
-    const int b = blockIdx.x, i = threadIdx.x;
+    const int b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), i = threadIdx.x & 31;
+    if (b >= nb) return;
     const float v = x[blockIdx.y * x_stride + b * 32 + i];
     const float amax = warp_max(abs_nn(v));
     const float d = __fdiv_rn(amax, 127.0f);
@@ -33,10 +36,11 @@ extern "C" __global__ void quant_q8_0(const float* x, long long x_stride, u8* ou
     if (i == 0) *reinterpret_cast<float*>(blk) = d;
 }
 
-// grid (cols / 256, tokens), 256 threads: Q8_K blocks of 292 bytes (f32 d, 256 codes, 16
+// grid (cols / 256, tokens), 256 threads (nb unused: one block per CTA): Q8_K blocks of 292 bytes (f32 d, 256 codes, 16
 // i16 sums of 16 codes). The scale comes from the value at the first index of largest |x|,
 // sign kept: iscale = -127 / max, d = 1 / iscale; an all-zero block is all zeros.
-extern "C" __global__ void quant_q8_k(const float* x, long long x_stride, u8* out, long long out_stride) {
+extern "C" __global__ void quant_q8_k(const float* x, long long x_stride, u8* out, long long out_stride, int nb) {
+    (void)nb;
     DSV4_GRID_ENTRY();
     __shared__ float shf[32];
     __shared__ int first;

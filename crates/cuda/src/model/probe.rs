@@ -4,7 +4,8 @@
 use dsv4_gguf::GgmlType;
 
 use super::GpuModel;
-use super::Arg::{L, P};
+use super::forward::TOPK_THREADS;
+use super::Arg::{I, P};
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::act_bytes;
@@ -17,8 +18,7 @@ impl GpuModel {
         let bytes = act_bytes(ty, x.len())?;
         let xd = gpu.upload(x)?;
         let out = gpu.alloc_zeros::<u8>(bytes)?;
-        let (kernel, blk) = if ty == GgmlType::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
-        self.launch(kernel, (x.len() / blk, 1), blk, 0, &[P(self.ptr(&xd)), L(0), P(self.ptr(&out)), L(0)])?;
+        self.quant_acts(ty == GgmlType::Q8_0, self.ptr(&xd), 0, x.len(), 1, self.ptr(&out), 0)?;
         gpu.download(&out)
     }
 
@@ -47,5 +47,18 @@ impl GpuModel {
         let buf = gpu.upload(rows)?;
         self.index_round(self.ptr(&buf), rows.len() / id)?;
         gpu.download(&buf)
+    }
+
+    /// The indexer's keep-mask of `scores` (1 for the `k` highest in `f32::total_cmp` order,
+    /// ties to the lower index), as the attention kernels use it; `k < scores.len()`.
+    #[doc(hidden)]
+    pub fn probe_topk(&self, gpu: &Gpu, scores: &[f32], k: usize) -> Result<Vec<u8>> {
+        if k == 0 || k >= scores.len() || scores.len() > i32::MAX as usize {
+            return Err(CudaError::Shape(format!("top {k} of {} scores", scores.len())));
+        }
+        let sd = gpu.upload(scores)?;
+        let out = gpu.alloc_zeros::<u8>(scores.len())?;
+        self.launch("topk_mask", (1, 1), TOPK_THREADS, 0, &[P(self.ptr(&sd)), I(scores.len() as i32), I(k as i32), P(self.ptr(&out))])?;
+        gpu.download(&out)
     }
 }

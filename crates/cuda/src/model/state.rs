@@ -110,11 +110,13 @@ pub(super) fn act_stride(c: &ModelConfig) -> usize {
     (n.div_ceil(32) * 36).max(n.div_ceil(256) * 292).next_multiple_of(16)
 }
 
-/// Most floats of queries and scores (per head: head_dim + window rows + compressed rows) the
-/// chunk path's attention keeps in shared memory, under the default 48 KiB less room for the
-/// kernel's static reduction slots (dynamic plus static over 48 KiB fails the launch): a block serves as
-/// many heads as fit, and a layer whose one head does not fit (a ratio-4 layer beyond ~45K
-/// tokens on the Flash shapes) falls back to the per-token path.
+/// Most floats the chunk path's attention keeps in shared memory (per head: head_dim + the rows
+/// it attends, i.e. the window and the indexer's kept rows or every visible compressed row;
+/// plus one row id per kept row where the mask applies), under the default 48 KiB less room
+/// for the kernel's static reduction slots (dynamic plus static over 48 KiB fails the launch):
+/// a block serves as many heads as fit. It also caps the chunk path's mask rows
+/// ([`mask_stride`]): beyond that (a ratio-4 layer past ~48K tokens on the Flash shapes) the
+/// layer falls back to the per-token path.
 pub(super) const CHUNK_ATT_FLOATS: usize = 12 * 1024 - 64;
 
 /// Bytes between the tokens' indexer masks on the chunk path.

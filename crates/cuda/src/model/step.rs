@@ -35,7 +35,7 @@ use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
 use dsv4_model::Numerics;
 
-use super::forward::{attend_smem, ATTEND_THREADS, BLOCK};
+use super::forward::{attend_smem, ATTEND_THREADS, BLOCK, TOPK_THREADS};
 use super::state::{act_stride, comp_rows, GpuState, CHUNK};
 use super::step_batch::{group_table, StepBatch, StepGraph, GROUP_NT, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
 use super::weights::{Hc, Layer, Route};
@@ -301,7 +301,7 @@ impl GpuModel {
             let args = [P(iq), P(iwp), F(scale), P(keys), I(ratio as i32), I(top_k as i32), I(ih as i32), I(id as i32), P(scores), P(pos)];
             self.launch("index_scores_step", ((s.most * 32).div_ceil(BLOCK).min(MAX_STRIDE_BLOCKS), n), BLOCK, 0, &args)?;
             let args = [P(scores), I(ratio as i32), I(top_k as i32), P(mt), P(pos)];
-            self.launch("topk_mask_step", (s.most.div_ceil(BLOCK).min(MAX_STRIDE_BLOCKS), n), BLOCK, 0, &args)?;
+            self.launch("topk_mask_step", (1, n), TOPK_THREADS, 0, &args)?;
             masks = mt;
         }
         let comps = if lw.comp.is_some() { s.layer_tab(self, il, T_COMP) } else { 0 };
@@ -322,7 +322,7 @@ impl GpuModel {
             I(n_pairs as i32),
             P(pos),
         ];
-        self.launch("attend_step", (nh, n), ATTEND_THREADS, attend_smem(d), &args)?;
+        self.launch("attend_step", (nh, n), ATTEND_THREADS, attend_smem(d, window + top_k), &args)?;
 
         // Grouped low-rank output: group g's heads through its own slice of out_a.
         let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
@@ -521,8 +521,7 @@ impl GpuModel {
                 }
             }
         }
-        let (kernel, blk) = if f == Fmt::Q8_0 { ("quant_q8_0", 32) } else { ("quant_q8_k", 256) };
-        self.launch(kernel, (cols / blk, rows), blk, 0, &[P(x), L(xs as i64), P(base), L(stride as i64)])?;
+        self.quant_acts(f == Fmt::Q8_0, x, xs, cols, rows, base, stride)?;
         acts.have = Some((x, xs, cols, rows, f));
         Ok(base)
     }
