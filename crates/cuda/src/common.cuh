@@ -99,6 +99,30 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// Sums each of V = G x NT per-lane values (v[i], i = g * NT + t) over the warp, V a power of
+// two up to 32: a transposed butterfly. Round k halves the values a lane carries (lanes with
+// bit 4 - k set keep the upper half and send the lower one, their partners the reverse), so
+// V - 1 shuffles replace the V x 5 of one butterfly per value; a plain butterfly over the
+// remaining lane bits finishes. Afterwards value i sits, complete, in the lanes whose top
+// log2(V) bits are i (lane (i << (5 - log2 V)) writes it). A fixed pairing: deterministic.
+template <int V>
+__device__ __forceinline__ float warp_sum_many(float (&v)[V], int lane) {
+    static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V: a power of two up to 32");
+#pragma unroll
+    for (int h = V / 2, off = 16; h >= 1; h /= 2, off /= 2) {
+        const bool up = (lane & off) != 0;
+#pragma unroll
+        for (int i = 0; i < h; ++i) {
+            const float send = up ? v[i] : v[i + h];
+            const float keep = up ? v[i + h] : v[i];
+            v[i] = keep + __shfl_xor_sync(DSV4_FULL_MASK, send, off);
+        }
+    }
+#pragma unroll
+    for (int off = 16 / V; off > 0; off /= 2) v[0] += __shfl_xor_sync(DSV4_FULL_MASK, v[0], off);
+    return v[0];
+}
+
 // ---- asynchronous global -> shared copies (sm_80+) -----------------------------------------
 // A warp can queue several steps of weights this way without holding them in registers and
 // without waiting: the copy engine of the SM lands them in shared memory while the warp
@@ -304,3 +328,51 @@ __device__ __forceinline__ void topk_block(const float* scores, int n, int k, u8
         mask[c] = keep;
     }
 }
+
+// score = Σ_h (w[h] · w_scale) · relu(q_h · k) for one key row k (dim floats), by one warp,
+// every lane returning it; q is heads × dim (fastest for dim a multiple of 32 up to 256). Lane l holds k's
+// l-th run of dim / 32 values, forms each head's partial dot over it, and 32 heads' partials
+// are finished at once by a transposed butterfly (31 shuffles, where a butterfly per head
+// took 160); the weighted terms are then added in head order.
+__device__ __forceinline__ float index_score(const float* q, const float* w, float w_scale, const float* k, int heads,
+                                             int dim) {
+    const int lane = threadIdx.x & 31, per = dim >> 5;
+    if ((dim & 31) != 0 || per > 8) {
+        // Other widths: a butterfly per head.
+        float s = 0.0f;
+        for (int h = 0; h < heads; ++h) {
+            float acc = 0.0f;
+            for (int j = lane; j < dim; j += 32) acc = fmaf(q[(long long)h * dim + j], k[j], acc);
+            s += __fmul_rn(__fmul_rn(w[h], w_scale), fmaxf(warp_sum(acc), 0.0f));
+        }
+        return s;
+    }
+    float kr[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) kr[e] = e < per ? k[lane * per + e] : 0.0f;
+    float s = 0.0f;
+    for (int h0 = 0; h0 < heads; h0 += 32) {
+        float v[32];
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+            float a = 0.0f;
+            if (h0 + i < heads) {
+                const float* qh = q + (long long)(h0 + i) * dim + lane * per;
+#pragma unroll
+                for (int e = 0; e < 8; ++e)
+                    if (e < per) a = fmaf(qh[e], kr[e], a);
+            }
+            v[i] = a;
+        }
+        const float dot = warp_sum_many<32>(v, lane);  // lane i: head h0 + i
+        const int hl = h0 + lane;
+        const float term = hl < heads ? __fmul_rn(__fmul_rn(w[hl], w_scale), fmaxf(dot, 0.0f)) : 0.0f;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+            const float ti = __shfl_sync(DSV4_FULL_MASK, term, i);
+            if (h0 + i < heads) s += ti;
+        }
+    }
+    return s;
+}
+

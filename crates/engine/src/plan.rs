@@ -47,8 +47,9 @@ impl MemoryPlan {
 
     /// The CUDA backend's plan, in device memory: the weights uploaded whole, one full-context
     /// state per resident session (f32 rows, allocated up front), and per session one prefill
-    /// chunk's scratch (`PREFILL_CHUNK` tokens' activations and logits, plus the attention
-    /// scores over every row of the longest layer), and once the decode step's scratch for
+    /// chunk's scratch (`PREFILL_CHUNK` tokens' activations and logits, the attention scores
+    /// over every row of the longest layer, and each chunk token's indexer scores and mask over
+    /// those rows), and once the decode step's scratch for
     /// `MAX_STEP_BATCH` sessions. Rewind checkpoints live in host memory.
     pub fn gpu(cfg: &ModelConfig, weights: u64, ctx: usize, sessions: usize) -> MemoryPlan {
         let chunk = dsv4_cuda::PREFILL_CHUNK;
@@ -57,7 +58,9 @@ impl MemoryPlan {
         let att = cfg.n_head as u64 * (cfg.sliding_window as u64 + rows) * 4;
         // Every token of a chunk has its logits row (all-position logits; 132 MB on Flash).
         let logits = (chunk * cfg.vocab_size * 4) as u64;
-        let per_session = one.kv + one.buffers + att + logits;
+        // The chunk's indexer scores (f32) and masks (u8): a row per token over every row.
+        let scores = chunk as u64 * rows * 5;
+        let per_session = one.kv + one.buffers + att + logits + scores;
         // Plus the decode step's scratch, shared by every session (continuous batching).
         let step = dsv4_cuda::step_batch_bytes(cfg);
         MemoryPlan { ctx, weights, kv: one.kv * sessions.max(1) as u64, checkpoints: 0, buffers: (per_session - one.kv) * sessions.max(1) as u64 + step }

@@ -129,16 +129,8 @@ extern "C" __global__ void __launch_bounds__(ATTEND_THREADS) attend_step(const f
 // heads × dim.
 __device__ __forceinline__ void index_score_row(const float* q, const float* w, float w_scale, const float* keys,
                                                 int c, int heads, int dim, float* scores) {
-    const int lane = threadIdx.x & 31;
-    const float* k = keys + (long long)c * dim;
-    float s = 0.0f;
-    for (int h = 0; h < heads; ++h) {
-        float acc = 0.0f;
-        for (int j = lane; j < dim; j += 32) acc = fmaf(q[h * dim + j], k[j], acc);
-        acc = warp_sum(acc);
-        s += (w[h] * w_scale) * fmaxf(acc, 0.0f);
-    }
-    if (lane == 0) scores[c] = s;
+    const float s = index_score(q, w, w_scale, keys + (long long)c * dim, heads, dim);
+    if ((threadIdx.x & 31) == 0) scores[c] = s;
 }
 
 // Every indexer key row (n × dim), one warp per row.

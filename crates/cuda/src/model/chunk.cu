@@ -258,20 +258,11 @@ extern "C" __global__ void index_scores_chunk(const float* q, const float* w, fl
     const int t = blockIdx.y;
     const int n = (int)((pos0 + t + 1) / ratio);
     if (n <= top_k) return;
-    const int lane = threadIdx.x & 31;
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (c >= n) return;
-    const float* qt = q + (long long)t * heads * dim;
-    const float* wt = w + (long long)t * heads;
-    const float* k = keys + (long long)c * dim;
-    float s = 0.0f;
-    for (int h = 0; h < heads; ++h) {
-        float acc = 0.0f;
-        for (int j = lane; j < dim; j += 32) acc = fmaf(qt[h * dim + j], k[j], acc);
-        acc = warp_sum(acc);
-        s += (wt[h] * w_scale) * fmaxf(acc, 0.0f);
-    }
-    if (lane == 0) scores[t * mstride + c] = s;
+    const float s = index_score(q + (long long)t * heads * dim, w + (long long)t * heads, w_scale, keys + (long long)c * dim,
+                                heads, dim);
+    if ((threadIdx.x & 31) == 0) scores[t * mstride + c] = s;
 }
 
 // topk_mask for the same tokens, one block each (grid.y = token t): row t of `masks` from row t

@@ -114,15 +114,18 @@ pub(super) fn act_stride(c: &ModelConfig) -> usize {
 /// it attends, i.e. the window and the indexer's kept rows or every visible compressed row;
 /// plus one row id per kept row where the mask applies), under the default 48 KiB less room
 /// for the kernel's static reduction slots (dynamic plus static over 48 KiB fails the launch):
-/// a block serves as many heads as fit. It also caps the chunk path's mask rows
-/// ([`mask_stride`]): beyond that (a ratio-4 layer past ~48K tokens on the Flash shapes) the
-/// layer falls back to the per-token path.
+/// a block serves as many heads as fit (a layer whose one head does not fit, a ratio-128 layer
+/// past ~1.4M tokens on the Flash shapes, falls back to the per-token path).
 pub(super) const CHUNK_ATT_FLOATS: usize = 12 * 1024 - 64;
 
-/// Bytes between the tokens' indexer masks on the chunk path.
+/// Bytes between the tokens' indexer masks (and floats between their scores) on the chunk
+/// path: every compressed row the state can hold, so the chunk path serves the whole context.
+/// (Capped at what the attention kept in shared memory before it listed the kept rows, the
+/// cap sent ratio-4 layers past ~48K tokens to the per-token path.) At Flash's 1M context
+/// this is 256K rows: 335 MB of scores and masks for a chunk of 256 tokens, beside ~14 GB of
+/// KV rows; the memory plan counts it.
 pub(super) fn mask_stride(c: &ModelConfig, capacity: u64) -> usize {
-    let most_rows = c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0);
-    most_rows.min(CHUNK_ATT_FLOATS)
+    c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0)
 }
 
 /// Floats of the largest compressor frontier (values or scores).

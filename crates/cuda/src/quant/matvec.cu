@@ -366,30 +366,6 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
     }
 }
 
-// Sums each of V = G x NT per-lane values (v[i], i = g * NT + t) over the warp, V a power of
-// two up to 32: a transposed butterfly. Round k halves the values a lane carries (lanes with
-// bit 4 - k set keep the upper half and send the lower one, their partners the reverse), so
-// V - 1 shuffles replace the V x 5 of one butterfly per value; a plain butterfly over the
-// remaining lane bits finishes. Afterwards value i sits, complete, in the lanes whose top
-// log2(V) bits are i (lane (i << (5 - log2 V)) writes it). A fixed pairing: deterministic.
-template <int V>
-__device__ __forceinline__ float warp_sum_many(float (&v)[V], int lane) {
-    static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V: a power of two up to 32");
-#pragma unroll
-    for (int h = V / 2, off = 16; h >= 1; h /= 2, off /= 2) {
-        const bool up = (lane & off) != 0;
-#pragma unroll
-        for (int i = 0; i < h; ++i) {
-            const float send = up ? v[i] : v[i + h];
-            const float keep = up ? v[i + h] : v[i];
-            v[i] = keep + __shfl_xor_sync(DSV4_FULL_MASK, send, off);
-        }
-    }
-#pragma unroll
-    for (int off = 16 / V; off > 0; off /= 2) v[0] += __shfl_xor_sync(DSV4_FULL_MASK, v[0], off);
-    return v[0];
-}
-
 // log2 of a power of two up to 32, at compile time.
 template <int V> struct Log2 { static constexpr int N = V <= 1 ? 0 : 1 + Log2<V / 2>::N; };
 template <> struct Log2<1> { static constexpr int N = 0; };
