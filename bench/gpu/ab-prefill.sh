@@ -6,17 +6,12 @@
 set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}; L=${2:-6}; P=${3:-4096,16384}
-o=${OUT:-/tmp/out}; mkdir -p "$o"
-export DSV4_REQUIRE_GPU=1 DSV4_REQUIRE_NVRTC=1 XDG_CACHE_HOME=/tmp/dsv4-cache
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$o/card.txt" 2>&1
+. bench/gpu/lib.sh
 f=/dev/shm/flash-q2-${L}L.gguf
-"$B/dsv4" synth --preset flash --layers "$L" --quant q2 --out "$f" > "$o/synth.log" 2>&1 &
-for t in decode forward session long_context; do
-    (cd "$B" && ./test_$t --test-threads 2 --nocapture) >> "$o/tests.log" 2>&1
-    echo "test_$t exit $?"
-done
+synth_bg "$B" "$L" "$f"
+gpu_tests "$B" decode forward session long_context
 wait
-grep -hE "test result|FAIL|panicked|max rel" "$o/tests.log" | head -20
+tests_summary
 for p in ${P//,/ }; do
     for b in decode_bench_a decode_bench; do
         "$B/$b" --model "$f" --layers "$L" --official --prompt "$p" --tokens 32 > "$o/x.txt" 2>&1

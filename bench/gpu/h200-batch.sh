@@ -5,14 +5,13 @@
 set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}
-o=${OUT:-/tmp/out}
-mkdir -p "$o" /mnt/big
-mountpoint -q /mnt/big || mount -t tmpfs -o size=92G tmpfs /mnt/big
+. bench/gpu/lib.sh
+big_tmpfs
 f=/mnt/big/flash-q2-43L.gguf
-nvidia-smi --query-gpu=name,memory.total --format=csv > "$o/card.txt" 2>&1
 t0=$SECONDS
-[ -s "$f" ] || "$B/dsv4" synth --preset flash --layers 43 --quant q2 --out "$f" > "$o/synth.log" 2>&1
-echo "synth exit $? after $((SECONDS - t0)) s"
+synth_bg "$B" 43 "$f"
+wait
+echo "synth done after $((SECONDS - t0)) s"
 left=$((570 - SECONDS))
 XDG_CACHE_HOME=/tmp/dsv4-cache timeout $((left > 20 ? left - 10 : 1)) "$B/dsv4" bench-batch -m "$f" --backend cuda \
     --text "$B/promessi_sposi.txt" --streams 1,8,32 --context 512 --decode 32 > "$o/batch-h200.csv" 2> "$o/batch-h200.log"

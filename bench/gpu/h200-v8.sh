@@ -7,21 +7,15 @@
 set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}
-o=${OUT:-/tmp/out}
-mkdir -p "$o" /mnt/big
-mountpoint -q /mnt/big || mount -t tmpfs -o size=92G tmpfs /mnt/big
+. bench/gpu/lib.sh
+big_tmpfs
 f=/mnt/big/flash-q2-43L.gguf
-export DSV4_REQUIRE_GPU=1 DSV4_REQUIRE_NVRTC=1 XDG_CACHE_HOME=/tmp/dsv4-cache
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$o/card.txt" 2>&1
 t0=$SECONDS
-( [ -s "$f" ] || "$B/dsv4" synth --preset flash --layers 43 --quant q2 --out "$f" > "$o/synth.log" 2>&1 ) &
-for t in matvec decode forward session; do
-    (cd "$B" && ./test_$t --test-threads 2 --nocapture) >> "$o/tests.log" 2>&1
-    echo "test_$t exit $?"
-done
+synth_bg "$B" 43 "$f"
+gpu_tests "$B" matvec decode forward session
 wait
 echo "synth done after $((SECONDS - t0)) s"
-grep -hE "test result|FAIL|panicked" "$o/tests.log" | head -20
+tests_summary
 timeout 300 "$B/decode_bench" --model "$f" --layers 43 --numerics official --tokens 64 --prompt 32 \
     --launches overlap,serial --batch 1,8,32 > "$o/decode-h200.txt" 2>&1
 echo "decode_bench exit $? after $SECONDS s"

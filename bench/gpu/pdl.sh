@@ -7,17 +7,12 @@
 set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}; L=${2:-6}
-o=${OUT:-/tmp/out}; mkdir -p "$o"
-export DSV4_REQUIRE_GPU=1 DSV4_REQUIRE_NVRTC=1 XDG_CACHE_HOME=/tmp/dsv4-cache
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$o/card.txt" 2>&1
+. bench/gpu/lib.sh
 f=/dev/shm/flash-q2-${L}L.gguf
-"$B/dsv4" synth --preset flash --layers "$L" --quant q2 --out "$f" > "$o/synth.log" 2>&1 &
-for t in matvec decode forward session; do
-    (cd "$B" && ./test_$t --test-threads 2 --nocapture) >> "$o/tests.log" 2>&1
-    echo "test_$t exit $?"
-done
+synth_bg "$B" "$L" "$f"
+gpu_tests "$B" matvec decode forward session
 wait
-grep -hE "test result|FAIL|panicked" "$o/tests.log" | head -20
+tests_summary
 "$B/decode_bench" --model "$f" --layers "$L" --numerics official,plain --tokens 64 --launches overlap,serial,overlap,serial > "$o/decode.txt" 2>&1
 echo "decode_bench exit $?"; grep -E "^\|" "$o/decode.txt"
 "$B/decode_bench" --model "$f" --layers "$L" --numerics official --tokens 32 --batch 1,8,32 --launches overlap,serial,overlap,serial > "$o/batch.txt" 2>&1

@@ -218,21 +218,12 @@ __device__ __forceinline__ void rope_pair(float* tail, int i, float freq, float 
     tail[2 * i + 1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
 }
 
-// The rows a token attends to when the indexer's mask applies, as ids: the raw window first
-// (ids 0 .. n_raw), then the compressed rows the mask keeps, in row order (id n_raw + c). At
-// most `cap` ids (the mask keeps exactly top_k rows; cap only guards the array). Block-wide
-// (every thread calls it; `wsum` is 32 ints of shared memory); returns the count, with the
-// ids visible to the whole block. The attention then walks these rows only: a long context
-// has thousands of compressed rows, of which the mask keeps a few hundred.
-__device__ __forceinline__ int select_rows(const u8* mask, int n_raw, int n_comp, int cap, int* ids, int* wsum) {
-    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5, nw = (nt + 31) >> 5;
-    for (int r = tid; r < n_raw && r < cap; r += nt) ids[r] = r;
-    // Each thread a contiguous run of the mask, so a prefix sum over threads orders the ids.
-    const int seg = (n_comp + nt - 1) / nt;
-    const int c0 = min(tid * seg, n_comp), c1 = min(c0 + seg, n_comp);
-    int cnt = 0;
-    for (int c = c0; c < c1; ++c) cnt += mask[c] != 0;
-    int x = cnt;
+// Exclusive prefix sum over the block of one int per thread, in thread order; `total` gets
+// the block's sum. Block-wide (every thread calls it; `wsum` is 32 ints of shared memory,
+// free again only after the caller's next barrier).
+__device__ __forceinline__ int block_prefix(int v, int* wsum, int& total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    int x = v;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
         const int y = __shfl_up_sync(DSV4_FULL_MASK, x, o);
@@ -240,12 +231,31 @@ __device__ __forceinline__ int select_rows(const u8* mask, int n_raw, int n_comp
     }
     if (lane == 31) wsum[warp] = x;
     __syncthreads();
-    int base = 0, total = 0;
+    int before = x - v;
+    total = 0;
     for (int w = 0; w < nw; ++w) {
-        if (w < warp) base += wsum[w];
+        if (w < warp) before += wsum[w];
         total += wsum[w];
     }
-    int at = n_raw + base + x - cnt;
+    return before;
+}
+
+// The rows a token attends to when the indexer's mask applies, as ids: the raw window first
+// (ids 0 .. n_raw), then the compressed rows the mask keeps, in row order (id n_raw + c). At
+// most `cap` ids (the mask keeps exactly top_k rows; cap only guards the array). Block-wide
+// (every thread calls it; `wsum` is 32 ints of shared memory); returns the count, with the
+// ids visible to the whole block. The attention then walks these rows only: a long context
+// has thousands of compressed rows, of which the mask keeps a few hundred.
+__device__ __forceinline__ int select_rows(const u8* mask, int n_raw, int n_comp, int cap, int* ids, int* wsum) {
+    const int tid = threadIdx.x, nt = blockDim.x;
+    for (int r = tid; r < n_raw && r < cap; r += nt) ids[r] = r;
+    // Each thread a contiguous run of the mask, so a prefix sum over threads orders the ids.
+    const int seg = (n_comp + nt - 1) / nt;
+    const int c0 = min(tid * seg, n_comp), c1 = min(c0 + seg, n_comp);
+    int cnt = 0;
+    for (int c = c0; c < c1; ++c) cnt += mask[c] != 0;
+    int total;
+    int at = n_raw + block_prefix(cnt, wsum, total);
     for (int c = c0; c < c1; ++c)
         if (mask[c] && at < cap) ids[at++] = n_raw + c;
     __syncthreads();
@@ -264,7 +274,7 @@ __device__ __forceinline__ int select_rows(const u8* mask, int n_raw, int n_comp
 // the context. Integer counts only, so the result does not depend on timing.
 // Shared memory: hist (256 counts), wsum (32), pick (2).
 __device__ __forceinline__ void topk_block(const float* scores, int n, int k, u8* mask, int* hist, int* wsum, int* pick) {
-    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5, nw = (nt + 31) >> 5;
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
     u32 prefix = 0, pmask = 0;
     int want = k;  // rows still to take among those whose key matches the prefix
     for (int shift = 24; shift >= 0; shift -= 8) {
@@ -309,18 +319,9 @@ __device__ __forceinline__ void topk_block(const float* scores, int n, int k, u8
     // Rows above T are in; `want` rows equal to T, the first ones in index order. Each thread
     // takes a contiguous run, so a prefix sum over threads orders the ties.
     const int seg = (n + nt - 1) / nt, c0 = min(tid * seg, n), c1 = min(c0 + seg, n);
-    int ties = 0;
+    int ties = 0, all_ties;
     for (int c = c0; c < c1; ++c) ties += total_order_key(scores[c]) == prefix;
-    int x = ties;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(DSV4_FULL_MASK, x, o);
-        if (lane >= o) x += y;
-    }
-    if (lane == 31) wsum[warp] = x;
-    __syncthreads();
-    int before = x - ties;
-    for (int w = 0; w < warp && w < nw; ++w) before += wsum[w];
+    int before = block_prefix(ties, wsum, all_ties);
     for (int c = c0; c < c1; ++c) {
         const u32 key = total_order_key(scores[c]);
         u8 keep = key > prefix;

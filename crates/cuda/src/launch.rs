@@ -22,12 +22,21 @@ use cudarc::driver::{CudaFunction, CudaStream, DriverError};
 
 use crate::error::Result;
 
+/// One kernel argument, passed by value (device addresses are plain 64-bit integers).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg {
+    P(u64),
+    I(i32),
+    L(i64),
+    F(f32),
+}
+
 /// Queues `f` on `stream` with grid `grid`, `block` threads, `smem` bytes of dynamic shared
-/// memory and `params` (one pointer to each argument's value, in the kernel's order).
+/// memory and `args` (in the kernel's parameter order).
 ///
 /// # Safety
-/// `params` match the kernel's parameter list in number, type and order, every address
-/// among them is valid for what the kernel does with it until the launch completes, and with
+/// `args` match the kernel's parameter list in number, type and order, every address among
+/// them is valid for what the kernel does with it until the launch completes, and with
 /// `overlap` the kernel keeps the contract in the module documentation.
 pub(crate) unsafe fn launch_ex(
     stream: &CudaStream,
@@ -35,9 +44,21 @@ pub(crate) unsafe fn launch_ex(
     grid: (u32, u32, u32),
     block: u32,
     smem: u32,
-    params: &mut [*mut c_void],
+    args: &[Arg],
     overlap: bool,
 ) -> Result<()> {
+    // Each argument's value in an 8-byte cell (4-byte ones in the low bytes: the driver reads
+    // as many bytes as the parameter has, and the host is little-endian).
+    let mut vals: Vec<u64> = args
+        .iter()
+        .map(|a| match *a {
+            Arg::P(v) => v,
+            Arg::I(v) => v as u32 as u64,
+            Arg::L(v) => v as u64,
+            Arg::F(v) => v.to_bits() as u64,
+        })
+        .collect();
+    let mut params: Vec<*mut c_void> = vals.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
     stream.context().bind_to_thread()?;
     // SAFETY: an all-zero attribute is a valid (ignored) value of this plain C union.
     let mut attr: CUlaunchAttribute = unsafe { std::mem::zeroed() };

@@ -42,8 +42,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use std::ffi::c_void;
-
 use cudarc::driver::{CudaFunction, CudaStream};
 use dsv4_model::ModelConfig;
 
@@ -51,6 +49,7 @@ use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::kernels::MODEL_KERNELS;
 use crate::launch::launch_ex;
+pub(crate) use crate::launch::Arg;
 use crate::quant::{Matmul, Matvec};
 
 pub use state::{GpuState, CHUNK as PREFILL_CHUNK};
@@ -105,14 +104,6 @@ pub struct GpuModel {
     prof: Mutex<Option<HashMap<String, (u64, f64)>>>,
 }
 
-/// One kernel argument, pushed by value (device addresses are plain 64-bit integers).
-#[derive(Clone, Copy, Debug)]
-enum Arg {
-    P(u64),
-    I(i32),
-    L(i64),
-    F(f32),
-}
 
 /// The model kernels of one device, by name.
 struct Kernels {
@@ -139,22 +130,10 @@ impl Kernels {
     /// of the state, large enough for what the kernel touches given the size arguments.
     fn launch(&self, stream: &Arc<CudaStream>, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg], overlap: bool) -> Result<()> {
         let f = self.funcs.get(name).ok_or_else(|| CudaError::MissingKernel(name.into()))?;
-        // Each argument's value in an 8-byte cell (4-byte ones in the low bytes: the driver
-        // reads as many bytes as the parameter has, and the host is little-endian).
-        let mut vals: Vec<u64> = args
-            .iter()
-            .map(|a| match *a {
-                Arg::P(v) => v,
-                Arg::I(v) => v as u32 as u64,
-                Arg::L(v) => v as u64,
-                Arg::F(v) => v.to_bits() as u64,
-            })
-            .collect();
-        let mut params: Vec<*mut c_void> = vals.iter_mut().map(|v| v as *mut u64 as *mut c_void).collect();
         let grid = (grid.0.max(1) as u32, grid.1.max(1) as u32, grid.2.max(1) as u32);
         // SAFETY: see the function's contract above; every model kernel starts with
         // DSV4_GRID_ENTRY, the condition of `overlap`.
-        unsafe { launch_ex(stream, f, grid, block as u32, smem as u32, &mut params, overlap) }
+        unsafe { launch_ex(stream, f, grid, block as u32, smem as u32, args, overlap) }
     }
 }
 

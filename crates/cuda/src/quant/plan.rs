@@ -2,15 +2,14 @@
 //! `experts.rs`): which kernel, how many CTAs, how much shared memory, and the one place that
 //! pushes the `MV_ARGS` / `MVX_ARGS` argument lists of `matvec.cu`.
 
-use std::ffi::c_void;
-
 use cudarc::driver::{CudaFunction, DevicePtr};
 use dsv4_gguf::GgmlType;
 
 use super::experts::ExpertSlots;
 use super::matvec::{act_bytes, dev_addr, is_float, DeviceMatrix, Matvec, Variant};
 use crate::error::{CudaError, Result};
-use crate::launch::launch_ex;
+use crate::launch::{launch_ex, Arg};
+use Arg::{I, L, P};
 
 /// Warps per CTA of the float kernels (`MV_WARPS` in `matvec.cu`) and of the quantized ones
 /// (`MVQ_WARPS`).
@@ -212,46 +211,29 @@ impl Matvec {
             .ok_or_else(|| CudaError::Shape("weights overrun their buffer".into()))?;
         let weights = w.buf.cuda_slice().slice(w.offset..end);
         // With event tracking off (`Gpu::new`) the guard records nothing.
-        let (mut wp, _guard) = weights.device_ptr(&self.stream);
-        let mut tab = dev_addr(&self.stream, &self.iq2_tab);
-        let mut row_bytes = w.row_bytes() as i64;
-        let (mut rows, mut cols) = (w.rows() as i32, w.cols() as i32);
-        let (mut x, mut y) = (x, y);
-        let (mut x_stride, mut y_stride) = (x_stride as i64, y_stride as i64);
-        let mut n = n as i32;
-        let (mut split, mut xsm) = (l.split as i32, l.xsm as i32);
-        let mut params: Vec<*mut c_void> = vec![
-            &mut wp as *mut u64 as _,
-            &mut row_bytes as *mut i64 as _,
-            &mut rows as *mut i32 as _,
-            &mut cols as *mut i32 as _,
-            &mut x as *mut u64 as _,
-            &mut x_stride as *mut i64 as _,
-            &mut y as *mut u64 as _,
-            &mut y_stride as *mut i64 as _,
-            &mut n as *mut i32 as _,
-            &mut tab as *mut u64 as _,
-            &mut split as *mut i32 as _,
-            &mut xsm as *mut i32 as _,
+        let (wp, _guard) = weights.device_ptr(&self.stream);
+        let mut args = vec![
+            P(wp),
+            L(w.row_bytes() as i64),
+            I(w.rows() as i32),
+            I(w.cols() as i32),
+            P(x),
+            L(x_stride as i64),
+            P(y),
+            L(y_stride as i64),
+            I(n as i32),
+            P(dev_addr(&self.stream, &self.iq2_tab)),
+            I(l.split as i32),
+            I(l.xsm as i32),
         ];
-        let mut slot_args = slots.map(|s| {
-            (
-                s.slots.ids,
-                s.n_expert as i32,
-                s.expert_bytes as i64,
-                s.slots.x_div as i32,
-                s.slots.y_mod as i32,
-                s.slots.y_mul as i64,
-            )
-        });
-        if let Some((ids, n_expert, expert_bytes, x_div, y_mod, y_mul)) = &mut slot_args {
-            params.extend([
-                ids as *mut u64 as *mut c_void,
-                n_expert as *mut i32 as _,
-                expert_bytes as *mut i64 as _,
-                x_div as *mut i32 as _,
-                y_mod as *mut i32 as _,
-                y_mul as *mut i64 as _,
+        if let Some(s) = slots {
+            args.extend([
+                P(s.slots.ids),
+                I(s.n_expert as i32),
+                L(s.expert_bytes as i64),
+                I(s.slots.x_div as i32),
+                I(s.slots.y_mod as i32),
+                L(s.slots.y_mul as i64),
             ]);
         }
         // SAFETY: the argument list matches MV_ARGS (and MVX_ARGS with slots) in matvec.cu;
@@ -262,6 +244,6 @@ impl Matvec {
         // obligation to their callers). Every matvec kernel waits in its entry before it
         // touches what another kernel writes (the condition of `overlap`).
         let grid = (l.ctas as u32, grid_y as u32, 1);
-        unsafe { launch_ex(&self.stream, f, grid, l.threads as u32, l.smem as u32, &mut params, self.overlap()) }
+        unsafe { launch_ex(&self.stream, f, grid, l.threads as u32, l.smem as u32, &args, self.overlap()) }
     }
 }
