@@ -149,10 +149,20 @@ pub fn matmul(
     // Q8_0 with quantized activations (the attention projections and the output head):
     // four vectors per pass over a row.
     let q8: Option<Vec<&[BlockQ8_0Act]>> = kernels.iter().map(|k| if let Kernel::Q8_0(_, a) = k { Some(*a) } else { None }).collect();
+    // With AVX-512 VNNI, eight vectors per pass, their activations laid out once here.
+    #[cfg(target_arch = "x86_64")]
+    let q8x8: Option<Vec<q8_0::vnni::Acts8>> = match &q8 {
+        Some(acts) if n > 1 && q8_0::vnni::available() => Some(acts.chunks(q8_0::vnni::TOKENS).map(q8_0::vnni::Acts8::new).collect()),
+        _ => None,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let q8x8: Option<Vec<()>> = None;
     scratch.par_chunks_mut(chunk_rows * n).zip(weights.par_chunks(chunk_rows * row_bytes)).for_each(|(s, w)| {
         let r = w.len() / row_bytes;
-        match &q8 {
-            Some(acts) if n > 1 => run_rows_q8_0_x4(w, row_bytes, s, acts),
+        match (&q8, &q8x8) {
+            #[cfg(target_arch = "x86_64")]
+            (_, Some(groups)) => run_rows_q8_0_x8(w, row_bytes, s, groups, n),
+            (Some(acts), _) if n > 1 => run_rows_q8_0_x4(w, row_bytes, s, acts),
             _ => {
                 for (t, k) in kernels.iter().enumerate() {
                     run_rows_serial(w, row_bytes, &mut s[t * r..(t + 1) * r], k);
@@ -167,6 +177,24 @@ pub fn matmul(
         }
     }
     Ok(())
+}
+
+/// Rows of `w` against the `n` vectors laid out in `groups` (eight a group); vector t's row i
+/// goes to `out[t * rows + i]`.
+#[cfg(target_arch = "x86_64")]
+fn run_rows_q8_0_x8(w: &[u8], row_bytes: usize, out: &mut [f32], groups: &[q8_0::vnni::Acts8], n: usize) {
+    let rows = w.len() / row_bytes;
+    let mut tmp = vec![[0f32; q8_0::vnni::TOKENS]; rows];
+    for (g, acts) in groups.iter().enumerate() {
+        // SAFETY: the groups exist only where `vnni::available()`; the rows are Q8_0 rows of
+        // the activations' block count (checked by the caller's kernels).
+        unsafe { q8_0::vnni::rows_x8(w, row_bytes, acts, &mut tmp) };
+        for (i, v) in tmp.iter().enumerate() {
+            for (t, &x) in v.iter().enumerate().take(n - g * q8_0::vnni::TOKENS) {
+                out[(g * q8_0::vnni::TOKENS + t) * rows + i] = x;
+            }
+        }
+    }
 }
 
 /// Rows of `w` against every vector of `acts`, four vectors at a time (the last group padded

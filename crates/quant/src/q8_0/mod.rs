@@ -3,6 +3,8 @@
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub(crate) mod dot;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod vnni;
 pub mod quantize;
 
 use crate::f16_at;
