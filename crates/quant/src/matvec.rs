@@ -147,7 +147,7 @@ pub fn matmul(
     let chunk_rows = (CHUNK_BYTES / row_bytes).max(1).next_multiple_of(8);
     let mut scratch = vec![0f32; n * rows];
     // Q8_0 with quantized activations (the attention projections and the output head):
-    // four vectors per pass over a row.
+    // several vectors per pass over a row (eight with AVX-512 VNNI, else four).
     let q8: Option<Vec<&[BlockQ8_0Act]>> = kernels.iter().map(|k| if let Kernel::Q8_0(_, a) = k { Some(*a) } else { None }).collect();
     // With AVX-512 VNNI, eight vectors per pass, their activations laid out once here.
     #[cfg(target_arch = "x86_64")]

@@ -71,7 +71,8 @@ impl Acts8 {
 #[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) unsafe fn rows_x8(w: &[u8], row_bytes: usize, acts: &Acts8, out: &mut [[f32; TOKENS]]) {
     let nb = acts.blocks();
-    debug_assert_eq!(row_bytes, nb * BLOCK_BYTES);
+    // A row of other length would be read in part, silently: refuse it.
+    assert_eq!(row_bytes, nb * BLOCK_BYTES, "Q8_0 rows of {row_bytes} bytes against {nb} activation blocks");
     let flip = _mm256_set1_epi32(0x8080_8080u32 as i32);
     for (row, o) in w.chunks_exact(row_bytes).zip(out.iter_mut()) {
         let mut acc = _mm256_setzero_ps();
