@@ -178,6 +178,44 @@ fn expert_tiles_match_cpu_official() {
     }
 }
 
+/// Several matrices of one shape in one launch (the output projection's head groups): group
+/// g of token t reads activation row `t·G + g` and writes its outputs at `t·G·rows + g·rows`,
+/// each group equal to its own matrix's CPU product.
+#[test]
+fn grouped_products_match_cpu_official() {
+    let Some(gpu) = gpu_or_skip("grouped_products_match_cpu_official") else {
+        return;
+    };
+    let mm = Matmul::new(&gpu).unwrap();
+    let (ng, rows, cols) = (4usize, 320usize, 1024usize);
+    for (ti, &ty) in TYPES.iter().enumerate() {
+        let stacked = random_matrix(ty, ng * rows, cols, 0.01, 9500 + ti as u64);
+        let per = stacked.len() / ng;
+        let buf = Arc::new(gpu.upload(&stacked).unwrap());
+        let mats: Vec<DeviceMatrix> = (0..ng).map(|g| DeviceMatrix::view(buf.clone(), g * per, ty, rows, cols).unwrap()).collect();
+        for n in [2usize, 37, 130] {
+            // Row t·ng + g: token t's group g.
+            let (xs, a, stride) = acts(ty, cols, n * ng, 9600 + 10 * ti as u64 + n as u64);
+            let da = gpu.upload(&a).unwrap();
+            let mut dy = gpu.upload(&vec![f32::NAN; n * ng * rows]).unwrap();
+            mm.run_groups(&mats, &da, ng * stride, stride, n, &mut dy, ng * rows, rows).unwrap();
+            let got = gpu.download(&dy).unwrap();
+            for g in 0..ng {
+                let x: Vec<f32> = (0..n).flat_map(|t| xs[(t * ng + g) * cols..(t * ng + g + 1) * cols].to_vec()).collect();
+                let mine: Vec<f32> = (0..n).flat_map(|t| got[(t * ng + g) * rows..(t * ng + g + 1) * rows].to_vec()).collect();
+                let mut want = vec![0f32; n * rows];
+                dsv4_quant::matmul(ty, &stacked[g * per..(g + 1) * per], rows, cols, &x, n, &mut want, Numerics::Official).unwrap();
+                let what = format!("{ty} group {g} of {ng}, {n} tokens");
+                let (rel, same) = compare(&what, ty, &stacked[g * per..(g + 1) * per], rows, cols, &x, &mine, &want);
+                eprintln!("{what}: rel L2 {rel:.2e}, {same}/{} bitwise", want.len());
+            }
+        }
+        let mut small = gpu.upload(&vec![0f32; ng * rows]).unwrap();
+        let a = gpu.upload(&[0u8; 64]).unwrap();
+        assert!(mm.run_groups(&mats, &a, 64, 64, 2, &mut small, rows, rows).is_err(), "{ty}: buffers too small are refused");
+    }
+}
+
 /// Float weights (F16, F32) over many tokens: the plain f32 product against the CPU's, on
 /// the model's float shapes (HC projection, router, compressor, indexer) and odd ones.
 #[test]

@@ -46,24 +46,25 @@ impl MemoryPlan {
     }
 
     /// The CUDA backend's plan, in device memory: the weights uploaded whole, one full-context
-    /// state per resident session (f32 rows, allocated up front), and per session one prefill
-    /// chunk's scratch (`PREFILL_CHUNK` tokens' activations and logits, the attention scores
-    /// over every row of the longest layer, and each chunk token's indexer scores and mask over
-    /// those rows), and once the decode step's scratch for
-    /// `MAX_STEP_BATCH` sessions. Rewind checkpoints live in host memory.
+    /// state per resident session (f32 rows, allocated up front, with one token's attention
+    /// scores over every row of the longest layer and its indexer scores and mask), once the
+    /// prefill chunk's scratch (`PREFILL_CHUNK` tokens' activations and logits, each chunk
+    /// token's indexer scores and mask over every row; the model holds one for all sessions),
+    /// and once the decode step's scratch for `MAX_STEP_BATCH` sessions. Rewind checkpoints
+    /// live in host memory.
     pub fn gpu(cfg: &ModelConfig, weights: u64, ctx: usize, sessions: usize) -> MemoryPlan {
         let chunk = dsv4_cuda::PREFILL_CHUNK;
         let one = MemoryPlan::cpu(cfg, weights, ctx, chunk);
         let rows = cfg.layer_kinds.iter().map(|k| (ctx as u64).checked_div(k.ratio() as u64).unwrap_or(0)).max().unwrap_or(0);
-        let att = cfg.n_head as u64 * (cfg.sliding_window as u64 + rows) * 4;
-        // Every token of a chunk has its logits row (all-position logits; 132 MB on Flash).
+        let att = cfg.n_head as u64 * (cfg.sliding_window as u64 + rows) * 4 + rows * 5;
+        // Every token of a chunk has its logits row (all-position logits; 265 MB on Flash).
         let logits = (chunk * cfg.vocab_size * 4) as u64;
         // The chunk's indexer scores (f32) and masks (u8): a row per token over every row.
         let scores = chunk as u64 * rows * 5;
-        let per_session = one.kv + one.buffers + att + logits + scores;
-        // Plus the decode step's scratch, shared by every session (continuous batching).
+        let prefill = one.buffers + logits + scores;
         let step = dsv4_cuda::step_batch_bytes(cfg);
-        MemoryPlan { ctx, weights, kv: one.kv * sessions.max(1) as u64, checkpoints: 0, buffers: (per_session - one.kv) * sessions.max(1) as u64 + step }
+        let n = sessions.max(1) as u64;
+        MemoryPlan { ctx, weights, kv: one.kv * n, checkpoints: 0, buffers: att * n + prefill + step }
     }
 
     /// Refuses a GPU plan that does not fit `free` bytes of device memory.
@@ -172,6 +173,11 @@ mod tests {
         let one = MemoryPlan::gpu(&cfg, weights, 32768, 1);
         let four = MemoryPlan::gpu(&cfg, weights, 32768, 4);
         assert_eq!(four.kv, 4 * one.kv);
+        // The prefill scratch is the model's, once: a session adds only its own decode
+        // scores (≈ 2 MB at 32K), while the one scratch holds a chunk's logits (265 MB).
+        let extra = (four.buffers - one.buffers) / 3;
+        assert!(extra > 1_000_000 && extra < 10_000_000, "{extra}");
+        assert!(one.buffers > 265_000_000, "{}", one.buffers);
         // 32K context: compressed + indexer rows ≈ 0.45 GB a session.
         assert!(one.kv > 400_000_000 && one.kv < 500_000_000, "{}", one.kv);
         // An H200 (≈139 GiB free) holds the q2 model with four 32K sessions, an H100 does not.

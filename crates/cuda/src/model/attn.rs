@@ -9,7 +9,10 @@
 
 use super::attn_chunk::ChunkInputs;
 use super::forward::{attend_smem, Pass, ATTEND_THREADS, BLOCK, TOPK_THREADS};
-use super::state::{comp_rows, Frontier, GpuState};
+use super::forward::MATMUL_MIN_TOKENS;
+use super::state::{act_stride, comp_rows, Frontier, GpuState, Scratch};
+use crate::quant::{matmul, Matvec};
+use dsv4_model::Numerics;
 use super::weights::Layer;
 use super::{Arg, GpuModel};
 use crate::error::Result;
@@ -41,32 +44,31 @@ impl GpuModel {
         self.launch("comp_push", (1, 1), BLOCK, 0, &args)
     }
 
-    pub(super) fn attention(&self, st: &GpuState, il: usize, p: &Pass) -> Result<()> {
+    pub(super) fn attention(&self, st: &GpuState, s: &Scratch, il: usize, p: &Pass) -> Result<()> {
         let c = &self.cfg;
         let lw: &Layer = &self.layers[il];
         let ls = &st.layers[il];
-        let s = &st.s;
         let (n, pos0, num) = (p.n(), p.pos0, p.num);
         let (e, d, nh, n_pairs, ql) = (c.n_embd, c.head_dim, c.n_head, c.rope_dim / 2, c.q_lora_rank);
         let (hce, ms) = (c.hc_count * c.n_embd, c.hc_mix().max(c.hc_count));
-        let sp = self.ptr(&st.streams);
+        let sp = self.ptr(&s.streams);
         let (x, qr, q, mix, m, kv) = (self.ptr(&s.x), self.ptr(&s.qr), self.ptr(&s.q), self.ptr(&s.mix), self.ptr(&s.m), self.ptr(&s.kv));
         let freqs = self.ptr(&lw.freqs);
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
 
         // Every token's projections.
-        self.mm(st, num, &lw.hc_attn.proj, sp, hce, n, m, ms)?;
+        self.mm(s, num, &lw.hc_attn.proj, sp, hce, n, m, ms)?;
         self.hc_pre(&lw.hc_attn, sp, m, 1, &lw.attn_norm, x, mix, false, n)?;
-        self.mm(st, num, &lw.q_a, x, e, n, qr, ql)?;
+        self.mm(s, num, &lw.q_a, x, e, n, qr, ql)?;
         self.norm_rope(qr, qr, self.ptr(&lw.q_a_norm), 1, ql, true, 0, 0, pos0, n, ql)?;
-        self.mm(st, num, &lw.q_b, qr, ql, n, q, nh * d)?;
+        self.mm(s, num, &lw.q_b, qr, ql, n, q, nh * d)?;
         self.norm_rope(q, q, 0, nh, d, true, freqs, n_pairs, pos0, n, nh * d)?;
-        self.mm(st, num, &lw.kv, x, e, n, kv, d)?;
+        self.mm(s, num, &lw.kv, x, e, n, kv, d)?;
         let width = lw.kind.compressor_lanes() * d;
         let (ckv, csc) = (self.ptr(&s.ckv), self.ptr(&s.csc));
         if let Some(cw) = &lw.comp {
-            self.mm(st, num, &cw.kv, x, e, n, ckv, width)?;
-            self.mm(st, num, &cw.gate, x, e, n, csc, width)?;
+            self.mm(s, num, &cw.kv, x, e, n, ckv, width)?;
+            self.mm(s, num, &cw.gate, x, e, n, csc, width)?;
         }
         let ratio = lw.kind.ratio() as u64;
         let (id, ih) = (c.indexer_head_dim, c.indexer_heads);
@@ -76,15 +78,15 @@ impl GpuModel {
         let last_rows = (pos0 + n as u64).checked_div(ratio).unwrap_or(0) as usize;
         let scoring = lw.indexer.is_some() && last_rows > c.indexer_top_k;
         if let Some(iw) = &lw.indexer {
-            self.mm(st, num, &iw.comp.kv, x, e, n, ikv, iwidth)?;
-            self.mm(st, num, &iw.comp.gate, x, e, n, isc, iwidth)?;
+            self.mm(s, num, &iw.comp.kv, x, e, n, ikv, iwidth)?;
+            self.mm(s, num, &iw.comp.gate, x, e, n, isc, iwidth)?;
             if scoring {
-                self.mm(st, num, &iw.q_b, qr, ql, n, iq, ih * id)?;
+                self.mm(s, num, &iw.q_b, qr, ql, n, iq, ih * id)?;
                 self.norm_rope(iq, iq, 0, ih, id, false, freqs, n_pairs, pos0, n, ih * id)?;
                 if p.official() {
                     self.index_round(iq, n * ih)?;
                 }
-                self.mm(st, num, &iw.proj, x, e, n, iwp, ih)?;
+                self.mm(s, num, &iw.proj, x, e, n, iwp, ih)?;
             }
         }
 
@@ -92,7 +94,7 @@ impl GpuModel {
         let o = self.ptr(&s.o);
         if self.chunk_attention_fits(st, il, p) {
             let xin = ChunkInputs { q, kv, ckv, csc, ikv, isc, iq, iw: iwp, o };
-            self.attention_chunk(st, il, p, &xin, scoring)?;
+            self.attention_chunk(st, s, il, p, &xin, scoring)?;
         } else {
             for t in 0..n {
                 let pos = pos0 + t as u64;
@@ -120,11 +122,11 @@ impl GpuModel {
                         self.index_round(row, 1)?;
                     }
                     if n_comp > c.indexer_top_k {
-                        let score = self.ptr(&s.iscore);
+                        let score = self.ptr(&st.iscore);
                         let scale = 1.0 / ((id * ih) as f32).sqrt();
                         let args = [P(f4(iq, t * ih * id)), P(f4(iwp, t * ih)), F(scale), P(self.ptr(rows)), I(n_comp as i32), I(ih as i32), I(id as i32), P(score)];
                         self.launch("index_scores", ((n_comp * 32).div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
-                        mask = self.ptr(&s.mask);
+                        mask = self.ptr(&st.mask);
                         let args = [P(score), I(n_comp as i32), I(c.indexer_top_k as i32), P(mask)];
                         self.launch("topk_mask", (1, 1), TOPK_THREADS, 0, &args)?;
                     }
@@ -144,7 +146,7 @@ impl GpuModel {
                     P(mask),
                     I((window + c.indexer_top_k) as i32),
                     P(self.ptr(&lw.sinks)),
-                    P(self.ptr(&s.att)),
+                    P(self.ptr(&st.att)),
                     P(f4(o, t * nh * d)),
                     I(d as i32),
                     P(freqs),
@@ -155,13 +157,42 @@ impl GpuModel {
         }
 
         // Grouped low-rank output: each group of heads through its own slice of out_a.
-        let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
+        let (r, groups) = (c.o_lora_rank, c.o_groups);
         let z = self.ptr(&s.z);
-        for (g, wa) in lw.out_a.iter().enumerate() {
-            self.mm(st, num, wa, f4(o, g * g_in), nh * d, n, f4(z, g * r), groups * r)?;
-        }
+        self.out_groups(s, lw, num, o, n, z)?;
         let y = self.ptr(&s.y);
-        self.mm(st, num, &lw.out_b, z, groups * r, n, y, e)?;
+        self.mm(s, num, &lw.out_b, z, groups * r, n, y, e)?;
         self.hc_post(sp, y, mix, n)
+    }
+
+    /// The grouped low-rank output of `n` tokens: head group g's outputs (`o`) through its own
+    /// slice of out_a into `z`'s columns `g·r ..`. Under the official numerics with a
+    /// tensor-core type, one quantization of every token's groups (a row each, so group g of
+    /// token t is row `t·groups + g`) and one launch for every group; otherwise a product per
+    /// group.
+    fn out_groups(&self, s: &Scratch, lw: &Layer, num: Numerics, o: u64, n: usize, z: u64) -> Result<()> {
+        let c = &self.cfg;
+        let (g_in, r, groups) = (c.heads_per_group() * c.head_dim, c.o_lora_rank, c.o_groups);
+        let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
+        let wa = &lw.out_a;
+        let one_launch = num == Numerics::Official
+            && n >= MATMUL_MIN_TOKENS
+            && matmul::supports(wa[0].ty())
+            && Matvec::experts_stacked(wa)
+            && groups * g_in == c.n_head * c.head_dim;
+        if !one_launch {
+            for (g, w) in wa.iter().enumerate() {
+                self.mm(s, num, w, f4(o, g * g_in), c.n_head * c.head_dim, n, f4(z, g * r), groups * r)?;
+            }
+            return Ok(());
+        }
+        // The activation scratch holds CHUNK × groups rows (state.rs); `quantize` checks.
+        let acts = self.quantize(s, &wa[0], o, g_in, n * groups)?;
+        let stride = act_stride(c);
+        self.counted(1);
+        let label = || format!("matmul {} {}x{} x{groups}", wa[0].ty(), wa[0].rows(), wa[0].cols());
+        // SAFETY: the activation rows were just written for n · groups rows of `stride`
+        // bytes; z holds n rows of groups · r floats; out_a's views are stacked (checked).
+        self.timed(label, || unsafe { self.mt.run_groups_raw(wa, acts, groups * stride, stride, n, z, groups * r, r) })
     }
 }

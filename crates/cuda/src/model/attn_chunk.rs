@@ -11,7 +11,7 @@
 //! bit (`tests/forward.rs` compares them).
 
 use super::forward::{Pass, BLOCK, TOPK_THREADS};
-use super::state::{mask_stride, Frontier, GpuState, CHUNK_ATT_FLOATS};
+use super::state::{mask_stride, Frontier, GpuState, Scratch, CHUNK_ATT_FLOATS};
 use super::weights::Layer;
 use super::{Arg, GpuModel};
 use crate::error::Result;
@@ -65,7 +65,7 @@ impl GpuModel {
     /// (`dim` floats each), then rebuilds the frontier `f` as it stands after the chunk.
     /// Returns the first row written and how many.
     #[allow(clippy::too_many_arguments)]
-    fn comp_chunk(&self, st: &GpuState, f: &Frontier, kv: u64, sc: u64, ape: u64, kind: LayerKind, width: usize, p: &Pass, rows: u64, norm: u64, freqs: u64) -> Result<(usize, usize)> {
+    fn comp_chunk(&self, s: &Scratch, f: &Frontier, kv: u64, sc: u64, ape: u64, kind: LayerKind, width: usize, p: &Pass, rows: u64, norm: u64, freqs: u64) -> Result<(usize, usize)> {
         let ratio = kind.ratio() as u64;
         let (pos0, p1) = (p.pos0, p.pos0 + p.n() as u64);
         let overlapping = (kind == LayerKind::Csa) as i32;
@@ -94,7 +94,7 @@ impl GpuModel {
             self.launch("comp_chunk", (count, 1), BLOCK, 0, &args)?;
         }
         let len = f.kv.len();
-        let (nkv, nsc) = (self.ptr(&st.s.fkv), self.ptr(&st.s.fsc));
+        let (nkv, nsc) = (self.ptr(&s.fkv), self.ptr(&s.fsc));
         let grid = len.div_ceil(BLOCK).min(1024);
         let args = [P(fkv), P(fsc), P(kv), P(sc), P(ape), I(ratio as i32), I(width as i32), I(overlapping), L(pos0 as i64), L(p1 as i64), P(nkv), P(nsc)];
         self.launch("comp_frontier", (grid, 1), BLOCK, 0, &args)?;
@@ -106,11 +106,10 @@ impl GpuModel {
     /// Layer `il`'s order-dependent attention steps for the whole chunk (see the module
     /// comment); `x` holds the chunk's projections, and `scoring` says whether the indexer
     /// queries and weights were computed (some token sees more rows than it keeps).
-    pub(super) fn attention_chunk(&self, st: &GpuState, il: usize, p: &Pass, x: &ChunkInputs, scoring: bool) -> Result<()> {
+    pub(super) fn attention_chunk(&self, st: &GpuState, s: &Scratch, il: usize, p: &Pass, x: &ChunkInputs, scoring: bool) -> Result<()> {
         let c = &self.cfg;
         let lw: &Layer = &self.layers[il];
         let ls = &st.layers[il];
-        let s = &st.s;
         let (n, pos0) = (p.n(), p.pos0);
         let (d, nh, n_pairs, window) = (c.head_dim, c.n_head, c.rope_dim / 2, c.sliding_window);
         let freqs = self.ptr(&lw.freqs);
@@ -125,7 +124,7 @@ impl GpuModel {
         let ratio = lw.kind.ratio() as u64;
         let width = lw.kind.compressor_lanes() * d;
         if let (Some(cw), Some((rows, f))) = (&lw.comp, &ls.comp) {
-            let (first, count) = self.comp_chunk(st, f, x.ckv, x.csc, self.ptr(&cw.ape), lw.kind, width, p, self.ptr(rows), self.ptr(&cw.norm), freqs)?;
+            let (first, count) = self.comp_chunk(s, f, x.ckv, x.csc, self.ptr(&cw.ape), lw.kind, width, p, self.ptr(rows), self.ptr(&cw.norm), freqs)?;
             if count > 0 && p.official() {
                 let row = f4(self.ptr(rows), first * d);
                 self.launch("kv_round", (count, 1), 64, 0, &[P(row), I(d as i32), I(c.rope_dim as i32), L(d as i64)])?;
@@ -136,7 +135,7 @@ impl GpuModel {
         let mut masks = 0u64;
         if let (Some(iw), Some((rows, f))) = (&lw.indexer, &ls.index) {
             let iwidth = lw.kind.compressor_lanes() * id;
-            let (first, count) = self.comp_chunk(st, f, x.ikv, x.isc, self.ptr(&iw.comp.ape), lw.kind, iwidth, p, self.ptr(rows), self.ptr(&iw.comp.norm), freqs)?;
+            let (first, count) = self.comp_chunk(s, f, x.ikv, x.isc, self.ptr(&iw.comp.ape), lw.kind, iwidth, p, self.ptr(rows), self.ptr(&iw.comp.norm), freqs)?;
             if count > 0 && p.official() {
                 self.index_round(f4(self.ptr(rows), first * id), count)?;
             }

@@ -13,7 +13,7 @@
 //! time.
 
 use super::forward::{Pass, BLOCK};
-use super::state::{act_stride, GpuState, CHUNK};
+use super::state::{act_stride, Scratch, CHUNK};
 use super::weights::{Layer, Route};
 use super::{Arg, GpuModel};
 use crate::error::{CudaError, Result};
@@ -26,14 +26,14 @@ use Arg::{F, I, P};
 
 impl GpuModel {
     /// The experts of each token of the chunk (`n × used`, selection order).
-    fn chosen(&self, st: &GpuState, lw: &Layer, p: &Pass) -> Result<Vec<usize>> {
+    fn chosen(&self, s: &Scratch, lw: &Layer, p: &Pass) -> Result<Vec<usize>> {
         let c = &self.cfg;
         let (n, used) = (p.n(), c.n_expert_used);
         match &lw.route {
             Route::Hash { host, .. } => Ok(p.toks.iter().flat_map(|&t| host[t as usize * used..(t as usize + 1) * used].iter().map(|&x| x as usize)).collect()),
             Route::Scored { .. } => {
                 let mut ids = vec![0i32; n * used];
-                self.stream.memcpy_dtoh(&st.s.sel.cuda_slice().slice(..n * used), &mut ids)?;
+                self.stream.memcpy_dtoh(&s.sel.cuda_slice().slice(..n * used), &mut ids)?;
                 self.stream.synchronize()?;
                 ids.iter()
                     .map(|&x| usize::try_from(x).ok().filter(|&x| x < c.n_expert))
@@ -43,21 +43,20 @@ impl GpuModel {
         }
     }
 
-    pub(super) fn ffn(&self, st: &mut GpuState, il: usize, p: &Pass) -> Result<()> {
+    pub(super) fn ffn(&self, s: &mut Scratch, il: usize, p: &Pass) -> Result<()> {
         let c = &self.cfg;
         let lw: &Layer = &self.layers[il];
         let (n, num) = (p.n(), p.num);
         let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
         let (hce, ms) = (c.hc_count * e, c.hc_mix().max(c.hc_count));
-        let sp = self.ptr(&st.streams);
-        let s = &st.s;
+        let sp = self.ptr(&s.streams);
         let (x, mix, m) = (self.ptr(&s.x), self.ptr(&s.mix), self.ptr(&s.m));
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
-        self.mm(st, num, &lw.hc_ffn.proj, sp, hce, n, m, ms)?;
+        self.mm(s, num, &lw.hc_ffn.proj, sp, hce, n, m, ms)?;
         self.hc_pre(&lw.hc_ffn, sp, m, 1, &lw.ffn_norm, x, mix, false, n)?;
 
         let (rlog, sel, wts) = (self.ptr(&s.rlog), self.ptr(&s.sel), self.ptr(&s.wts));
-        self.mm(st, num, &lw.gate_inp, x, e, n, rlog, c.n_expert)?;
+        self.mm(s, num, &lw.gate_inp, x, e, n, rlog, c.n_expert)?;
         let (bias, table) = match &lw.route {
             Route::Hash { dev, .. } => (0, self.ptr(dev)),
             Route::Scored { bias } => (self.ptr(bias), 0),
@@ -67,9 +66,9 @@ impl GpuModel {
         self.launch("route", (n, 1), BLOCK, 0, &args)?;
         let stacked = [&lw.gate, &lw.up, &lw.down].iter().all(|m| Matvec::experts_stacked(m));
         if stacked && n * used <= MAX_BATCH && !self.opts.host_experts {
-            return self.experts_on_device(st, lw, n, num);
+            return self.experts_on_device(s, lw, n, num);
         }
-        let experts = self.timed(|| "routing read-back".into(), || self.chosen(st, lw, p))?;
+        let experts = self.timed(|| "routing read-back".into(), || self.chosen(s, lw, p))?;
 
         // Which (token, pick) each expert serves, in token order.
         let mut users: Vec<Vec<(usize, usize)>> = vec![Vec::new(); c.n_expert];
@@ -78,8 +77,8 @@ impl GpuModel {
         }
         let tensor_cores = [&lw.gate, &lw.up, &lw.down].iter().all(|m| m.first().is_some_and(|w| matmul::supports(w.ty())));
         if p.official() && stacked && tensor_cores && !self.opts.host_experts {
-            self.experts_grouped(st, lw, &users)?;
-            return self.shared_and_sum(st, lw, n, num);
+            self.experts_grouped(s, lw, &users)?;
+            return self.shared_and_sum(s, lw, n, num);
         }
         // Experts serving several tokens gather and scatter through index lists, uploaded
         // once per layer: token rows, then route-weight slots, then part slots.
@@ -89,9 +88,9 @@ impl GpuModel {
             let mut idx: Vec<i32> = shared.iter().map(|&&(t, _)| t as i32).collect();
             idx.extend(shared.iter().map(|&&(t, k)| (t * used + k) as i32));
             idx.extend(shared.iter().map(|&&(t, k)| (k * CHUNK + t) as i32));
-            self.stream.memcpy_htod(&idx, &mut st.s.idx.cuda_slice_mut().slice_mut(..3 * total))?;
+            self.stream.memcpy_htod(&idx, &mut s.idx.cuda_slice_mut().slice_mut(..3 * total))?;
         }
-        let s = &st.s;
+        let s = &*s;
         let (g, u, h, parts, xg, dn, idx) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts), self.ptr(&s.xg), self.ptr(&s.dn), self.ptr(&s.idx));
         let clamp = lw.clamp;
         let glu = |rows: usize, wk: u64, widx: u64| {
@@ -105,32 +104,32 @@ impl GpuModel {
                     // One token: straight from its input to its part.
                     let (t, k) = us[0];
                     let xt = f4(x, t * e);
-                    self.mm(st, num, &lw.gate[xid], xt, e, 1, g, ffn)?;
-                    self.mm(st, num, &lw.up[xid], xt, e, 1, u, ffn)?;
+                    self.mm(s, num, &lw.gate[xid], xt, e, 1, g, ffn)?;
+                    self.mm(s, num, &lw.up[xid], xt, e, 1, u, ffn)?;
                     // The route weight scales the SwiGLU output, before the down projection.
                     glu(1, f4(wts, t * used + k), 0)?;
-                    self.mm(st, num, &lw.down[xid], h, ffn, 1, f4(parts, (k * CHUNK + t) * e), e)?;
+                    self.mm(s, num, &lw.down[xid], h, ffn, 1, f4(parts, (k * CHUNK + t) * e), e)?;
                 }
                 cnt => {
                     let grid = (e.div_ceil(BLOCK), cnt);
                     self.launch("gather_rows", grid, BLOCK, 0, &[P(x), P(f4(idx, off)), I(e as i32), P(xg)])?;
-                    self.mm(st, num, &lw.gate[xid], xg, e, cnt, g, ffn)?;
-                    self.mm(st, num, &lw.up[xid], xg, e, cnt, u, ffn)?;
+                    self.mm(s, num, &lw.gate[xid], xg, e, cnt, g, ffn)?;
+                    self.mm(s, num, &lw.up[xid], xg, e, cnt, u, ffn)?;
                     glu(cnt, wts, f4(idx, total + off))?;
-                    self.mm(st, num, &lw.down[xid], h, ffn, cnt, dn, e)?;
+                    self.mm(s, num, &lw.down[xid], h, ffn, cnt, dn, e)?;
                     self.launch("scatter_rows", grid, BLOCK, 0, &[P(dn), P(f4(idx, 2 * total + off)), I(e as i32), P(parts)])?;
                     off += cnt;
                 }
             }
         }
-        self.shared_and_sum(st, lw, n, num)
+        self.shared_and_sum(s, lw, n, num)
     }
 
     /// Every chosen expert of the layer under the official numerics, one tensor-core launch per
     /// projection: the (token, pick) rows gathered expert by expert (`users` in expert order),
     /// quantized once per projection, multiplied tile by tile (each tile one expert's rows),
     /// and the down products scattered to their parts.
-    fn experts_grouped(&self, st: &mut GpuState, lw: &Layer, users: &[Vec<(usize, usize)>]) -> Result<()> {
+    fn experts_grouped(&self, s: &mut Scratch, lw: &Layer, users: &[Vec<(usize, usize)>]) -> Result<()> {
         let c = &self.cfg;
         let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
         let rows: Vec<(usize, usize)> = users.iter().flatten().copied().collect();
@@ -153,28 +152,28 @@ impl GpuModel {
         idx.extend(rows.iter().map(|&(t, k)| (t * used + k) as i32));
         idx.extend(rows.iter().map(|&(t, k)| (k * CHUNK + t) as i32));
         idx.extend_from_slice(&tiles);
-        if idx.len() > st.s.idx.len() || total > CHUNK * used {
+        if idx.len() > s.idx.len() || total > CHUNK * used {
             return Err(CudaError::Shape(format!("{total} expert rows and {} tiles exceed the scratch", tiles.len() / 3)));
         }
-        self.stream.memcpy_htod(&idx, &mut st.s.idx.cuda_slice_mut().slice_mut(..idx.len()))?;
-        let s = &st.s;
+        self.stream.memcpy_htod(&idx, &mut s.idx.cuda_slice_mut().slice_mut(..idx.len()))?;
+        let s = &*s;
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
         let (x, wts) = (self.ptr(&s.x), self.ptr(&s.wts));
         let (g, u, h, parts, xg, dn, ip) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts), self.ptr(&s.xg), self.ptr(&s.dn), self.ptr(&s.idx));
         let (tp, nt, stride) = (f4(ip, 3 * total), tiles.len() / 3, act_stride(c));
         self.launch("gather_rows", (e.div_ceil(BLOCK), total), BLOCK, 0, &[P(x), P(ip), I(e as i32), P(xg)])?;
-        let acts = self.quantize(st, &lw.gate[0], xg, e, total)?;
+        let acts = self.quantize(s, &lw.gate[0], xg, e, total)?;
         // SAFETY (the three products): the tiles name experts below n_expert and rows below
         // `total`, whose activation rows (`stride` bytes) and outputs (g/u: ffn floats, dn: e
         // floats) the scratch holds for CHUNK × used rows; outputs are apart from inputs.
         let label = |w: &DeviceMatrix| format!("matmul experts {} {}x{} n{bn}", w.ty(), w.rows(), w.cols());
         self.timed(|| label(&lw.gate[0]), || unsafe { self.mt.run_tiles_raw(&lw.gate, tp, nt, bn, acts, stride, g, ffn) })?;
-        let acts = if lw.up[0].ty() == lw.gate[0].ty() { acts } else { self.quantize(st, &lw.up[0], xg, e, total)? };
+        let acts = if lw.up[0].ty() == lw.gate[0].ty() { acts } else { self.quantize(s, &lw.up[0], xg, e, total)? };
         self.timed(|| label(&lw.up[0]), || unsafe { self.mt.run_tiles_raw(&lw.up, tp, nt, bn, acts, stride, u, ffn) })?;
         // The route weight scales the SwiGLU output, before the down projection.
         let args = [P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(wts), P(f4(ip, total))];
         self.launch("swiglu", (ffn.div_ceil(BLOCK), total), BLOCK, 0, &args)?;
-        let acts = self.quantize(st, &lw.down[0], h, ffn, total)?;
+        let acts = self.quantize(s, &lw.down[0], h, ffn, total)?;
         self.timed(|| label(&lw.down[0]), || unsafe { self.mt.run_tiles_raw(&lw.down, tp, nt, bn, acts, stride, dn, e) })?;
         self.launch("scatter_rows", (e.div_ceil(BLOCK), total), BLOCK, 0, &[P(dn), P(f4(ip, 2 * total)), I(e as i32), P(parts)])
     }
@@ -182,27 +181,26 @@ impl GpuModel {
     /// The routed experts read from the routing's output on the device (no host round trip):
     /// slot `t · used + k` is pick k of token t; gate and up products into rows of `g` and
     /// `u`, the weighted SwiGLU into `h`, the down products into the parts.
-    fn experts_on_device(&self, st: &GpuState, lw: &Layer, n: usize, num: Numerics) -> Result<()> {
+    fn experts_on_device(&self, s: &Scratch, lw: &Layer, n: usize, num: Numerics) -> Result<()> {
         let c = &self.cfg;
         let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
-        let s = &st.s;
         let (x, sel, wts) = (self.ptr(&s.x), self.ptr(&s.sel), self.ptr(&s.wts));
         let (g, u, h, parts) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts));
         let slots = n * used;
         let tok = ExpertSlots { ids: sel, n: slots, x_div: used, y_mod: 1, y_mul: 0, per_token: 0 };
-        self.mm_experts(st, num, &lw.gate, tok, x, e, g, ffn)?;
-        self.mm_experts(st, num, &lw.up, tok, x, e, u, ffn)?;
+        self.mm_experts(s, num, &lw.gate, tok, x, e, g, ffn)?;
+        self.mm_experts(s, num, &lw.up, tok, x, e, u, ffn)?;
         let args = [P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(wts), P(0)];
         self.launch("swiglu", (ffn.div_ceil(BLOCK), slots), BLOCK, 0, &args)?;
         let down = ExpertSlots { ids: sel, n: slots, x_div: 1, y_mod: used, y_mul: CHUNK, per_token: 0 };
-        self.mm_experts(st, num, &lw.down, down, h, ffn, parts, e)?;
-        self.shared_and_sum(st, lw, n, num)
+        self.mm_experts(s, num, &lw.down, down, h, ffn, parts, e)?;
+        self.shared_and_sum(s, lw, n, num)
     }
 
     /// [`GpuModel::mm`] over expert slots: input rows `xs` f32 apart (quantized first, one
     /// row per distinct input, under the official numerics), output rows `ys` apart.
     #[allow(clippy::too_many_arguments)]
-    fn mm_experts(&self, st: &GpuState, num: Numerics, ws: &[DeviceMatrix], sl: ExpertSlots, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
+    fn mm_experts(&self, s: &Scratch, num: Numerics, ws: &[DeviceMatrix], sl: ExpertSlots, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
         let w = &ws[0];
         let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
         if num == Numerics::Plain || float {
@@ -216,7 +214,7 @@ impl GpuModel {
         if act_bytes(w.ty(), w.cols())? > stride {
             return Err(CudaError::Shape(format!("{} columns exceed the activation scratch", w.cols())));
         }
-        let acts = self.ptr(&st.s.acts);
+        let acts = self.ptr(&s.acts);
         let rows = sl.n.div_ceil(sl.x_div);
         self.quant_acts(w.ty() == GgmlType::Q8_0, x, xs, w.cols(), rows, acts, stride)?;
         self.counted(1);
@@ -226,18 +224,17 @@ impl GpuModel {
 
     /// The shared expert over the chunk, then each token's sum of its parts, back into the
     /// streams.
-    fn shared_and_sum(&self, st: &GpuState, lw: &Layer, n: usize, num: Numerics) -> Result<()> {
+    fn shared_and_sum(&self, s: &Scratch, lw: &Layer, n: usize, num: Numerics) -> Result<()> {
         let c = &self.cfg;
         let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
-        let sp = self.ptr(&st.streams);
-        let s = &st.s;
+        let sp = self.ptr(&s.streams);
         let (x, mix) = (self.ptr(&s.x), self.ptr(&s.mix));
         let (g, u, h, parts) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts));
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
-        self.mm(st, num, &lw.gate_sh, x, e, n, g, ffn)?;
-        self.mm(st, num, &lw.up_sh, x, e, n, u, ffn)?;
+        self.mm(s, num, &lw.gate_sh, x, e, n, g, ffn)?;
+        self.mm(s, num, &lw.up_sh, x, e, n, u, ffn)?;
         self.launch("swiglu", (ffn.div_ceil(BLOCK), n), BLOCK, 0, &[P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(0), P(0)])?;
-        self.mm(st, num, &lw.down_sh, h, ffn, n, f4(parts, used * CHUNK * e), e)?;
+        self.mm(s, num, &lw.down_sh, h, ffn, n, f4(parts, used * CHUNK * e), e)?;
         let y = self.ptr(&s.y);
         self.launch("sum_parts", (e.div_ceil(BLOCK), n), BLOCK, 0, &[P(parts), I(used as i32 + 1), I(e as i32), I(CHUNK as i32), P(y)])?;
         self.hc_post(sp, y, mix, n)

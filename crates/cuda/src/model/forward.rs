@@ -8,7 +8,7 @@ use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
 use dsv4_model::Numerics;
 
-use super::state::{act_stride, GpuState, CHUNK};
+use super::state::{act_stride, mask_stride, GpuState, Scratch, CHUNK};
 use super::weights::Hc;
 use super::step_batch::MAX_STEP_BATCH;
 use super::{Arg, Decode, GpuModel};
@@ -121,6 +121,11 @@ impl GpuModel {
         let v = c.vocab_size;
         let chunks = tokens.len().div_ceil(CHUNK);
         let mut out = Vec::new();
+        let mut guard = self.prefill.lock().map_err(|_| CudaError::Shape("the prefill scratch was poisoned by a panic".into()))?;
+        let s = match guard.as_mut() {
+            Some(s) if s.rows >= mask_stride(c, st.capacity) => s,
+            _ => return Err(CudaError::Shape("the state was not made by this model's new_state".into())),
+        };
         for (ci, chunk) in tokens.chunks(CHUNK).enumerate() {
             let n = chunk.len();
             let want = if all {
@@ -130,10 +135,10 @@ impl GpuModel {
             } else {
                 0..0
             };
-            self.chunk(st, chunk, num, want.clone())?;
+            self.chunk(st, s, chunk, num, want.clone())?;
             if !want.is_empty() {
                 let mut host = vec![0f32; want.len() * v];
-                self.stream.memcpy_dtoh(&st.s.logits.cuda_slice().slice(want.start * v..want.end * v), &mut host)?;
+                self.stream.memcpy_dtoh(&s.logits.cuda_slice().slice(want.start * v..want.end * v), &mut host)?;
                 self.stream.synchronize()?;
                 out.extend(host.chunks_exact(v).map(<[f32]>::to_vec));
             }
@@ -154,30 +159,29 @@ impl GpuModel {
 
     /// Tokens `toks` (at most CHUNK) through every layer; logits of the chunk's tokens
     /// `want` into `s.logits` (token t's at `t · vocab`).
-    fn chunk(&self, st: &mut GpuState, toks: &[u32], num: Numerics, want: Range<usize>) -> Result<()> {
+    fn chunk(&self, st: &mut GpuState, s: &mut Scratch, toks: &[u32], num: Numerics, want: Range<usize>) -> Result<()> {
         let c = &self.cfg;
         let (e, hcn, n) = (c.n_embd, c.hc_count, toks.len());
         let ids: Vec<i32> = toks.iter().map(|&t| t as i32).collect();
-        self.stream.memcpy_htod(&ids, &mut st.s.toks.cuda_slice_mut().slice_mut(..n))?;
-        let sp = self.ptr(&st.streams);
-        let args = [P(self.ptr(&self.w.embd)), I(self.w.embd_f16 as i32), P(self.ptr(&st.s.toks)), I(e as i32), I(hcn as i32), P(sp)];
+        self.stream.memcpy_htod(&ids, &mut s.toks.cuda_slice_mut().slice_mut(..n))?;
+        let sp = self.ptr(&s.streams);
+        let args = [P(self.ptr(&self.w.embd)), I(self.w.embd_f16 as i32), P(self.ptr(&s.toks)), I(e as i32), I(hcn as i32), P(sp)];
         self.launch("embed", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)?;
         let p = Pass { num, toks, pos0: st.pos };
         for il in 0..self.layers.len() {
-            self.attention(st, il, &p)?;
-            self.ffn(st, il, &p)?;
+            self.attention(st, s, il, &p)?;
+            self.ffn(s, il, &p)?;
         }
         st.pos += n as u64;
         if !want.is_empty() {
-            let s = &st.s;
             let (a, k) = (want.start, want.len());
             let (hce, ms) = (hcn * e, c.hc_mix().max(hcn));
             let h = &self.w.out_hc;
             let (sa, ma, xa) = (sp + (a * hce * 4) as u64, self.ptr(&s.m) + (a * ms * 4) as u64, self.ptr(&s.x) + (a * e * 4) as u64);
-            self.mm(st, num, &h.proj, sa, hce, k, ma, ms)?;
+            self.mm(s, num, &h.proj, sa, hce, k, ma, ms)?;
             self.hc_pre(h, sa, ma, 1, &self.w.out_norm, xa, 0, true, k)?;
             let la = self.ptr(&s.logits) + (a * c.vocab_size * 4) as u64;
-            self.mm(st, num, &self.w.output, xa, e, k, la, c.vocab_size)?;
+            self.mm(s, num, &self.w.output, xa, e, k, la, c.vocab_size)?;
         }
         Ok(())
     }
@@ -203,7 +207,7 @@ impl GpuModel {
     /// f32 many-token kernel (one launch); the plain quantized products run [`MAX_BATCH`]
     /// tokens per launch.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn mm(&self, st: &GpuState, num: Numerics, w: &DeviceMatrix, x: u64, xs: usize, n: usize, y: u64, ys: usize) -> Result<()> {
+    pub(super) fn mm(&self, s: &Scratch, num: Numerics, w: &DeviceMatrix, x: u64, xs: usize, n: usize, y: u64, ys: usize) -> Result<()> {
         let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
         let label = |what: &str| format!("{what} {} {}x{}", w.ty(), w.rows(), w.cols());
         if float && n >= MATMUL_MIN_TOKENS {
@@ -228,7 +232,7 @@ impl GpuModel {
                 },
             );
         }
-        let acts = self.quantize(st, w, x, xs, n)?;
+        let acts = self.quantize(s, w, x, xs, n)?;
         let stride = act_stride(&self.cfg);
         if n >= MATMUL_MIN_TOKENS && matmul::supports(w.ty()) {
             self.counted(1);
@@ -251,12 +255,12 @@ impl GpuModel {
 
     /// Quantizes `n` rows of `x` (`xs` floats apart) for `w`'s type into the activation
     /// scratch, [`act_stride`] bytes per row; returns its address.
-    pub(super) fn quantize(&self, st: &GpuState, w: &DeviceMatrix, x: u64, xs: usize, n: usize) -> Result<u64> {
+    pub(super) fn quantize(&self, s: &Scratch, w: &DeviceMatrix, x: u64, xs: usize, n: usize) -> Result<u64> {
         let stride = act_stride(&self.cfg);
-        if act_bytes(w.ty(), w.cols())? > stride || n * stride > st.s.acts.len() {
+        if act_bytes(w.ty(), w.cols())? > stride || n * stride > s.acts.len() {
             return Err(CudaError::Shape(format!("{n} rows of {} columns exceed the activation scratch", w.cols())));
         }
-        let acts = self.ptr(&st.s.acts);
+        let acts = self.ptr(&s.acts);
         self.quant_acts(w.ty() == GgmlType::Q8_0, x, xs, w.cols(), n, acts, stride)?;
         Ok(acts)
     }

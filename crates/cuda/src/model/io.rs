@@ -31,7 +31,8 @@ impl GpuModel {
     /// Refuses a state made for another model.
     pub(super) fn check_state(&self, st: &GpuState) -> Result<()> {
         let c = &self.cfg;
-        if st.layers.len() != self.layers.len() || st.streams.len() != super::state::CHUNK * c.hc_count * c.n_embd {
+        let raw = c.sliding_window * c.head_dim;
+        if st.layers.len() != self.layers.len() || st.layers.iter().any(|l| l.raw.len() != raw) || !st.att.len().is_multiple_of(c.n_head) {
             return Err(bad("the state belongs to another model"));
         }
         Ok(())

@@ -4,7 +4,7 @@
 //! [`GpuModel::load`] uploads a loaded [`Model`](dsv4_model::Model)'s weights once, in their
 //! GGUF layouts; [`GpuModel::new_state`] makes a session ([`GpuState`]: the raw windows,
 //! compressed rows and compressor frontiers of every layer, plus scratch), and
-//! [`GpuModel::forward`] feeds it tokens, in chunks of up to 256 (`state::CHUNK`): per layer
+//! [`GpuModel::forward`] feeds it tokens, in chunks of up to 512 (`state::CHUNK`): per layer
 //! the weight products of a chunk read each matrix once (tokens grouped by expert in the MoE,
 //! every expert in one launch under the official numerics), while the steps that depend on earlier tokens (raw-window push, compressors,
 //! indexer, attention) run token by token in order. `model/io.rs` moves states to and from
@@ -98,6 +98,10 @@ pub struct GpuModel {
     experts_stacked: bool,
     /// The decode step's scratch and captured graphs (`model/step.rs`), one step at a time.
     batch: Mutex<step_batch::StepBatch>,
+    /// A prefill chunk's intermediates (`model/state.rs`), one chunk at a time, made by the
+    /// first [`GpuModel::new_state`] and grown by a later one whose capacity needs longer
+    /// indexer rows.
+    prefill: Mutex<Option<state::Scratch>>,
     /// Kernels queued so far (both kinds: the model's and the matvec's), for launch counts.
     launches: AtomicU64,
     /// Per-operation times while profiling (benchmarks only; see [`GpuModel::set_profiling`]).

@@ -1,6 +1,8 @@
 //! A session on the GPU: per layer, the raw window ring, the compressed rows and the
-//! compressor frontiers (the device twin of `dsv4_model::SessionState`), plus the scratch
-//! vectors one chunk's pass writes. Compressed rows are preallocated for `capacity` tokens.
+//! compressor frontiers (the device twin of `dsv4_model::SessionState`), plus the per-token
+//! attention scratch its decode steps address. Compressed rows are preallocated for
+//! `capacity` tokens. The vectors one prefill chunk's pass writes ([`Scratch`]) belong to the
+//! model, one set for every session: chunks run one at a time on the model's stream.
 
 use dsv4_model::config::LayerKind;
 use dsv4_model::ModelConfig;
@@ -37,17 +39,24 @@ pub(super) struct LayerState {
 /// Tokens one pass over the layers carries: every per-token intermediate below holds this
 /// many, one after another. Each weight matrix is read once per chunk, so a long chunk turns
 /// prefill's products into matrix products (`quant/matmul.cu` under the official numerics;
-/// the plain path runs them [`MAX_BATCH`](crate::MAX_BATCH) tokens at a time). 256 tokens
-/// keep a session's scratch near 300 MB on the Flash shapes (the largest parts: the chunk's
-/// logits, 132 MB, and the gathered expert rows, `used` per token).
-pub const CHUNK: usize = 256;
+/// the plain path runs them [`MAX_BATCH`](crate::MAX_BATCH) tokens at a time), and a MoE
+/// layer's routed experts, which a chunk of a few hundred tokens touches nearly all of, are
+/// decoded once per chunk: 512 tokens (the engine's prefill piece) halve that cost per token
+/// against 256. The scratch is about 0.6 GB on the Flash shapes (the largest parts: the
+/// chunk's logits, 265 MB, and the gathered expert rows, `used` per token), held once per
+/// model.
+pub const CHUNK: usize = 512;
 
 /// Intermediates of one chunk, sized for the largest layer. Per-token buffers hold [`CHUNK`]
-/// vectors; `att` serves one token at a time, `iscore` and `mask` one token at a time on the
-/// per-token path and one row per token ([`mask_stride`] apart) on the chunk path.
+/// vectors; `iscore` and `mask` hold one row per token ([`mask_stride`] apart) for the chunk
+/// path's indexer, sized for the longest-lived state seen so far (`rows`).
 pub(super) struct Scratch {
+    /// Compressed rows per token `iscore` and `mask` have room for.
+    pub rows: usize,
     /// The chunk's token ids (hash routing, embedding).
     pub toks: DeviceBuffer<i32>,
+    /// The HC streams of the chunk in flight (`CHUNK × hc × n_embd`).
+    pub streams: DeviceBuffer<f32>,
     pub m: DeviceBuffer<f32>,
     pub mix: DeviceBuffer<f32>,
     pub x: DeviceBuffer<f32>,
@@ -69,7 +78,6 @@ pub(super) struct Scratch {
     pub iw: DeviceBuffer<f32>,
     pub iscore: DeviceBuffer<f32>,
     pub mask: DeviceBuffer<u8>,
-    pub att: DeviceBuffer<f32>,
     pub o: DeviceBuffer<f32>,
     pub z: DeviceBuffer<f32>,
     pub y: DeviceBuffer<f32>,
@@ -89,7 +97,7 @@ pub(super) struct Scratch {
     /// grouped products ([`idx_len`]).
     pub idx: DeviceBuffer<i32>,
     /// Quantized activations (official numerics), [`act_stride`] bytes per row, one row per
-    /// (token, pick) of a chunk.
+    /// (token, pick) of a chunk, or per (token, head group) for the output projection.
     pub acts: DeviceBuffer<u8>,
     pub logits: DeviceBuffer<f32>,
 }
@@ -149,10 +157,13 @@ pub(super) fn idx_len(c: &ModelConfig) -> usize {
 pub struct GpuState {
     pub(super) pos: u64,
     pub(super) capacity: u64,
-    /// The HC streams of the chunk in flight (`CHUNK × hc × n_embd`).
-    pub(super) streams: DeviceBuffer<f32>,
     pub(super) layers: Vec<LayerState>,
-    pub(super) s: Scratch,
+    /// One token's attention at a time (decode steps and the per-token path): the scores of
+    /// every head over the window and the most compressed rows a layer can have, the
+    /// indexer's scores and mask over those rows.
+    pub(super) att: DeviceBuffer<f32>,
+    pub(super) iscore: DeviceBuffer<f32>,
+    pub(super) mask: DeviceBuffer<u8>,
 }
 
 impl GpuState {
@@ -175,12 +186,15 @@ pub(super) fn comp_rows(kind: LayerKind, capacity: u64) -> usize {
     }
 }
 
+/// A chunk's scratch whose indexer rows cover states of up to `capacity` tokens.
 fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
-    let most_rows = c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0);
+    let rows = mask_stride(c, capacity);
     let z = |n: usize| gpu.alloc_zeros::<f32>(CHUNK * n);
     let (d, id) = (c.head_dim, c.indexer_head_dim);
     Ok(Scratch {
+        rows,
         toks: gpu.alloc_zeros::<i32>(CHUNK)?,
+        streams: z(c.hc_count * c.n_embd)?,
         m: z(c.hc_mix().max(c.hc_count))?,
         mix: z(c.hc_mix())?,
         x: z(c.n_embd)?,
@@ -196,9 +210,8 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         isc: z(2 * id)?,
         iq: z(c.indexer_heads * id)?,
         iw: z(c.indexer_heads)?,
-        iscore: gpu.alloc_zeros::<f32>(most_rows.max(CHUNK * mask_stride(c, capacity)))?,
-        mask: gpu.alloc_zeros::<u8>(most_rows.max(CHUNK * mask_stride(c, capacity)))?,
-        att: gpu.alloc_zeros::<f32>(c.n_head * (c.sliding_window + most_rows))?,
+        iscore: gpu.alloc_zeros::<f32>(CHUNK * rows.max(1))?,
+        mask: gpu.alloc_zeros::<u8>(CHUNK * rows.max(1))?,
         o: z(c.n_head * d)?,
         z: z(c.o_groups * c.o_lora_rank)?,
         y: z(c.n_embd)?,
@@ -212,7 +225,7 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         h: z(c.n_expert_used * c.expert_ffn)?,
         parts: z((c.n_expert_used + 1) * c.n_embd)?,
         idx: gpu.alloc_zeros::<i32>(idx_len(c))?,
-        acts: gpu.alloc_zeros::<u8>(CHUNK * c.n_expert_used.max(1) * act_stride(c))?,
+        acts: gpu.alloc_zeros::<u8>(CHUNK * c.n_expert_used.max(c.o_groups).max(1) * act_stride(c))?,
         logits: z(c.vocab_size)?,
     })
 }
@@ -238,12 +251,20 @@ impl GpuModel {
             };
             layers.push(LayerState { raw: gpu.alloc_zeros(c.sliding_window * c.head_dim)?, comp, index });
         }
+        let most_rows = c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0);
+        let mut prefill = self.prefill.lock().map_err(|_| CudaError::Shape("the prefill scratch was poisoned by a panic".into()))?;
+        if prefill.as_ref().is_none_or(|s| s.rows < mask_stride(c, capacity)) {
+            // The old scratch goes first: both at once may not fit.
+            *prefill = None;
+            *prefill = Some(scratch(gpu, c, capacity)?);
+        }
         Ok(GpuState {
             pos: 0,
             capacity,
-            streams: gpu.alloc_zeros(CHUNK * c.hc_count * c.n_embd)?,
             layers,
-            s: scratch(gpu, c, capacity)?,
+            att: gpu.alloc_zeros(c.n_head * (c.sliding_window + most_rows))?,
+            iscore: gpu.alloc_zeros(most_rows.max(1))?,
+            mask: gpu.alloc_zeros(most_rows.max(1))?,
         })
     }
 }

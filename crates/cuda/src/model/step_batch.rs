@@ -234,9 +234,9 @@ impl GpuModel {
                 }
             }
             let base = layers * LAYER_ENTRIES;
-            t[(base + T_ISCORE) * n + j] = self.ptr(&st.s.iscore);
-            t[(base + T_MASK) * n + j] = self.ptr(&st.s.mask);
-            t[(base + T_ATT) * n + j] = self.ptr(&st.s.att);
+            t[(base + T_ISCORE) * n + j] = self.ptr(&st.iscore);
+            t[(base + T_MASK) * n + j] = self.ptr(&st.mask);
+            t[(base + T_ATT) * n + j] = self.ptr(&st.att);
         }
         t
     }

@@ -255,6 +255,7 @@ impl GpuModel {
             opts: Default::default(),
             experts_stacked,
             batch,
+            prefill: std::sync::Mutex::new(None),
             launches: Default::default(),
             prof: std::sync::Mutex::new(None),
         })

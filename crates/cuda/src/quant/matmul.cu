@@ -444,17 +444,19 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
             }
 }
 
-// Entry points: mm_<type>_n<BN>, grid (ceil(rows / BM), token tiles), 256 threads (BN 16, BM 64)
-// or 512 (BN 64, BM 128),
+// Entry points: mm_<type>_n<BN>, grid (ceil(rows / BM), token tiles, groups), 256 threads (BN
+// 16, BM 64) or 512 (BN 64, BM 128),
 // mm_smem_bytes(BM, BN) bytes of dynamic shared memory. Without `tiles`, tile y is tokens
 // BN y .. min(BN (y + 1), n) of one matrix; with it, tile y is tiles[3y .. 3y + 3] =
 // (expert, first token, count): the expert's matrix is expert_bytes after the previous one
 // (a stacked tensor), and a negative expert skips the tile. Token t of a tile reads its
-// activations at A + (first + t) a_stride and writes Y[(first + t) y_stride + row].
+// activations at A + (first + t) a_stride and writes Y[(first + t) y_stride + row]. Group z
+// (blockIdx.z: the output projection's head groups, each its own matrix over its own slice of
+// the inputs, in one launch) shifts W by z gw bytes, A by z ga bytes and Y by z gy floats.
 #define MM_ARGS                                                                                 \
     const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, i64 expert_bytes,              \
         const u8 *__restrict__ A, i64 a_stride, float *__restrict__ Y, i64 y_stride, int n,     \
-        const int *__restrict__ tiles, const u64 *__restrict__ grid
+        const int *__restrict__ tiles, const u64 *__restrict__ grid, i64 gw, i64 ga, i64 gy
 // (WN, NF, MI): 16 tokens = (2, 1, 1), 64 rows x 16 tokens on 256 threads; 64 tokens =
 // (4, 2, 2), 128 rows x 64 tokens on 512 threads. Both capped at 128 registers (16 warps per
 // SM).
@@ -472,8 +474,9 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
             ntok = min(BN, n - tok0);                                                           \
         }                                                                                       \
         if (ntok <= 0) return;                                                                  \
-        mm_body<T, WN, NF, MI>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, A, a_stride, Y, \
-                               y_stride, tok0, ntok, grid);                                     \
+        const i64 z = blockIdx.z;                                                               \
+        mm_body<T, WN, NF, MI>(W + (i64)ex * expert_bytes + z * gw, row_bytes, rows, cols,      \
+                               A + z * ga, a_stride, Y + z * gy, y_stride, tok0, ntok, grid);   \
     }
 #define MM_ALL(name, T)                                                                         \
     MM_KERNEL(mm_##name##_n16, T, 2, 1, 1)                                                      \

@@ -94,6 +94,19 @@ pub fn expert_tiles(groups: &[(usize, usize, usize)], bn: usize) -> Vec<i32> {
     t
 }
 
+/// Products side by side in one launch (grid.z): how many, and how far apart their
+/// activations (bytes) and outputs (floats) start.
+#[derive(Clone, Copy)]
+struct Groups {
+    count: usize,
+    a_bytes: i64,
+    y_floats: i64,
+}
+
+impl Groups {
+    const ONE: Groups = Groups { count: 1, a_bytes: 0, y_floats: 0 };
+}
+
 /// The loaded matmul kernels of one device.
 pub struct Matmul {
     stream: Arc<CudaStream>,
@@ -159,7 +172,52 @@ impl Matmul {
         let bn = tile_tokens(w.rows(), n, self.sm_count);
         let tiles = n.div_ceil(bn);
         // SAFETY: forwarded from the caller; no tile table.
-        unsafe { self.launch(std::slice::from_ref(w), 0, tiles, bn, n, acts, a_stride, y, y_stride) }
+        unsafe { self.launch(std::slice::from_ref(w), 0, tiles, bn, n, acts, a_stride, y, y_stride, Groups::ONE) }
+    }
+
+    /// [`Matmul::run_groups_raw`] on buffers, bounds checked: group g's token t reads its
+    /// activations at `acts[g·a_group + t·a_stride ..]` and writes `y[g·y_group + t·y_stride
+    /// ..]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_groups(&self, mats: &[DeviceMatrix], acts: &DeviceBuffer<u8>, a_stride: usize, a_group: usize, n: usize, y: &mut DeviceBuffer<f32>, y_stride: usize, y_group: usize) -> Result<()> {
+        let Some(w) = mats.first() else { return Ok(()) };
+        if n == 0 {
+            return Ok(());
+        }
+        let (last, need) = (mats.len() - 1, act_bytes(w.ty(), w.cols())?);
+        if a_stride < need || acts.len() < last * a_group + (n - 1) * a_stride + need {
+            return Err(CudaError::Shape(format!("{} activation bytes for {} groups of {n} rows", acts.len(), mats.len())));
+        }
+        if y_stride < w.rows() || y.len() < last * y_group + (n - 1) * y_stride + w.rows() {
+            return Err(CudaError::Shape(format!("y has {} elements, too few for {} groups of {n} tokens", y.len(), mats.len())));
+        }
+        let (a, yp) = (dev_addr(&self.stream, acts), dev_addr(&self.stream, y));
+        // SAFETY: sizes checked above; both buffers are borrowed for the call and outlive the
+        // launch on this stream.
+        unsafe { self.run_groups_raw(mats, a, a_stride, a_group, n, yp, y_stride, y_group) }
+    }
+
+    /// [`Matmul::run_raw`] for several matrices of one shape stacked in one buffer (the
+    /// output projection's head groups) in one launch: matrix g multiplies the `n` activation
+    /// rows starting `g·a_group` bytes after `acts` into the outputs starting `g·y_group`
+    /// floats after `y`.
+    ///
+    /// # Safety
+    /// As [`Matmul::run_raw`], for every group's activations and outputs.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_groups_raw(&self, mats: &[DeviceMatrix], acts: u64, a_stride: usize, a_group: usize, n: usize, y: u64, y_stride: usize, y_group: usize) -> Result<()> {
+        let Some(w) = mats.first() else { return Ok(()) };
+        if n == 0 || w.rows() == 0 {
+            return Ok(());
+        }
+        if mats.len() > 65535 || !a_group.is_multiple_of(4) {
+            return Err(CudaError::Shape(format!("{} groups, activations {a_group} bytes apart", mats.len())));
+        }
+        // Each group alone has rows/BM CTAs: the tile width counts them all.
+        let bn = tile_tokens(w.rows() * mats.len(), n, self.sm_count);
+        let groups = Groups { count: mats.len(), a_bytes: a_group as i64, y_floats: y_group as i64 };
+        // SAFETY: forwarded from the caller; no tile table.
+        unsafe { self.launch(mats, 0, n.div_ceil(bn), bn, n, acts, a_stride, y, y_stride, groups) }
     }
 
     /// `Y = W X` for float weights (F16, F32) and `n` f32 activation vectors one after another
@@ -247,11 +305,13 @@ impl Matmul {
             return Err(CudaError::Shape("a grouped product needs its tile table".into()));
         }
         // SAFETY: forwarded from the caller.
-        unsafe { self.launch(experts, tiles, n_tiles, bn, 0, acts, a_stride, y, y_stride) }
+        unsafe { self.launch(experts, tiles, n_tiles, bn, 0, acts, a_stride, y, y_stride, Groups::ONE) }
     }
 
+    /// `experts`: the stacked matrices a tile table names, or (with `groups.count` > 1) the
+    /// groups' matrices, group z the z-th.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn launch(&self, experts: &[DeviceMatrix], tiles: u64, n_tiles: usize, bn: usize, n: usize, acts: u64, a_stride: usize, y: u64, y_stride: usize) -> Result<()> {
+    unsafe fn launch(&self, experts: &[DeviceMatrix], tiles: u64, n_tiles: usize, bn: usize, n: usize, acts: u64, a_stride: usize, y: u64, y_stride: usize, groups: Groups) -> Result<()> {
         let w = &experts[0];
         let stride = if experts.len() == 1 { w.num_bytes() } else { stack_stride(experts).ok_or_else(|| CudaError::Shape("experts are not stacked in one buffer".into()))? };
         let need = act_bytes(w.ty(), w.cols())?;
@@ -269,7 +329,7 @@ impl Matmul {
             .ok_or_else(|| CudaError::Shape("matrices overrun their buffer".into()))?;
         let weights = w.buf.cuda_slice().slice(w.offset..end);
         let cfg = LaunchConfig {
-            grid_dim: (w.rows().div_ceil(tile_rows(bn)) as u32, n_tiles as u32, 1),
+            grid_dim: (w.rows().div_ceil(tile_rows(bn)) as u32, n_tiles as u32, groups.count as u32),
             // 4 warps per 16 tokens of the tile (`MM_KERNEL` in matmul.cu).
             block_dim: (if bn == 16 { 256 } else { 512 }, 1, 1),
             shared_mem_bytes: smem_bytes(bn) as u32,
@@ -277,6 +337,9 @@ impl Matmul {
         let (row_bytes, rows, cols, eb) = (w.row_bytes() as i64, w.rows() as i32, w.cols() as i32, stride as i64);
         let (a_stride, y_stride, n) = (a_stride as i64, y_stride as i64, n as i32);
         let grid = self.iq2_grid.view();
+        // Group z's matrix follows the previous one (a tile table's experts are found by
+        // their index instead).
+        let gw = if groups.count > 1 { eb } else { 0 };
         let mut b = self.stream.launch_builder(f);
         b.arg(&weights)
             .arg(&row_bytes)
@@ -289,7 +352,10 @@ impl Matmul {
             .arg(&y_stride)
             .arg(&n)
             .arg(&tiles)
-            .arg(&grid);
+            .arg(&grid)
+            .arg(&gw)
+            .arg(&groups.a_bytes)
+            .arg(&groups.y_floats);
         // SAFETY: the list matches MM_ARGS in matmul.cu; the weights of every expert lie in
         // the slice passed (checked above), and the caller vouches for activations, outputs
         // and the tile table.
