@@ -377,3 +377,162 @@ __device__ __forceinline__ float index_score(const float* q, const float* w, flo
     return s;
 }
 
+// The int8 tensor-core product of one 16 x 32 by 32 x 8 tile into d (mma.sync m16n8k32, sm_80+):
+// lane (g = lane / 4, t = lane % 4) holds A rows g and g + 8 at k = 4t.. and 16 + 4t.. (a[0..3]:
+// (g, lo), (g + 8, lo), (g, hi), (g + 8, hi)), B column g at k = 4t.. (b0) and 16 + 4t.. (b1),
+// and gets D at (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1).
+__device__ __forceinline__ void mma_k32(int (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// An exact int -> float for |v| < 2^22 on the FP32 pipe (I2F is quarter rate): v lands in the
+// low mantissa bits of 1.5 * 2^23.
+__device__ __forceinline__ float small_i2f(int v) { return __int_as_float(v + 0x4B400000) - 12582912.0f; }
+
+// ---- the official indexer's scores on the int8 tensor cores --------------------------------
+// Under the official numerics every indexer query head and key row has been through the
+// Hadamard + FP4 round trip (index_round): in each block of 32 values, v = g 2^s with g on the
+// E2M1 grid {0, 0.5, 1, 1.5, 2, 3, 4, 6}, and the block's largest magnitude rounds to 3, 4 or 6
+// times 2^s. With e the binary exponent of that magnitude (frexp: amax = f 2^e, f in [0.5, 1);
+// e = s + 2 or s + 3), every v 2^(4 - e) is an integer of magnitude below 16: the block is an
+// int8 code vector times 2^(e - 4), exactly. A block's dot product is then one exact int32 from
+// an m16n8k32 MMA, times the two blocks' powers of two (exact), and the blocks are added in
+// order in f32: the dot product rounded once per block, where the f32 kernel (index_score)
+// rounds every term. A block holding a non-finite value gets a NaN scale, so the score is NaN
+// as in f32. Heads up to 64 (four 16-row tiles), widths of 32, 64 or 128.
+#define IX_TILES 4
+#define IX_BLOCKS 4
+// Keys a warp scores in the launches sized by the key count (INDEX_KEYS in forward.rs).
+#define IX_KEYS 128
+
+__device__ __forceinline__ bool index_mma_ok(int heads, int dim) {
+    return heads >= 1 && heads <= 16 * IX_TILES && (dim & 31) == 0 && dim <= 32 * IX_BLOCKS;
+}
+
+// 8 values (two runs of 4: k = 4t.. and 16 + 4t.. of a 32-value block) of one row, held by the 4
+// lanes t of a lane group: their int8 codes packed as the MMA takes them, and the block's
+// scale 2^(e - 4) (NaN when the block holds a non-finite value; 0-valued blocks get codes 0).
+__device__ __forceinline__ float fp4_codes(float4 lo, float4 hi, u32& wlo, u32& whi) {
+    const float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    float amax = 0.0f;
+    bool bad = false;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        amax = fmaxf(amax, fabsf(v[i]));
+        bad |= !isfinite(v[i]);
+    }
+    amax = fmaxf(amax, __shfl_xor_sync(DSV4_FULL_MASK, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(DSV4_FULL_MASK, amax, 2));
+    bad |= __shfl_xor_sync(DSV4_FULL_MASK, (int)bad, 1) != 0;
+    bad |= __shfl_xor_sync(DSV4_FULL_MASK, (int)bad, 2) != 0;
+    int e = 0;
+    if (!bad) frexpf(amax, &e);
+    u32 w[2] = {0u, 0u};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int code = bad ? 0 : __float2int_rn(ldexpf(v[i], 4 - e));
+        w[i >> 2] |= ((u32)code & 255u) << (8 * (i & 3));
+    }
+    wlo = w[0];
+    whi = w[1];
+    return bad ? __int_as_float(0x7fc00000) : ldexpf(1.0f, e - 4);
+}
+
+// score[c] = Σ_h (w[h] · w_scale) · relu(q_h · k_c) for one token's keys c < c1 in steps of 8
+// (keys k0 .. k0 + 7 for k0 = c0, c0 + step, ..), by one warp; q is heads × dim, keys rows of
+// dim. Heads are summed in a fixed order (each lane its rows, then lane groups in a
+// butterfly): deterministic.
+__device__ void index_scores_mma(const float* __restrict__ q, const float* __restrict__ w, float w_scale,
+                                 const float* __restrict__ keys, long long c0, long long c1, long long step, int heads,
+                                 int dim, float* __restrict__ scores) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int nt = (heads + 15) >> 4, nb = dim >> 5;
+    u32 a[IX_TILES][IX_BLOCKS][4];
+    float sq[IX_TILES][IX_BLOCKS][2], wq[IX_TILES][2];
+#pragma unroll
+    for (int mi = 0; mi < IX_TILES; ++mi) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int h = 16 * mi + g + 8 * r;
+            wq[mi][r] = mi < nt && h < heads ? __fmul_rn(w[h], w_scale) : 0.0f;
+        }
+#pragma unroll
+        for (int b = 0; b < IX_BLOCKS; ++b) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int h = 16 * mi + g + 8 * r;
+                float4 lo = make_float4(0.f, 0.f, 0.f, 0.f), hi = lo;
+                // Whole lane groups take part (the shuffles in fp4_codes), rows past the
+                // heads as zeros.
+                if (mi < nt && b < nb && h < heads) {
+                    const float* p = q + (long long)h * dim + 32 * b + 4 * t;
+                    lo = *reinterpret_cast<const float4*>(p);
+                    hi = *reinterpret_cast<const float4*>(p + 16);
+                }
+                u32 wl = 0u, wh = 0u;
+                sq[mi][b][r] = (mi < nt && b < nb) ? fp4_codes(lo, hi, wl, wh) : 0.0f;
+                a[mi][b][r] = wl;
+                a[mi][b][2 + r] = wh;
+            }
+        }
+    }
+    for (long long k0 = c0; k0 < c1; k0 += step) {
+        const long long key = k0 + g;
+        float sk[IX_BLOCKS];
+        u32 bw[IX_BLOCKS][2];
+#pragma unroll
+        for (int b = 0; b < IX_BLOCKS; ++b) {
+            float4 lo = make_float4(0.f, 0.f, 0.f, 0.f), hi = lo;
+            if (b < nb && key < c1) {
+                const float* p = keys + key * dim + 32 * b + 4 * t;
+                lo = *reinterpret_cast<const float4*>(p);
+                hi = *reinterpret_cast<const float4*>(p + 16);
+            }
+            sk[b] = fp4_codes(lo, hi, bw[b][0], bw[b][1]);
+        }
+        // This lane's output columns are keys 2t and 2t + 1 of the step: their scales from the
+        // lane groups that loaded them.
+        float skc[IX_BLOCKS][2];
+#pragma unroll
+        for (int b = 0; b < IX_BLOCKS; ++b) {
+            skc[b][0] = __shfl_sync(DSV4_FULL_MASK, sk[b], 8 * t);
+            skc[b][1] = __shfl_sync(DSV4_FULL_MASK, sk[b], 8 * t + 4);
+        }
+        float part[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int mi = 0; mi < IX_TILES; ++mi) {
+            if (mi < nt) {
+                float dot[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int b = 0; b < IX_BLOCKS; ++b) {
+                    if (b < nb) {
+                        int d[4] = {0, 0, 0, 0};
+                        mma_k32(d, a[mi][b], bw[b][0], bw[b][1]);
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) {
+                            const float v = __fmul_rn(__fmul_rn(small_i2f(d[e]), sq[mi][b][e >> 1]), skc[b][e & 1]);
+                            dot[e] = __fadd_rn(dot[e], v);
+                        }
+                    }
+                }
+#pragma unroll
+                for (int e = 0; e < 4; ++e) part[e & 1] = __fadd_rn(part[e & 1], __fmul_rn(wq[mi][e >> 1], fmaxf(dot[e], 0.0f)));
+            }
+        }
+        // Across the 8 lane groups (rows g), for each column.
+#pragma unroll
+        for (int m = 4; m < 32; m <<= 1) {
+            part[0] = __fadd_rn(part[0], __shfl_xor_sync(DSV4_FULL_MASK, part[0], m));
+            part[1] = __fadd_rn(part[1], __shfl_xor_sync(DSV4_FULL_MASK, part[1], m));
+        }
+        if (g == 0) {
+            const long long k = k0 + 2 * t;
+            if (k < c1) scores[k] = part[0];
+            if (k + 1 < c1) scores[k + 1] = part[1];
+        }
+    }
+}

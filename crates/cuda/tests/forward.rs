@@ -285,3 +285,53 @@ fn topk_mask_matches_the_cpu_rule() {
     }
     assert!(gm.probe_topk(&gpu, &[1.0, 2.0], 2).is_err(), "k must be below the row count");
 }
+
+/// The official indexer's scores on the tensor cores (exact block sums of the FP4 codes)
+/// against the exact scores in f64 and the f32 kernel, on the tiny model's shape, the Flash
+/// shape and an odd one, for queries and keys through the official round trip; the CPU's
+/// selection of the top rows from its own f32 scores is the GPU's.
+#[test]
+fn tensor_core_indexer_scores_match_exact_ones() {
+    let Some((gpu, gm, _)) = setup("tensor_core_indexer_scores_match_exact_ones", 4) else {
+        return;
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+    };
+    for (heads, dim, n) in [(4usize, 32usize, 77usize), (64, 128, 3000), (48, 64, 513)] {
+        let round = |v: &mut Vec<f32>| v.chunks_exact_mut(dim).for_each(|r| Numerics::Official.indexer_row(r));
+        // Magnitudes vary by row and block, so the blocks' powers of two differ.
+        let mut q: Vec<f32> = (0..heads * dim).map(|i| next() * [0.05, 1.0, 20.0][i / 32 % 3]).collect();
+        let mut keys: Vec<f32> = (0..n * dim).map(|i| next() * [1.0, 0.01, 3.0, 300.0][(i / dim) % 4]).collect();
+        round(&mut q);
+        round(&mut keys);
+        let w: Vec<f32> = (0..heads).map(|_| next() / (heads as f32).sqrt()).collect();
+        let mma = gm.probe_index_scores(&gpu, &q, &w, &keys, true).unwrap();
+        let f32k = gm.probe_index_scores(&gpu, &q, &w, &keys, false).unwrap();
+        let mut worst = 0f64;
+        for c in 0..n {
+            let k = &keys[c * dim..(c + 1) * dim];
+            let (mut exact, mut mag) = (0f64, 0f64);
+            for h in 0..heads {
+                let d: f64 = q[h * dim..(h + 1) * dim].iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum();
+                exact += w[h] as f64 * d.max(0.0);
+                mag += (w[h] as f64 * d).abs();
+            }
+            let err = (mma[c] as f64 - exact).abs() / mag.max(1e-30);
+            assert!(mma[c].is_finite() && err <= 1e-6, "{heads}x{dim} key {c}: {} vs exact {exact} (f32 kernel {})", mma[c], f32k[c]);
+            assert!((f32k[c] as f64 - exact).abs() / mag.max(1e-30) <= 1e-5, "f32 kernel key {c}");
+            worst = worst.max(err);
+        }
+        let top_k = n / 5;
+        let cpu = dsv4_model::indexer::select(&q, &w, &keys, n, top_k);
+        let mask = gm.probe_topk(&gpu, &mma, top_k).unwrap();
+        let gpu_sel: Vec<usize> = (0..n).filter(|&c| mask[c] == 1).collect();
+        assert_eq!(gpu_sel, cpu, "{heads}x{dim}: the selections differ");
+        eprintln!("{heads} heads x {dim}, {n} keys: worst error {worst:.2e} of the terms' magnitude; top {top_k} as the CPU's");
+    }
+    assert!(gm.probe_index_scores(&gpu, &[0.0; 65 * 32], &[0.0; 65], &[0.0; 32], true).is_err(), "65 heads are refused");
+}

@@ -134,9 +134,15 @@ __device__ __forceinline__ void index_score_row(const float* q, const float* w, 
 }
 
 // Every indexer key row (n × dim), one warp per row.
+// With fp4 (official numerics, index_mma_ok shapes) on the tensor cores, IX_KEYS keys a warp.
 extern "C" __global__ void index_scores(const float* q, const float* w, float w_scale, const float* keys,
-                                        int n, int heads, int dim, float* scores) {
+                                        int n, int heads, int dim, float* scores, int fp4) {
     DSV4_GRID_ENTRY();
+    if (fp4) {
+        const long long c0 = (long long)((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * IX_KEYS;
+        if (c0 < n) index_scores_mma(q, w, w_scale, keys, c0, min((long long)n, c0 + IX_KEYS), 8, heads, dim, scores);
+        return;
+    }
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (c >= n) return;
     index_score_row(q, w, w_scale, keys, c, heads, dim, scores);
@@ -148,7 +154,7 @@ extern "C" __global__ void index_scores(const float* q, const float* w, float w_
 // over the rows, so the launch need not know the count.
 extern "C" __global__ void index_scores_step(const float* q, const float* w, float w_scale, const u64* keys,
                                              int ratio, int top_k, int heads, int dim, const u64* scores,
-                                             const int* posv) {
+                                             const int* posv, int fp4) {
     DSV4_GRID_ENTRY();
     const int b = blockIdx.y;
     const int n = (int)(((long long)posv[b] + 1) / ratio);
@@ -158,6 +164,12 @@ extern "C" __global__ void index_scores_step(const float* q, const float* w, flo
     const float* k = reinterpret_cast<const float*>(keys[b]);
     float* sc = reinterpret_cast<float*>(scores[b]);
     const int warps = (gridDim.x * blockDim.x) >> 5;
+    if (fp4) {
+        // Warp i takes key steps i, i + warps, ...
+        const long long wi = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+        index_scores_mma(q, w, w_scale, k, 8 * wi, n, 8LL * warps, heads, dim, sc);
+        return;
+    }
     for (int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; c < n; c += warps)
         index_score_row(q, w, w_scale, k, c, heads, dim, sc);
 }

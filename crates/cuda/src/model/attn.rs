@@ -124,8 +124,9 @@ impl GpuModel {
                     if n_comp > c.indexer_top_k {
                         let score = self.ptr(&st.iscore);
                         let scale = 1.0 / ((id * ih) as f32).sqrt();
-                        let args = [P(f4(iq, t * ih * id)), P(f4(iwp, t * ih)), F(scale), P(self.ptr(rows)), I(n_comp as i32), I(ih as i32), I(id as i32), P(score)];
-                        self.launch("index_scores", ((n_comp * 32).div_ceil(BLOCK), 1), BLOCK, 0, &args)?;
+                        let fp4 = self.index_fp4(p.official());
+                        let args = [P(f4(iq, t * ih * id)), P(f4(iwp, t * ih)), F(scale), P(self.ptr(rows)), I(n_comp as i32), I(ih as i32), I(id as i32), P(score), I(fp4 as i32)];
+                        self.launch("index_scores", (self.index_blocks(n_comp, fp4, false), 1), BLOCK, 0, &args)?;
                         mask = self.ptr(&st.mask);
                         let args = [P(score), I(n_comp as i32), I(c.indexer_top_k as i32), P(mask)];
                         self.launch("topk_mask", (1, 1), TOPK_THREADS, 0, &args)?;

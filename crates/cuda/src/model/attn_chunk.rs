@@ -146,8 +146,9 @@ impl GpuModel {
                 let score = self.ptr(&s.iscore);
                 let scale = 1.0 / ((id * ih) as f32).sqrt();
                 let most = ((pos0 + n as u64) / ratio) as usize;
-                let args = [P(x.iq), P(x.iw), F(scale), P(self.ptr(rows)), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), I(ih as i32), I(id as i32), P(score), L(mstride as i64)];
-                self.launch("index_scores_chunk", ((most * 32).div_ceil(BLOCK), n), BLOCK, 0, &args)?;
+                let fp4 = self.index_fp4(p.official());
+                let args = [P(x.iq), P(x.iw), F(scale), P(self.ptr(rows)), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), I(ih as i32), I(id as i32), P(score), L(mstride as i64), I(fp4 as i32)];
+                self.launch("index_scores_chunk", (self.index_blocks(most, fp4, false), n), BLOCK, 0, &args)?;
                 let args = [P(score), L(pos0 as i64), I(ratio as i32), I(c.indexer_top_k as i32), P(masks), L(mstride as i64)];
                 self.launch("topk_mask_chunk", (1, n), TOPK_THREADS, 0, &args)?;
             }

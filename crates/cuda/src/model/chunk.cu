@@ -250,14 +250,22 @@ extern "C" __global__ void attend_chunk(const float* q, long long q_stride, cons
 
 // index_scores for every token of the chunk that sees more compressed rows than the indexer
 // keeps (grid.y = token t, at position pos0 + t, seeing (pos + 1) / ratio rows): token t's
-// scores into row t of `scores` (`mstride` floats apart). Same sums, same order.
+// scores into row t of `scores` (`mstride` floats apart). Same sums, same order; with fp4 on
+// the tensor cores, IX_KEYS keys a warp.
 extern "C" __global__ void index_scores_chunk(const float* q, const float* w, float w_scale, const float* keys,
                                               long long pos0, int ratio, int top_k, int heads, int dim,
-                                              float* scores, long long mstride) {
+                                              float* scores, long long mstride, int fp4) {
     DSV4_GRID_ENTRY();
     const int t = blockIdx.y;
     const int n = (int)((pos0 + t + 1) / ratio);
     if (n <= top_k) return;
+    if (fp4) {
+        const long long c0 = (long long)((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * IX_KEYS;
+        if (c0 < n)
+            index_scores_mma(q + (long long)t * heads * dim, w + (long long)t * heads, w_scale, keys, c0,
+                             min((long long)n, c0 + IX_KEYS), 8, heads, dim, scores + t * mstride);
+        return;
+    }
     const int c = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (c >= n) return;
     const float s = index_score(q + (long long)t * heads * dim, w + (long long)t * heads, w_scale, keys + (long long)c * dim,

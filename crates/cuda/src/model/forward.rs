@@ -37,6 +37,11 @@ pub(super) const ATTEND_THREADS: usize = 512;
 /// Threads of the top-k kernels (`TOPK_THREADS` in dsv4_common.cuh), one block per token.
 pub(super) const TOPK_THREADS: usize = 512;
 
+/// Keys one warp scores in the tensor-core indexer launches sized by the key count (`IX_KEYS`
+/// in dsv4_common.cuh), and in the decode step's strided one.
+pub(super) const INDEX_KEYS: usize = 128;
+const INDEX_KEYS_STEP: usize = 32;
+
 pub(super) fn attend_smem(d: usize, cap: usize) -> usize {
     d * 4 * (1 + ATTEND_THREADS / 32) + cap * 4
 }
@@ -144,6 +149,30 @@ impl GpuModel {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the indexer scores on the int8 tensor cores (`index_scores_mma`): under the
+    /// official numerics (its queries and keys are FP4 values by then) and for the head counts
+    /// and widths the kernel takes.
+    pub(super) fn index_fp4(&self, official: bool) -> bool {
+        official && self.index_fp4_shape(self.cfg.indexer_heads, self.cfg.indexer_head_dim)
+    }
+
+    /// The shapes `index_scores_mma` takes (`index_mma_ok` in dsv4_common.cuh).
+    pub(super) fn index_fp4_shape(&self, heads: usize, dim: usize) -> bool {
+        (1..=64).contains(&heads) && dim.is_multiple_of(32) && dim <= 128
+    }
+
+    /// Blocks of [`BLOCK`] threads for the indexer's scores of `keys` keys: a warp per key in
+    /// f32, [`INDEX_KEYS`] keys a warp on the tensor cores (a tenth of those for the decode
+    /// step's strided launch, `step`, whose warps share the keys out).
+    pub(super) fn index_blocks(&self, keys: usize, fp4: bool, step: bool) -> usize {
+        let warps = BLOCK / 32;
+        match (fp4, step) {
+            (false, _) => (keys * 32).div_ceil(BLOCK),
+            (true, false) => keys.div_ceil(INDEX_KEYS).div_ceil(warps),
+            (true, true) => keys.div_ceil(INDEX_KEYS_STEP).div_ceil(warps),
+        }
     }
 
     /// The official numerics' kernel limits (index_round takes one thread per value).

@@ -4,8 +4,8 @@
 use dsv4_gguf::GgmlType;
 
 use super::GpuModel;
-use super::forward::TOPK_THREADS;
-use super::Arg::{I, P};
+use super::forward::{BLOCK, TOPK_THREADS};
+use super::Arg::{F, I, P};
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::act_bytes;
@@ -59,6 +59,23 @@ impl GpuModel {
         let sd = gpu.upload(scores)?;
         let out = gpu.alloc_zeros::<u8>(scores.len())?;
         self.launch("topk_mask", (1, 1), TOPK_THREADS, 0, &[P(self.ptr(&sd)), I(scores.len() as i32), I(k as i32), P(self.ptr(&out))])?;
+        gpu.download(&out)
+    }
+
+    /// The indexer's scores of one token (`q`: heads × dim, `w`: heads, already scaled) over
+    /// the key rows `keys`, as the per-token path runs them: on the tensor cores with `fp4`
+    /// (inputs that went through the official round trip), else in f32.
+    #[doc(hidden)]
+    pub fn probe_index_scores(&self, gpu: &Gpu, q: &[f32], w: &[f32], keys: &[f32], fp4: bool) -> Result<Vec<f32>> {
+        let (heads, dim) = (w.len(), q.len() / w.len().max(1));
+        if heads == 0 || q.len() != heads * dim || !keys.len().is_multiple_of(dim) || (fp4 && !self.index_fp4_shape(heads, dim)) {
+            return Err(CudaError::Shape(format!("{heads} heads of {dim} over {} key values", keys.len())));
+        }
+        let n = keys.len() / dim;
+        let (qd, wd, kd) = (gpu.upload(q)?, gpu.upload(w)?, gpu.upload(keys)?);
+        let out = gpu.upload(&vec![f32::NAN; n])?;
+        let args = [P(self.ptr(&qd)), P(self.ptr(&wd)), F(1.0), P(self.ptr(&kd)), I(n as i32), I(heads as i32), I(dim as i32), P(self.ptr(&out)), I(fp4 as i32)];
+        self.launch("index_scores", (self.index_blocks(n, fp4, false), 1), BLOCK, 0, &args)?;
         gpu.download(&out)
     }
 }

@@ -298,8 +298,9 @@ impl GpuModel {
             let (scores, mt) = (s.session_tab(self, T_ISCORE), s.session_tab(self, T_MASK));
             let scale = 1.0 / ((id * ih) as f32).sqrt();
             let keys = s.layer_tab(self, il, T_IDX);
-            let args = [P(iq), P(iwp), F(scale), P(keys), I(ratio as i32), I(top_k as i32), I(ih as i32), I(id as i32), P(scores), P(pos)];
-            self.launch("index_scores_step", ((s.most * 32).div_ceil(BLOCK).min(MAX_STRIDE_BLOCKS), n), BLOCK, 0, &args)?;
+            let fp4 = self.index_fp4(s.official());
+            let args = [P(iq), P(iwp), F(scale), P(keys), I(ratio as i32), I(top_k as i32), I(ih as i32), I(id as i32), P(scores), P(pos), I(fp4 as i32)];
+            self.launch("index_scores_step", (self.index_blocks(s.most, fp4, true).min(MAX_STRIDE_BLOCKS), n), BLOCK, 0, &args)?;
             let args = [P(scores), I(ratio as i32), I(top_k as i32), P(mt), P(pos)];
             self.launch("topk_mask_step", (1, n), TOPK_THREADS, 0, &args)?;
             masks = mt;

@@ -63,14 +63,6 @@ __device__ __forceinline__ u32 dyn_smem_size() {
     return r;
 }
 
-__device__ __forceinline__ void mma_k32(int (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ void mma_k16(int (&d)[4], u32 a0, u32 a1, u32 b0) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
@@ -82,9 +74,6 @@ __device__ __forceinline__ void mma_k16(int (&d)[4], u32 a0, u32 a1, u32 b0) {
 // 0xFF in byte i where bit i of the 4-bit b is set (the shifted copies never overlap).
 __device__ __forceinline__ u32 mm_byte_masks(u32 b) { return ((b * 0x00204081u) & 0x01010101u) * 0xFFu; }
 
-// An exact int -> float for |v| < 2^22 on the FP32 pipe (I2F is quarter rate): v lands in the
-// low mantissa bits of 1.5 * 2^23.
-__device__ __forceinline__ float small_i2f(int v) { return __int_as_float(v + 0x4B400000) - 12582912.0f; }
 
 // Weight decoding in two halves, so that a step's global loads are in flight while the
 // previous step computes: mm_fetch loads the raw words of sub-block j (32 columns) of
