@@ -202,6 +202,16 @@ fn official_numerics_match_the_cpu() {
     eprintln!("official chunked == token by token bit for bit: {cs2}");
 }
 
+/// Deterministic values in [-1, 1) (xorshift64).
+fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+    }
+}
+
 #[test]
 fn official_kernels_match_the_cpu_bit_for_bit() {
     let Some((gpu, gm, _)) = setup("official_kernels_match_the_cpu_bit_for_bit", 4) else {
@@ -210,13 +220,7 @@ fn official_kernels_match_the_cpu_bit_for_bit() {
     let c = &model().cfg;
     // Deterministic values over several magnitudes, with planted edge cases: an all-zero
     // block, a block whose largest magnitude is negative, repeated maxima, exact halves.
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
-    };
+    let mut next = uniform(0x9e37_79b9_7f4a_7c15);
     let len = 4096;
     let mut x: Vec<f32> = (0..len).map(|i| next() * [1e-3, 0.1, 1.0, 37.0, 900.0][i / 512 % 5]).collect();
     x[..256].fill(0.0);
@@ -295,13 +299,7 @@ fn tensor_core_indexer_scores_match_exact_ones() {
     let Some((gpu, gm, _)) = setup("tensor_core_indexer_scores_match_exact_ones", 4) else {
         return;
     };
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
-    };
+    let mut next = uniform(0x2545_f491_4f6c_dd1d);
     for (heads, dim, n) in [(4usize, 32usize, 77usize), (64, 128, 3000), (48, 64, 513)] {
         let round = |v: &mut Vec<f32>| v.chunks_exact_mut(dim).for_each(|r| Numerics::Official.indexer_row(r));
         // Magnitudes vary by row and block, so the blocks' powers of two differ.
