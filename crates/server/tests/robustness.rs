@@ -221,7 +221,10 @@ async fn a_client_leaving_mid_answer_stops_generation_and_counts_as_cancelled() 
     let s = TestServer::scripted(backend, common::config()).await;
     let body = json!({"model": "deepseek-chat", "stream": true, "max_tokens": 4000, "messages": [{"role": "user", "content": "hi"}]});
     let mut sock = send(&s.url, "/v1/chat/completions", &body).await;
-    read_until(&mut sock, "word word").await;
+    // Each token is its own event ("word", " "): two words in a row in the raw bytes need two
+    // tokens merged into one delta, which happens only now and then. The answer's first word
+    // says generation is under way.
+    read_until(&mut sock, "\"word").await;
     drop(sock);
     wait_for("cancelled", Duration::from_secs(3), async || s.metric("dsv4_cancelled_running_total").await == 1.0).await;
     let jobs = s.wait_jobs(1, Duration::from_secs(3)).await;
