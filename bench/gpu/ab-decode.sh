@@ -6,11 +6,7 @@ set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}; L=${2:-6}
 . bench/gpu/lib.sh
-f=/dev/shm/flash-q2-${L}L.gguf
-synth_bg "$B" "$L" "$f"
-gpu_tests "$B" matvec decode forward session
-wait
-tests_summary
+model_and_tests "$B" "$L" matvec decode forward session
 for r in 1 2; do
     for b in decode_bench_a decode_bench; do
         echo "== $b run $r" >> "$o/ab.txt"

@@ -7,11 +7,7 @@ set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}; L=${2:-6}; P=${3:-4096,16384}
 . bench/gpu/lib.sh
-f=/dev/shm/flash-q2-${L}L.gguf
-synth_bg "$B" "$L" "$f"
-gpu_tests "$B" decode forward session long_context
-wait
-tests_summary
+model_and_tests "$B" "$L" decode forward session long_context
 for p in ${P//,/ }; do
     for b in decode_bench_a decode_bench; do
         "$B/$b" --model "$f" --layers "$L" --official --prompt "$p" --tokens 32 > "$o/x.txt" 2>&1

@@ -6,12 +6,7 @@ set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}
 . bench/gpu/lib.sh
-big_tmpfs
-f=/mnt/big/flash-q2-43L.gguf
-t0=$SECONDS
-synth_bg "$B" 43 "$f"
-wait
-echo "synth done after $((SECONDS - t0)) s"
+model_and_tests "$B" 43
 left=$((570 - SECONDS))
 XDG_CACHE_HOME=/tmp/dsv4-cache timeout $((left > 20 ? left - 10 : 1)) "$B/dsv4" bench-batch -m "$f" --backend cuda \
     --text "$B/promessi_sposi.txt" --streams 1,8,32 --context 512 --decode 32 > "$o/batch-h200.csv" 2> "$o/batch-h200.log"

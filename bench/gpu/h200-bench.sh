@@ -8,14 +8,7 @@ set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}; F=${2:-2048,8192,16384,32768,65536}
 . bench/gpu/lib.sh
-big_tmpfs
-f=/mnt/big/flash-q2-43L.gguf
-t0=$SECONDS
-synth_bg "$B" 43 "$f"
-gpu_tests "$B" decode forward session long_context
-wait
-echo "synth done after $((SECONDS - t0)) s"
-tests_summary
+model_and_tests "$B" 43 decode forward session long_context
 left=$((580 - SECONDS))
 timeout $((left > 20 ? left - 10 : 1)) "$B/dsv4" bench -m "$f" --backend cuda --text "$B/promessi_sposi.txt" \
     --frontiers "$F" --decode 64 > "$o/bench-h200.csv" 2> "$o/bench-h200.log"

@@ -8,14 +8,7 @@ set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}
 . bench/gpu/lib.sh
-big_tmpfs
-f=/mnt/big/flash-q2-43L.gguf
-t0=$SECONDS
-synth_bg "$B" 43 "$f"
-gpu_tests "$B" matvec decode forward session
-wait
-echo "synth done after $((SECONDS - t0)) s"
-tests_summary
+model_and_tests "$B" 43 matvec decode forward session
 timeout 300 "$B/decode_bench" --model "$f" --layers 43 --numerics official --tokens 64 --prompt 32 \
     --launches overlap,serial --batch 1,8,32 > "$o/decode-h200.txt" 2>&1
 echo "decode_bench exit $? after $SECONDS s"

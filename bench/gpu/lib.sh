@@ -29,5 +29,24 @@ gpu_tests() {
 }
 
 tests_summary() {
-    grep -hE "test result|FAIL|panicked" "$o/tests.log" | head -20
+    grep -shE "test result|FAIL|panicked" "$o/tests.log" | head -20
+}
+
+# model_and_tests BUNDLE LAYERS TEST..: the synthetic Flash q2 of LAYERS layers into $f (the
+# 43-layer file in the tmpfs, others in /dev/shm), written in the background while the GPU
+# tests named run; then how long the file took and the tests' summary.
+model_and_tests() {
+    local b=$1 l=$2 t0=$SECONDS
+    shift 2
+    if [ "$l" = 43 ]; then
+        big_tmpfs
+        f=/mnt/big/flash-q2-43L.gguf
+    else
+        f=/dev/shm/flash-q2-${l}L.gguf
+    fi
+    synth_bg "$b" "$l" "$f"
+    gpu_tests "$b" "$@"
+    wait
+    echo "synth done after $((SECONDS - t0)) s"
+    tests_summary
 }

@@ -8,11 +8,7 @@ set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}; L=${2:-6}
 . bench/gpu/lib.sh
-f=/dev/shm/flash-q2-${L}L.gguf
-synth_bg "$B" "$L" "$f"
-gpu_tests "$B" matvec decode forward session
-wait
-tests_summary
+model_and_tests "$B" "$L" matvec decode forward session
 "$B/decode_bench" --model "$f" --layers "$L" --numerics official,plain --tokens 64 --launches overlap,serial,overlap,serial > "$o/decode.txt" 2>&1
 echo "decode_bench exit $?"; grep -E "^\|" "$o/decode.txt"
 "$B/decode_bench" --model "$f" --layers "$L" --numerics official --tokens 32 --batch 1,8,32 --launches overlap,serial,overlap,serial > "$o/batch.txt" 2>&1

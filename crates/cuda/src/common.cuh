@@ -402,16 +402,14 @@ __device__ __forceinline__ float small_i2f(int v) { return __int_as_float(v + 0x
 // int8 code vector times 2^(e - 4), exactly. A block's dot product is then one exact int32 from
 // an m16n8k32 MMA, times the two blocks' powers of two (exact), and the blocks are added in
 // order in f32: the dot product rounded once per block, where the f32 kernel (index_score)
-// rounds every term. A block holding a non-finite value gets a NaN scale, so the score is NaN
-// as in f32. Heads up to 64 (four 16-row tiles), widths of 32, 64 or 128.
+// rounds every term. A block holding a non-finite value gets a NaN scale (never a garbage
+// code): its heads' dot products are NaN, which the relu (fmaxf) drops as it drops a NaN dot
+// product in f32. Heads up to 64 (four 16-row tiles), widths of 32, 64 or 128: the host
+// checks (GpuModel::index_fp4_shape).
 #define IX_TILES 4
 #define IX_BLOCKS 4
 // Keys a warp scores in the launches sized by the key count (INDEX_KEYS in forward.rs).
 #define IX_KEYS 128
-
-__device__ __forceinline__ bool index_mma_ok(int heads, int dim) {
-    return heads >= 1 && heads <= 16 * IX_TILES && (dim & 31) == 0 && dim <= 32 * IX_BLOCKS;
-}
 
 // 8 values (two runs of 4: k = 4t.. and 16 + 4t.. of a 32-value block) of one row, held by the 4
 // lanes t of a lane group: their int8 codes packed as the MMA takes them, and the block's

@@ -134,7 +134,8 @@ __device__ __forceinline__ void index_score_row(const float* q, const float* w, 
 }
 
 // Every indexer key row (n × dim), one warp per row.
-// With fp4 (official numerics, index_mma_ok shapes) on the tensor cores, IX_KEYS keys a warp.
+// With fp4 (official numerics, shapes GpuModel::index_fp4_shape admits) on the tensor cores,
+// IX_KEYS keys a warp.
 extern "C" __global__ void index_scores(const float* q, const float* w, float w_scale, const float* keys,
                                         int n, int heads, int dim, float* scores, int fp4) {
     DSV4_GRID_ENTRY();

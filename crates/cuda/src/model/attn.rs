@@ -176,11 +176,9 @@ impl GpuModel {
         let (g_in, r, groups) = (c.heads_per_group() * c.head_dim, c.o_lora_rank, c.o_groups);
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
         let wa = &lw.out_a;
-        let one_launch = num == Numerics::Official
-            && n >= MATMUL_MIN_TOKENS
-            && matmul::supports(wa[0].ty())
-            && Matvec::experts_stacked(wa)
-            && groups * g_in == c.n_head * c.head_dim;
+        // The config splits the heads evenly (groups · g_in = n_head · head_dim), so the
+        // (token, group) rows tile `o` exactly.
+        let one_launch = num == Numerics::Official && n >= MATMUL_MIN_TOKENS && matmul::supports(wa[0].ty()) && Matvec::experts_stacked(wa);
         if !one_launch {
             for (g, w) in wa.iter().enumerate() {
                 self.mm(s, num, w, f4(o, g * g_in), c.n_head * c.head_dim, n, f4(z, g * r), groups * r)?;

@@ -158,7 +158,8 @@ impl GpuModel {
         official && self.index_fp4_shape(self.cfg.indexer_heads, self.cfg.indexer_head_dim)
     }
 
-    /// The shapes `index_scores_mma` takes (`index_mma_ok` in dsv4_common.cuh).
+    /// The shapes `index_scores_mma` (dsv4_common.cuh) takes: up to four 16-head tiles and
+    /// four 32-value blocks.
     pub(super) fn index_fp4_shape(&self, heads: usize, dim: usize) -> bool {
         (1..=64).contains(&heads) && dim.is_multiple_of(32) && dim <= 128
     }
