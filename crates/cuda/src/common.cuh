@@ -389,6 +389,44 @@ __device__ __forceinline__ void mma_k32(int (&d)[4], const u32 (&a)[4], u32 b0, 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// The BF16 tensor-core product of one 16 x 16 by 16 x 8 tile into d with f32 accumulation
+// (mma.sync m16n8k16, sm_80+): lane (g = lane / 4, t = lane % 4) holds A rows g and g + 8 at
+// k = 2t.. and 8 + 2t.. (a[0..3]: (g, lo), (g + 8, lo), (g, hi), (g + 8, hi)), B column g at
+// k = 2t.. (b0) and 8 + 2t.. (b1), two values per register (the lower k in the low half), and
+// gets D at (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The bits of x rounded to BF16 (nearest, ties to even; NaN stays NaN), and back. No CUDA
+// header: plain integer arithmetic on the f32 bits.
+__device__ __forceinline__ u32 bf16_bits(float x) {
+    const u32 b = __float_as_uint(x);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (b >> 16) | 0x40u;  // NaN: keep it one
+    return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+}
+__device__ __forceinline__ float bf16_value(u32 h) { return __uint_as_float(h << 16); }
+
+// Two values already on the BF16 grid (the official KV rows), packed for an MMA operand.
+__device__ __forceinline__ u32 bf16_pack(float lo, float hi) {
+    return (__float_as_uint(lo) >> 16) | (__float_as_uint(hi) & 0xffff0000u);
+}
+
+// x as hi + mid + lo, three BF16 values whose sum is x exactly for finite x of normal range:
+// each step rounds the remainder to 8 significant bits, and the remainder of a rounding is
+// exact in f32, so 3 x 8 bits cover f32's 24. A product of one of them with a BF16 value is
+// exact in f32: an f32 x BF16 dot product becomes three BF16 MMAs with f32 accumulation.
+__device__ __forceinline__ void bf16_split3(float x, u32 (&s)[3]) {
+    s[0] = bf16_bits(x);
+    const float r1 = x - bf16_value(s[0]);
+    s[1] = bf16_bits(r1);
+    s[2] = bf16_bits(r1 - bf16_value(s[1]));
+}
+
 // An exact int -> float for |v| < 2^22 on the FP32 pipe (I2F is quarter rate): v lands in the
 // low mantissa bits of 1.5 * 2^23.
 __device__ __forceinline__ float small_i2f(int v) { return __int_as_float(v + 0x4B400000) - 12582912.0f; }

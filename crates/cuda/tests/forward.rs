@@ -333,3 +333,100 @@ fn tensor_core_indexer_scores_match_exact_ones() {
     }
     assert!(gm.probe_index_scores(&gpu, &[0.0; 65 * 32], &[0.0; 65], &[0.0; 32], true).is_err(), "65 heads are refused");
 }
+
+/// One token's attention as the exact sum in f64: `rows` in attention order (raw window oldest
+/// first, then the kept compressed rows), `d` values each; heads × d out, no RoPE.
+fn exact_attention(q: &[f32], rows: &[&[f32]], sinks: &[f32], d: usize) -> Vec<f64> {
+    let mut out = vec![0f64; q.len()];
+    for (h, o) in out.chunks_exact_mut(d).enumerate() {
+        let qh = &q[h * d..(h + 1) * d];
+        let s: Vec<f64> = rows.iter().map(|k| qh.iter().zip(*k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() / (d as f64).sqrt()).collect();
+        let m = s.iter().copied().fold(sinks[h] as f64, f64::max);
+        let den = (sinks[h] as f64 - m).exp() + s.iter().map(|x| (x - m).exp()).sum::<f64>();
+        for (x, k) in s.iter().zip(rows) {
+            let e = (x - m).exp() / den;
+            o.iter_mut().zip(*k).for_each(|(o, &v)| *o += e * v as f64);
+        }
+    }
+    out
+}
+
+/// The worst over heads of max |gpu - exact| / max |exact| (a head's output scale).
+fn attention_error(gpu: &[f32], exact: &[f64], d: usize) -> f64 {
+    gpu.chunks_exact(d)
+        .zip(exact.chunks_exact(d))
+        .map(|(g, e)| {
+            let scale = e.iter().fold(0f64, |a, v| a.max(v.abs())).max(1e-30);
+            g.iter().zip(e).fold(0f64, |a, (&x, &y)| a.max((x as f64 - y).abs())) / scale
+        })
+        .fold(0f64, f64::max)
+}
+
+/// The chunk path's attention on the BF16 tensor cores (official numerics: every KV row on the
+/// BF16 grid, queries and weights split in three BF16 parts) against the exact f64 sums, and
+/// against the f32 kernel with the output's RoPE tail. Shapes: Flash's ratio-4 layer deep in
+/// a context (indexer mask, 32 heads a block), the same early on (window not yet full),
+/// Flash's ratio-128 layer at 300K tokens (2,471 rows: 16 heads a block), the tiny model's 4
+/// heads (one padded block) and 48 heads of 128. A NaN query value makes its head NaN and
+/// leaves the other heads' bits alone.
+#[test]
+fn tensor_core_attention_matches_exact_sums() {
+    let Some((gpu, gm, _)) = setup("tensor_core_attention_matches_exact_sums", 4) else {
+        return;
+    };
+    let mut next = uniform(0x9e37_79b9_7f4a_7c15);
+    for (heads, d, window, ratio, pos, top_k) in [
+        (64usize, 512usize, 128usize, 4usize, 5000u64, Some(512usize)),
+        (64, 512, 128, 4, 60, None),
+        (64, 512, 128, 128, 300_000, None),
+        (4, 64, 8, 4, 40, Some(4)),
+        (48, 128, 32, 16, 700, None),
+    ] {
+        let rope = d / 8;
+        let mut row = |scale: f32| {
+            let mut r: Vec<f32> = (0..d).map(|_| next() * scale).collect();
+            Numerics::Official.store_kv_row(&mut r, rope);
+            r
+        };
+        let ring: Vec<Vec<f32>> = (0..window).map(|i| row([0.3, 1.0, 4.0][i % 3])).collect();
+        let n_comp = (pos as usize + 1).checked_div(ratio).unwrap_or(0);
+        let comp: Vec<Vec<f32>> = (0..n_comp).map(|i| row([2.0, 0.5][i % 2])).collect();
+        let q: Vec<f32> = (0..heads * d).map(|i| next() * [0.5, 3.0, 12.0][i / d % 3]).collect();
+        let sinks: Vec<f32> = (0..heads).map(|_| next() * 2.0).collect();
+        // The indexer's choice: top_k rows at random.
+        let mask: Option<Vec<u8>> = top_k.map(|k| {
+            let mut order: Vec<(f32, usize)> = (0..n_comp).map(|c| (next(), c)).collect();
+            order.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut m = vec![0u8; n_comp];
+            order[..k].iter().for_each(|&(_, c)| m[c] = 1);
+            m
+        });
+        let n_raw = (pos as usize + 1).min(window);
+        let mut rows: Vec<&[f32]> = (pos as usize + 1 - n_raw..=pos as usize).map(|p| ring[p % window].as_slice()).collect();
+        rows.extend(comp.iter().enumerate().filter(|(c, _)| mask.as_ref().is_none_or(|m| m[*c] == 1)).map(|(_, r)| r.as_slice()));
+        let exact = exact_attention(&q, &rows, &sinks, d);
+        let (ring_f, comp_f): (Vec<f32>, Vec<f32>) = (ring.concat(), comp.concat());
+        let m = mask.as_deref().zip(top_k);
+        let run = |q: &[f32], freqs: &[f32], mma: bool| gm.probe_attend_chunk(&gpu, q, &ring_f, &comp_f, ratio, pos, m, &sinks, d, freqs, mma).unwrap();
+        let (mma, f32k) = (run(&q, &[], true), run(&q, &[], false));
+        assert!(mma.iter().all(|v| v.is_finite()), "{heads}x{d}: non-finite or unwritten outputs");
+        let (em, ef) = (attention_error(&mma, &exact, d), attention_error(&f32k, &exact, d));
+        assert!(em <= 1e-5, "{heads}x{d} at {pos}, {} rows: tensor cores off the exact sums by {em:.2e} (f32 kernel {ef:.2e})", rows.len());
+        // With the output's RoPE tail: the same rotation on both kernels' outputs.
+        let freqs: Vec<f32> = (0..rope / 2).map(|i| 10000f32.powf(-2.0 * i as f32 / rope as f32)).collect();
+        let (mr, fr) = (run(&q, &freqs, true), run(&q, &freqs, false));
+        let tail = mr.iter().zip(&fr).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = fr.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert!(tail <= 1e-5 * scale, "{heads}x{d}: rotated outputs differ by {tail:.2e} of {scale:.2e}");
+        // A NaN in one query: that head is NaN, the others unchanged bit for bit.
+        let mut qn = q.clone();
+        qn[(heads - 1) * d + 3] = f32::NAN;
+        let nan = run(&qn, &[], true);
+        assert!(nan[(heads - 1) * d..].iter().all(|v| v.is_nan()), "{heads}x{d}: the NaN head is not NaN");
+        assert!(nan[..(heads - 1) * d].iter().zip(&mma).all(|(a, b)| a.to_bits() == b.to_bits()), "{heads}x{d}: a NaN head changed the others");
+        eprintln!("{heads} heads x {d}, {} rows at {pos}: tensor cores {em:.2e}, f32 kernel {ef:.2e} of each head's output scale", rows.len());
+    }
+    // Rows the kernel cannot hold are refused, not run.
+    let big = vec![0f32; 8192 * 512];
+    assert!(gm.probe_attend_chunk(&gpu, &vec![0f32; 64 * 512], &big, &[], 0, 8191, None, &[0f32; 64], 512, &[], true).is_err());
+}

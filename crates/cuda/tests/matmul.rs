@@ -82,7 +82,9 @@ fn check(gpu: &Gpu, mm: &Matmul, ty: GgmlType, cols: usize, rows: usize, n: usiz
 
 #[test]
 fn kernel_names_cover_every_type() {
-    assert_eq!(kernel_names().len(), 12);
+    let names = kernel_names();
+    assert_eq!(names.len(), 14);
+    assert!(names.iter().any(|n| n == "mmf16_mma") && names.iter().any(|n| n == "mmf_reduce"));
     assert!(TYPES.iter().all(|&t| supports(t)));
     assert!(!supports(GgmlType::F16) && !supports(GgmlType::F32));
 }
@@ -217,14 +219,20 @@ fn grouped_products_match_cpu_official() {
 }
 
 /// Float weights (F16, F32) over many tokens: the plain f32 product against the CPU's, on
-/// the model's float shapes (HC projection, router, compressor, indexer) and odd ones.
+/// the model's float shapes (HC projection, router, compressor, indexer) and odd ones; F16
+/// also on the BF16 tensor cores (`run_f16_mma`: column splits through the partial sums,
+/// fewer splits when they have less room, the f32 kernel for columns not in 16s), which
+/// must be as close to the CPU, deterministic, and independent of the split count to f32
+/// rounding.
 #[test]
 fn float_weights_match_cpu_plain() {
     let Some(gpu) = gpu_or_skip("float_weights_match_cpu_plain") else {
         return;
     };
     let mm = Matmul::new(&gpu).unwrap();
-    let shapes = [(16384, 24, 256), (4096, 256, 100), (4096, 1024, 17), (1024, 8192, 33), (4096, 64, 2), (64, 3, 5), (8, 517, 40)];
+    let shapes = [(16384, 24, 256), (16384, 24, 512), (4096, 256, 100), (4096, 1024, 17), (1024, 8192, 33), (4096, 64, 2), (64, 3, 5), (8, 517, 40), (520, 40, 70)];
+    let mut part = gpu.upload(&vec![f32::NAN; dsv4_cuda::quant::matmul::FLOAT_PART_FLOATS]).unwrap();
+    let mut small = gpu.upload(&vec![f32::NAN; 24 * 512 * 3]).unwrap();
     for (ti, ty) in [GgmlType::F16, GgmlType::F32].into_iter().enumerate() {
         for (si, &(cols, rows, n)) in shapes.iter().enumerate() {
             if ty == GgmlType::F32 && cols % 4 != 0 {
@@ -243,6 +251,19 @@ fn float_weights_match_cpu_plain() {
             let what = format!("{ty} {cols}->{rows} x{n}");
             let (rel, _) = compare(&what, ty, &w, rows, cols, &xs, &got, &want);
             eprintln!("{what}: rel L2 {rel:.2e}");
+            if ty == GgmlType::F16 {
+                let tc = |part: &mut dsv4_cuda::DeviceBuffer<f32>| {
+                    let mut dy = gpu.upload(&vec![f32::NAN; n * rows]).unwrap();
+                    mm.run_f16_mma(&dw, &dx, n, &mut dy, part).unwrap();
+                    gpu.download(&dy).unwrap()
+                };
+                let (a, b, c) = (tc(&mut part), tc(&mut part), tc(&mut small));
+                let (rel, _) = compare(&format!("{what} tensor cores"), ty, &w, rows, cols, &xs, &a, &want);
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{what}: tensor cores not deterministic");
+                let (rs, _) = compare(&format!("{what} tensor cores, fewer splits"), ty, &w, rows, cols, &xs, &c, &want);
+                let (splits, _) = dsv4_cuda::quant::matmul::float_splits(rows, cols, n, gpu.sm_count(), part.len());
+                eprintln!("{what} tensor cores: rel L2 {rel:.2e} ({splits} splits), {rs:.2e} with less room");
+            }
         }
     }
 }

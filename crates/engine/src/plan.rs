@@ -61,7 +61,9 @@ impl MemoryPlan {
         let logits = (chunk * cfg.vocab_size * 4) as u64;
         // The chunk's indexer scores (f32) and masks (u8): a row per token over every row.
         let scores = chunk as u64 * rows * 5;
-        let prefill = one.buffers + logits + scores;
+        // The partial sums of the F16 products' column splits.
+        let part = (dsv4_cuda::quant::matmul::FLOAT_PART_FLOATS * 4) as u64;
+        let prefill = one.buffers + logits + scores + part;
         let step = dsv4_cuda::step_batch_bytes(cfg);
         let n = sessions.max(1) as u64;
         MemoryPlan { ctx, weights, kv: one.kv * n, checkpoints: 0, buffers: att * n + prefill + step }

@@ -7,8 +7,11 @@
 //! longer than the window); each compressor's rows completed inside the chunk pooled at once,
 //! then its frontier rebuilt as the last token leaves it; the indexer's masks for the tokens
 //! that see more rows than it keeps; every token's attention in one launch; the ring updated.
-//! Same operations and order per value as the per-token kernels: the two paths agree bit for
-//! bit (`tests/forward.rs` compares them).
+//! Same operations and order per value as the per-token kernels, so the two paths agree bit
+//! for bit, except the attention itself under the official numerics: there it runs on the
+//! BF16 tensor cores (`attend_chunk_mma`), exact products added in another order, so a prompt
+//! prefilled in chunks and the same prompt decoded token by token differ by f32 rounding
+//! (`tests/forward.rs` compares both with the CPU).
 
 use super::forward::{Pass, BLOCK, TOPK_THREADS};
 use super::state::{mask_stride, Frontier, GpuState, Scratch, CHUNK_ATT_FLOATS};
@@ -49,16 +52,112 @@ fn chunk_rows_cap(window: usize, last: usize, indexer: Option<usize>) -> (usize,
     }
 }
 
+/// Threads of `attend_chunk_mma` (`ATT_MMA_WARPS` warps in chunk.cu) and the largest head
+/// dimension it takes (`ATT_MMA_MAX_D`).
+const ATT_MMA_THREADS: usize = 256;
+const ATT_MMA_MAX_D: usize = 512;
+
+/// Dynamic shared memory (bytes) of an `attend_chunk_mma` block of `hg` query heads: three
+/// BF16 parts of each query (`d / 2 + 8` pairs a row), `ncap` scores a head (rows padded as
+/// the kernel pads them), then `ids` row ids.
+fn attend_mma_smem(d: usize, hg: usize, ncap: usize, ids: usize) -> usize {
+    let (qstride, sstride) = (d / 2 + 8, ncap.next_multiple_of(32) + 16);
+    (3 * hg * qstride + hg * sstride + ids) * 4
+}
+
+/// Query heads an `attend_chunk_mma` block serves: 32 (two tiles, each row read once for
+/// twice the heads) where they divide the head count and fit `optin` bytes, else 16 (the
+/// last block's missing heads as zeros); `None` for head dimensions it does not take or
+/// scores too many for shared memory.
+fn attend_mma_heads(heads: usize, d: usize, ncap: usize, ids: usize, optin: usize) -> Option<usize> {
+    if d == 0 || !d.is_multiple_of(16) || d > ATT_MMA_MAX_D {
+        return None;
+    }
+    [32, 16].into_iter().find(|&hg| (hg == 16 || heads.is_multiple_of(hg)) && attend_mma_smem(d, hg, ncap, ids) <= optin)
+}
+
+/// One launch of the chunk's attention (device addresses; `attend_chunk` in chunk.cu says
+/// what each is): `tokens` tokens from position `pos0`, each over at most `ncap` rows, `ids`
+/// of them listed when `masks` is given.
+pub(super) struct AttendChunk {
+    pub q: u64,
+    pub kvn: u64,
+    pub pos0: u64,
+    pub raw: u64,
+    pub window: usize,
+    pub comp: u64,
+    pub ratio: usize,
+    pub masks: u64,
+    pub mstride: usize,
+    pub top_k: usize,
+    pub sinks: u64,
+    pub out: u64,
+    pub heads: usize,
+    pub d: usize,
+    pub freqs: u64,
+    pub n_pairs: usize,
+    pub tokens: usize,
+    pub ncap: usize,
+    pub ids: usize,
+}
+
+/// Whether `attend_chunk_mma` takes a token of `heads` × `d` seeing at most `rows` rows
+/// (listed when `masked`) on this device.
+pub(super) fn attend_mma_fits(m: &GpuModel, heads: usize, d: usize, rows: usize, masked: bool) -> bool {
+    attend_mma_heads(heads, d, rows, if masked { rows } else { 0 }, m.k.smem_optin).is_some()
+}
+
 impl GpuModel {
+    /// Queues `a` on the tensor cores when `mma` allows (the official numerics: every KV row
+    /// on the BF16 grid) and the block fits shared memory, else in f32.
+    pub(super) fn attend_chunk(&self, a: &AttendChunk, mma: bool) -> Result<()> {
+        let (nh, d) = (a.heads, a.d);
+        let mut args = vec![
+            P(a.q),
+            L((nh * d) as i64),
+            P(a.kvn),
+            L(a.pos0 as i64),
+            P(a.raw),
+            I(a.window as i32),
+            P(a.comp),
+            I(a.ratio as i32),
+            P(a.masks),
+            L(a.mstride as i64),
+            I(a.top_k as i32),
+            P(a.sinks),
+            P(a.out),
+            I(d as i32),
+            P(a.freqs),
+            I(a.n_pairs as i32),
+        ];
+        match attend_mma_heads(nh, d, a.ncap, a.ids, self.k.smem_optin).filter(|_| mma) {
+            Some(hg) => {
+                args.extend([I(nh as i32), I(a.ncap as i32), I((hg / 16) as i32)]);
+                self.launch("attend_chunk_mma", (nh.div_ceil(hg), a.tokens), ATT_MMA_THREADS, attend_mma_smem(d, hg, a.ncap, a.ids), &args)
+            }
+            None => {
+                // Heads per block: as many as divide the head count and fit the scores in
+                // shared memory (each block reads the KV rows once for all of them).
+                let hg = heads_per_block(nh, d + a.ncap, a.ids);
+                args.extend([I(hg as i32), I(a.ncap as i32)]);
+                self.launch("attend_chunk", (nh / hg, a.tokens), BLOCK, (hg * (d + a.ncap) + a.ids) * 4, &args)
+            }
+        }
+    }
+
     /// Whether layer `il`'s attention for this chunk can take the chunk path: several tokens,
-    /// and the last token's scores (window plus visible compressed rows) fit shared memory.
+    /// and the last token's scores (window plus visible compressed rows) fit shared memory in
+    /// one of the chunk's attention kernels (the tensor-core one only under the official
+    /// numerics, where every KV row is on the BF16 grid).
     pub(super) fn chunk_attention_fits(&self, st: &GpuState, il: usize, p: &Pass) -> bool {
         let c = &self.cfg;
         let ratio = self.layers[il].kind.ratio() as u64;
         let last = (p.pos0 + p.n() as u64).checked_div(ratio).unwrap_or(0) as usize;
         let top_k = self.layers[il].indexer.as_ref().map(|_| c.indexer_top_k);
         let (ncap, ids) = chunk_rows_cap(c.sliding_window, last, top_k);
-        p.n() > 1 && c.head_dim + ncap + ids <= CHUNK_ATT_FLOATS && last <= mask_stride(c, st.capacity).max(1)
+        let scalar = c.head_dim + ncap + ids <= CHUNK_ATT_FLOATS;
+        let mma = p.official() && attend_mma_heads(c.n_head, c.head_dim, ncap, ids, self.k.smem_optin).is_some();
+        p.n() > 1 && (scalar || mma) && last <= mask_stride(c, st.capacity).max(1)
     }
 
     /// Pools the compressor rows that windows ending inside the chunk complete into `rows`
@@ -155,34 +254,30 @@ impl GpuModel {
         }
 
         let last = ((pos0 + n as u64) / ratio.max(1)) as usize * (ratio > 0) as usize;
-        let comp = ls.comp.as_ref().map_or(0, |(rows, _)| self.ptr(rows));
-        let args = [
-            P(x.q),
-            L((nh * d) as i64),
-            P(kvn),
-            L(pos0 as i64),
-            P(self.ptr(&ls.raw)),
-            I(window as i32),
-            P(comp),
-            I(ratio as i32),
-            P(masks),
-            L(mstride as i64),
-            I(c.indexer_top_k as i32),
-            P(self.ptr(&lw.sinks)),
-            P(x.o),
-            I(d as i32),
-            P(freqs),
-            I(n_pairs as i32),
-        ];
-        // Heads per block: as many as divide the head count and fit the scores in shared
-        // memory (each block reads the KV rows once for all of them).
         let top_k = lw.indexer.as_ref().map(|_| c.indexer_top_k);
         let (ncap, ids) = chunk_rows_cap(window, last, top_k);
-        let ids = if masks != 0 { ids } else { 0 };
-        let hg = heads_per_block(nh, d + ncap, ids);
-        let mut args = args.to_vec();
-        args.extend([I(hg as i32), I(ncap as i32)]);
-        self.launch("attend_chunk", (nh / hg, n), BLOCK, (hg * (d + ncap) + ids) * 4, &args)?;
+        let a = AttendChunk {
+            q: x.q,
+            kvn,
+            pos0,
+            raw: self.ptr(&ls.raw),
+            window,
+            comp: ls.comp.as_ref().map_or(0, |(rows, _)| self.ptr(rows)),
+            ratio: ratio as usize,
+            masks,
+            mstride,
+            top_k: c.indexer_top_k,
+            sinks: self.ptr(&lw.sinks),
+            out: x.o,
+            heads: nh,
+            d,
+            freqs,
+            n_pairs,
+            tokens: n,
+            ncap,
+            ids: if masks != 0 { ids } else { 0 },
+        };
+        self.attend_chunk(&a, p.official())?;
         self.launch("ring_push", (n.min(window), 1), BLOCK, 0, &[P(kvn), I(n as i32), L(pos0 as i64), I(window as i32), I(d as i32), P(self.ptr(&ls.raw))])
     }
 }

@@ -7,7 +7,8 @@
 // in turn, these kernels read what a token would have seen from two places: positions before
 // the chunk from the state as it was when the chunk began (ring, frontier), positions inside
 // it from the chunk's scratch rows. Every value is computed by the same operations in the same
-// order as the per-token kernels, so the two paths agree bit for bit.
+// order as the per-token kernels, so the two paths agree bit for bit (attend_chunk_mma, the
+// official numerics' attention, adds in another order; see there).
 
 #include "dsv4_common.cuh"
 
@@ -246,6 +247,237 @@ extern "C" __global__ void attend_chunk(const float* q, long long q_stride, cons
         const int h = i / n_pairs, k = i - h * n_pairs;
         rope_pair(ot + h * d + d - 2 * n_pairs, k, freqs[k], (float)pos, true);
     }
+}
+
+// ---- attend_chunk on the BF16 tensor cores (official numerics) ------------------------------
+// Under the official numerics every KV row attention reads (the chunk's, the ring's and the
+// compressed ones) is on the BF16 grid (kv_round), so a row value is one exact BF16 operand. A
+// query or a softmax weight is f32, taken as three BF16 parts (bf16_split3). Every product is
+// then exact; only the additions differ from attend_chunk. The tensor cores add inside an
+// MMA with truncation (measured: chaining 96 MMAs into one accumulator left ~8x the f32
+// kernel's error), so each 16-value step runs its three parts smallest first into a fresh
+// accumulator, and the steps are added in f32 with rounding. The query heads of the one KV head are the M dimension
+// of the tiles, 16 a tile and `mt` tiles (1 or 2) a block, so a block reads each row of its
+// token twice from L2 (scores, then values) for 16 mt heads, where attend_chunk reads it for 8
+// and spends a scalar FMA per head and value.
+//
+// Within each 16 values of a row's k dimension, lane t loads dims 4t..4t + 3 as one float4:
+// they stand for the MMA's k = 2t, 2t + 1, 8 + 2t, 9 + 2t, and the query parts and softmax
+// weights are read to match (a dot product does not depend on the order of its k).
+//
+// grid (ceil(heads / (16 mt)), tokens), ATT_MMA_WARPS warps; heads past `heads` in the last
+// block are zero queries whose outputs are dropped. Dynamic shared memory (bytes, see
+// GpuModel::attend_mma_smem): 3 x 16 mt x (d / 2 + 8) u32 of query parts, 16 mt x sstride
+// floats of scores, then ncap ints of row ids when `masks` is given. d: a multiple of 16, at
+// most ATT_MMA_MAX_D.
+#define ATT_MMA_WARPS 8
+#define ATT_MMA_MAX_D 512
+// Score tiles (8 rows each) a warp takes at once in the score pass.
+#define ATT_MMA_J 2
+
+template <int MT>
+__device__ __forceinline__ void attend_chunk_mma_body(const float* q, long long q_stride, const float* kvn, long long pos0,
+                                                      const float* raw, int window, const float* comp, int ratio,
+                                                      const u8* masks, long long mstride, int top_k, const float* sinks,
+                                                      float* out, int d, const float* freqs, int n_pairs, int heads,
+                                                      int ncap, u32* smu, float* inv, int* wsum) {
+    constexpr int HG = 16 * MT;
+    constexpr int NT = ATT_MMA_MAX_D / 8 / ATT_MMA_WARPS;  // output tiles of 8 columns a warp
+    const int h0 = blockIdx.x * HG, t = blockIdx.y;
+    const long long pos = pos0 + t;
+    const int n_raw = (int)min(pos + 1, (long long)window);
+    const int n_comp = ratio > 0 && comp ? (int)((pos + 1) / ratio) : 0;
+    const u8* mask = masks && n_comp > top_k ? masks + t * mstride : nullptr;
+    const int qstride = d / 2 + 8;                // u32 a query row: 8 more so lane groups g, g + 4 differ in bank
+    const int sstride = ((ncap + 31) & ~31) + 16;  // floats a score row: rows g, g + 1 in opposite bank halves
+    u32* qp = smu;
+    float* sc = reinterpret_cast<float*>(smu + 3 * HG * qstride);
+    int* ids = reinterpret_cast<int*>(sc + HG * sstride);
+    const int n = mask ? select_rows(mask, n_raw, n_comp, ncap, ids, wsum) : n_raw + n_comp;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+    const long long first = pos + 1 - n_raw;
+    const int hn = min(HG, heads - h0);
+    const float* qt = q + t * q_stride + (long long)h0 * d;
+    const int half = d / 2;
+    for (int i = threadIdx.x; i < HG * half; i += blockDim.x) {
+        const int h = i / half, c = i - h * half;
+        float2 v = make_float2(0.0f, 0.0f);
+        if (h < hn) v = *reinterpret_cast<const float2*>(qt + (long long)h * d + 2 * c);
+        u32 a[3], b[3];
+        bf16_split3(v.x, a);
+        bf16_split3(v.y, b);
+#pragma unroll
+        for (int s = 0; s < 3; ++s) qp[(s * HG + h) * qstride + c] = a[s] | (b[s] << 16);
+    }
+    __syncthreads();
+
+    // Scores: warp w takes tiles of 8 rows (w J .. w J + J - 1, then every 8 J further on).
+    const float scale = 1.0f / sqrtf((float)d);
+    const int ntile = (n + 7) >> 3, ksteps = d >> 4;
+    for (int tile0 = warp * ATT_MMA_J; tile0 < ntile; tile0 += ATT_MMA_WARPS * ATT_MMA_J) {
+        const float* rp[ATT_MMA_J];
+#pragma unroll
+        for (int j = 0; j < ATT_MMA_J; ++j) {
+            const int r = (tile0 + j) * 8 + g;
+            rp[j] = r < n ? chunk_kv_row(mask ? ids[r] : r, kvn, pos0, raw, window, first, n_raw, comp, d) + 4 * tq : nullptr;
+        }
+        float acc[MT][ATT_MMA_J][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int j = 0; j < ATT_MMA_J; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[mt][j][e] = 0.0f;
+#pragma unroll 4
+        for (int kk = 0; kk < ksteps; ++kk) {
+            u32 b[ATT_MMA_J][2];
+#pragma unroll
+            for (int j = 0; j < ATT_MMA_J; ++j) {
+                float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (rp[j]) v = *reinterpret_cast<const float4*>(rp[j] + 16 * kk);
+                b[j][0] = bf16_pack(v.x, v.y);
+                b[j][1] = bf16_pack(v.z, v.w);
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                float part[ATT_MMA_J][4] = {};
+#pragma unroll
+                for (int s = 2; s >= 0; --s) {
+                    const u32* p = qp + (s * HG + 16 * mt + g) * qstride + 8 * kk + 2 * tq;
+                    const uint2 lo = *reinterpret_cast<const uint2*>(p);
+                    const uint2 hi = *reinterpret_cast<const uint2*>(p + 8 * qstride);
+                    const u32 a[4] = {lo.x, hi.x, lo.y, hi.y};
+#pragma unroll
+                    for (int j = 0; j < ATT_MMA_J; ++j) mma_bf16(part[j], a, b[j][0], b[j][1]);
+                }
+#pragma unroll
+                for (int j = 0; j < ATT_MMA_J; ++j)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) acc[mt][j][e] += part[j][e];
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int j = 0; j < ATT_MMA_J; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = (tile0 + j) * 8 + 2 * tq + (e & 1);
+                    if (r < n) sc[(16 * mt + g + 8 * (e >> 1)) * sstride + r] = acc[mt][j][e] * scale;
+                }
+    }
+    __syncthreads();
+
+    // Softmax, a warp per head; weights past n (to the next 16) are zeros for the value pass.
+    const int npad = (n + 15) & ~15;
+    for (int h = warp; h < HG; h += ATT_MMA_WARPS) {
+        float* sh = sc + h * sstride;
+        if (h >= hn) {
+            for (int r = lane; r < npad; r += 32) sh[r] = 0.0f;
+            continue;
+        }
+        const float sink = sinks[h0 + h];
+        float m = sink;
+        for (int r = lane; r < n; r += 32) m = fmaxf(m, sh[r]);
+        m = warp_max(m);
+        float den = 0.0f;
+        for (int r = lane; r < n; r += 32) {
+            const float e = expf(sh[r] - m);
+            sh[r] = e;
+            den += e;
+        }
+        for (int r = n + lane; r < npad; r += 32) sh[r] = 0.0f;
+        den = warp_sum(den) + expf(sink - m);
+        if (lane == 0) inv[h] = 1.0f / den;
+    }
+    __syncthreads();
+
+    // Values: warp w owns the output columns of tiles w, w + 8, ...; 16 rows a step, lane t
+    // reading rows 4t..4t + 3 of its column g.
+    const int ntiles = d >> 3;
+    float o[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[mt][j][e] = 0.0f;
+    for (int c0 = 0; c0 < npad; c0 += 16) {
+        const float* vr[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int r = c0 + 4 * tq + i;
+            vr[i] = r < n ? chunk_kv_row(mask ? ids[r] : r, kvn, pos0, raw, window, first, n_raw, comp, d) : nullptr;
+        }
+        u32 a[MT][3][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const float* p = sc + (16 * mt + g) * sstride + c0 + 4 * tq;
+            const float4 lo = *reinterpret_cast<const float4*>(p);
+            const float4 hi = *reinterpret_cast<const float4*>(p + 8 * sstride);
+            const float w[8] = {lo.x, lo.y, hi.x, hi.y, lo.z, lo.w, hi.z, hi.w};
+            u32 parts[8][3];
+#pragma unroll
+            for (int i = 0; i < 8; ++i) bf16_split3(w[i], parts[i]);
+#pragma unroll
+            for (int s = 0; s < 3; ++s)
+#pragma unroll
+                for (int r = 0; r < 4; ++r) a[mt][s][r] = parts[2 * r][s] | (parts[2 * r + 1][s] << 16);
+        }
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            const int tile = warp + ATT_MMA_WARPS * j;
+            if (tile < ntiles) {
+                const int col = 8 * tile + g;
+                float v[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) v[i] = vr[i] ? vr[i][col] : 0.0f;
+                const u32 b0 = bf16_pack(v[0], v[1]), b1 = bf16_pack(v[2], v[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                    for (int s = 2; s >= 0; --s) mma_bf16(part, a[mt][s], b0, b1);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) o[mt][j][e] += part[e];
+                }
+            }
+        }
+    }
+    float* ot = out + t * q_stride + (long long)h0 * d;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            const int tile = warp + ATT_MMA_WARPS * j;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int h = 16 * mt + g + 8 * (e >> 1);
+                if (tile < ntiles && h < hn) ot[(long long)h * d + 8 * tile + 2 * tq + (e & 1)] = o[mt][j][e] * inv[h];
+            }
+        }
+    __syncthreads();
+    for (int i = threadIdx.x; i < hn * n_pairs; i += blockDim.x) {
+        const int h = i / n_pairs, k = i - h * n_pairs;
+        rope_pair(ot + (long long)h * d + d - 2 * n_pairs, k, freqs[k], (float)pos, true);
+    }
+}
+
+// mt: query-head tiles of 16 a block (1 or 2), see above.
+extern "C" __global__ void __launch_bounds__(ATT_MMA_WARPS * 32)
+    attend_chunk_mma(const float* q, long long q_stride, const float* kvn, long long pos0, const float* raw, int window,
+                     const float* comp, int ratio, const u8* masks, long long mstride, int top_k, const float* sinks,
+                     float* out, int d, const float* freqs, int n_pairs, int heads, int ncap, int mt) {
+    DSV4_GRID_ENTRY();
+    extern __shared__ __align__(16) u32 smu[];
+    __shared__ float inv[32];
+    __shared__ int wsum[32];
+    if (mt == 2)
+        attend_chunk_mma_body<2>(q, q_stride, kvn, pos0, raw, window, comp, ratio, masks, mstride, top_k, sinks, out, d,
+                                 freqs, n_pairs, heads, ncap, smu, inv, wsum);
+    else
+        attend_chunk_mma_body<1>(q, q_stride, kvn, pos0, raw, window, comp, ratio, masks, mstride, top_k, sinks, out, d,
+                                 freqs, n_pairs, heads, ncap, smu, inv, wsum);
 }
 
 // index_scores for every token of the chunk that sees more compressed rows than the indexer

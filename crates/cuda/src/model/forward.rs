@@ -233,9 +233,9 @@ impl GpuModel {
     /// numerics a quantized `W` takes each token's `x` quantized the CPU's way (Q8_0-like
     /// blocks for Q8_0, Q8_K for the k- and i-quants), float weights take f32 either way.
     /// Several tokens under the official numerics go through the tensor-core matmul (one
-    /// launch, the CPU's results bit for bit); float weights over several tokens through the
-    /// f32 many-token kernel (one launch); the plain quantized products run [`MAX_BATCH`]
-    /// tokens per launch.
+    /// launch, the CPU's results bit for bit); float weights over several tokens through one
+    /// many-token launch (F16 on the BF16 tensor cores to f32 accuracy, F32 in f32); the plain
+    /// quantized products run [`MAX_BATCH`] tokens per launch.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn mm(&self, s: &Scratch, num: Numerics, w: &DeviceMatrix, x: u64, xs: usize, n: usize, y: u64, ys: usize) -> Result<()> {
         let float = matches!(w.ty(), GgmlType::F32 | GgmlType::F16);
@@ -243,7 +243,7 @@ impl GpuModel {
         if float && n >= MATMUL_MIN_TOKENS {
             // SAFETY: as below.
             self.counted(1);
-            return self.timed(|| label("matmul_f"), || unsafe { self.mt.run_float_raw(w, x, xs, n, y, ys) });
+            return self.timed(|| label("matmul_f"), || unsafe { self.mt.run_f16_mma_raw(w, x, xs, n, y, ys, self.ptr(&s.part), s.part.len()) });
         }
         if num == Numerics::Plain || float {
             return self.timed(

@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaFunction, CudaStream};
 use dsv4_model::ModelConfig;
 
@@ -112,19 +113,31 @@ pub struct GpuModel {
 /// The model kernels of one device, by name.
 struct Kernels {
     funcs: HashMap<&'static str, CudaFunction>,
+    /// Most dynamic shared memory one block of the kernels in [`LARGE_SMEM`] may ask for.
+    smem_optin: usize,
 }
+
+/// Kernels whose blocks may hold more than the default 48 KiB of shared memory.
+const LARGE_SMEM: &[&str] = &["attend_chunk_mma"];
 
 impl Kernels {
     fn new(gpu: &Gpu) -> Result<Kernels> {
+        // The static shared memory of those kernels (a few hundred bytes) counts against the
+        // device's limit too.
+        let optin = gpu.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        let smem_optin = (optin.max(0) as usize).saturating_sub(1024);
         let mut funcs = HashMap::new();
         for (src, names) in MODEL_KERNELS {
             let module = gpu.load_module(src)?;
             for &name in *names {
                 let f = module.load_function(name).map_err(|_| CudaError::MissingKernel(name.into()))?;
+                if LARGE_SMEM.contains(&name) {
+                    f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_optin as i32)?;
+                }
                 funcs.insert(name, f);
             }
         }
-        Ok(Kernels { funcs })
+        Ok(Kernels { funcs, smem_optin })
     }
 
     /// Queues kernel `name` on `stream`.
@@ -132,6 +145,7 @@ impl Kernels {
     /// Safety (upheld by every caller in this module): `args` match the kernel's parameter
     /// list in type and order, and every address points into a live buffer of the model or
     /// of the state, large enough for what the kernel touches given the size arguments.
+    #[allow(clippy::too_many_arguments)] // one per launch parameter of cuLaunchKernelEx
     fn launch(&self, stream: &Arc<CudaStream>, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg], overlap: bool) -> Result<()> {
         let f = self.funcs.get(name).ok_or_else(|| CudaError::MissingKernel(name.into()))?;
         let grid = (grid.0.max(1) as u32, grid.1.max(1) as u32, grid.2.max(1) as u32);

@@ -3,6 +3,7 @@
 
 use dsv4_gguf::GgmlType;
 
+use super::attn_chunk::AttendChunk;
 use super::GpuModel;
 use super::forward::{BLOCK, TOPK_THREADS};
 use super::Arg::{F, I, P};
@@ -76,6 +77,64 @@ impl GpuModel {
         let out = gpu.upload(&vec![f32::NAN; n])?;
         let args = [P(self.ptr(&qd)), P(self.ptr(&wd)), F(1.0), P(self.ptr(&kd)), I(n as i32), I(heads as i32), I(dim as i32), P(self.ptr(&out)), I(fp4 as i32)];
         self.launch("index_scores", (self.index_blocks(n, fp4, false), 1), BLOCK, 0, &args)?;
+        gpu.download(&out)
+    }
+
+    /// One token's attention at position `pos` through the chunk path's kernel: `q` is its
+    /// heads × `d` queries, `ring` the raw window (`window` rows of `d`, position p in slot
+    /// p % window, the token's own row included), `comp` the (pos + 1) / ratio compressed rows,
+    /// `mask` (one byte per compressed row) and `top_k` the indexer's choice, applied when
+    /// more rows than top_k exist; `freqs` the RoPE frequencies of the output's tail. On the
+    /// tensor cores with `mma` (rows on the BF16 grid, as the official numerics keep them;
+    /// an error where that kernel does not take the sizes), else in f32.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn probe_attend_chunk(&self, gpu: &Gpu, q: &[f32], ring: &[f32], comp: &[f32], ratio: usize, pos: u64, mask: Option<(&[u8], usize)>, sinks: &[f32], d: usize, freqs: &[f32], mma: bool) -> Result<Vec<f32>> {
+        let heads = sinks.len();
+        let shape = |what: &str| Err(CudaError::Shape(format!("attention probe: {what}")));
+        if d == 0 || heads == 0 || q.len() != heads * d || !ring.len().is_multiple_of(d) || ring.is_empty() || !comp.len().is_multiple_of(d) || 2 * freqs.len() > d {
+            return shape("queries, rows or frequencies do not match the heads and d");
+        }
+        let (window, n_comp) = (ring.len() / d, comp.len() / d);
+        if (ratio == 0 && n_comp > 0) || (ratio > 0 && (pos + 1) / ratio as u64 != n_comp as u64) {
+            return shape("the compressed rows are not those visible at pos");
+        }
+        let n_raw = (pos as usize + 1).min(window);
+        let masked = mask.filter(|(m, k)| m.len() == n_comp && n_comp > *k);
+        if mask.is_some() && masked.is_none() {
+            return shape("the mask covers other rows, or keeps them all");
+        }
+        let ncap = n_raw + masked.map_or(n_comp, |(_, k)| k);
+        if mma && !super::attn_chunk::attend_mma_fits(self, heads, d, ncap, masked.is_some()) {
+            return shape("too large for the tensor-core kernel");
+        }
+        let (qd, rd, sd) = (gpu.upload(q)?, gpu.upload(ring)?, gpu.upload(sinks)?);
+        let cd = gpu.upload(if comp.is_empty() { &[0.0f32][..] } else { comp })?;
+        let md = gpu.upload(masked.map_or(&[0u8][..], |(m, _)| m))?;
+        let fd = gpu.upload(if freqs.is_empty() { &[0.0f32][..] } else { freqs })?;
+        let out = gpu.upload(&vec![f32::NAN; heads * d])?;
+        let a = AttendChunk {
+            q: self.ptr(&qd),
+            kvn: self.ptr(&rd) + (pos as usize % window * d * 4) as u64,
+            pos0: pos,
+            raw: self.ptr(&rd),
+            window,
+            comp: if n_comp > 0 { self.ptr(&cd) } else { 0 },
+            ratio,
+            masks: if masked.is_some() { self.ptr(&md) } else { 0 },
+            mstride: n_comp,
+            top_k: masked.map_or(n_comp, |(_, k)| k),
+            sinks: self.ptr(&sd),
+            out: self.ptr(&out),
+            heads,
+            d,
+            freqs: self.ptr(&fd),
+            n_pairs: freqs.len(),
+            tokens: 1,
+            ncap,
+            ids: if masked.is_some() { ncap } else { 0 },
+        };
+        self.attend_chunk(&a, mma)?;
         gpu.download(&out)
     }
 }

@@ -9,6 +9,7 @@ use dsv4_model::ModelConfig;
 
 use super::GpuModel;
 use crate::buffer::DeviceBuffer;
+use crate::quant::matmul::FLOAT_PART_FLOATS;
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 
@@ -100,6 +101,8 @@ pub(super) struct Scratch {
     /// (token, pick) of a chunk, or per (token, head group) for the output projection.
     pub acts: DeviceBuffer<u8>,
     pub logits: DeviceBuffer<f32>,
+    /// Partial sums of the F16 products' column splits (`Matmul::run_f16_mma_raw`).
+    pub part: DeviceBuffer<f32>,
 }
 
 /// Widest activation vector any matrix of the model takes.
@@ -227,6 +230,7 @@ fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
         idx: gpu.alloc_zeros::<i32>(idx_len(c))?,
         acts: gpu.alloc_zeros::<u8>(CHUNK * c.n_expert_used.max(c.o_groups).max(1) * act_stride(c))?,
         logits: z(c.vocab_size)?,
+        part: gpu.alloc_zeros::<f32>(FLOAT_PART_FLOATS)?,
     })
 }
 

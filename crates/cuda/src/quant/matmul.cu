@@ -554,3 +554,119 @@ MMF_KERNEL(mmf_f16_r1, true, 1)
 MMF_KERNEL(mmf_f16_r2, true, 2)
 MMF_KERNEL(mmf_f32_r1, false, 1)
 MMF_KERNEL(mmf_f32_r2, false, 2)
+
+// ---- F16 weights over many tokens on the BF16 tensor cores ---------------------------------
+// The same product as mmf_f16 to f32 accuracy, not in its order: each f32 activation as three
+// BF16 parts (bf16_split3), each F16 weight as two (the nearest BF16 and the exact rest: an F16
+// significand has 11 bits, a BF16 one 8), so all six part products are exact. Per 16 columns
+// they go smallest first into a fresh accumulator (the MMA adds with truncation; chained over
+// a whole row its error grew several-fold past the f32 kernel's), and the steps are added in
+// f32 with rounding. Within each 16 columns lane t loads columns 4t..4t + 3 (one float4 of X,
+// 8 bytes of W) for the MMA's k = 2t, 2t + 1, 8 + 2t, 9 + 2t: a dot product does not depend on
+// the order of its k.
+//
+// A warp owns 32 tokens x 32 rows (2 x 4 tiles) over the columns of its split; a block's 4
+// warps take 128 consecutive tokens of the same rows. grid (ceil(rows / 32), ceil(n / 128),
+// splits), 128 threads; split z covers columns z kchunk .. (z + 1) kchunk (kchunk a multiple of
+// 16, cols a multiple of 16). One split writes Y; several write their partial sums to P
+// (split-major, n x rows each) for mmf_reduce, which adds them in split order: deterministic.
+// X rows 16-byte aligned (x_stride a multiple of 4), W rows 8-byte aligned.
+__device__ __forceinline__ void split_f16x4(uint2 w, u32 (&hi)[2], u32 (&lo)[2]) {
+    const u32 ws[2] = {w.x, w.y};
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const float a = f16_to_f32((u16)(ws[i] & 0xffffu)), b = f16_to_f32((u16)(ws[i] >> 16));
+        const u32 ah = bf16_bits(a), bh = bf16_bits(b);
+        hi[i] = ah | (bh << 16);
+        lo[i] = bf16_bits(a - bf16_value(ah)) | (bf16_bits(b - bf16_value(bh)) << 16);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) mmf16_mma(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
+                                                            const float* __restrict__ X, i64 x_stride,
+                                                            float* __restrict__ Y, i64 y_stride, int n, int kchunk,
+                                                            float* __restrict__ P) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
+    const int r0 = blockIdx.x * 32, t0 = (blockIdx.y * 4 + warp) * 32;
+    if (t0 >= n) return;
+    const int k0 = blockIdx.z * kchunk, k1 = min(cols, k0 + kchunk);
+    const float* xr[2][2];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int t = t0 + 16 * mi + g + 8 * h;
+            xr[mi][h] = t < n ? X + (i64)t * x_stride + 4 * tq : nullptr;
+        }
+    const u8* wr[4];
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) {
+        const int r = r0 + 8 * ni + g;
+        wr[ni] = r < rows ? W + (i64)r * row_bytes + 8 * tq : nullptr;
+    }
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+    for (int k = k0; k < k1; k += 16) {
+        u32 a[2][3][4];
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+            float4 lo = make_float4(0.0f, 0.0f, 0.0f, 0.0f), hi = lo;
+            if (xr[mi][0]) lo = *reinterpret_cast<const float4*>(xr[mi][0] + k);
+            if (xr[mi][1]) hi = *reinterpret_cast<const float4*>(xr[mi][1] + k);
+            const float v[8] = {lo.x, lo.y, hi.x, hi.y, lo.z, lo.w, hi.z, hi.w};
+            u32 parts[8][3];
+#pragma unroll
+            for (int i = 0; i < 8; ++i) bf16_split3(v[i], parts[i]);
+#pragma unroll
+            for (int s = 0; s < 3; ++s)
+#pragma unroll
+                for (int r = 0; r < 4; ++r) a[mi][s][r] = parts[2 * r][s] | (parts[2 * r + 1][s] << 16);
+        }
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+            uint2 w = make_uint2(0u, 0u);
+            if (wr[ni]) w = *reinterpret_cast<const uint2*>(wr[ni] + 2 * (i64)k);
+            u32 wh[2], wl[2];
+            split_f16x4(w, wh, wl);
+#pragma unroll
+            for (int mi = 0; mi < 2; ++mi) {
+                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                mma_bf16(part, a[mi][2], wl[0], wl[1]);
+                mma_bf16(part, a[mi][2], wh[0], wh[1]);
+                mma_bf16(part, a[mi][1], wl[0], wl[1]);
+                mma_bf16(part, a[mi][1], wh[0], wh[1]);
+                mma_bf16(part, a[mi][0], wl[0], wl[1]);
+                mma_bf16(part, a[mi][0], wh[0], wh[1]);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[mi][ni][e] += part[e];
+            }
+        }
+    }
+    float* out = gridDim.z > 1 ? P + (i64)blockIdx.z * n * rows : Y;
+    const i64 stride = gridDim.z > 1 ? rows : y_stride;
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int t = t0 + 16 * mi + g + 8 * (e >> 1), r = r0 + 8 * ni + 2 * tq + (e & 1);
+                if (t < n && r < rows) out[(i64)t * stride + r] = acc[mi][ni][e];
+            }
+}
+
+// Y[t][r] = the sum over splits z of P[z][t][r] (z in order), one thread per output.
+extern "C" __global__ void mmf_reduce(const float* __restrict__ P, int splits, int rows, int n, float* __restrict__ Y,
+                                      i64 y_stride) {
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (i64)n * rows) return;
+    const int t = (int)(i / rows), r = (int)(i - (i64)t * rows);
+    float s = 0.0f;
+    for (int z = 0; z < splits; ++z) s += P[(i64)z * n * rows + i];
+    Y[(i64)t * y_stride + r] = s;
+}

@@ -55,11 +55,19 @@ pub fn smem_bytes(bn: usize) -> usize {
 /// Float weight types of the f32 many-token kernels (`mmf_<type>_r<R>`).
 const FLOAT_TYPES: &[(GgmlType, &str)] = &[(GgmlType::F16, "f16"), (GgmlType::F32, "f32")];
 
+/// The F16 product on the BF16 tensor cores and the sum of its column splits.
+const FLOAT_MMA: [&str; 2] = ["mmf16_mma", "mmf_reduce"];
+
+/// Floats of partial sums the split F16 product may use (8 MB): a product of few rows over
+/// long rows (the HC projections, 24 x 16384) splits its columns so that ~16 warps per SM
+/// run, and each split's sums wait there for `mmf_reduce`.
+pub const FLOAT_PART_FLOATS: usize = 1 << 21;
+
 /// Every kernel symbol `matmul.cu` must define.
 pub fn kernel_names() -> Vec<String> {
     let quant = TYPES.iter().flat_map(|(_, name)| TILE_TOKENS.iter().map(move |bn| format!("mm_{name}_n{bn}")));
     let float = FLOAT_TYPES.iter().flat_map(|(_, name)| [1, 2].map(|r| format!("mmf_{name}_r{r}")));
-    quant.chain(float).collect()
+    quant.chain(float).chain(FLOAT_MMA.iter().map(|s| s.to_string())).collect()
 }
 
 /// Whether `ty` has a tensor-core kernel (the quantized types of the published files).
@@ -77,6 +85,18 @@ pub fn tile_tokens(rows: usize, n: usize, sms: usize) -> usize {
     } else {
         16
     }
+}
+
+/// Column splits of an F16 product on the tensor cores and the columns of each (a multiple
+/// of 16): enough warps (32 tokens x 32 rows each) for ~16 per SM, at least 4 steps of 16
+/// columns a split, and the splits' partial sums within `part_floats`.
+pub fn float_splits(rows: usize, cols: usize, n: usize, sms: usize, part_floats: usize) -> (usize, usize) {
+    let steps = cols / 16;
+    let warps = rows.div_ceil(32) * n.div_ceil(32);
+    let room = part_floats / (n * rows).max(1);
+    let want = (16 * sms).div_ceil(warps.max(1)).min(steps / 4).min(room).max(1);
+    let kchunk = steps.div_ceil(want) * 16;
+    (cols.div_ceil(kchunk.max(16)), kchunk.max(16))
 }
 
 /// The tile table of a grouped launch ([`Matmul::run_tiles_raw`]): for each `(expert, first
@@ -113,6 +133,8 @@ pub struct Matmul {
     funcs: HashMap<(GgmlType, usize), CudaFunction>,
     /// Float-weight kernels by (type, rows per warp).
     funcs_f: HashMap<(GgmlType, usize), CudaFunction>,
+    /// `FLOAT_MMA`, in that order.
+    funcs_fm: [CudaFunction; 2],
     iq2_grid: DeviceBuffer<u64>,
     sm_count: usize,
 }
@@ -137,7 +159,9 @@ impl Matmul {
                 funcs_f.insert((ty, r), module.load_function(&sym).map_err(|_| CudaError::MissingKernel(sym.clone()))?);
             }
         }
-        Ok(Matmul { stream: gpu.stream().clone(), funcs, funcs_f, iq2_grid: gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?, sm_count: gpu.sm_count() })
+        let load = |sym: &str| module.load_function(sym).map_err(|_| CudaError::MissingKernel(sym.to_owned()));
+        let funcs_fm = [load(FLOAT_MMA[0])?, load(FLOAT_MMA[1])?];
+        Ok(Matmul { stream: gpu.stream().clone(), funcs, funcs_f, funcs_fm, iq2_grid: gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?, sm_count: gpu.sm_count() })
     }
 
     /// `Y = W X` for `n` tokens whose activations (quantized for `W`) are `acts`, one row of
@@ -233,6 +257,18 @@ impl Matmul {
         unsafe { self.run_float_raw(w, xp, w.cols(), n, yp, w.rows()) }
     }
 
+    /// [`Matmul::run_f16_mma_raw`] on whole buffers (rows of `w.cols()` and `w.rows()`
+    /// floats), `part` for the column splits' partial sums.
+    pub fn run_f16_mma(&self, w: &DeviceMatrix, x: &DeviceBuffer<f32>, n: usize, y: &mut DeviceBuffer<f32>, part: &mut DeviceBuffer<f32>) -> Result<()> {
+        if x.len() < n * w.cols() || y.len() < n * w.rows() {
+            return Err(CudaError::Shape(format!("{n} tokens of {}x{}: x has {}, y {}", w.rows(), w.cols(), x.len(), y.len())));
+        }
+        let (xp, yp, pp) = (dev_addr(&self.stream, x), dev_addr(&self.stream, y), dev_addr(&self.stream, part));
+        // SAFETY: sizes checked above, `part` by its length; the buffers are borrowed for the
+        // call and outlive the launches on this stream.
+        unsafe { self.run_f16_mma_raw(w, xp, w.cols(), n, yp, w.rows(), pp, part.len()) }
+    }
+
     /// [`Matmul::run_float`] on device addresses with strides (f32 elements): token t's input
     /// at `x + 4·t·x_stride` (16-byte aligned), its outputs at `y + 4·t·y_stride`.
     ///
@@ -257,6 +293,49 @@ impl Matmul {
         // SAFETY: the list matches MMF_KERNEL in matmul.cu; the weights lie in their buffer
         // (DeviceMatrix::view), the caller vouches for the activations and outputs.
         unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+
+    /// `y_t = W x_t` for `n` tokens of F16 weights on the BF16 tensor cores (`mmf16_mma`:
+    /// f32 accuracy, another order of additions than [`Matmul::run_float_raw`]), with `part`
+    /// (`part_floats` floats) for the partial sums of column splits. Falls back to
+    /// [`Matmul::run_float_raw`] for other types and shapes the kernel does not take.
+    ///
+    /// # Safety
+    /// As [`Matmul::run_float_raw`]; `part` is `part_floats` floats of device memory that
+    /// nothing else uses until the product is done.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_f16_mma_raw(&self, w: &DeviceMatrix, x: u64, x_stride: usize, n: usize, y: u64, y_stride: usize, part: u64, part_floats: usize) -> Result<()> {
+        let (rows, cols) = (w.rows(), w.cols());
+        if w.ty() != GgmlType::F16 || cols == 0 || !cols.is_multiple_of(16) || !w.row_bytes().is_multiple_of(8) || n.div_ceil(128) > 65535 {
+            // SAFETY: the caller's contract is run_float_raw's.
+            return unsafe { self.run_float_raw(w, x, x_stride, n, y, y_stride) };
+        }
+        if n == 0 || rows == 0 {
+            return Ok(());
+        }
+        if !x.is_multiple_of(16) || !x_stride.is_multiple_of(4) || x_stride < cols || y_stride < rows {
+            return Err(CudaError::Shape(format!("x at {x:#x}, strides {x_stride}/{y_stride} for {rows}x{cols}, {n} tokens")));
+        }
+        let (splits, kchunk) = float_splits(rows, cols, n, self.sm_count, part_floats);
+        let weights = w.buf.cuda_slice().slice(w.offset..w.offset + w.num_bytes());
+        let cfg = LaunchConfig { grid_dim: (rows.div_ceil(32) as u32, n.div_ceil(128) as u32, splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let (row_bytes, r, c, xs, ys, nn, kc) = (w.row_bytes() as i64, rows as i32, cols as i32, x_stride as i64, y_stride as i64, n as i32, kchunk as i32);
+        let mut b = self.stream.launch_builder(&self.funcs_fm[0]);
+        b.arg(&weights).arg(&row_bytes).arg(&r).arg(&c).arg(&x).arg(&xs).arg(&y).arg(&ys).arg(&nn).arg(&kc).arg(&part);
+        // SAFETY: the list matches mmf16_mma in matmul.cu; the weights lie in their buffer,
+        // the caller vouches for the activations, outputs and `part` (splits × n × rows
+        // floats fit it by float_splits).
+        unsafe { b.launch(cfg) }?;
+        if splits > 1 {
+            let total = (n * rows) as u32;
+            let cfg = LaunchConfig { grid_dim: (total.div_ceil(256), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let sp = splits as i32;
+            let mut b = self.stream.launch_builder(&self.funcs_fm[1]);
+            b.arg(&part).arg(&sp).arg(&r).arg(&nn).arg(&y).arg(&ys);
+            // SAFETY: the list matches mmf_reduce; it reads what the launch above wrote.
+            unsafe { b.launch(cfg) }?;
+        }
         Ok(())
     }
 
