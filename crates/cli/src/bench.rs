@@ -38,9 +38,10 @@ pub struct Args {
     /// Greedy tokens decoded (and timed) at each frontier.
     #[arg(long, default_value_t = 16)]
     decode: usize,
-    /// Prefill chunk size.
-    #[arg(long, default_value_t = 512)]
-    chunk: usize,
+    /// Prompt tokens per prefill step (default: what the device takes at once, as the
+    /// server uses it: 1,024 on a GPU, 512 on the CPU).
+    #[arg(long)]
+    chunk: Option<usize>,
     #[arg(long)]
     plain_numerics: bool,
     #[command(flatten)]
@@ -48,7 +49,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    if a.frontiers.is_empty() || a.frontiers.windows(2).any(|w| w[0] >= w[1]) || a.chunk == 0 {
+    if a.frontiers.is_empty() || a.frontiers.windows(2).any(|w| w[0] >= w[1]) || a.chunk == Some(0) {
         bail!("--frontiers must be increasing and --chunk positive");
     }
     let (file, tok, text_ids) = a.input.load()?;
@@ -63,6 +64,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let model = Arc::new(Model::from_file(file)?);
     let n_layer = model.cfg.n_layer;
     let runner = a.device.runner(model, need + 1, 1)?;
+    let chunk = a.chunk.unwrap_or(runner.prefill_piece());
     let err = anyhow::Error::msg;
     let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };
     // Issue #7: every row names the host (its CPU model: container host names mean nothing)
@@ -77,7 +79,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         let t = Instant::now();
         let mut last = Vec::new();
         while done < frontier {
-            let end = (done + a.chunk).min(frontier);
+            let end = (done + chunk).min(frontier);
             last = runner.forward(&mut state, &ids[done..end], numerics).map_err(err)?;
             done = end;
         }

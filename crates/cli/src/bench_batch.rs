@@ -30,9 +30,10 @@ pub struct Args {
     /// The short request's prompt tokens (with --ttft-long).
     #[arg(long, default_value_t = 200)]
     ttft_short: usize,
-    /// Prompt tokens per scheduler step while prompts are being prefilled (the server's 512).
-    #[arg(long, default_value_t = 512)]
-    step_tokens: usize,
+    /// Prompt tokens per scheduler step while prompts are being prefilled (default: the
+    /// server's, what the device takes at once: 1,024 on a GPU, 512 on the CPU).
+    #[arg(long)]
+    step_tokens: Option<usize>,
     #[arg(long)]
     plain_numerics: bool,
     #[command(flatten)]
@@ -40,7 +41,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    if a.streams.is_empty() || a.streams.contains(&0) || a.context == 0 || a.decode == 0 || a.step_tokens == 0 {
+    if a.streams.is_empty() || a.streams.contains(&0) || a.context == 0 || a.decode == 0 || a.step_tokens == Some(0) {
         bail!("--streams, --context, --decode and --step-tokens must be positive");
     }
     let (file, tok, ids) = a.input.load()?;
@@ -61,6 +62,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let n_layer = model.cfg.n_layer;
     let sessions = if a.ttft_long.is_some() { 2 } else { most };
     let runner = a.device.runner(model, ctx, sessions)?;
+    let step_tokens = a.step_tokens.unwrap_or(runner.prefill_piece());
     let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };
     let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: a.decode, loop_guard: None, numerics, ..Default::default() };
     let (machine, (card, backend)) = (crate::bench::cpu_name(), crate::bench::card_and_backend(&runner));
@@ -69,7 +71,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let err = |e: dsv4_engine::GenError| anyhow::anyhow!("{e}");
 
     if let Some(long) = a.ttft_long {
-        let mut sched = Scheduler::new(SessionPool::new(2), 2, a.step_tokens, ctx, eos);
+        let mut sched = Scheduler::new(SessionPool::new(2), 2, step_tokens, ctx, eos);
         sched.admit(&runner, 0, &prompt(0, long), params.clone(), &Session::new).map_err(err)?;
         let mut progress = Progress::default();
         sched.step(&runner, &mut |id, ev| progress.hear(id, &ev));
@@ -89,7 +91,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         }
         let long_ready = progress.ready_at.iter().find(|r| r.0 == 0).map_or(f64::NAN, |&(_, t)| t.duration_since(arrived).as_secs_f64());
         println!("date,machine,card,backend,model,quant,layers,numerics,long_prompt,short_prompt,step_tokens,short_ttft_s,long_ready_after_arrival_s");
-        println!("{head},{long},{},{},{:.3},{long_ready:.3}", a.ttft_short, a.step_tokens, ttft.unwrap_or(f64::NAN));
+        println!("{head},{long},{},{},{:.3},{long_ready:.3}", a.ttft_short, step_tokens, ttft.unwrap_or(f64::NAN));
         return Ok(ExitCode::SUCCESS);
     }
 

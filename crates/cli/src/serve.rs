@@ -124,8 +124,8 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
         )),
         None => None,
     };
-    let opts = EngineOptions { ctx: a.ctx, numerics, loop_guard: !a.no_loop_guard, sessions, max_active, prefill_chunk: 512 };
     let runner = a.device.runner(model, a.ctx, sessions)?;
+    let opts = EngineOptions { ctx: a.ctx, numerics, loop_guard: !a.no_loop_guard, sessions, max_active, prefill_chunk: runner.prefill_piece() };
     let backend = ModelBackend::new(runner, tok.clone(), opts, disk, Box::new(|line| eprintln!("dsv4 serve: {line}")));
     Ok(Loaded { backend: Box::new(backend), tokenizer: tok })
 }

@@ -63,6 +63,17 @@ impl Runner {
         }
     }
 
+    /// Prompt tokens one prefill step should carry on this device. The GPU takes a whole
+    /// chunk of its scratch ([`dsv4_cuda::PREFILL_CHUNK`], 1,024 tokens): a chunk of a MoE
+    /// layer decodes every routed expert once, so longer chunks spread that cost over more
+    /// tokens. The CPU runs 512 (its scheduler steps stay short).
+    pub fn prefill_piece(&self) -> usize {
+        match &self.gpu {
+            Some(_) => dsv4_cuda::PREFILL_CHUNK,
+            None => 512,
+        }
+    }
+
     /// A description for banners and bench records ("cpu", "cuda:0 NVIDIA H100 …").
     pub fn describe(&self) -> String {
         match &self.gpu {

@@ -162,7 +162,7 @@ pub fn load(a: &Args) -> anyhow::Result<Loaded> {
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let mode = a.thinking()?;
-    let gen = a.generation()?;
+    let mut gen = a.generation()?;
     let one_shot = a.one_shot_prompt()?;
     if a.dump_tokens {
         let text = one_shot.context("--dump-tokens needs -p or --prompt-file")?;
@@ -172,6 +172,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let loaded = load(&a)?;
+    gen.prefill_chunk = loaded.runner.prefill_piece();
     let mut trace = diag::Trace::open(a.trace.as_deref())?;
     if let Some(out) = &a.dump_logprobs {
         let text = one_shot.context("--dump-logprobs needs -p or --prompt-file")?;

@@ -143,9 +143,11 @@ impl GpuModel {
             groups.push((xid, off, us.len()));
             off += us.len();
         }
-        // Wide tiles only when experts serve many tokens each (few experts, or a hot one):
-        // a narrow tile wastes less of the MMA on short groups.
-        let bn = if total >= 48 * groups.len() { 64 } else { 16 };
+        // Wide tiles once experts serve 16 tokens each on average: a tile decodes its
+        // expert's weights once, so a group longer than 16 decodes them twice or more in
+        // narrow tiles. Measured on an H100 (bench/cuda-chunk1024-h100-2026-11-27.txt): at 12
+        // tokens an expert (512-token chunks) narrow tiles are faster, at 24 (1,024) wide.
+        let bn = if total >= 16 * groups.len() { 64 } else { 16 };
         let tiles = expert_tiles(&groups, bn);
         // Token rows (gather), route-weight slots (SwiGLU), part slots (scatter), tiles.
         let mut idx: Vec<i32> = rows.iter().map(|&(t, _)| t as i32).collect();
