@@ -427,6 +427,20 @@ __device__ __forceinline__ void bf16_split3(float x, u32 (&s)[3]) {
     s[2] = bf16_bits(r1 - bf16_value(s[1]));
 }
 
+// The A operand of mma_bf16 in three BF16 parts (a[s], s = hi, mid, lo) from f32 rows g (lo)
+// and g + 8 (hi), four values each: this lane's k = 2t, 2t + 1, 8 + 2t, 9 + 2t, in that order
+// (the tensor-core attention and F16 products load a row's 4t..4t + 3 as one float4 for them).
+__device__ __forceinline__ void bf16_a_parts(float4 lo, float4 hi, u32 (&a)[3][4]) {
+    const float v[8] = {lo.x, lo.y, hi.x, hi.y, lo.z, lo.w, hi.z, hi.w};
+    u32 parts[8][3];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) bf16_split3(v[i], parts[i]);
+#pragma unroll
+    for (int s = 0; s < 3; ++s)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) a[s][r] = parts[2 * r][s] | (parts[2 * r + 1][s] << 16);
+}
+
 // An exact int -> float for |v| < 2^22 on the FP32 pipe (I2F is quarter rate): v lands in the
 // low mantissa bits of 1.5 * 2^23.
 __device__ __forceinline__ float small_i2f(int v) { return __int_as_float(v + 0x4B400000) - 12582912.0f; }

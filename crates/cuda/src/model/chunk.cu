@@ -413,16 +413,7 @@ __device__ __forceinline__ void attend_chunk_mma_body(const float* q, long long 
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
             const float* p = sc + (16 * mt + g) * sstride + c0 + 4 * tq;
-            const float4 lo = *reinterpret_cast<const float4*>(p);
-            const float4 hi = *reinterpret_cast<const float4*>(p + 8 * sstride);
-            const float w[8] = {lo.x, lo.y, hi.x, hi.y, lo.z, lo.w, hi.z, hi.w};
-            u32 parts[8][3];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) bf16_split3(w[i], parts[i]);
-#pragma unroll
-            for (int s = 0; s < 3; ++s)
-#pragma unroll
-                for (int r = 0; r < 4; ++r) a[mt][s][r] = parts[2 * r][s] | (parts[2 * r + 1][s] << 16);
+            bf16_a_parts(*reinterpret_cast<const float4*>(p), *reinterpret_cast<const float4*>(p + 8 * sstride), a[mt]);
         }
 #pragma unroll
         for (int j = 0; j < NT; ++j) {

@@ -618,14 +618,7 @@ extern "C" __global__ void __launch_bounds__(128) mmf16_mma(const u8* __restrict
             float4 lo = make_float4(0.0f, 0.0f, 0.0f, 0.0f), hi = lo;
             if (xr[mi][0]) lo = *reinterpret_cast<const float4*>(xr[mi][0] + k);
             if (xr[mi][1]) hi = *reinterpret_cast<const float4*>(xr[mi][1] + k);
-            const float v[8] = {lo.x, lo.y, hi.x, hi.y, lo.z, lo.w, hi.z, hi.w};
-            u32 parts[8][3];
-#pragma unroll
-            for (int i = 0; i < 8; ++i) bf16_split3(v[i], parts[i]);
-#pragma unroll
-            for (int s = 0; s < 3; ++s)
-#pragma unroll
-                for (int r = 0; r < 4; ++r) a[mi][s][r] = parts[2 * r][s] | (parts[2 * r + 1][s] << 16);
+            bf16_a_parts(lo, hi, a[mi]);
         }
 #pragma unroll
         for (int ni = 0; ni < 4; ++ni) {
