@@ -83,7 +83,7 @@ fn check(gpu: &Gpu, mm: &Matmul, ty: GgmlType, cols: usize, rows: usize, n: usiz
 #[test]
 fn kernel_names_cover_every_type() {
     let names = kernel_names();
-    assert_eq!(names.len(), 14);
+    assert_eq!(names.len(), 18);
     assert!(names.iter().any(|n| n == "mmf16_mma") && names.iter().any(|n| n == "mmf_reduce"));
     assert!(TYPES.iter().all(|&t| supports(t)));
     assert!(!supports(GgmlType::F16) && !supports(GgmlType::F32));
@@ -158,7 +158,7 @@ fn expert_tiles_match_cpu_official() {
         let total = 128;
         let (xs, a, stride) = acts(ty, cols, total, 9100 + ti as u64);
         let da = gpu.upload(&a).unwrap();
-        for bn in [16, 64] {
+        for bn in dsv4_cuda::quant::matmul::TILE_TOKENS {
             let mut tiles = expert_tiles(&groups, bn);
             // A skipped tile over rows 90..95.
             tiles.extend([-1, 90, 5]);

@@ -143,11 +143,19 @@ impl GpuModel {
             groups.push((xid, off, us.len()));
             off += us.len();
         }
-        // Wide tiles once experts serve 16 tokens each on average: a tile decodes its
-        // expert's weights once, so a group longer than 16 decodes them twice or more in
-        // narrow tiles. Measured on an H100 (bench/cuda-chunk1024-h100-2026-11-27.txt): at 12
-        // tokens an expert (512-token chunks) narrow tiles are faster, at 24 (1,024) wide.
-        let bn = if total >= 16 * groups.len() { 64 } else { 16 };
+        // A tile decodes its expert's weights once, so a group longer than the tile decodes
+        // them again for each further tile; wider tiles cost more per weight (more MMA work,
+        // and the 64-token one a larger CTA). Measured on an H100 (bench/cuda-chunk1024-h100-
+        // 2026-11-27.txt, bench/cuda-tile32-h100-2026-11-27.txt): at 12 tokens an expert
+        // (512-token chunks) 16-token tiles beat 64-token ones; at 24 (1,024-token chunks)
+        // 32-token tiles beat 64-token ones by 4% of the prompt, which beat 16-token ones.
+        let bn = if total >= 48 * groups.len() {
+            64
+        } else if total >= 16 * groups.len() {
+            32
+        } else {
+            16
+        };
         let tiles = expert_tiles(&groups, bn);
         // Token rows (gather), route-weight slots (SwiGLU), part slots (scatter), tiles.
         let mut idx: Vec<i32> = rows.iter().map(|&(t, _)| t as i32).collect();

@@ -18,8 +18,8 @@
 //
 // Work split: a CTA computes a tile of BM rows x BN tokens with 4 WN warps, as 4 (rows) x WN
 // (tokens), each warp 16 MI rows x 8 NF tokens: 64 x 16 (few tokens per matrix: an expert in
-// a prefill chunk; small CTAs also spread short matrices over more SMs) or 128 x 64 (each
-// weight decoded once per 64 tokens). More accumulators per warp would spill at the
+// a prefill chunk; small CTAs also spread short matrices over more SMs), 64 x 32 (experts of
+// a long chunk) or 128 x 64 (each weight decoded once per 64 tokens). More accumulators per warp would spill at the
 // 128-register cap that keeps 16 warps per SM. Per 256-column step the CTA decodes its rows'
 // weights into shared memory (each weight decoded once per CTA and reused by BN tokens) and
 // copies the tokens' activation codes beside them; the next step's global loads go into
@@ -434,7 +434,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
 }
 
 // Entry points: mm_<type>_n<BN>, grid (ceil(rows / BM), token tiles, groups), 256 threads (BN
-// 16, BM 64) or 512 (BN 64, BM 128),
+// 16 or 32, BM 64) or 512 (BN 64, BM 128),
 // mm_smem_bytes(BM, BN) bytes of dynamic shared memory. Without `tiles`, tile y is tokens
 // BN y .. min(BN (y + 1), n) of one matrix; with it, tile y is tiles[3y .. 3y + 3] =
 // (expert, first token, count): the expert's matrix is expert_bytes after the previous one
@@ -469,6 +469,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     }
 #define MM_ALL(name, T)                                                                         \
     MM_KERNEL(mm_##name##_n16, T, 2, 1, 1)                                                      \
+    MM_KERNEL(mm_##name##_n32, T, 2, 2, 1)                                                      \
     MM_KERNEL(mm_##name##_n64, T, 4, 2, 2)
 
 MM_ALL(q8_0, T_Q8_0)

@@ -8,9 +8,10 @@
 //! `dsv4_quant::matvec(.., Official)` for its token, bit for bit on the tested inputs; the
 //! tests hold the matvec tolerances.
 //!
-//! Two tiles: 64 rows x 16 tokens (few tokens per matrix: an expert in a prefill chunk; and
-//! short matrices, spread over more SMs) and 128 x 64 (dense products of a whole chunk, each
-//! weight decoded once per 64 tokens); see [`tile_tokens`].
+//! Three tiles: 64 rows x 16 tokens (few tokens per matrix: an expert in a prefill chunk; and
+//! short matrices, spread over more SMs), 64 x 32 (experts of a long chunk: each weight
+//! decoded once for up to 32 tokens in the small CTA) and 128 x 64 (dense products of a whole
+//! chunk, each weight decoded once per 64 tokens); see [`tile_tokens`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,14 +28,24 @@ use crate::error::{CudaError, Result};
 use crate::kernels;
 
 /// Token tile widths compiled (`mm_<type>_n<BN>`).
-pub const TILE_TOKENS: [usize; 2] = [16, 64];
+pub const TILE_TOKENS: [usize; 3] = [16, 32, 64];
 
 /// Weight rows of one CTA for a tile width (`BM` in `matmul.cu`).
 pub fn tile_rows(bn: usize) -> usize {
-    if bn == 16 {
-        64
-    } else {
+    if bn == 64 {
         128
+    } else {
+        64
+    }
+}
+
+/// Threads of one CTA for a tile width (4 warps per 64 rows and 16 tokens, `MM_KERNEL`'s
+/// WN × 128).
+fn tile_threads(bn: usize) -> u32 {
+    if bn == 64 {
+        512
+    } else {
+        256
     }
 }
 
@@ -409,8 +420,7 @@ impl Matmul {
         let weights = w.buf.cuda_slice().slice(w.offset..end);
         let cfg = LaunchConfig {
             grid_dim: (w.rows().div_ceil(tile_rows(bn)) as u32, n_tiles as u32, groups.count as u32),
-            // 4 warps per 16 tokens of the tile (`MM_KERNEL` in matmul.cu).
-            block_dim: (if bn == 16 { 256 } else { 512 }, 1, 1),
+            block_dim: (tile_threads(bn), 1, 1),
             shared_mem_bytes: smem_bytes(bn) as u32,
         };
         let (row_bytes, rows, cols, eb) = (w.row_bytes() as i64, w.rows() as i32, w.cols() as i32, stride as i64);
