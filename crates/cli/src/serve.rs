@@ -107,7 +107,7 @@ fn load(a: &Args, path: &std::path::Path) -> anyhow::Result<Loaded> {
     let max_active = a.max_active.unwrap_or(a.sessions).max(1);
     let sessions = a.sessions.max(max_active);
     // Every resident session holds a full state: the plan counts them all.
-    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, 512).with_sessions(sessions);
+    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, dsv4_engine::CPU_PREFILL_PIECE).with_sessions(sessions);
     eprintln!("{}", plan.summary());
     plan.check(dsv4_engine::plan::available_memory()).map_err(anyhow::Error::msg)?;
     let t = std::time::Instant::now();

@@ -389,6 +389,18 @@ __device__ __forceinline__ void mma_k32(int (&d)[4], const u32 (&a)[4], u32 b0, 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Every element of a register-resident accumulator array (fully unrolled: the array stays in
+// registers).
+template <typename T, int A, int B, int C>
+__device__ __forceinline__ void zero_acc(T (&v)[A][B][C]) {
+#pragma unroll
+    for (int a = 0; a < A; ++a)
+#pragma unroll
+        for (int b = 0; b < B; ++b)
+#pragma unroll
+            for (int c = 0; c < C; ++c) v[a][b][c] = T(0);
+}
+
 // The BF16 tensor-core product of one 16 x 16 by 16 x 8 tile into d with f32 accumulation
 // (mma.sync m16n8k16, sm_80+): lane (g = lane / 4, t = lane % 4) holds A rows g and g + 8 at
 // k = 2t.. and 8 + 2t.. (a[0..3]: (g, lo), (g + 8, lo), (g, hi), (g + 8, hi)), B column g at

@@ -35,7 +35,7 @@ impl Default for GenerationParams {
             stop: Vec::new(),
             loop_guard: Some(LoopGuard::default()),
             numerics: Numerics::Official,
-            prefill_chunk: 512,
+            prefill_chunk: crate::runner::CPU_PREFILL_PIECE,
         }
     }
 }

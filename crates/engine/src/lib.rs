@@ -17,6 +17,6 @@ pub use generate::{Finish, GenError, Generation, GenerationParams, PrefillStats,
 pub use loop_guard::LoopGuard;
 pub use plan::MemoryPlan;
 pub use pool::{Placement, SessionPool};
-pub use runner::{Device, Runner, State};
+pub use runner::{Device, Runner, State, CPU_PREFILL_PIECE};
 pub use sampler::{Sampler, SamplingParams};
 pub use stop::StopMatcher;

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use crate::plan::MemoryPlan;
 use dsv4_model::{Checkpoint, Model, Numerics, SessionState};
 
+/// Prompt tokens per prefill step on the CPU: long enough that each weight chunk is read once
+/// for many tokens, short enough that a scheduler step stays a fraction of a second.
+pub const CPU_PREFILL_PIECE: usize = 512;
+
 /// Which device to run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
@@ -70,7 +74,7 @@ impl Runner {
     pub fn prefill_piece(&self) -> usize {
         match &self.gpu {
             Some(_) => dsv4_cuda::PREFILL_CHUNK,
-            None => 512,
+            None => CPU_PREFILL_PIECE,
         }
     }
 

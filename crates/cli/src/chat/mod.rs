@@ -112,7 +112,7 @@ impl Args {
             stop: Vec::new(),
             loop_guard: (!self.no_loop_guard).then(LoopGuard::default),
             numerics: self.numerics(),
-            prefill_chunk: 512,
+            prefill_chunk: dsv4_engine::CPU_PREFILL_PIECE,
         })
     }
 
@@ -138,7 +138,7 @@ pub fn load(a: &Args) -> anyhow::Result<Loaded> {
         bail!("--ctx {} is outside 16..={}", a.ctx, cfg.context_length);
     }
     let weights: u64 = file.tensors().iter().map(|t| t.n_bytes()).sum();
-    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, 512);
+    let plan = MemoryPlan::cpu(&cfg, weights, a.ctx, dsv4_engine::CPU_PREFILL_PIECE);
     eprintln!("{}", plan.summary());
     plan.check(dsv4_engine::plan::available_memory()).map_err(anyhow::Error::msg)?;
     let t = std::time::Instant::now();

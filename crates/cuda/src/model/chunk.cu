@@ -322,12 +322,7 @@ __device__ __forceinline__ void attend_chunk_mma_body(const float* q, long long 
             rp[j] = r < n ? chunk_kv_row(mask ? ids[r] : r, kvn, pos0, raw, window, first, n_raw, comp, d) + 4 * tq : nullptr;
         }
         float acc[MT][ATT_MMA_J][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int j = 0; j < ATT_MMA_J; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) acc[mt][j][e] = 0.0f;
+        zero_acc(acc);
 #pragma unroll 4
         for (int kk = 0; kk < ksteps; ++kk) {
             u32 b[ATT_MMA_J][2];
@@ -396,12 +391,7 @@ __device__ __forceinline__ void attend_chunk_mma_body(const float* q, long long 
     // reading rows 4t..4t + 3 of its column g.
     const int ntiles = d >> 3;
     float o[MT][NT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) o[mt][j][e] = 0.0f;
+    zero_acc(o);
     for (int c0 = 0; c0 < npad; c0 += 16) {
         const float* vr[4];
 #pragma unroll

@@ -280,12 +280,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
 
     float facc[MI][NF][4];
     int iacc[MI][NF][4];
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < NF; ++ni)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) facc[mi][ni][e] = 0.f;
+    zero_acc(facc);
 
     if (PREFETCH) fetch(0);
     for (int kb = 0; kb < nsteps; ++kb) {
@@ -327,12 +322,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
         __syncthreads();
         if (PREFETCH && kb + 1 < nsteps) fetch(kb + 1);
 
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int ni = 0; ni < NF; ++ni)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) iacc[mi][ni][e] = 0;
+        zero_acc(iacc);
 
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
@@ -606,12 +596,7 @@ extern "C" __global__ void __launch_bounds__(128) mmf16_mma(const u8* __restrict
         wr[ni] = r < rows ? W + (i64)r * row_bytes + 8 * tq : nullptr;
     }
     float acc[2][4][4];
-#pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+    zero_acc(acc);
     for (int k = k0; k < k1; k += 16) {
         u32 a[2][3][4];
 #pragma unroll
