@@ -401,6 +401,14 @@ __device__ __forceinline__ void zero_acc(T (&v)[A][B][C]) {
             for (int c = 0; c < C; ++c) v[a][b][c] = T(0);
 }
 
+template <typename T, int A, int B>
+__device__ __forceinline__ void zero_acc(T (&v)[A][B]) {
+#pragma unroll
+    for (int a = 0; a < A; ++a)
+#pragma unroll
+        for (int b = 0; b < B; ++b) v[a][b] = T(0);
+}
+
 // The BF16 tensor-core product of one 16 x 16 by 16 x 8 tile into d with f32 accumulation
 // (mma.sync m16n8k16, sm_80+): lane (g = lane / 4, t = lane % 4) holds A rows g and g + 8 at
 // k = 2t.. and 8 + 2t.. (a[0..3]: (g, lo), (g + 8, lo), (g, hi), (g + 8, hi)), B column g at
@@ -504,44 +512,59 @@ __device__ __forceinline__ float fp4_codes(float4 lo, float4 hi, u32& wlo, u32& 
     return bad ? __int_as_float(0x7fc00000) : ldexpf(1.0f, e - 4);
 }
 
-// score[c] = Σ_h (w[h] · w_scale) · relu(q_h · k_c) for one token's keys c < c1 in steps of 8
-// (keys k0 .. k0 + 7 for k0 = c0, c0 + step, ..), by one warp; q is heads × dim, keys rows of
-// dim. Heads are summed in a fixed order (each lane its rows, then lane groups in a
-// butterfly): deterministic.
-__device__ void index_scores_mma(const float* __restrict__ q, const float* __restrict__ w, float w_scale,
-                                 const float* __restrict__ keys, long long c0, long long c1, long long step, int heads,
-                                 int dim, float* __restrict__ scores) {
+// The query side of index_scores_mma, in one lane's MMA fragment layout (lane group g holds
+// heads 16 mi + g and 16 mi + g + 8, lane t of it values 4t.. and 16 + 4t.. of each 32-value
+// block b): the fp4 codes, the blocks' scales, and the heads' weights times w_scale.
+struct IxQuery {
+    u32 a[IX_TILES][IX_BLOCKS][4];
+    float sq[IX_TILES][IX_BLOCKS][2];
+    float wq[IX_TILES][2];
+};
+
+// Block b of tile mi of the query fragments (every lane of the warp calls it: fp4_codes
+// shuffles within lane groups).
+__device__ __forceinline__ void ix_query_block(const float* __restrict__ q, int heads, int dim, int mi, int b, IxQuery& f) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int nt = (heads + 15) >> 4, nb = dim >> 5;
-    u32 a[IX_TILES][IX_BLOCKS][4];
-    float sq[IX_TILES][IX_BLOCKS][2], wq[IX_TILES][2];
 #pragma unroll
-    for (int mi = 0; mi < IX_TILES; ++mi) {
+    for (int r = 0; r < 2; ++r) {
+        const int h = 16 * mi + g + 8 * r;
+        float4 lo = make_float4(0.f, 0.f, 0.f, 0.f), hi = lo;
+        // Whole lane groups take part (the shuffles in fp4_codes), rows past the heads as
+        // zeros.
+        if (mi < nt && b < nb && h < heads) {
+            const float* p = q + (long long)h * dim + 32 * b + 4 * t;
+            lo = *reinterpret_cast<const float4*>(p);
+            hi = *reinterpret_cast<const float4*>(p + 16);
+        }
+        u32 wl = 0u, wh = 0u;
+        f.sq[mi][b][r] = (mi < nt && b < nb) ? fp4_codes(lo, hi, wl, wh) : 0.0f;
+        f.a[mi][b][r] = wl;
+        f.a[mi][b][2 + r] = wh;
+    }
+}
+
+__device__ __forceinline__ void ix_query_weights(const float* __restrict__ w, float w_scale, int heads, IxQuery& f) {
+    const int g = (threadIdx.x & 31) >> 2, nt = (heads + 15) >> 4;
+#pragma unroll
+    for (int mi = 0; mi < IX_TILES; ++mi)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const int h = 16 * mi + g + 8 * r;
-            wq[mi][r] = mi < nt && h < heads ? __fmul_rn(w[h], w_scale) : 0.0f;
+            f.wq[mi][r] = mi < nt && h < heads ? __fmul_rn(w[h], w_scale) : 0.0f;
         }
-#pragma unroll
-        for (int b = 0; b < IX_BLOCKS; ++b) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const int h = 16 * mi + g + 8 * r;
-                float4 lo = make_float4(0.f, 0.f, 0.f, 0.f), hi = lo;
-                // Whole lane groups take part (the shuffles in fp4_codes), rows past the
-                // heads as zeros.
-                if (mi < nt && b < nb && h < heads) {
-                    const float* p = q + (long long)h * dim + 32 * b + 4 * t;
-                    lo = *reinterpret_cast<const float4*>(p);
-                    hi = *reinterpret_cast<const float4*>(p + 16);
-                }
-                u32 wl = 0u, wh = 0u;
-                sq[mi][b][r] = (mi < nt && b < nb) ? fp4_codes(lo, hi, wl, wh) : 0.0f;
-                a[mi][b][r] = wl;
-                a[mi][b][2 + r] = wh;
-            }
-        }
-    }
+}
+
+// The key side of index_scores_mma: keys c < c1 in steps of 8 (k0 = c0, c0 + step, ..)
+// against the query fragments f.
+__device__ __forceinline__ void ix_scores_keys(const IxQuery& f, const float* __restrict__ keys, long long c0,
+                                               long long c1, long long step, int heads, int dim,
+                                               float* __restrict__ scores) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int nt = (heads + 15) >> 4, nb = dim >> 5;
+    const auto& a = f.a;
+    const auto& sq = f.sq;
+    const auto& wq = f.wq;
     for (long long k0 = c0; k0 < c1; k0 += step) {
         const long long key = k0 + g;
         float sk[IX_BLOCKS];
@@ -597,4 +620,20 @@ __device__ void index_scores_mma(const float* __restrict__ q, const float* __res
             if (k + 1 < c1) scores[k + 1] = part[1];
         }
     }
+}
+
+// score[c] = Σ_h (w[h] · w_scale) · relu(q_h · k_c) for one token's keys c < c1 in steps of 8
+// (keys k0 .. k0 + 7 for k0 = c0, c0 + step, ..), by one warp; q is heads × dim, keys rows of
+// dim. Heads are summed in a fixed order (each lane its rows, then lane groups in a
+// butterfly): deterministic.
+__device__ void index_scores_mma(const float* __restrict__ q, const float* __restrict__ w, float w_scale,
+                                 const float* __restrict__ keys, long long c0, long long c1, long long step, int heads,
+                                 int dim, float* __restrict__ scores) {
+    IxQuery f;
+    ix_query_weights(w, w_scale, heads, f);
+#pragma unroll
+    for (int mi = 0; mi < IX_TILES; ++mi)
+#pragma unroll
+        for (int b = 0; b < IX_BLOCKS; ++b) ix_query_block(q, heads, dim, mi, b, f);
+    ix_scores_keys(f, keys, c0, c1, step, heads, dim, scores);
 }

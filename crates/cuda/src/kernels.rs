@@ -68,7 +68,7 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
             "gather_rows", "scatter_rows",
         ],
     ),
-    (MODEL_ATTENTION, &["attend", "attend_step", "index_scores", "index_scores_step", "topk_mask", "topk_mask_step"]),
+    (MODEL_ATTENTION, &["attend", "attend_split_step", "attend_merge_step", "index_scores", "index_scores_step", "topk_mask", "topk_mask_step"]),
     (MODEL_COMPRESSOR, &["comp_push", "comp_push_step"]),
     (MODEL_CHUNK, &["comp_chunk", "comp_frontier", "copy_f32", "ring_push", "attend_chunk", "attend_chunk_mma", "index_scores_chunk", "topk_mask_chunk"]),
     (MODEL_MOE, &["route"]),

@@ -363,8 +363,9 @@ fn attention_error(gpu: &[f32], exact: &[f64], d: usize) -> f64 {
 }
 
 /// The chunk path's attention on the BF16 tensor cores (official numerics: every KV row on the
-/// BF16 grid, queries and weights split in three BF16 parts) against the exact f64 sums, and
-/// against the f32 kernel with the output's RoPE tail. Shapes: Flash's ratio-4 layer deep in
+/// BF16 grid, queries and weights split in three BF16 parts) and the decode step's attention
+/// (f32, the rows split in runs merged afterwards) against the exact f64 sums, and against the
+/// chunk path's f32 kernel with the output's RoPE tail. Shapes: Flash's ratio-4 layer deep in
 /// a context (indexer mask, 32 heads a block), the same early on (window not yet full),
 /// Flash's ratio-128 layer at 300K tokens (2,471 rows: 16 heads a block), the tiny model's 4
 /// heads (one padded block) and 48 heads of 128. A NaN query value makes its head NaN and
@@ -408,23 +409,28 @@ fn tensor_core_attention_matches_exact_sums() {
         let (ring_f, comp_f): (Vec<f32>, Vec<f32>) = (ring.concat(), comp.concat());
         let m = mask.as_deref().zip(top_k);
         let run = |q: &[f32], freqs: &[f32], mma: bool| gm.probe_attend_chunk(&gpu, q, &ring_f, &comp_f, ratio, pos, m, &sinks, d, freqs, mma).unwrap();
-        let (mma, f32k) = (run(&q, &[], true), run(&q, &[], false));
-        assert!(mma.iter().all(|v| v.is_finite()), "{heads}x{d}: non-finite or unwritten outputs");
-        let (em, ef) = (attention_error(&mma, &exact, d), attention_error(&f32k, &exact, d));
+        let step = |q: &[f32], freqs: &[f32]| gm.probe_attend_step(&gpu, q, &ring_f, &comp_f, ratio, pos, m, &sinks, d, freqs).unwrap();
+        let (mma, f32k, st) = (run(&q, &[], true), run(&q, &[], false), step(&q, &[]));
+        assert!(mma.iter().chain(&st).all(|v| v.is_finite()), "{heads}x{d}: non-finite or unwritten outputs");
+        let (em, ef, es) = (attention_error(&mma, &exact, d), attention_error(&f32k, &exact, d), attention_error(&st, &exact, d));
         assert!(em <= 1e-5, "{heads}x{d} at {pos}, {} rows: tensor cores off the exact sums by {em:.2e} (f32 kernel {ef:.2e})", rows.len());
-        // With the output's RoPE tail: the same rotation on both kernels' outputs.
+        assert!(es <= 1e-5, "{heads}x{d} at {pos}, {} rows: the decode step's split attention off the exact sums by {es:.2e} (f32 kernel {ef:.2e})", rows.len());
+        // With the output's RoPE tail: the same rotation on every kernel's output.
         let freqs: Vec<f32> = (0..rope / 2).map(|i| 10000f32.powf(-2.0 * i as f32 / rope as f32)).collect();
-        let (mr, fr) = (run(&q, &freqs, true), run(&q, &freqs, false));
-        let tail = mr.iter().zip(&fr).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let (mr, fr, sr) = (run(&q, &freqs, true), run(&q, &freqs, false), step(&q, &freqs));
         let scale = fr.iter().fold(0f32, |a, v| a.max(v.abs()));
-        assert!(tail <= 1e-5 * scale, "{heads}x{d}: rotated outputs differ by {tail:.2e} of {scale:.2e}");
+        for (what, r) in [("tensor cores", &mr), ("decode step", &sr)] {
+            let tail = r.iter().zip(&fr).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(tail <= 1e-5 * scale, "{heads}x{d}: rotated outputs of the {what} differ by {tail:.2e} of {scale:.2e}");
+        }
         // A NaN in one query: that head is NaN, the others unchanged bit for bit.
         let mut qn = q.clone();
         qn[(heads - 1) * d + 3] = f32::NAN;
-        let nan = run(&qn, &[], true);
-        assert!(nan[(heads - 1) * d..].iter().all(|v| v.is_nan()), "{heads}x{d}: the NaN head is not NaN");
-        assert!(nan[..(heads - 1) * d].iter().zip(&mma).all(|(a, b)| a.to_bits() == b.to_bits()), "{heads}x{d}: a NaN head changed the others");
-        eprintln!("{heads} heads x {d}, {} rows at {pos}: tensor cores {em:.2e}, f32 kernel {ef:.2e} of each head's output scale", rows.len());
+        for (what, nan, clean) in [("tensor cores", run(&qn, &[], true), &mma), ("decode step", step(&qn, &[]), &st)] {
+            assert!(nan[(heads - 1) * d..].iter().all(|v| v.is_nan()), "{heads}x{d}: the NaN head is not NaN ({what})");
+            assert!(nan[..(heads - 1) * d].iter().zip(clean).all(|(a, b)| a.to_bits() == b.to_bits()), "{heads}x{d}: a NaN head changed the others ({what})");
+        }
+        eprintln!("{heads} heads x {d}, {} rows at {pos}: tensor cores {em:.2e}, decode step {es:.2e}, f32 kernel {ef:.2e} of each head's output scale", rows.len());
     }
     // Rows the kernel cannot hold are refused, not run.
     let big = vec![0f32; 8192 * 512];

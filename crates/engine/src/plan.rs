@@ -56,7 +56,7 @@ impl MemoryPlan {
         let chunk = dsv4_cuda::PREFILL_CHUNK;
         let one = MemoryPlan::cpu(cfg, weights, ctx, chunk);
         let rows = cfg.layer_kinds.iter().map(|k| (ctx as u64).checked_div(k.ratio() as u64).unwrap_or(0)).max().unwrap_or(0);
-        let att = cfg.n_head as u64 * (cfg.sliding_window as u64 + rows) * 4 + rows * 5;
+        let att = dsv4_cuda::state_scratch_bytes(cfg, ctx as u64);
         // Every token of a chunk has its logits row (all-position logits; 530 MB on Flash).
         let logits = (chunk * cfg.vocab_size * 4) as u64;
         // The chunk's indexer scores (f32) and masks (u8): a row per token over every row.

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
-use dsv4_model::Numerics;
+use dsv4_model::{ModelConfig, Numerics};
 
 use super::state::{act_stride, mask_stride, GpuState, Scratch, CHUNK};
 use super::weights::Hc;
@@ -40,10 +40,44 @@ pub(super) const TOPK_THREADS: usize = 512;
 /// Keys one warp scores in the tensor-core indexer launches sized by the key count (`IX_KEYS`
 /// in dsv4_common.cuh), and in the decode step's strided one.
 pub(super) const INDEX_KEYS: usize = 128;
-const INDEX_KEYS_STEP: usize = 32;
+const INDEX_KEYS_STEP: usize = 8;
 
 pub(super) fn attend_smem(d: usize, cap: usize) -> usize {
     d * 4 * (1 + ATTEND_THREADS / 32) + cap * 4
+}
+
+/// The decode step's attention (`attend_split_step` in attention.cu): query heads a block and
+/// its threads, rows a tile, and the most runs a token's rows are split into; then the
+/// threads of `attend_merge_step`, a block per head.
+pub(super) const ATT_SPLIT_HEADS: usize = 8;
+pub(super) const ATT_SPLIT_THREADS: usize = 256;
+const ATT_TILE: usize = 32;
+const ATT_MAX_SPLITS: usize = 64;
+pub(super) const ATT_MERGE_THREADS: usize = 128;
+
+/// Runs a decoded token's rows are split into: a tile's worth each of the most rows the
+/// indexer leaves (window + top_k; 20 on Flash), fewer for fewer rows (a run holds at least a
+/// tile), longer runs past that (a ratio-128 layer deep into the context).
+pub(super) fn att_splits(c: &ModelConfig) -> usize {
+    att_splits_for(c.sliding_window, c.indexer_top_k)
+}
+
+pub(super) fn att_splits_for(window: usize, top_k: usize) -> usize {
+    (window + top_k).div_ceil(ATT_TILE).clamp(1, ATT_MAX_SPLITS)
+}
+
+/// Floats of a session's scratch the decode step's attention writes its runs to: per head
+/// and run, the weighted value sums, then the maximum and weight sum.
+pub(super) fn att_split_floats(c: &ModelConfig) -> usize {
+    c.n_head * att_splits(c) * (c.head_dim + 2)
+}
+
+/// Dynamic shared memory of `attend_split_step`: the block's queries, the warps' partial
+/// scores of a tile, its scores, its weights, the rescale factors, the tile's row addresses,
+/// then up to `cap` row ids.
+pub(super) fn attend_split_smem(d: usize, cap: usize) -> usize {
+    let hg = ATT_SPLIT_HEADS;
+    (hg * d + 8 * hg * ATT_TILE + 2 * hg * ATT_TILE + hg) * 4 + ATT_TILE * 8 + cap * 4
 }
 
 /// What one chunk's pass needs besides the state.

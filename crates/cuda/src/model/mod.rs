@@ -53,7 +53,7 @@ use crate::launch::launch_ex;
 pub(crate) use crate::launch::Arg;
 use crate::quant::{Matmul, Matvec};
 
-pub use state::{GpuState, CHUNK as PREFILL_CHUNK};
+pub use state::{state_scratch_bytes, GpuState, CHUNK as PREFILL_CHUNK};
 pub use step_batch::{step_batch_bytes, MAX_STEP_BATCH};
 use weights::Layer;
 
@@ -87,6 +87,9 @@ pub struct DecodeOptions {
 pub struct GpuModel {
     cfg: ModelConfig,
     stream: Arc<CudaStream>,
+    /// A second stream for the decode step's branch (the HC Sinkhorn beside the read-out:
+    /// `model/step.rs`); it joins `stream` again within the step.
+    side: Arc<CudaStream>,
     mv: Matvec,
     /// Tensor-core products of many tokens (official numerics).
     mt: Matmul,

@@ -47,6 +47,29 @@ __device__ __forceinline__ float mix_val(const float* m_raw, int k, int parts) {
     return v;
 }
 
+// Stream h's read-out weight pre_h from the mixing values and the state's 1/rms `sflat`.
+__device__ __forceinline__ float hc_pre_weight(const float* m_raw, int h, int parts, float sflat, const float* scale,
+                                               const float* base, float hc_eps) {
+    return sigmoidf_(mix_val(m_raw, h, parts) * sflat * scale[0] + base[h]) + hc_eps;
+}
+
+// The state's 1/rms from hc_proj's `parts` partial sums of squares (of n values), added in
+// order; up to MAX_PARTS of them loaded before the first addition (see mix_val).
+__device__ __forceinline__ float hc_sflat(const double* ss, int parts, int n, float rms_eps) {
+    double sum = 0.0;
+    if (parts <= MAX_PARTS) {
+        double q[MAX_PARTS];
+#pragma unroll
+        for (int p = 0; p < MAX_PARTS; ++p) q[p] = p < parts ? ss[p] : 0.0;
+#pragma unroll
+        for (int p = 0; p < MAX_PARTS; ++p)
+            if (p < parts) sum += q[p];
+    } else {
+        for (int p = 0; p < parts; ++p) sum += ss[p];
+    }
+    return rms_scale_from(sum, n, rms_eps);
+}
+
 // Element j of a warp-distributed array (element j lives in lane j % 32, register j / 32),
 // fetched by every lane of the warp at once (each its own j); `slots` registers are in use.
 __device__ __forceinline__ float warp_elem(const float (&v)[MAX_HC * MAX_HC / 32], int j, int slots) {
@@ -142,7 +165,7 @@ __device__ __forceinline__ void hc_weights_small(const float* m_raw, int parts, 
     const int nv = head ? hc : off + nn;
     float val = 0.0f;
     if (l < hc) {
-        val = sigmoidf_(mix_val(m_raw, l, parts) * sflat * scale[0] + base[l]) + hc_eps;
+        val = hc_pre_weight(m_raw, l, parts, sflat, scale, base, hc_eps);
         pre[l] = val;
     } else if (l < off && !head) {
         val = 2.0f * sigmoidf_(mix_val(m_raw, l, parts) * sflat * scale[1] + base[l]);
@@ -192,7 +215,7 @@ __device__ __forceinline__ void hc_weights(const float* m_raw, int parts, float 
     }
     const int lane = threadIdx.x & 31;
     for (int h = lane; h < hc; h += 32) {
-        pre[h] = sigmoidf_(mix_val(m_raw, h, parts) * sflat * scale[0] + base[h]) + hc_eps;
+        pre[h] = hc_pre_weight(m_raw, h, parts, sflat, scale, base, hc_eps);
         if (mix) {
             mix[h] = pre[h];
             mix[hc + h] = 2.0f * sigmoidf_(mix_val(m_raw, hc + h, parts) * sflat * scale[1] + base[hc + h]);
@@ -289,12 +312,14 @@ extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int col
     }
 }
 
-// The decode step's HC read-out in three launches over many blocks instead of one block per
-// token (hc_pre), which left the GPU waiting on one SM per token for its dependent phases:
-// hc_proj (with `ss`) leaves the state's sum of squares as per-slice partials; hc_mix_step
-// turns them and the mixing values into the weights; hc_out_step forms Σ_h pre_h S_h with
-// per-block partial sums of squares; hc_norm_step applies the RMSNorm. Partials are added in
-// index order, in double like hc_pre's block sums.
+// The decode step's HC read-out over many blocks instead of one block per token (hc_pre),
+// which left the GPU waiting on one SM per token for its dependent phases: hc_proj (with
+// `ss`) leaves the state's sum of squares as per-slice partials; hc_out_step turns them and
+// the mixing values into the pre weights and forms Σ_h pre_h S_h with per-block partial sums
+// of squares; hc_norm_step applies the RMSNorm. hc_mix_step makes post and comb (the
+// Sinkhorn: a chain of ~40 dependent steps on one warp, ~10 µs) on a branch of the step
+// beside them, since only the write-back needs those. Partials are added in index order, in
+// double like hc_pre's block sums.
 
 // One warp per token (blockIdx.x): 1/rms of the state from the `parts` partials at
 // ss + token · parts, then hc_weights into mix (pre first; the head's pre only, when head).
@@ -307,20 +332,7 @@ extern "C" __global__ void hc_mix_step(const float* m_raw, const double* ss, con
     const long long t = blockIdx.x;
     m_raw += t * m_stride;
     mix += t * mix_stride;
-    ss += t * parts;
-    // Partials loaded before they are added (see mix_val), in order.
-    double sum = 0.0;
-    if (parts <= MAX_PARTS) {
-        double q[MAX_PARTS];
-#pragma unroll
-        for (int p = 0; p < MAX_PARTS; ++p) q[p] = p < parts ? ss[p] : 0.0;
-#pragma unroll
-        for (int p = 0; p < MAX_PARTS; ++p)
-            if (p < parts) sum += q[p];
-    } else {
-        for (int p = 0; p < parts; ++p) sum += ss[p];
-    }
-    const float sflat = rms_scale_from(sum, hc * e, rms_eps);
+    const float sflat = hc_sflat(ss + t * parts, parts, hc * e, rms_eps);
     hc_weights(m_raw, parts, sflat, scale, base, pre, head ? nullptr : mix, hc, iters, hc_eps, c);
     if (head) {
         __syncwarp();
@@ -328,16 +340,23 @@ extern "C" __global__ void hc_mix_step(const float* m_raw, const double* ss, con
     }
 }
 
-// out = Σ_h pre_h S_h for token blockIdx.y (pre = mix[0..hc]), column blockIdx.x · blockDim.x
-// + threadIdx.x; each block's sum of squares of its columns into part[token · gridDim.x +
-// blockIdx.x].
-extern "C" __global__ void hc_out_step(const float* S, const float* mix, float* out, double* part, int hc, int e,
-                                       int mix_stride) {
+// out = Σ_h pre_h S_h for token blockIdx.y, column blockIdx.x · blockDim.x + threadIdx.x, the
+// pre weights (as hc_mix_step makes them) from the mixing values at m_raw + token · m_stride
+// and the state's squares at ss + token · parts; each block's sum of squares of its columns
+// into part[token · gridDim.x + blockIdx.x].
+extern "C" __global__ void hc_out_step(const float* S, const float* m_raw, const double* ss, const float* scale,
+                                       const float* base, float* out, double* part, int hc, int e, int m_stride,
+                                       int parts, float rms_eps, float hc_eps) {
     DSV4_GRID_ENTRY();
     __shared__ double shd[32];
+    __shared__ float mix[MAX_HC];
     const long long t = blockIdx.y;
+    if (threadIdx.x < hc) {
+        const float sflat = hc_sflat(ss + t * parts, parts, hc * e, rms_eps);
+        mix[threadIdx.x] = hc_pre_weight(m_raw + t * m_stride, threadIdx.x, parts, sflat, scale, base, hc_eps);
+    }
+    __syncthreads();
     S += t * hc * e;
-    mix += t * mix_stride;
     out += t * e;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     double sx = 0.0;

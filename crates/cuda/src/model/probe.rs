@@ -5,7 +5,7 @@ use dsv4_gguf::GgmlType;
 
 use super::attn_chunk::AttendChunk;
 use super::GpuModel;
-use super::forward::{BLOCK, TOPK_THREADS};
+use super::forward::{att_splits_for, attend_split_smem, ATT_MERGE_THREADS, ATT_SPLIT_HEADS, ATT_SPLIT_THREADS, BLOCK, TOPK_THREADS};
 use super::Arg::{F, I, P};
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
@@ -135,6 +135,60 @@ impl GpuModel {
             ids: if masked.is_some() { ncap } else { 0 },
         };
         self.attend_chunk(&a, mma)?;
+        gpu.download(&out)
+    }
+
+    /// The same token's attention through the decode step's kernels (`attend_split_step`, then
+    /// `attend_merge_step`), in f32 under either numerics; the rows split as the step splits
+    /// them for a model of this window and indexer top-k (the mask's, else the model's).
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn probe_attend_step(&self, gpu: &Gpu, q: &[f32], ring: &[f32], comp: &[f32], ratio: usize, pos: u64, mask: Option<(&[u8], usize)>, sinks: &[f32], d: usize, freqs: &[f32]) -> Result<Vec<f32>> {
+        let heads = sinks.len();
+        let shape = |what: &str| Err(CudaError::Shape(format!("attention probe: {what}")));
+        if d == 0 || !d.is_multiple_of(32) || d > 512 || heads == 0 || q.len() != heads * d || ring.is_empty() || !ring.len().is_multiple_of(d) || !comp.len().is_multiple_of(d) || 2 * freqs.len() > d || pos >= i32::MAX as u64 {
+            return shape("queries, rows or frequencies do not match the heads and d");
+        }
+        let (window, n_comp) = (ring.len() / d, comp.len() / d);
+        if (ratio == 0 && n_comp > 0) || (ratio > 0 && (pos + 1) / ratio as u64 != n_comp as u64) {
+            return shape("the compressed rows are not those visible at pos");
+        }
+        let masked = mask.filter(|(m, k)| m.len() == n_comp && n_comp > *k && m.iter().filter(|&&b| b != 0).count() == *k);
+        if mask.is_some() && masked.is_none() {
+            return shape("the mask covers other rows, keeps them all or keeps other than top_k");
+        }
+        let top_k = masked.map_or(self.cfg.indexer_top_k, |(_, k)| k);
+        let splits = att_splits_for(window, top_k);
+        let (qd, rd, sd) = (gpu.upload(q)?, gpu.upload(ring)?, gpu.upload(sinks)?);
+        let cd = gpu.upload(if comp.is_empty() { &[0.0f32][..] } else { comp })?;
+        let md = gpu.upload(masked.map_or(&[0u8][..], |(m, _)| m))?;
+        let fd = gpu.upload(if freqs.is_empty() { &[0.0f32][..] } else { freqs })?;
+        let parts = gpu.upload(&vec![f32::NAN; heads * splits * (d + 2)])?;
+        let out = gpu.upload(&vec![f32::NAN; heads * d])?;
+        let table = |p: u64| gpu.upload(&[p]);
+        let (raws, comps, masks, pd) = (table(self.ptr(&rd))?, table(self.ptr(&cd))?, table(self.ptr(&md))?, table(self.ptr(&parts))?);
+        let posd = gpu.upload(&[pos as i32])?;
+        let comps_arg = if n_comp > 0 { self.ptr(&comps) } else { 0 };
+        let masks_arg = if masked.is_some() { self.ptr(&masks) } else { 0 };
+        let args = [P(self.ptr(&qd)), P(self.ptr(&raws)), I(window as i32), P(comps_arg), I(ratio as i32), P(masks_arg), I(top_k as i32), P(self.ptr(&pd)), I(d as i32), I(heads as i32), I(splits as i32), P(self.ptr(&posd))];
+        let blocks = heads.div_ceil(ATT_SPLIT_HEADS) * splits;
+        self.launch("attend_split_step", (blocks, 1), ATT_SPLIT_THREADS, attend_split_smem(d, window + top_k), &args)?;
+        let args = [
+            P(self.ptr(&pd)),
+            P(self.ptr(&sd)),
+            P(self.ptr(&out)),
+            I(d as i32),
+            I(heads as i32),
+            I(splits as i32),
+            I(window as i32),
+            I(ratio as i32),
+            I(masked.is_some() as i32),
+            I(top_k as i32),
+            P(self.ptr(&fd)),
+            I(freqs.len() as i32),
+            P(self.ptr(&posd)),
+        ];
+        self.launch("attend_merge_step", (heads, 1), ATT_MERGE_THREADS, 0, &args)?;
         gpu.download(&out)
     }
 }

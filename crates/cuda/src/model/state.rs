@@ -7,6 +7,7 @@
 use dsv4_model::config::LayerKind;
 use dsv4_model::ModelConfig;
 
+use super::forward::att_split_floats;
 use super::GpuModel;
 use crate::buffer::DeviceBuffer;
 use crate::quant::matmul::FLOAT_PART_FLOATS;
@@ -191,6 +192,22 @@ pub(super) fn comp_rows(kind: LayerKind, capacity: u64) -> usize {
     }
 }
 
+/// Floats of a state's one-token attention scratch (`GpuState::att`): the per-token path's
+/// scores of every head over the window and the most compressed rows a layer can have, or the
+/// decode step's runs (`att_split_floats`), whichever is more.
+fn att_floats(c: &ModelConfig, capacity: u64) -> usize {
+    let most_rows = c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0);
+    (c.n_head * (c.sliding_window + most_rows)).max(att_split_floats(c))
+}
+
+/// Device bytes of a state's one-token scratch at `capacity` tokens (`att`, and the indexer's
+/// scores and mask over the most compressed rows), beside its KV rows; the memory plan counts
+/// them per session.
+pub fn state_scratch_bytes(c: &ModelConfig, capacity: u64) -> u64 {
+    let most_rows = c.layer_kinds.iter().map(|&k| comp_rows(k, capacity)).max().unwrap_or(0).max(1);
+    (att_floats(c, capacity) * 4 + most_rows * 5) as u64
+}
+
 /// A chunk's scratch whose indexer rows cover states of up to `capacity` tokens.
 fn scratch(gpu: &Gpu, c: &ModelConfig, capacity: u64) -> Result<Scratch> {
     let rows = mask_stride(c, capacity);
@@ -268,7 +285,7 @@ impl GpuModel {
             pos: 0,
             capacity,
             layers,
-            att: gpu.alloc_zeros(c.n_head * (c.sliding_window + most_rows))?,
+            att: gpu.alloc_zeros(att_floats(c, capacity))?,
             iscore: gpu.alloc_zeros(most_rows.max(1))?,
             mask: gpu.alloc_zeros(most_rows.max(1))?,
         })

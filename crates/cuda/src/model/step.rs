@@ -35,7 +35,7 @@ use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
 use dsv4_model::Numerics;
 
-use super::forward::{attend_smem, ATTEND_THREADS, BLOCK, TOPK_THREADS};
+use super::forward::{attend_split_smem, att_splits, ATT_MERGE_THREADS, ATT_SPLIT_HEADS, ATT_SPLIT_THREADS, BLOCK, TOPK_THREADS};
 use super::state::{act_stride, comp_rows, GpuState, CHUNK};
 use super::step_batch::{group_table, StepBatch, StepGraph, GROUP_NT, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
 use super::weights::{Hc, Layer, Route};
@@ -306,24 +306,26 @@ impl GpuModel {
             masks = mt;
         }
         let comps = if lw.comp.is_some() { s.layer_tab(self, il, T_COMP) } else { 0 };
-        let o = self.ptr(&b.o);
+        let (o, parts, splits) = (self.ptr(&b.o), s.session_tab(self, T_ATT), att_splits(c));
+        let args = [P(q), P(raws), I(window as i32), P(comps), I(ratio as i32), P(masks), I(top_k as i32), P(parts), I(d as i32), I(nh as i32), I(splits as i32), P(pos)];
+        let blocks = nh.div_ceil(ATT_SPLIT_HEADS) * splits;
+        self.launch("attend_split_step", (blocks, n), ATT_SPLIT_THREADS, attend_split_smem(d, window + top_k), &args)?;
         let args = [
-            P(q),
-            P(raws),
-            I(window as i32),
-            P(comps),
-            I(ratio as i32),
-            P(masks),
-            I(top_k as i32),
+            P(parts),
             P(self.ptr(&lw.sinks)),
-            P(s.session_tab(self, T_ATT)),
             P(o),
             I(d as i32),
+            I(nh as i32),
+            I(splits as i32),
+            I(window as i32),
+            I(ratio as i32),
+            I((masks != 0) as i32),
+            I(top_k as i32),
             P(freqs),
             I(n_pairs as i32),
             P(pos),
         ];
-        self.launch("attend_step", (nh, n), ATTEND_THREADS, attend_smem(d, window + top_k), &args)?;
+        self.launch("attend_merge_step", (nh, n), ATT_MERGE_THREADS, 0, &args)?;
 
         // Grouped low-rank output: group g's heads through its own slice of out_a.
         let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
@@ -343,7 +345,9 @@ impl GpuModel {
         }
         let y = self.ptr(&b.y);
         self.mmb(s, &mut Acts::default(), &lw.out_b, z, groups * r, y, c.n_embd)?;
-        self.hc_post(sp, y, mix, n)
+        self.hc_join()?;
+        let args = [P(sp), P(y), P(mix), I(c.hc_count as i32), I(c.n_embd as i32), I(c.hc_mix() as i32)];
+        self.launch_joined("hc_post", (c.n_embd.div_ceil(BLOCK), n), &args)
     }
 
     fn ffn_step(&self, s: &Step, il: usize) -> Result<()> {
@@ -421,15 +425,36 @@ impl GpuModel {
         let down = ExpertSlots { ids: sel, n: n * used, x_div: 1, y_mod: used, y_mul: MAX_STEP_BATCH, per_token: used };
         self.experts_b(s, &mut ah, &lw.down, down, hs, ffn, parts, e)?;
         self.mmb(s, &mut ah, &lw.down_sh, f4(hs, n * used * ffn), ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
+        self.hc_join()?;
         let args = [P(sp), P(parts), I(used as i32 + 1), I(e as i32), I(MAX_STEP_BATCH as i32), P(mix), I(c.hc_count as i32), I(c.hc_mix() as i32)];
-        self.launch("sum_post", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)
+        self.launch_joined("sum_post", (e.div_ceil(BLOCK), n), &args)
+    }
+
+    /// The main stream waits for the side stream's HC weights (`hc_read`) before a write-back.
+    fn hc_join(&self) -> Result<()> {
+        Ok(self.stream.join(&self.side)?)
+    }
+
+    /// A launch right after `hc_join`: a plain one, since it waits on two kernels (the main
+    /// stream's last and the side stream's), where an overlapping launch names one.
+    fn launch_joined(&self, name: &str, grid: (usize, usize), args: &[Arg]) -> Result<()> {
+        self.counted(1);
+        self.timed(|| name.to_string(), || self.k.launch(&self.stream, name, (grid.0, grid.1, 1), BLOCK, 0, args, false))
+    }
+
+    /// `name` on the side stream (plain launch: its one dependency is an event).
+    fn launch_side(&self, name: &str, grid: (usize, usize), block: usize, args: &[Arg]) -> Result<()> {
+        self.counted(1);
+        self.timed(|| name.to_string(), || self.k.launch(&self.side, name, (grid.0, grid.1, 1), block, 0, args, false))
     }
 
     /// The HC read-out of the streams `sp` at one site into `out`, normed by `norm`: the
     /// mixing (pre, post, comb) into `mix`, or with None the output head's read-out. Float
-    /// mixing matrices (every model so far) take the split path (hc_proj with the state's
-    /// squares, hc_mix_step, hc_out_step, hc_norm_step: every phase over many blocks but the
-    /// one-warp weights); others the one-block-per-token `hc_pre`.
+    /// mixing matrices (every model so far) take the split path: hc_proj with the state's
+    /// squares, then hc_out_step (making the pre weights itself) and hc_norm_step over many
+    /// blocks, while hc_mix_step's one warp makes post and comb on the side stream (joined by
+    /// `hc_join` before the write-back needs them). Others take the one-block-per-token
+    /// `hc_pre`.
     fn hc_read(&self, s: &Step, h: &Hc, sp: u64, norm: &DeviceBuffer<f32>, out: u64, mix: Option<u64>) -> Result<()> {
         let c = &self.cfg;
         let b = s.b;
@@ -439,29 +464,33 @@ impl GpuModel {
             return self.hc_pre(h, sp, m, parts, norm, out, mix.unwrap_or(0), mix.is_none(), s.n);
         }
         let (hcn, e) = (c.hc_count, c.n_embd);
-        // The head's pre weights go to the mixing scratch (free at that point).
-        let mixp = mix.unwrap_or(self.ptr(&b.mix));
         let ms = c.hc_mix().max(hcn) * parts;
-        let args = [
-            P(m),
-            P(self.ptr(&b.ss)),
-            P(self.ptr(&h.scale)),
-            P(self.ptr(&h.base)),
-            P(mixp),
-            I(hcn as i32),
-            I(e as i32),
-            I(c.sinkhorn_iters as i32),
-            F(c.hc_eps),
-            F(c.rms_eps),
-            I(mix.is_none() as i32),
-            I(ms as i32),
-            I(c.hc_mix() as i32),
-            I(parts as i32),
-        ];
-        self.launch("hc_mix_step", (s.n, 1), 32, 0, &args)?;
+        let (ss, scale, base) = (self.ptr(&b.ss), self.ptr(&h.scale), self.ptr(&h.base));
+        if let Some(mixp) = mix {
+            // post and comb on the side stream, joined again by `hc_join` before the write-back.
+            self.side.join(&self.stream)?;
+            let args = [
+                P(m),
+                P(ss),
+                P(scale),
+                P(base),
+                P(mixp),
+                I(hcn as i32),
+                I(e as i32),
+                I(c.sinkhorn_iters as i32),
+                F(c.hc_eps),
+                F(c.rms_eps),
+                I(0),
+                I(ms as i32),
+                I(c.hc_mix() as i32),
+                I(parts as i32),
+            ];
+            self.launch_side("hc_mix_step", (s.n, 1), 32, &args)?;
+        }
         let blocks = e.div_ceil(BLOCK);
         let xss = self.ptr(&b.xss);
-        self.launch("hc_out_step", (blocks, s.n), BLOCK, 0, &[P(sp), P(mixp), P(out), P(xss), I(hcn as i32), I(e as i32), I(c.hc_mix() as i32)])?;
+        let args = [P(sp), P(m), P(ss), P(scale), P(base), P(out), P(xss), I(hcn as i32), I(e as i32), I(ms as i32), I(parts as i32), F(c.rms_eps), F(c.hc_eps)];
+        self.launch("hc_out_step", (blocks, s.n), BLOCK, 0, &args)?;
         self.launch("hc_norm_step", (blocks, s.n), BLOCK, 0, &[P(out), P(xss), I(blocks as i32), P(self.ptr(norm)), I(e as i32), F(c.rms_eps)])
     }
 

@@ -247,6 +247,7 @@ impl GpuModel {
         Ok(GpuModel {
             cfg,
             stream: gpu.stream().clone(),
+            side: gpu.stream().fork()?,
             mv: Matvec::new(gpu)?,
             mt: Matmul::new(gpu)?,
             k: Kernels::new(gpu)?,
