@@ -106,11 +106,11 @@ impl<'a> Forward<'a> {
     /// `W x` for every token's `x` at once: each weight chunk is read once per batch, and each
     /// output has the bits a separate product would have (so batching never changes results).
     pub(crate) fn mm(&self, m: &Mat, xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        let n = xs.len();
         let flat: Vec<f32> = xs.iter().flatten().copied().collect();
-        let mut out = vec![0f32; n * m.rows];
-        m.matmul(&flat, n, &mut out, self.numerics);
-        out.chunks_exact(m.rows.max(1)).take(n).map(|r| r.to_vec()).collect()
+        let mut out: Vec<Vec<f32>> = xs.iter().map(|_| vec![0f32; m.rows]).collect();
+        let mut views: Vec<&mut [f32]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        m.matmul_into(&flat, &mut views, self.numerics);
+        out
     }
 
     /// HC read-out at one site for every token: the sublayer inputs and the mixings to write
@@ -146,64 +146,80 @@ impl<'a> Forward<'a> {
         positions: &[u64],
         streams: &mut [Vec<f32>],
     ) {
-        let cfg = self.cfg;
         let (xs, mixes) = self.hc_pre(&lw.hc_attn, streams);
         let projs = self.project(lw, rope, &xs, positions);
         let pre: Vec<(hc::HcMix, TokenProj)> = mixes.into_iter().zip(projs).collect();
 
-        let (d, hd) = (cfg.head_dim, cfg.n_head);
-        let mut outs: Vec<Vec<f32>> = Vec::with_capacity(pre.len());
-        for (t, (_, p)) in pre.iter().enumerate() {
-            let pos = positions[t];
-            let ls = &mut *layers[owner[t]];
-            let w = cfg.sliding_window;
-            let slot = (pos % w as u64) as usize;
-            ls.raw[slot * d..(slot + 1) * d].copy_from_slice(&p.kv);
-
-            if let (Some(f), Some((kv, sc)), Some(cw)) = (ls.compressor.as_mut(), &p.comp, &lw.compressor) {
-                if let Some(row) = compressor::push(f, pos, kv, sc) {
-                    let row = self.finish_row(row, cw, rope, pos, lw.kind, false);
-                    ls.comp_rows.extend_from_slice(&row);
-                }
-            }
-            if let (Some(f), Some((kv, sc)), Some(iw)) = (ls.indexer.as_mut(), &p.index_comp, &lw.indexer) {
-                if let Some(row) = compressor::push(f, pos, kv, sc) {
-                    let row = self.finish_row(row, &iw.compressor, rope, pos, lw.kind, true);
-                    ls.index_rows.extend_from_slice(&row);
-                }
-            }
-
-            let n_raw = (pos + 1).min(w as u64) as usize;
-            let first = pos + 1 - n_raw as u64;
-            let n_comp = ls.comp_rows.len() / d;
-            let visible: Vec<usize> = match (&p.index_q, lw.kind) {
-                (Some((q, wts)), LayerKind::Csa) if n_comp > cfg.indexer_top_k => {
-                    indexer::select(q, wts, &ls.index_rows, n_comp, cfg.indexer_top_k)
-                }
-                _ => (0..n_comp).collect(),
-            };
-            let raw = &ls.raw;
-            let comp = &ls.comp_rows;
-            let rows = (0..n_raw)
-                .map(move |i| {
-                    let s = ((first + i as u64) % w as u64) as usize;
-                    &raw[s * d..(s + 1) * d]
-                })
-                .chain(visible.iter().map(move |&c| &comp[c * d..(c + 1) * d]));
-            let mut o = vec![0f32; hd * d];
-            o.par_chunks_mut(d).enumerate().for_each(|(h, oh)| {
-                attend_head(&p.q[h * d..(h + 1) * d], rows.clone(), lw.sinks[h], oh);
-                // Values carry their own key position's rotation; rotating back by the query's
-                // position leaves the tail depending on relative position only.
-                rope.apply(oh, pos, true);
-            });
-            outs.push(o);
+        // Sessions in parallel (each its own state), a session's tokens in order: a batched
+        // decode step's tokens are all from different sessions.
+        let mut mine: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
+        for (t, &o) in owner.iter().enumerate() {
+            mine[o].push(t);
+        }
+        let done: Vec<Vec<(usize, Vec<f32>)>> = layers
+            .par_iter_mut()
+            .zip(mine.par_iter())
+            .map(|(ls, ts)| ts.iter().map(|&t| (t, self.attend_token(lw, ls, &pre[t].1, rope, positions[t]))).collect())
+            .collect();
+        let mut outs: Vec<Vec<f32>> = vec![Vec::new(); pre.len()];
+        for (t, o) in done.into_iter().flatten() {
+            outs[t] = o;
         }
 
         let ys = self.output_projection(lw, &outs);
         streams.par_iter_mut().zip(pre.par_iter().zip(ys.par_iter())).for_each(|(s, ((mix, _), y))| {
             hc::write(s, y, mix);
         });
+    }
+
+    /// One token's attention at `pos` over its session's layer state: the KV row into the
+    /// ring, compressed and indexer rows when a window closes, then every head over the rows
+    /// it sees.
+    fn attend_token(&self, lw: &LayerWeights, ls: &mut LayerState, p: &TokenProj, rope: &Rope, pos: u64) -> Vec<f32> {
+        let cfg = self.cfg;
+        let (d, hd) = (cfg.head_dim, cfg.n_head);
+        let w = cfg.sliding_window;
+        let slot = (pos % w as u64) as usize;
+        ls.raw[slot * d..(slot + 1) * d].copy_from_slice(&p.kv);
+
+        if let (Some(f), Some((kv, sc)), Some(cw)) = (ls.compressor.as_mut(), &p.comp, &lw.compressor) {
+            if let Some(row) = compressor::push(f, pos, kv, sc) {
+                let row = self.finish_row(row, cw, rope, pos, lw.kind, false);
+                ls.comp_rows.extend_from_slice(&row);
+            }
+        }
+        if let (Some(f), Some((kv, sc)), Some(iw)) = (ls.indexer.as_mut(), &p.index_comp, &lw.indexer) {
+            if let Some(row) = compressor::push(f, pos, kv, sc) {
+                let row = self.finish_row(row, &iw.compressor, rope, pos, lw.kind, true);
+                ls.index_rows.extend_from_slice(&row);
+            }
+        }
+
+        let n_raw = (pos + 1).min(w as u64) as usize;
+        let first = pos + 1 - n_raw as u64;
+        let n_comp = ls.comp_rows.len() / d;
+        let visible: Vec<usize> = match (&p.index_q, lw.kind) {
+            (Some((q, wts)), LayerKind::Csa) if n_comp > cfg.indexer_top_k => {
+                indexer::select(q, wts, &ls.index_rows, n_comp, cfg.indexer_top_k)
+            }
+            _ => (0..n_comp).collect(),
+        };
+        let raw = &ls.raw;
+        let comp = &ls.comp_rows;
+        let rows = (0..n_raw)
+            .map(move |i| {
+                let s = ((first + i as u64) % w as u64) as usize;
+                &raw[s * d..(s + 1) * d]
+            })
+            .chain(visible.iter().map(move |&c| &comp[c * d..(c + 1) * d]));
+        let mut o = vec![0f32; hd * d];
+        o.par_chunks_mut(d).enumerate().for_each(|(h, oh)| {
+            attend_head(&p.q[h * d..(h + 1) * d], rows.clone(), lw.sinks[h], oh);
+            // Values carry their own key position's rotation; rotating back by the query's
+            // position leaves the tail depending on relative position only.
+            rope.apply(oh, pos, true);
+        });
+        o
     }
 
     /// Everything of the attention sublayer that depends on each token alone, for a batch of

@@ -60,29 +60,45 @@ pub fn forward(fw: &Forward, lw: &LayerWeights, fs: &[Vec<f32>], tokens: &[u32],
             users[x].push((t, k));
         }
     }
-    let mut downs: Vec<Vec<Vec<f32>>> = routes.iter().map(|(sel, _)| vec![Vec::new(); sel.len()]).collect();
-    for (x, us) in users.iter().enumerate().filter(|(_, us)| !us.is_empty()) {
-        let fx: Vec<Vec<f32>> = us.iter().map(|&(t, _)| fs[t].clone()).collect();
-        let g = fw.mm(&lw.gate_exps.rows(x * ffn, ffn), &fx);
-        let u = fw.mm(&lw.up_exps.rows(x * ffn, ffn), &fx);
-        let hs: Vec<Vec<f32>> = us
-            .iter()
-            .zip(g.iter().zip(&u))
-            .map(|(&(t, k), (g, u))| {
-                let wk = routes[t].1[k];
-                // The route weight scales the SwiGLU output, before the down projection.
-                g.iter().zip(u).map(|(gv, uv)| swiglu_clamped(*gv, *uv, clamp) * wk).collect()
+    // Each expert's tokens together (its weights decoded once for all of them), the experts
+    // and the shared expert in parallel: every product is independent, and the sums below
+    // run in a fixed order, so the bits do not depend on the scheduling.
+    let routed = || -> Vec<(usize, Vec<Vec<f32>>)> {
+        users
+            .par_iter()
+            .enumerate()
+            .filter(|(_, us)| !us.is_empty())
+            .map(|(x, us)| {
+                let fx: Vec<Vec<f32>> = us.iter().map(|&(t, _)| fs[t].clone()).collect();
+                let g = fw.mm(&lw.gate_exps.rows(x * ffn, ffn), &fx);
+                let u = fw.mm(&lw.up_exps.rows(x * ffn, ffn), &fx);
+                let hs: Vec<Vec<f32>> = us
+                    .iter()
+                    .zip(g.iter().zip(&u))
+                    .map(|(&(t, k), (g, u))| {
+                        let wk = routes[t].1[k];
+                        // The route weight scales the SwiGLU output, before the down projection.
+                        g.iter().zip(u).map(|(gv, uv)| swiglu_clamped(*gv, *uv, clamp) * wk).collect()
+                    })
+                    .collect();
+                (x, fw.mm(&lw.down_exps.rows(x * e, e), &hs))
             })
-            .collect();
-        for (&(t, k), d) in us.iter().zip(fw.mm(&lw.down_exps.rows(x * e, e), &hs)) {
+            .collect()
+    };
+    let shared = || {
+        let g = fw.mm(&lw.gate_sh, fs);
+        let u = fw.mm(&lw.up_sh, fs);
+        let hs: Vec<Vec<f32>> =
+            g.iter().zip(&u).map(|(g, u)| g.iter().zip(u).map(|(gv, uv)| swiglu_clamped(*gv, *uv, clamp)).collect()).collect();
+        fw.mm(&lw.down_sh, &hs)
+    };
+    let (per_expert, shared) = rayon::join(routed, shared);
+    let mut downs: Vec<Vec<Vec<f32>>> = routes.iter().map(|(sel, _)| vec![Vec::new(); sel.len()]).collect();
+    for (x, ds) in per_expert {
+        for (&(t, k), d) in users[x].iter().zip(ds) {
             downs[t][k] = d;
         }
     }
-    let g = fw.mm(&lw.gate_sh, fs);
-    let u = fw.mm(&lw.up_sh, fs);
-    let hs: Vec<Vec<f32>> =
-        g.iter().zip(&u).map(|(g, u)| g.iter().zip(u).map(|(gv, uv)| swiglu_clamped(*gv, *uv, clamp)).collect()).collect();
-    let shared = fw.mm(&lw.down_sh, &hs);
     downs
         .into_iter()
         .zip(shared)

@@ -69,6 +69,13 @@ impl Mat {
             .expect("matrix shape and type were validated when the weights were bound");
     }
 
+    /// [`matmul`](Self::matmul) into one slice per vector (`outs.len()` vectors).
+    pub fn matmul_into(&self, xs: &[f32], outs: &mut [&mut [f32]], numerics: Numerics) {
+        let mode = numerics.dot_mode();
+        dsv4_quant::matmul_into(self.ty, self.bytes(), self.rows, self.cols, xs, outs, mode)
+            .expect("matrix shape and type were validated when the weights were bound");
+    }
+
     /// Row `r` dequantized (embedding lookups).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         let rb = self.row_bytes();

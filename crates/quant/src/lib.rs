@@ -35,7 +35,7 @@ pub use quantize::{quantize_matrix, quantize_row};
 pub use act::{ActFormat, BlockQ8K, BlockQ8_0Act, QuantizedActs};
 pub use dot::{dot_f32, dot_q};
 pub use dsv4_gguf::GgmlType;
-pub use matvec::{matmul, matvec, matvec_acts, Numerics};
+pub use matvec::{matmul, matmul_into, matvec, matvec_acts, Numerics};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QuantError {

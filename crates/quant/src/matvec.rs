@@ -7,9 +7,9 @@
 
 use rayon::prelude::*;
 
-use crate::act::{BlockQ8_0Act, QuantizedActs};
+use crate::act::{BlockQ8K, BlockQ8_0Act, QuantizedActs};
 use crate::dot::{act_kernel, plain_kernel, Kernel};
-use crate::{float, q8_0, GgmlType, QuantError};
+use crate::{float, iq2_xxs, q8_0, GgmlType, QuantError};
 
 /// How dot products are computed (README decision 3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -114,11 +114,34 @@ pub fn matmul(
     out: &mut [f32],
     numerics: Numerics,
 ) -> Result<(), QuantError> {
+    if out.len() != n * rows {
+        return Err(QuantError::Length { what: "batched output elements", expected: n * rows, got: out.len() });
+    }
+    // Token t's row of `out` (a zero-row matrix has n empty ones).
+    let mut outs: Vec<&mut [f32]> = match rows {
+        0 => (0..n).map(|_| &mut [][..]).collect(),
+        _ => out.chunks_exact_mut(rows).collect(),
+    };
+    matmul_into(ty, weights, rows, cols, xs, &mut outs, numerics)
+}
+
+/// [`matmul`] into one output slice per vector (`outs[t]` of `rows` elements gets `W xs[t]`),
+/// so a caller holding separate vectors needs no copy.
+pub fn matmul_into(
+    ty: GgmlType,
+    weights: &[u8],
+    rows: usize,
+    cols: usize,
+    xs: &[f32],
+    outs: &mut [&mut [f32]],
+    numerics: Numerics,
+) -> Result<(), QuantError> {
+    let n = outs.len();
     if xs.len() != n * cols {
         return Err(QuantError::Length { what: "batched activation elements", expected: n * cols, got: xs.len() });
     }
-    if out.len() != n * rows {
-        return Err(QuantError::Length { what: "batched output elements", expected: n * rows, got: out.len() });
+    if let Some(o) = outs.iter().find(|o| o.len() != rows) {
+        return Err(QuantError::Length { what: "output elements", expected: rows, got: o.len() });
     }
     if n == 0 {
         return Ok(());
@@ -138,14 +161,20 @@ pub fn matmul(
             None => act_kernel(ty, &acts[t]),
         })
         .collect::<Result<_, _>>()?;
-    if row_bytes == 0 {
-        out.fill(0.0);
+    if row_bytes == 0 || rows == 0 {
+        outs.iter_mut().for_each(|o| o.fill(0.0));
         return Ok(());
     }
-    // Chunk-major scratch: chunk c holds its rows for token 0, then token 1, … so that every
-    // parallel task writes one contiguous block; scattered to token-major order afterwards.
+    // Task c owns rows c · chunk_rows .. of every token's output: n disjoint slices of `out`,
+    // written in place (a chunk-major scratch and its scatter cost two passes over the
+    // output, 4 MB a step for a batch of 8 through the tiny model's head).
     let chunk_rows = (CHUNK_BYTES / row_bytes).max(1).next_multiple_of(8);
-    let mut scratch = vec![0f32; n * rows];
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..rows.div_ceil(chunk_rows)).map(|_| Vec::with_capacity(n)).collect();
+    for tok in outs.iter_mut() {
+        for (c, part) in tok.chunks_mut(chunk_rows).enumerate() {
+            tasks[c].push(part);
+        }
+    }
     // Q8_0 with quantized activations (the attention projections and the output head):
     // several vectors per pass over a row (eight with AVX-512 VNNI, else four).
     let q8: Option<Vec<&[BlockQ8_0Act]>> = kernels.iter().map(|k| if let Kernel::Q8_0(_, a) = k { Some(*a) } else { None }).collect();
@@ -157,16 +186,20 @@ pub fn matmul(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let q8x8: Option<Vec<()>> = None;
-    let work = |(s, w): (&mut [f32], &[u8])| {
-        let r = w.len() / row_bytes;
-        match (&q8, &q8x8) {
-            #[cfg(target_arch = "x86_64")]
-            (_, Some(groups)) => run_rows_q8_0_x8(w, row_bytes, s, groups, n),
-            (Some(acts), _) if n > 1 => run_rows_q8_0_x4(w, row_bytes, s, acts),
-            _ => {
-                for (t, k) in kernels.iter().enumerate() {
-                    run_rows_serial(w, row_bytes, &mut s[t * r..(t + 1) * r], k);
-                }
+    // IQ2_XXS with Q8_K activations (the routed experts' gate and up): four vectors per pass
+    // over a row, each group's weights decoded once for all four.
+    let iq2: Option<Vec<&[BlockQ8K]>> = match ty {
+        GgmlType::IQ2_XXS if n > 1 => kernels.iter().map(|k| if let Kernel::Q8K(_, a) = k { Some(*a) } else { None }).collect(),
+        _ => None,
+    };
+    let work = |(mut s, w): (Vec<&mut [f32]>, &[u8])| match (&q8, &q8x8, &iq2) {
+        #[cfg(target_arch = "x86_64")]
+        (_, Some(groups), _) => run_rows_q8_0_x8(w, row_bytes, &mut s, groups),
+        (Some(acts), _, _) if n > 1 => run_rows_q8_0_x4(w, row_bytes, &mut s, acts),
+        (_, _, Some(acts)) => run_rows_x4(w, row_bytes, &mut s, acts, iq2_xxs::dot::dot_q8k_x4),
+        _ => {
+            for (o, k) in s.iter_mut().zip(&kernels) {
+                run_rows_serial(w, row_bytes, o, k);
             }
         }
     };
@@ -174,32 +207,26 @@ pub fn matmul(
     // microseconds of work cost more than the work (a tiny model's batched decode step spent
     // a fifth of its time scheduling). The chunks and their kernels are the same either way.
     if weights.len().saturating_mul(n) < PAR_MIN_BYTES {
-        scratch.chunks_mut(chunk_rows * n).zip(weights.chunks(chunk_rows * row_bytes)).for_each(work);
+        tasks.into_iter().zip(weights.chunks(chunk_rows * row_bytes)).for_each(work);
     } else {
-        scratch.par_chunks_mut(chunk_rows * n).zip(weights.par_chunks(chunk_rows * row_bytes)).for_each(work);
-    }
-    for (c, block) in scratch.chunks(chunk_rows * n).enumerate() {
-        let r = block.len() / n;
-        for t in 0..n {
-            out[t * rows + c * chunk_rows..t * rows + c * chunk_rows + r].copy_from_slice(&block[t * r..(t + 1) * r]);
-        }
+        tasks.into_par_iter().zip(weights.par_chunks(chunk_rows * row_bytes)).for_each(work);
     }
     Ok(())
 }
 
-/// Rows of `w` against the `n` vectors laid out in `groups` (eight a group); vector t's row i
-/// goes to `out[t * rows + i]`.
+/// Rows of `w` against the vectors laid out in `groups` (eight a group); vector t's row i
+/// goes to `out[t][i]`.
 #[cfg(target_arch = "x86_64")]
-fn run_rows_q8_0_x8(w: &[u8], row_bytes: usize, out: &mut [f32], groups: &[q8_0::vnni::Acts8], n: usize) {
+fn run_rows_q8_0_x8(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], groups: &[q8_0::vnni::Acts8]) {
     let rows = w.len() / row_bytes;
     let mut tmp = vec![[0f32; q8_0::vnni::TOKENS]; rows];
-    for (g, acts) in groups.iter().enumerate() {
+    for (acts, outs) in groups.iter().zip(out.chunks_mut(q8_0::vnni::TOKENS)) {
         // SAFETY: the groups exist only where `vnni::available()`; the rows are Q8_0 rows of
         // the activations' block count (checked by the caller's kernels).
         unsafe { q8_0::vnni::rows_x8(w, row_bytes, acts, &mut tmp) };
         for (i, v) in tmp.iter().enumerate() {
-            for (t, &x) in v.iter().enumerate().take(n - g * q8_0::vnni::TOKENS) {
-                out[(g * q8_0::vnni::TOKENS + t) * rows + i] = x;
+            for (o, &x) in outs.iter_mut().zip(v) {
+                o[i] = x;
             }
         }
     }
@@ -207,18 +234,21 @@ fn run_rows_q8_0_x8(w: &[u8], row_bytes: usize, out: &mut [f32], groups: &[q8_0:
 
 /// Rows of `w` against every vector of `acts`, four vectors at a time (the last group padded
 /// by repeating a vector whose extra results are dropped); vector t's row i goes to
-/// `out[t * rows + i]`.
-fn run_rows_q8_0_x4(w: &[u8], row_bytes: usize, out: &mut [f32], acts: &[&[BlockQ8_0Act]]) {
-    let rows = w.len() / row_bytes;
-    for (g, group) in acts.chunks(4).enumerate() {
-        let four: [&[BlockQ8_0Act]; 4] = std::array::from_fn(|t| group[t.min(group.len() - 1)]);
+/// `out[t][i]`.
+fn run_rows_x4<A>(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], acts: &[&[A]], dot4: fn(&[u8], [&[A]; 4]) -> [f32; 4]) {
+    for (group, outs) in acts.chunks(4).zip(out.chunks_mut(4)) {
+        let four: [&[A]; 4] = std::array::from_fn(|t| group[t.min(group.len() - 1)]);
         for (i, row) in w.chunks_exact(row_bytes).enumerate() {
-            let v = q8_0::dot::dot_q8_0_x4(row, four);
-            for (t, &x) in v.iter().enumerate().take(group.len()) {
-                out[(4 * g + t) * rows + i] = x;
+            let v = dot4(row, four);
+            for (o, &x) in outs.iter_mut().zip(&v) {
+                o[i] = x;
             }
         }
     }
+}
+
+fn run_rows_q8_0_x4(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], acts: &[&[BlockQ8_0Act]]) {
+    run_rows_x4(w, row_bytes, out, acts, q8_0::dot::dot_q8_0_x4)
 }
 
 fn run_rows(weights: &[u8], row_bytes: usize, out: &mut [f32], k: &Kernel<'_>) {

@@ -1,6 +1,6 @@
 //! A batched product gives exactly the bits of separate matrix-vector products.
 
-use dsv4_quant::{matmul, matvec, quantize_matrix, GgmlType, Numerics};
+use dsv4_quant::{matmul, matmul_into, matvec, quantize_matrix, GgmlType, Numerics};
 use rand::{Rng, SeedableRng};
 
 #[test]
@@ -36,4 +36,10 @@ fn matmul_rejects_bad_lengths() {
     assert!(matmul(GgmlType::F32, &bytes, 8, 32, &[0.0; 31], 1, &mut out[..8], Numerics::Plain).is_err());
     assert!(matmul(GgmlType::F32, &bytes, 8, 32, &[0.0; 64], 2, &mut out[..15], Numerics::Plain).is_err());
     assert!(matmul(GgmlType::F32, &bytes, 8, 32, &[0.0; 64], 2, &mut out, Numerics::Plain).is_ok());
+    // One slice per vector: each must hold a row's outputs.
+    let (mut a, mut b, mut c) = (vec![0f32; 8], vec![0f32; 7], vec![f32::NAN; 8]);
+    assert!(matmul_into(GgmlType::F32, &bytes, 8, 32, &[0.0; 64], &mut [&mut a[..], &mut b[..]], Numerics::Plain).is_err());
+    assert!(matmul_into(GgmlType::F32, &bytes, 8, 32, &[0.0; 32], &mut [&mut a[..], &mut c[..]], Numerics::Plain).is_err());
+    assert!(matmul_into(GgmlType::F32, &bytes, 8, 32, &[0.0; 64], &mut [&mut a[..], &mut c[..]], Numerics::Plain).is_ok());
+    assert!(c.iter().all(|&v| v == 0.0), "zero weights give zeros in every slice");
 }

@@ -53,3 +53,28 @@ pub(crate) fn dot_q8k(row: &[u8], acts: &[BlockQ8K]) -> f32 {
     }
     0.125 * sumf
 }
+
+/// `dot_q8k` of one row against four activation vectors: each group's signed octets are
+/// built once for all four; every vector's sums are those `dot_q8k` makes, in its order.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) fn dot_q8k_x4(row: &[u8], acts: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut sumf = [0f32; 4];
+    for (i, blk) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        let mut bsum = [_mm256_setzero_si256(); 4];
+        for ib in 0..8 {
+            let (qa, qb) = group_words(blk, ib);
+            let oct = |k: u32| signed_octet((qa >> (8 * k)) & 0xff, (qb >> (7 * k)) & 127) as i64;
+            let w = _mm256_setr_epi64x(oct(0), oct(1), oct(2), oct(3));
+            let ls = _mm256_set1_epi32(2 * (qb >> 28) as i32 + 1);
+            for (b, a) in bsum.iter_mut().zip(&acts) {
+                let y = load32_i8(a[i].qs[32 * ib..32 * ib + 32].try_into().unwrap());
+                *b = _mm256_add_epi32(*b, _mm256_mullo_epi32(dot_i8x32(w, y), ls));
+            }
+        }
+        let d = f16_at(blk, 0);
+        for ((s, b), a) in sumf.iter_mut().zip(bsum).zip(&acts) {
+            *s += (d * a[i].d) * hsum_i32(b) as f32;
+        }
+    }
+    sumf.map(|s| 0.125 * s)
+}
