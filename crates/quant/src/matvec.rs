@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::act::{BlockQ8K, BlockQ8_0Act, QuantizedActs};
 use crate::dot::{act_kernel, plain_kernel, Kernel};
-use crate::{float, iq2_xxs, q8_0, GgmlType, QuantError};
+use crate::{float, iq2_xxs, q2_k, q8_0, GgmlType, QuantError};
 
 /// How dot products are computed (README decision 3).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -186,17 +186,22 @@ pub fn matmul_into(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let q8x8: Option<Vec<()>> = None;
-    // IQ2_XXS with Q8_K activations (the routed experts' gate and up): four vectors per pass
-    // over a row, each group's weights decoded once for all four.
-    let iq2: Option<Vec<&[BlockQ8K]>> = match ty {
-        GgmlType::IQ2_XXS if n > 1 => kernels.iter().map(|k| if let Kernel::Q8K(_, a) = k { Some(*a) } else { None }).collect(),
+    // IQ2_XXS and Q2_K with Q8_K activations (the routed experts of the q2 files): four
+    // vectors per pass over a row, each group's weights decoded once for all four.
+    let q8k_x4: Option<fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4]> = match ty {
+        GgmlType::IQ2_XXS => Some(iq2_xxs::dot::dot_q8k_x4),
+        GgmlType::Q2_K => Some(q2_k::dot::dot_q8k_x4),
         _ => None,
     };
-    let work = |(mut s, w): (Vec<&mut [f32]>, &[u8])| match (&q8, &q8x8, &iq2) {
+    let q8k: Option<Vec<&[BlockQ8K]>> = match q8k_x4 {
+        Some(_) if n > 1 => kernels.iter().map(|k| if let Kernel::Q8K(_, a) = k { Some(*a) } else { None }).collect(),
+        _ => None,
+    };
+    let work = |(mut s, w): (Vec<&mut [f32]>, &[u8])| match (&q8, &q8x8, &q8k.as_ref().zip(q8k_x4)) {
         #[cfg(target_arch = "x86_64")]
         (_, Some(groups), _) => run_rows_q8_0_x8(w, row_bytes, &mut s, groups),
         (Some(acts), _, _) if n > 1 => run_rows_q8_0_x4(w, row_bytes, &mut s, acts),
-        (_, _, Some(acts)) => run_rows_x4(w, row_bytes, &mut s, acts, iq2_xxs::dot::dot_q8k_x4),
+        (_, _, Some((acts, dot4))) => run_rows_x4(w, row_bytes, &mut s, acts, *dot4),
         _ => {
             for (o, k) in s.iter_mut().zip(&kernels) {
                 run_rows_serial(w, row_bytes, o, k);

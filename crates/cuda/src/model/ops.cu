@@ -349,11 +349,11 @@ extern "C" __global__ void hc_out_step(const float* S, const float* m_raw, const
                                        int parts, float rms_eps, float hc_eps) {
     DSV4_GRID_ENTRY();
     __shared__ double shd[32];
-    __shared__ float mix[MAX_HC];
+    __shared__ float pre[MAX_HC];
     const long long t = blockIdx.y;
     if (threadIdx.x < hc) {
         const float sflat = hc_sflat(ss + t * parts, parts, hc * e, rms_eps);
-        mix[threadIdx.x] = hc_pre_weight(m_raw + t * m_stride, threadIdx.x, parts, sflat, scale, base, hc_eps);
+        pre[threadIdx.x] = hc_pre_weight(m_raw + t * m_stride, threadIdx.x, parts, sflat, scale, base, hc_eps);
     }
     __syncthreads();
     S += t * hc * e;
@@ -362,7 +362,7 @@ extern "C" __global__ void hc_out_step(const float* S, const float* m_raw, const
     double sx = 0.0;
     if (i < e) {
         float x = 0.0f;
-        for (int h = 0; h < hc; ++h) x += mix[h] * S[h * e + i];
+        for (int h = 0; h < hc; ++h) x += pre[h] * S[h * e + i];
         out[i] = x;
         sx = (double)x * (double)x;
     }

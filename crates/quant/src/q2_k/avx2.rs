@@ -66,3 +66,30 @@ pub(crate) fn dot_q8k(row: &[u8], acts: &[BlockQ8K]) -> f32 {
     }
     sumf
 }
+
+/// `dot_q8k` of one row against four activation vectors: each chunk's codes and scales are
+/// unpacked once for all four; every vector's sums are those `dot_q8k` makes, in its order.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) fn dot_q8k_x4(row: &[u8], acts: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    let mut sumf = [0f32; 4];
+    for (i, blk) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        let mut isum = [_mm256_setzero_si256(); 4];
+        for h in 0..2 {
+            let bytes = load32(blk[16 + 32 * h..48 + 32 * h].try_into().unwrap());
+            for k in 0..4 {
+                let at = 128 * h + 32 * k;
+                let c = codes(bytes, k);
+                let j = at / 16;
+                let sc = _mm256_set_m128i(_mm_set1_epi16((blk[j + 1] & 15) as i16), _mm_set1_epi16((blk[j] & 15) as i16));
+                for (s, a) in isum.iter_mut().zip(&acts) {
+                    let y = load32_i8(a[i].qs[at..at + 32].try_into().unwrap());
+                    *s = _mm256_add_epi32(*s, _mm256_madd_epi16(dot_u8i8_pairs(c, y), sc));
+                }
+            }
+        }
+        for ((s, is), a) in sumf.iter_mut().zip(isum).zip(&acts) {
+            *s += combine(blk, a[i].d, hsum_i32(is), summs(&blk[..16], &a[i].bsums));
+        }
+    }
+    sumf
+}

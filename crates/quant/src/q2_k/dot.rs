@@ -26,6 +26,17 @@ pub(crate) fn dot_q8k(row: &[u8], acts: &[BlockQ8K]) -> f32 {
     dot_q8k_portable(row, acts)
 }
 
+/// [`dot_q8k`] of one row against four activation vectors (the codes unpacked once), the
+/// bits of four separate calls.
+pub(crate) fn dot_q8k_x4(row: &[u8], acts: [&[BlockQ8K]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if crate::x86::available() {
+        // SAFETY: as above.
+        return unsafe { super::avx2::dot_q8k_x4(row, acts) };
+    }
+    acts.map(|a| dot_q8k_portable(row, a))
+}
+
 pub(crate) fn dot_f32_portable(row: &[u8], x: &[f32]) -> f32 {
     let mut acc = Acc::new();
     for (blk, xs) in row.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(BLOCK_ELEMS)) {
@@ -82,6 +93,18 @@ mod tests {
             let acts = random_acts_q8k(&x);
             assert_eq!(dot_f32(&row, &x).to_bits(), dot_f32_portable(&row, &x).to_bits());
             assert_eq!(dot_q8k(&row, &acts).to_bits(), dot_q8k_portable(&row, &acts).to_bits());
+        }
+    }
+
+    #[test]
+    fn four_vectors_give_the_bits_of_four_calls() {
+        for seed in 0..10 {
+            let row = random_row(crate::GgmlType::Q2_K, 1024, seed);
+            let acts: Vec<Vec<BlockQ8K>> = (0..4).map(|t| random_acts_q8k(&random_x(1024, 100 * seed + t))).collect();
+            let four = dot_q8k_x4(&row, std::array::from_fn(|t| acts[t].as_slice()));
+            for (t, a) in acts.iter().enumerate() {
+                assert_eq!(four[t].to_bits(), dot_q8k_portable(&row, a).to_bits(), "seed {seed}, vector {t}");
+            }
         }
     }
 }
