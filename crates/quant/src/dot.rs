@@ -15,6 +15,10 @@ use crate::{check_row, float, iq2_xxs, q2_k, q4_k, q8_0, GgmlType, QuantError};
 
 pub(crate) type F32Kernel = fn(&[u8], &[f32]) -> f32;
 
+/// One row against four Q8_K activation vectors, each result the bits of the one-vector
+/// kernel (`dot_q8k_x4` of the k- and i-quants).
+pub(crate) type Q8KDot4 = fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4];
+
 /// A row kernel bound to its activations, resolved once per matvec.
 #[derive(Clone, Copy)]
 pub(crate) enum Kernel<'a> {

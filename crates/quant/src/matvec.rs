@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::act::{BlockQ8K, BlockQ8_0Act, QuantizedActs};
-use crate::dot::{act_kernel, plain_kernel, Kernel};
+use crate::dot::{act_kernel, plain_kernel, Kernel, Q8KDot4};
 use crate::{float, iq2_xxs, q2_k, q8_0, GgmlType, QuantError};
 
 /// How dot products are computed (README decision 3).
@@ -188,16 +188,16 @@ pub fn matmul_into(
     let q8x8: Option<Vec<()>> = None;
     // IQ2_XXS and Q2_K with Q8_K activations (the routed experts of the q2 files): four
     // vectors per pass over a row, each group's weights decoded once for all four.
-    let q8k_x4: Option<fn(&[u8], [&[BlockQ8K]; 4]) -> [f32; 4]> = match ty {
-        GgmlType::IQ2_XXS => Some(iq2_xxs::dot::dot_q8k_x4),
-        GgmlType::Q2_K => Some(q2_k::dot::dot_q8k_x4),
+    let dot4: Option<Q8KDot4> = match ty {
+        GgmlType::IQ2_XXS if n > 1 => Some(iq2_xxs::dot::dot_q8k_x4),
+        GgmlType::Q2_K if n > 1 => Some(q2_k::dot::dot_q8k_x4),
         _ => None,
     };
-    let q8k: Option<Vec<&[BlockQ8K]>> = match q8k_x4 {
-        Some(_) if n > 1 => kernels.iter().map(|k| if let Kernel::Q8K(_, a) = k { Some(*a) } else { None }).collect(),
-        _ => None,
-    };
-    let work = |(mut s, w): (Vec<&mut [f32]>, &[u8])| match (&q8, &q8x8, &q8k.as_ref().zip(q8k_x4)) {
+    let q8k: Option<(Vec<&[BlockQ8K]>, _)> = dot4.and_then(|f| {
+        let acts: Option<Vec<&[BlockQ8K]>> = kernels.iter().map(|k| if let Kernel::Q8K(_, a) = k { Some(*a) } else { None }).collect();
+        acts.map(|a| (a, f))
+    });
+    let work = |(mut s, w): (Vec<&mut [f32]>, &[u8])| match (&q8, &q8x8, &q8k) {
         #[cfg(target_arch = "x86_64")]
         (_, Some(groups), _) => run_rows_q8_0_x8(w, row_bytes, &mut s, groups),
         (Some(acts), _, _) if n > 1 => run_rows_q8_0_x4(w, row_bytes, &mut s, acts),

@@ -70,3 +70,16 @@ pub(crate) fn random_acts_q8k(x: &[f32]) -> Vec<BlockQ8K> {
     }
     acts
 }
+
+/// A four-vector Q8_K kernel of `ty` gives, for each vector, the bits of the one-vector kernel
+/// `one` (random rows and activations, several seeds).
+pub(crate) fn check_q8k_x4(ty: GgmlType, dot4: crate::dot::Q8KDot4, one: fn(&[u8], &[BlockQ8K]) -> f32) {
+    for seed in 0..10 {
+        let row = random_row(ty, 1024, seed);
+        let acts: Vec<Vec<BlockQ8K>> = (0..4).map(|t| random_acts_q8k(&random_x(1024, 100 * seed + t))).collect();
+        let four = dot4(&row, std::array::from_fn(|t| acts[t].as_slice()));
+        for (t, a) in acts.iter().enumerate() {
+            assert_eq!(four[t].to_bits(), one(&row, a).to_bits(), "{ty} seed {seed}, vector {t}");
+        }
+    }
+}

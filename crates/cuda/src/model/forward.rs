@@ -259,8 +259,14 @@ impl GpuModel {
     }
 
     pub(super) fn launch3(&self, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
+        self.launch_on(&self.stream, name, grid, block, args, smem, self.mv.overlap())
+    }
+
+    /// Every model launch: counted, timed while profiling, queued on `stream`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn launch_on(&self, stream: &std::sync::Arc<cudarc::driver::CudaStream>, name: &str, grid: (usize, usize, usize), block: usize, args: &[Arg], smem: usize, overlap: bool) -> Result<()> {
         self.counted(1);
-        self.timed(|| name.to_string(), || self.k.launch(&self.stream, name, grid, block, smem, args, self.mv.overlap()))
+        self.timed(|| name.to_string(), || self.k.launch(stream, name, grid, block, smem, args, overlap))
     }
 
     /// `y_t = W x_t` for `n` tokens (strides in f32 elements) under `num`: with the official

@@ -438,14 +438,12 @@ impl GpuModel {
     /// A launch right after `hc_join`: a plain one, since it waits on two kernels (the main
     /// stream's last and the side stream's), where an overlapping launch names one.
     fn launch_joined(&self, name: &str, grid: (usize, usize), args: &[Arg]) -> Result<()> {
-        self.counted(1);
-        self.timed(|| name.to_string(), || self.k.launch(&self.stream, name, (grid.0, grid.1, 1), BLOCK, 0, args, false))
+        self.launch_on(&self.stream, name, (grid.0, grid.1, 1), BLOCK, args, 0, false)
     }
 
     /// `name` on the side stream (plain launch: its one dependency is an event).
     fn launch_side(&self, name: &str, grid: (usize, usize), block: usize, args: &[Arg]) -> Result<()> {
-        self.counted(1);
-        self.timed(|| name.to_string(), || self.k.launch(&self.side, name, (grid.0, grid.1, 1), block, 0, args, false))
+        self.launch_on(&self.side, name, (grid.0, grid.1, 1), block, args, 0, false)
     }
 
     /// The HC read-out of the streams `sp` at one site into `out`, normed by `norm`: the

@@ -97,14 +97,7 @@ mod tests {
 
     #[test]
     fn four_vectors_give_the_bits_of_four_calls() {
-        for seed in 0..10 {
-            let row = random_row(crate::GgmlType::IQ2_XXS, 1024, seed);
-            let acts: Vec<Vec<BlockQ8K>> = (0..4).map(|t| random_acts_q8k(&random_x(1024, 100 * seed + t))).collect();
-            let four = dot_q8k_x4(&row, std::array::from_fn(|t| acts[t].as_slice()));
-            for (t, a) in acts.iter().enumerate() {
-                assert_eq!(four[t].to_bits(), dot_q8k_portable(&row, a).to_bits(), "seed {seed}, vector {t}");
-            }
-        }
+        crate::test_util::check_q8k_x4(crate::GgmlType::IQ2_XXS, dot_q8k_x4, dot_q8k_portable);
     }
 
     #[test]
