@@ -188,18 +188,53 @@ fn write_file(
     // Per-process temporary name: concurrent writers of the same file (tests, two shells
     // generating the demo model) must not interleave their bytes; the last rename wins whole.
     let tmp = path.with_extension(format!("gguf.partial.{}", std::process::id()));
-    let file = std::fs::File::create(&tmp)?;
-    let mut stream = w.begin(BufWriter::with_capacity(8 << 20, file))?;
-    let mut tensor_bytes = 0;
-    for (i, t) in tensors.iter().enumerate() {
-        fill::write_tensor(&mut stream, t, cfg, rng::mix(seed, i as u64))?;
-        stream.finish_tensor()?;
-        tensor_bytes += t.n_bytes();
-    }
-    let file = stream.finish()?.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    drop(file);
-    // Rename last so an interrupted run never leaves a file that looks complete.
-    std::fs::rename(&tmp, path)?;
+    let written = (|| -> Result<u64, SynthError> {
+        let file = std::fs::File::create(&tmp)?;
+        let mut stream = w.begin(BufWriter::with_capacity(8 << 20, file))?;
+        let mut tensor_bytes = 0;
+        for (i, t) in tensors.iter().enumerate() {
+            fill::write_tensor(&mut stream, t, cfg, rng::mix(seed, i as u64))?;
+            stream.finish_tensor()?;
+            tensor_bytes += t.n_bytes();
+        }
+        let file = stream.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        // Rename last so an interrupted run never leaves a file that looks complete.
+        std::fs::rename(&tmp, path)?;
+        Ok(tensor_bytes)
+    })();
+    let tensor_bytes = match written {
+        Ok(n) => n,
+        Err(e) => {
+            // A failed write (a full disk, most often) must not leave gigabytes behind.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     Ok(SynthReport { tensors: tensors.len(), tensor_bytes, file_bytes: std::fs::metadata(path)?.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails at the end (here the final rename, onto a directory) removes its
+    /// partial file: a full disk must not be left fuller.
+    #[test]
+    fn a_failed_write_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("model");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("keep"), b"x").unwrap();
+        let spec = SynthSpec { preset: Preset::Tiny, mix: ExpertMix::Q2, seed: 1 };
+        assert!(write_model(&target, &spec).is_err());
+        let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        assert_eq!(left, vec![std::ffi::OsString::from("model")], "only the directory that was there");
+        assert!(target.join("keep").exists());
+
+        let ok = dir.path().join("tiny.gguf");
+        let report = write_model(&ok, &spec).unwrap();
+        assert_eq!(std::fs::metadata(&ok).unwrap().len(), report.file_bytes);
+    }
 }
