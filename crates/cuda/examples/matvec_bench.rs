@@ -266,7 +266,7 @@ fn bench_slots(gpu: &Gpu, mv: &Matvec, util: &Util, args: &Args, copy: f64, rng:
                 };
                 let (x, xb) = if official { (xqp, act) } else { (xfp, cols * 4) };
                 // SAFETY: ids, inputs and outputs are live buffers sized for the 6 slots.
-                unsafe { mv.run_experts_raw(&experts, s, x, xb, official, yp, rows).unwrap() }
+                unsafe { mv.run_experts_raw(mv.queue(), &experts, s, x, xb, official, yp, rows).unwrap() }
             });
             print_line(ty, label, cols, rows, USED * per, 1, name, ms, copy);
         }

@@ -16,11 +16,22 @@
 //! (the matmuls, the utilities) are launched with `overlap` off.
 
 use std::ffi::c_void;
+use std::sync::Arc;
 
 use cudarc::driver::sys::{self, CUlaunchAttribute, CUlaunchAttributeID, CUlaunchAttributeValue, CUlaunchConfig};
 use cudarc::driver::{CudaFunction, CudaStream, DriverError};
 
 use crate::error::Result;
+
+/// Where a kernel is queued: `stream`, and whether it may overlap the kernel before it there
+/// (a programmatic dependent launch, taken only where the device has them and they are asked
+/// for). The first kernel after a wait on another stream's work is queued plain: an
+/// overlapping launch names the one kernel before it on its stream.
+#[derive(Clone, Copy)]
+pub struct Queue<'a> {
+    pub stream: &'a Arc<CudaStream>,
+    pub overlap: bool,
+}
 
 /// One kernel argument, passed by value (device addresses are plain 64-bit integers).
 #[derive(Clone, Copy, Debug)]

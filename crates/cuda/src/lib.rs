@@ -26,4 +26,5 @@ pub use buffer::DeviceBuffer;
 pub use device::{device_count, driver_present, Gpu};
 pub use error::{CudaError, Result};
 pub use model::{state_scratch_bytes, step_batch_bytes, Decode, DecodeOptions, GpuModel, GpuState, MAX_STEP_BATCH, PREFILL_CHUNK};
+pub use launch::Queue;
 pub use quant::{DeviceMatrix, Matvec, MAX_BATCH};

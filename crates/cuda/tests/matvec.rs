@@ -444,7 +444,7 @@ fn expert_slots_match_cpu() {
                     let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &idd), n: slots, x_div, y_mod, y_mul, per_token: 0 };
                     // SAFETY: ids, inputs and outputs are live buffers sized for every slot.
                     unsafe {
-                        mv.run_experts_raw(&experts, s, addr(&gpu, &xd), x_bytes, official, addr(&gpu, &yd), rows)
+                        mv.run_experts_raw(mv.queue(), &experts, s, addr(&gpu, &xd), x_bytes, official, addr(&gpu, &yd), rows)
                             .unwrap()
                     };
                     let y = gpu.download(&yd).unwrap();
@@ -496,14 +496,14 @@ fn split_batches_equal_one_token_products() {
                     let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &zeros), n: 1, x_div: 1, y_mod: 1, y_mul: 0, per_token: 1 };
                     let (xa, ya) = (addr(&gpu, &xd) + (t * stride) as u64, addr(&gpu, &one) + (t * rows * 4) as u64);
                     // SAFETY: one id, one input row and one output row, all inside live buffers.
-                    unsafe { mv.run_experts_raw(std::slice::from_ref(&c.w), s, xa, stride, official, ya, rows).unwrap() };
+                    unsafe { mv.run_experts_raw(mv.queue(), std::slice::from_ref(&c.w), s, xa, stride, official, ya, rows).unwrap() };
                 }
                 let split = mv.slot_split(&c.w, official, 1).unwrap();
                 let alone = gpu.download(&one).unwrap();
                 for m in [2usize, 3, 8, 16, 21] {
                     let yd = gpu.upload(&vec![f32::NAN; m * rows]).unwrap();
                     // SAFETY: m input rows `stride` bytes apart and m output rows of `rows`.
-                    unsafe { mv.run_batch_split_raw(&c.w, addr(&gpu, &xd), xs, official, m, addr(&gpu, &yd), rows, split).unwrap() };
+                    unsafe { mv.run_batch_split_raw(mv.queue(), &c.w, addr(&gpu, &xd), xs, official, m, addr(&gpu, &yd), rows, split).unwrap() };
                     let y = gpu.download(&yd).unwrap();
                     for t in 0..m {
                         let (got, want) = (&y[t * rows..(t + 1) * rows], &alone[t * rows..(t + 1) * rows]);
@@ -555,7 +555,7 @@ fn grouped_products_equal_slot_products() {
                         let tok = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &idd) + (j * 4) as u64, n: 3, x_div, y_mod: 1, y_mul: 0, per_token: 0 };
                         let xa = addr(&gpu, &xd) + ((j / x_div) * stride) as u64;
                         // SAFETY: 3 ids, their input rows and 3 output rows inside live buffers.
-                        unsafe { mv.run_experts_raw(&experts, tok, xa, stride, official, addr(&gpu, &tmp), rows).unwrap() };
+                        unsafe { mv.run_experts_raw(mv.queue(), &experts, tok, xa, stride, official, addr(&gpu, &tmp), rows).unwrap() };
                         let t = gpu.download(&tmp).unwrap();
                         for k in 0..3 {
                             let jj = j + k;
@@ -579,7 +579,7 @@ fn grouped_products_equal_slot_products() {
                         let yd = gpu.upload(&vec![f32::NAN; out_rows * rows]).unwrap();
                         let g = dsv4_cuda::quant::Grouped { table: addr(&gpu, &td), slots, nt, x_div, y_mod, y_mul, split };
                         // SAFETY: the table's picks address rows inside the input and output buffers.
-                        unsafe { mv.run_grouped_raw(&experts, g, addr(&gpu, &xd), xs, official, addr(&gpu, &yd), rows).unwrap() };
+                        unsafe { mv.run_grouped_raw(mv.queue(), &experts, g, addr(&gpu, &xd), xs, official, addr(&gpu, &yd), rows).unwrap() };
                         let got = gpu.download(&yd).unwrap();
                         for (j, &e) in ids.iter().enumerate() {
                             let orow = (j % y_mod) * y_mul + j / y_mod;

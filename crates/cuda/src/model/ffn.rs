@@ -218,7 +218,7 @@ impl GpuModel {
             // largest layer (n · used <= MAX_BATCH checked by the caller); sel holds the slots'
             // ids; outputs are apart from inputs.
             self.counted(1);
-            return unsafe { self.mv.run_experts_raw(ws, sl, x, xs * 4, false, y, ys) };
+            return unsafe { self.mv.run_experts_raw(self.mv.queue(), ws, sl, x, xs * 4, false, y, ys) };
         }
         let stride = act_stride(&self.cfg);
         if act_bytes(w.ty(), w.cols())? > stride {
@@ -229,7 +229,7 @@ impl GpuModel {
         self.quant_acts(w.ty() == GgmlType::Q8_0, x, xs, w.cols(), rows, acts, stride)?;
         self.counted(1);
         // SAFETY: as above; the activation scratch holds CHUNK rows of `stride` bytes.
-        unsafe { self.mv.run_experts_raw(ws, sl, acts, stride, true, y, ys) }
+        unsafe { self.mv.run_experts_raw(self.mv.queue(), ws, sl, acts, stride, true, y, ys) }
     }
 
     /// The shared expert over the chunk, then each token's sum of its parts, back into the

@@ -14,6 +14,7 @@ use super::step_batch::MAX_STEP_BATCH;
 use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
+use crate::launch::Queue;
 use crate::quant::matvec::{act_bytes, dev_addr};
 use crate::quant::{matmul, DeviceMatrix, MAX_BATCH};
 use Arg::{F, I, L, P};
@@ -259,14 +260,14 @@ impl GpuModel {
     }
 
     pub(super) fn launch3(&self, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
-        self.launch_on(&self.stream, name, grid, block, args, smem, self.mv.overlap())
+        self.launch_on(self.mv.queue(), name, grid, block, smem, args)
     }
 
-    /// Every model launch: counted, timed while profiling, queued on `stream`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn launch_on(&self, stream: &std::sync::Arc<cudarc::driver::CudaStream>, name: &str, grid: (usize, usize, usize), block: usize, args: &[Arg], smem: usize, overlap: bool) -> Result<()> {
+    /// Every model launch: counted, timed while profiling, queued on `q`.
+    pub(super) fn launch_on(&self, q: Queue, name: &str, grid: (usize, usize, usize), block: usize, smem: usize, args: &[Arg]) -> Result<()> {
         self.counted(1);
-        self.timed(|| name.to_string(), || self.k.launch(stream, name, grid, block, smem, args, overlap))
+        let overlap = q.overlap && self.mv.overlap();
+        self.timed(|| name.to_string(), || self.k.launch(q.stream, name, grid, block, smem, args, overlap))
     }
 
     /// `y_t = W x_t` for `n` tokens (strides in f32 elements) under `num`: with the official
@@ -340,13 +341,19 @@ impl GpuModel {
     /// weights) or Q8_K (the k- and i-quants).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn quant_acts(&self, q8_0: bool, x: u64, xs: usize, cols: usize, rows: usize, out: u64, stride: usize) -> Result<()> {
+        self.quant_acts_on(self.mv.queue(), q8_0, x, xs, cols, rows, out, stride)
+    }
+
+    /// [`quant_acts`](Self::quant_acts) queued on `q`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn quant_acts_on(&self, q: Queue, q8_0: bool, x: u64, xs: usize, cols: usize, rows: usize, out: u64, stride: usize) -> Result<()> {
         let args = |nb: usize| [P(x), L(xs as i64), P(out), L(stride as i64), I(nb as i32)];
         if q8_0 {
             // Eight 32-column blocks per CTA, a warp each.
             let nb = cols / 32;
-            self.launch("quant_q8_0", (nb.div_ceil(8), rows), 256, 0, &args(nb))
+            self.launch_on(q, "quant_q8_0", (nb.div_ceil(8), rows, 1), 256, 0, &args(nb))
         } else {
-            self.launch("quant_q8_k", (cols / 256, rows), 256, 0, &args(cols / 256))
+            self.launch_on(q, "quant_q8_k", (cols / 256, rows, 1), 256, 0, &args(cols / 256))
         }
     }
 

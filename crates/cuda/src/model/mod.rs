@@ -87,8 +87,8 @@ pub struct DecodeOptions {
 pub struct GpuModel {
     cfg: ModelConfig,
     stream: Arc<CudaStream>,
-    /// A second stream for the decode step's branch (the HC Sinkhorn beside the read-out:
-    /// `model/step.rs`); it joins `stream` again within the step.
+    /// A second stream for the decode step's branches (`model/step.rs`); it joins `stream`
+    /// again within each layer.
     side: Arc<CudaStream>,
     mv: Matvec,
     /// Tensor-core products of many tokens (official numerics).

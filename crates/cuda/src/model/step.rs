@@ -26,11 +26,20 @@
 //! HC mixing projections (a few rows of hc·n_embd floats) run as column slices over many
 //! blocks (`hc_proj`), their sums finished inside `hc_pre`.
 //!
+//! Three parts of a layer run on a second stream, as branches of the graph beside the main
+//! path's one-block kernels (which leave most of the GPU idle): the HC Sinkhorn of each
+//! read-out, the compressors with the indexer's weights, and the shared expert (its gate and
+//! up beside the routing and the routed gate and up, its down beside the routed down).
+//!
 //! A graph bakes in the model's weights, the batch scratch and the table's addresses (never
 //! the sessions'), so it stays valid as sessions come and go; restores and uploads change
 //! buffer contents and positions only, which the graph reads afresh each replay.
 
+use std::cell::Cell;
+use std::sync::Arc;
+
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::CudaStream;
 use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
 use dsv4_model::Numerics;
@@ -42,6 +51,7 @@ use super::weights::{Hc, Layer, Route};
 use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
+use crate::launch::Queue;
 use crate::quant::matvec::act_bytes;
 use crate::quant::{DeviceMatrix, ExpertSlots, Grouped, Matvec};
 use Arg::{F, I, L, P};
@@ -65,12 +75,15 @@ fn fmt(ty: GgmlType) -> Option<Fmt> {
     }
 }
 
-/// What the activation scratch holds: `rows` input rows from `x` (`xs` f32 apart) quantized
-/// over `cols` columns in format `fmt`. Valid while the input is not rewritten, so each use
-/// keeps its own `Acts` for one group of products of the same inputs.
-#[derive(Default)]
+/// What a part of the activation scratch holds: `rows` input rows from `x` (`xs` f32 apart)
+/// quantized over `cols` columns in format `fmt`, from row `row0` of the scratch on (each
+/// lane of the step has rows of its own, so a branch never overwrites what a product on the
+/// other stream reads). Valid while the input is not rewritten, so each use keeps its own
+/// `Acts` for one group of products of the same inputs.
+#[derive(Clone, Copy)]
 struct Acts {
     have: Option<(u64, usize, usize, usize, Fmt)>,
+    row0: usize,
 }
 
 /// A grouped product of the step (several tokens), where every token picks each of the
@@ -86,7 +99,10 @@ struct Group {
     per_token: usize,
 }
 
-/// One step's fixed facts: the batch, its size and numerics.
+/// One step's fixed facts (the batch, its size and numerics) and one of its two lanes: the
+/// stream its launches go to. The side stream's lane runs branches of the layer beside the
+/// main one (a fork waits for the main stream's work so far; a join makes the main stream wait
+/// for the branch), captured as branches of the step's graph.
 struct Step<'a> {
     b: &'a StepBatch,
     n: usize,
@@ -94,9 +110,29 @@ struct Step<'a> {
     /// Most compressed rows an indexer layer of these sessions can have (0: none beyond
     /// what the indexer keeps, so it never runs).
     most: usize,
+    stream: &'a Arc<CudaStream>,
+    /// The lane's next launch follows a fork or join: it waits on two streams' work, so it
+    /// goes plain where an overlapping launch would name one kernel (`launch.rs`).
+    plain: Cell<bool>,
+    /// The lane's first row of the activation scratch.
+    acts0: usize,
 }
 
-impl Step<'_> {
+impl<'a> Step<'a> {
+    fn new(b: &'a StepBatch, n: usize, num: Numerics, most: usize, stream: &'a Arc<CudaStream>) -> Self {
+        Step { b, n, num, most, stream, plain: Cell::new(false), acts0: 0 }
+    }
+
+    /// The lane's part of the activation scratch, holding nothing yet.
+    fn acts(&self) -> Acts {
+        Acts { have: None, row0: self.acts0 }
+    }
+
+    /// Where the lane's next launch goes (taking the mark a fork or join left).
+    fn q(&self) -> Queue<'a> {
+        Queue { stream: self.stream, overlap: !self.plain.replace(false) }
+    }
+
     /// Address of table entry `k` of layer `il` (a run of n addresses).
     fn layer_tab(&self, m: &GpuModel, il: usize, k: usize) -> u64 {
         m.ptr(&self.b.table) + (((il * LAYER_ENTRIES + k) * self.n) * 8) as u64
@@ -169,7 +205,7 @@ impl GpuModel {
             if !b.graphs.contains_key(&key) {
                 let before = self.launch_count();
                 self.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
-                let queued = self.step_kernels(&Step { b, n, num, most });
+                let queued = self.step_kernels(&Step::new(b, n, num, most, &self.stream));
                 // Capture always ends, so an error leaves the stream usable.
                 let captured = self.stream.end_capture(CUgraphInstantiate_flags(0));
                 queued?;
@@ -181,7 +217,7 @@ impl GpuModel {
                 g.graph.launch()?;
             }
         } else {
-            self.step_kernels(&Step { b, n, num, most })?;
+            self.step_kernels(&Step::new(b, n, num, most, &self.stream))?;
         }
         let v = c.vocab_size;
         // Through page-locked memory: a pageable download of 32 sessions' logits (16 MB on
@@ -202,7 +238,7 @@ impl GpuModel {
         let (e, hcn) = (c.n_embd, c.hc_count);
         let sp = self.ptr(&b.streams);
         let args = [P(self.ptr(&self.w.embd)), I(self.w.embd_f16 as i32), P(self.ptr(&b.step)), I(e as i32), I(hcn as i32), P(sp)];
-        self.launch("embed", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)?;
+        self.slaunch(s, "embed", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)?;
         for il in 0..self.layers.len() {
             self.attention_step(s, il)?;
             self.ffn_step(s, il)?;
@@ -210,7 +246,7 @@ impl GpuModel {
         let x = self.ptr(&b.x);
         let h = &self.w.out_hc;
         self.hc_read(s, h, sp, &self.w.out_norm, x, None)?;
-        self.mmb(s, &mut Acts::default(), &self.w.output, x, e, self.ptr(&b.logits), c.vocab_size)
+        self.mmb(s, &mut s.acts(), &self.w.output, x, e, self.ptr(&b.logits), c.vocab_size)
     }
 
     fn attention_step(&self, s: &Step, il: usize) -> Result<()> {
@@ -221,20 +257,20 @@ impl GpuModel {
         let (id, ih, window, top_k) = (c.indexer_head_dim, c.indexer_heads, c.sliding_window, c.indexer_top_k);
         let sp = self.ptr(&b.streams);
         let (x, qr, q, mix, kv) = (self.ptr(&b.x), self.ptr(&b.qr), self.ptr(&b.q), self.ptr(&b.mix), self.ptr(&b.kv));
-        let (ckv, csc, ikv, isc, iq, iwp) = (self.ptr(&b.ckv), self.ptr(&b.csc), self.ptr(&b.ikv), self.ptr(&b.isc), self.ptr(&b.iq), self.ptr(&b.iw));
+        let (iq, iwp) = (self.ptr(&b.iq), self.ptr(&b.iw));
         let (freqs, pos, raws) = (self.ptr(&lw.freqs), s.pos(self), s.layer_tab(self, il, T_RAW));
         let ratio = lw.kind.ratio() as usize;
 
         self.hc_read(s, &lw.hc_attn, sp, &lw.attn_norm, x, Some(mix))?;
+        // The compressors (and the indexer's weights) read x and write only their own rows, which
+        // nothing reads before the indexer's scores or the attention: on the side stream, beside
+        // the q and KV path (whose one-block kernels leave most of the GPU idle).
+        let branch = lw.comp.is_some() || lw.indexer.is_some();
+        if branch {
+            self.compressors_step(&self.fork(s)?, il)?;
+        }
         // Every product of x, then every product of the normed q_a output.
-        let mut of_x: Vec<(&DeviceMatrix, u64, usize)> = vec![(&lw.q_a, qr, ql), (&lw.kv, kv, d)];
-        if let Some(cw) = &lw.comp {
-            of_x.extend([(&cw.kv, ckv, 2 * d), (&cw.gate, csc, 2 * d)]);
-        }
-        if let Some(iw) = &lw.indexer {
-            of_x.extend([(&iw.comp.kv, ikv, 2 * id), (&iw.comp.gate, isc, 2 * id), (&iw.proj, iwp, ih)]);
-        }
-        self.mm_group(s, x, c.n_embd, &of_x)?;
+        self.mm_group(s, x, c.n_embd, &[(&lw.q_a, qr, ql), (&lw.kv, kv, d)])?;
         self.norm_rope(qr, qr, self.ptr(&lw.q_a_norm), 1, ql, true, 0, 0, 0, n, ql)?;
         let mut of_qr: Vec<(&DeviceMatrix, u64, usize)> = vec![(&lw.q_b, q, nh * d)];
         if let Some(iw) = &lw.indexer {
@@ -258,13 +294,95 @@ impl GpuModel {
             I(n_pairs as i32),
             P(pos),
         ];
-        self.launch("rope_qkv_step", (nh + 1 + iq_blocks, n), BLOCK, 0, &args)?;
+        self.slaunch(s, "rope_qkv_step", (nh + 1 + iq_blocks, n), BLOCK, 0, &args)?;
         if s.official() {
             if lw.indexer.is_some() {
                 self.index_round(iq, ih * n)?;
             }
             self.kv_round_step(s, raws, 0)?;
         }
+
+        if branch {
+            self.join(s)?;
+        }
+
+        // The indexer's selection, once more rows can exist than it keeps.
+        let mut masks = 0;
+        if lw.indexer.is_some() && s.most > 0 {
+            let (scores, mt) = (s.session_tab(self, T_ISCORE), s.session_tab(self, T_MASK));
+            let scale = 1.0 / ((id * ih) as f32).sqrt();
+            let keys = s.layer_tab(self, il, T_IDX);
+            let fp4 = self.index_fp4(s.official());
+            let args = [P(iq), P(iwp), F(scale), P(keys), I(ratio as i32), I(top_k as i32), I(ih as i32), I(id as i32), P(scores), P(pos), I(fp4 as i32)];
+            self.slaunch(s, "index_scores_step", (self.index_blocks(s.most, fp4, true).min(MAX_STRIDE_BLOCKS), n), BLOCK, 0, &args)?;
+            let args = [P(scores), I(ratio as i32), I(top_k as i32), P(mt), P(pos)];
+            self.slaunch(s, "topk_mask_step", (1, n), TOPK_THREADS, 0, &args)?;
+            masks = mt;
+        }
+        let comps = if lw.comp.is_some() { s.layer_tab(self, il, T_COMP) } else { 0 };
+        let (o, parts, splits) = (self.ptr(&b.o), s.session_tab(self, T_ATT), att_splits(c));
+        let args = [P(q), P(raws), I(window as i32), P(comps), I(ratio as i32), P(masks), I(top_k as i32), P(parts), I(d as i32), I(nh as i32), I(splits as i32), P(pos)];
+        let blocks = nh.div_ceil(ATT_SPLIT_HEADS) * splits;
+        self.slaunch(s, "attend_split_step", (blocks, n), ATT_SPLIT_THREADS, attend_split_smem(d, window + top_k), &args)?;
+        let args = [
+            P(parts),
+            P(self.ptr(&lw.sinks)),
+            P(o),
+            I(d as i32),
+            I(nh as i32),
+            I(splits as i32),
+            I(window as i32),
+            I(ratio as i32),
+            I((masks != 0) as i32),
+            I(top_k as i32),
+            P(freqs),
+            I(n_pairs as i32),
+            P(pos),
+        ];
+        self.slaunch(s, "attend_merge_step", (nh, n), ATT_MERGE_THREADS, 0, &args)?;
+
+        // Grouped low-rank output: group g's heads through its own slice of out_a.
+        let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
+        let z = self.ptr(&b.z);
+        if n > 1 && fmt(lw.out_a[0].ty()).is_some() && Matvec::experts_stacked(&lw.out_a) {
+            // Each group's weights read once for every token (entries of 16 tokens).
+            let gr = Group { picks: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
+            self.grouped(s, &mut s.acts(), &lw.out_a, gr, o, g_in, z, r)?;
+        } else if Matvec::experts_stacked(&lw.out_a) {
+            let sl = ExpertSlots { ids: self.ptr(&b.groups), n: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
+            self.experts_b(s, &mut s.acts(), &lw.out_a, sl, o, g_in, z, r)?;
+        } else {
+            for (g, wa) in lw.out_a.iter().enumerate() {
+                let (xg, zg) = (o + (g * g_in * 4) as u64, z + (g * r * 4) as u64);
+                self.mmb(s, &mut s.acts(), wa, xg, nh * d, zg, groups * r)?;
+            }
+        }
+        let y = self.ptr(&b.y);
+        self.mmb(s, &mut s.acts(), &lw.out_b, z, groups * r, y, c.n_embd)?;
+        // The side stream's HC weights (`hc_read`) before the write-back.
+        self.join(s)?;
+        let args = [P(sp), P(y), P(mix), I(c.hc_count as i32), I(c.n_embd as i32), I(c.hc_mix() as i32)];
+        self.slaunch(s, "hc_post", (c.n_embd.div_ceil(BLOCK), n), BLOCK, 0, &args)
+    }
+
+    /// The layer's compressors on lane `s`: their projections of x (and the indexer's head
+    /// weights), then each pushes the token into its window and, where a window ends, emits a
+    /// compressed row (rounded as the cache stores it under the official numerics).
+    fn compressors_step(&self, s: &Step, il: usize) -> Result<()> {
+        let c = &self.cfg;
+        let lw: &Layer = &self.layers[il];
+        let (b, n) = (s.b, s.n);
+        let (d, id, ih, n_pairs) = (c.head_dim, c.indexer_head_dim, c.indexer_heads, c.rope_dim / 2);
+        let (ckv, csc, ikv, isc, iwp) = (self.ptr(&b.ckv), self.ptr(&b.csc), self.ptr(&b.ikv), self.ptr(&b.isc), self.ptr(&b.iw));
+        let (freqs, pos, ratio) = (self.ptr(&lw.freqs), s.pos(self), lw.kind.ratio() as usize);
+        let mut of_x: Vec<(&DeviceMatrix, u64, usize)> = Vec::new();
+        if let Some(cw) = &lw.comp {
+            of_x.extend([(&cw.kv, ckv, 2 * d), (&cw.gate, csc, 2 * d)]);
+        }
+        if let Some(iw) = &lw.indexer {
+            of_x.extend([(&iw.comp.kv, ikv, 2 * id), (&iw.comp.gate, isc, 2 * id), (&iw.proj, iwp, ih)]);
+        }
+        self.mm_group(s, self.ptr(&b.x), c.n_embd, &of_x)?;
 
         let width = lw.kind.compressor_lanes() * d;
         let iwidth = lw.kind.compressor_lanes() * id;
@@ -282,72 +400,16 @@ impl GpuModel {
             };
             let tail = [I(ratio as i32), I((lw.kind.compressor_lanes() == 2) as i32), F(c.rms_eps), P(freqs), I(n_pairs as i32), P(pos)];
             let args: Vec<Arg> = main.into_iter().chain(second).chain(tail).collect();
-            self.launch("comp_push_step", (blocks, n), BLOCK, 0, &args)?;
+            self.slaunch(s, "comp_push_step", (blocks, n), BLOCK, 0, &args)?;
             if s.official() {
                 self.kv_round_step(s, tab(T_COMP), ratio)?;
                 if lw.indexer.is_some() {
                     let args = [P(tab(T_IDX)), I(id as i32), I(ratio as i32), P(pos)];
-                    self.launch("index_round_step", (1, n), id, id * 4, &args)?;
+                    self.slaunch(s, "index_round_step", (1, n), id, id * 4, &args)?;
                 }
             }
         }
-
-        // The indexer's selection, once more rows can exist than it keeps.
-        let mut masks = 0;
-        if lw.indexer.is_some() && s.most > 0 {
-            let (scores, mt) = (s.session_tab(self, T_ISCORE), s.session_tab(self, T_MASK));
-            let scale = 1.0 / ((id * ih) as f32).sqrt();
-            let keys = s.layer_tab(self, il, T_IDX);
-            let fp4 = self.index_fp4(s.official());
-            let args = [P(iq), P(iwp), F(scale), P(keys), I(ratio as i32), I(top_k as i32), I(ih as i32), I(id as i32), P(scores), P(pos), I(fp4 as i32)];
-            self.launch("index_scores_step", (self.index_blocks(s.most, fp4, true).min(MAX_STRIDE_BLOCKS), n), BLOCK, 0, &args)?;
-            let args = [P(scores), I(ratio as i32), I(top_k as i32), P(mt), P(pos)];
-            self.launch("topk_mask_step", (1, n), TOPK_THREADS, 0, &args)?;
-            masks = mt;
-        }
-        let comps = if lw.comp.is_some() { s.layer_tab(self, il, T_COMP) } else { 0 };
-        let (o, parts, splits) = (self.ptr(&b.o), s.session_tab(self, T_ATT), att_splits(c));
-        let args = [P(q), P(raws), I(window as i32), P(comps), I(ratio as i32), P(masks), I(top_k as i32), P(parts), I(d as i32), I(nh as i32), I(splits as i32), P(pos)];
-        let blocks = nh.div_ceil(ATT_SPLIT_HEADS) * splits;
-        self.launch("attend_split_step", (blocks, n), ATT_SPLIT_THREADS, attend_split_smem(d, window + top_k), &args)?;
-        let args = [
-            P(parts),
-            P(self.ptr(&lw.sinks)),
-            P(o),
-            I(d as i32),
-            I(nh as i32),
-            I(splits as i32),
-            I(window as i32),
-            I(ratio as i32),
-            I((masks != 0) as i32),
-            I(top_k as i32),
-            P(freqs),
-            I(n_pairs as i32),
-            P(pos),
-        ];
-        self.launch("attend_merge_step", (nh, n), ATT_MERGE_THREADS, 0, &args)?;
-
-        // Grouped low-rank output: group g's heads through its own slice of out_a.
-        let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
-        let z = self.ptr(&b.z);
-        if n > 1 && fmt(lw.out_a[0].ty()).is_some() && Matvec::experts_stacked(&lw.out_a) {
-            // Each group's weights read once for every token (entries of 16 tokens).
-            let gr = Group { picks: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
-            self.grouped(s, &mut Acts::default(), &lw.out_a, gr, o, g_in, z, r)?;
-        } else if Matvec::experts_stacked(&lw.out_a) {
-            let sl = ExpertSlots { ids: self.ptr(&b.groups), n: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
-            self.experts_b(s, &mut Acts::default(), &lw.out_a, sl, o, g_in, z, r)?;
-        } else {
-            for (g, wa) in lw.out_a.iter().enumerate() {
-                let (xg, zg) = (o + (g * g_in * 4) as u64, z + (g * r * 4) as u64);
-                self.mmb(s, &mut Acts::default(), wa, xg, nh * d, zg, groups * r)?;
-            }
-        }
-        let y = self.ptr(&b.y);
-        self.mmb(s, &mut Acts::default(), &lw.out_b, z, groups * r, y, c.n_embd)?;
-        self.hc_join()?;
-        let args = [P(sp), P(y), P(mix), I(c.hc_count as i32), I(c.n_embd as i32), I(c.hc_mix() as i32)];
-        self.launch_joined("hc_post", (c.n_embd.div_ceil(BLOCK), n), &args)
+        Ok(())
     }
 
     fn ffn_step(&self, s: &Step, il: usize) -> Result<()> {
@@ -360,8 +422,30 @@ impl GpuModel {
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
         self.hc_read(s, &lw.hc_ffn, sp, &lw.ffn_norm, x, Some(mix))?;
 
-        let mut ax = Acts::default();
         let (rlog, sel, wts, sel_gu) = (self.ptr(&b.rlog), self.ptr(&b.sel), self.ptr(&b.wts), self.ptr(&b.sel_gu));
+        let gu = self.ptr(&b.gu);
+        let picks = |ids: u64, k: usize| ExpertSlots { ids, n: n * k, x_div: k, y_mod: k, y_mul: n, per_token: k };
+        // Gate and up rows pick-major (row k · n + t; see swiglu_step): the routed picks', then
+        // the shared expert's. The shared expert reads only x: on the side stream, beside the
+        // routing (one-block kernels) and the routed products.
+        let sh = f4(gu, 2 * used * n * ffn);
+        {
+            let side = self.fork(s)?;
+            let mut a = side.acts();
+            match &lw.gate_up_sh {
+                Some(pair) if n > 1 && fmt(pair[0].ty()).is_some() => {
+                    let gr = Group { picks: 2 * n, x_div: 2, y_mod: 2, y_mul: n, per_token: 2 };
+                    self.grouped(&side, &mut a, pair, gr, x, e, sh, ffn)?
+                }
+                Some(pair) => self.experts_b(&side, &mut a, pair, picks(self.ptr(&b.pairs), 2), x, e, sh, ffn)?,
+                None => {
+                    self.mmb(&side, &mut a, &lw.gate_sh, x, e, sh, ffn)?;
+                    self.mmb(&side, &mut a, &lw.up_sh, x, e, f4(sh, n * ffn), ffn)?;
+                }
+            }
+        }
+
+        let mut ax = s.acts();
         self.mmb(s, &mut ax, &lw.gate_inp, x, e, rlog, c.n_expert)?;
         let (bias, table) = match &lw.route {
             Route::Hash { dev, .. } => (0, self.ptr(dev)),
@@ -380,12 +464,7 @@ impl GpuModel {
             P(wts),
             P(gu_ids),
         ];
-        self.launch("route", (n, 1), BLOCK, 0, &args)?;
-
-        // Routed gate and up rows, then the shared expert's, all from x, pick-major (row
-        // k · n + t; see swiglu_step).
-        let gu = self.ptr(&b.gu);
-        let picks = |ids: u64, k: usize| ExpertSlots { ids, n: n * k, x_div: k, y_mod: k, y_mul: n, per_token: k };
+        self.slaunch(s, "route", (n, 1), BLOCK, 0, &args)?;
         // Routed picks as slots, one per (token, pick): few picks share an expert at these
         // batch sizes (8 tokens' 6 picks over 256 experts), and a grouped launch over picks
         // sorted on the device measured slower (its grid must cover every pick as its own
@@ -397,61 +476,61 @@ impl GpuModel {
                 self.experts_b(s, &mut ax, &lw.up, picks(sel, used), x, e, f4(gu, used * n * ffn), ffn)?;
             }
         }
-        let sh = f4(gu, 2 * used * n * ffn);
-        match &lw.gate_up_sh {
-            Some(pair) if n > 1 && fmt(pair[0].ty()).is_some() => {
-                let gr = Group { picks: 2 * n, x_div: 2, y_mod: 2, y_mul: n, per_token: 2 };
-                self.grouped(s, &mut ax, pair, gr, x, e, sh, ffn)?
-            }
-            Some(pair) => self.experts_b(s, &mut ax, pair, picks(self.ptr(&b.pairs), 2), x, e, sh, ffn)?,
-            None => {
-                self.mmb(s, &mut ax, &lw.gate_sh, x, e, sh, ffn)?;
-                self.mmb(s, &mut ax, &lw.up_sh, x, e, f4(sh, n * ffn), ffn)?;
-            }
-        }
+        self.join(s)?;
         let hs = self.ptr(&b.hs);
         let args = [P(gu), P(hs), I(ffn as i32), F(lw.clamp), P(wts), I(used as i32)];
-        self.launch3("swiglu_step", (ffn.div_ceil(BLOCK), used + 1, n), BLOCK, 0, &args)?;
+        self.slaunch(s, "swiglu_step", (ffn.div_ceil(BLOCK), used + 1, n), BLOCK, 0, &args)?;
 
         // Down projections into the parts (pick k of token t at k · MAX_STEP_BATCH + t, the
         // shared expert's after them), the routed and shared rows quantized together when
-        // they share a format.
-        let mut ah = Acts::default();
+        // they share a format; the shared one on the side stream.
+        let mut ah = s.acts();
         let ty = lw.down[0].ty();
-        if s.official() && fmt(ty).is_some() && fmt(ty) == fmt(lw.down_sh.ty()) {
+        let joint = s.official() && fmt(ty).is_some() && fmt(ty) == fmt(lw.down_sh.ty());
+        if joint {
             self.quant(s, &mut ah, ty, hs, ffn, ffn, (used + 1) * n)?;
         }
         let parts = self.ptr(&b.parts);
+        {
+            let side = self.fork(s)?;
+            // Quantized together above, or by the side lane into its own rows.
+            let mut a = if joint { ah } else { side.acts() };
+            self.mmb(&side, &mut a, &lw.down_sh, f4(hs, n * used * ffn), ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
+        }
         let down = ExpertSlots { ids: sel, n: n * used, x_div: 1, y_mod: used, y_mul: MAX_STEP_BATCH, per_token: used };
         self.experts_b(s, &mut ah, &lw.down, down, hs, ffn, parts, e)?;
-        self.mmb(s, &mut ah, &lw.down_sh, f4(hs, n * used * ffn), ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
-        self.hc_join()?;
+        self.join(s)?;
         let args = [P(sp), P(parts), I(used as i32 + 1), I(e as i32), I(MAX_STEP_BATCH as i32), P(mix), I(c.hc_count as i32), I(c.hc_mix() as i32)];
-        self.launch_joined("sum_post", (e.div_ceil(BLOCK), n), &args)
+        self.slaunch(s, "sum_post", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)
     }
 
-    /// The main stream waits for the side stream's HC weights (`hc_read`) before a write-back.
-    fn hc_join(&self) -> Result<()> {
-        Ok(self.stream.join(&self.side)?)
+    /// A lane on the side stream that starts after everything queued on `s`'s stream so far,
+    /// with its own rows of the activation scratch (after the main lane's: `step_batch.rs`
+    /// sizes the scratch for both).
+    fn fork<'a>(&'a self, s: &Step<'a>) -> Result<Step<'a>> {
+        self.side.join(s.stream)?;
+        let acts0 = MAX_STEP_BATCH * (self.cfg.n_expert_used + 1);
+        Ok(Step { b: s.b, n: s.n, num: s.num, most: s.most, stream: &self.side, plain: Cell::new(true), acts0 })
     }
 
-    /// A launch right after `hc_join`: a plain one, since it waits on two kernels (the main
-    /// stream's last and the side stream's), where an overlapping launch names one.
-    fn launch_joined(&self, name: &str, grid: (usize, usize), args: &[Arg]) -> Result<()> {
-        self.launch_on(&self.stream, name, (grid.0, grid.1, 1), BLOCK, args, 0, false)
+    /// The main lane `s` waits for everything queued on the side stream so far.
+    fn join(&self, s: &Step) -> Result<()> {
+        s.stream.join(&self.side)?;
+        s.plain.set(true);
+        Ok(())
     }
 
-    /// `name` on the side stream (plain launch: its one dependency is an event).
-    fn launch_side(&self, name: &str, grid: (usize, usize), block: usize, args: &[Arg]) -> Result<()> {
-        self.launch_on(&self.side, name, (grid.0, grid.1, 1), block, args, 0, false)
+    /// `name` on lane `s`.
+    fn slaunch(&self, s: &Step, name: &str, grid: impl Grid, block: usize, smem: usize, args: &[Arg]) -> Result<()> {
+        self.launch_on(s.q(), name, grid.dims(), block, smem, args)
     }
 
     /// The HC read-out of the streams `sp` at one site into `out`, normed by `norm`: the
     /// mixing (pre, post, comb) into `mix`, or with None the output head's read-out. Float
     /// mixing matrices (every model so far) take the split path: hc_proj with the state's
     /// squares, then hc_out_step (making the pre weights itself) and hc_norm_step over many
-    /// blocks, while hc_mix_step's one warp makes post and comb on the side stream (joined by
-    /// `hc_join` before the write-back needs them). Others take the one-block-per-token
+    /// blocks, while hc_mix_step's one warp makes post and comb on the side stream (joined
+    /// before the write-back needs them). Others take the one-block-per-token
     /// `hc_pre`.
     fn hc_read(&self, s: &Step, h: &Hc, sp: u64, norm: &DeviceBuffer<f32>, out: u64, mix: Option<u64>) -> Result<()> {
         let c = &self.cfg;
@@ -465,8 +544,8 @@ impl GpuModel {
         let ms = c.hc_mix().max(hcn) * parts;
         let (ss, scale, base) = (self.ptr(&b.ss), self.ptr(&h.scale), self.ptr(&h.base));
         if let Some(mixp) = mix {
-            // post and comb on the side stream, joined again by `hc_join` before the write-back.
-            self.side.join(&self.stream)?;
+            // post and comb on the side stream, joined again before the write-back.
+            let side = self.fork(s)?;
             let args = [
                 P(m),
                 P(ss),
@@ -483,13 +562,13 @@ impl GpuModel {
                 I(c.hc_mix() as i32),
                 I(parts as i32),
             ];
-            self.launch_side("hc_mix_step", (s.n, 1), 32, &args)?;
+            self.slaunch(&side, "hc_mix_step", (s.n, 1), 32, 0, &args)?;
         }
         let blocks = e.div_ceil(BLOCK);
         let xss = self.ptr(&b.xss);
         let args = [P(sp), P(m), P(ss), P(scale), P(base), P(out), P(xss), I(hcn as i32), I(e as i32), I(ms as i32), I(parts as i32), F(c.rms_eps), F(c.hc_eps)];
-        self.launch("hc_out_step", (blocks, s.n), BLOCK, 0, &args)?;
-        self.launch("hc_norm_step", (blocks, s.n), BLOCK, 0, &[P(out), P(xss), I(blocks as i32), P(self.ptr(norm)), I(e as i32), F(c.rms_eps)])
+        self.slaunch(s, "hc_out_step", (blocks, s.n), BLOCK, 0, &args)?;
+        self.slaunch(s, "hc_norm_step", (blocks, s.n), BLOCK, 0, &[P(out), P(xss), I(blocks as i32), P(self.ptr(norm)), I(e as i32), F(c.rms_eps)])
     }
 
     /// The HC mixing projection of the streams `sp` into `m` ([`m_stride`] floats per token),
@@ -507,7 +586,7 @@ impl GpuModel {
             GgmlType::F16 => true,
             GgmlType::F32 => false,
             _ => {
-                self.mmb(s, &mut Acts::default(), w, sp, w.cols(), m, ms)?;
+                self.mmb(s, &mut s.acts(), w, sp, w.cols(), m, ms)?;
                 return Ok((1, false));
             }
         };
@@ -517,7 +596,7 @@ impl GpuModel {
             parts /= 2;
         }
         let args = [P(self.ptr(&*h.proj_buf)), I(f16 as i32), P(sp), I(cols as i32), P(m), L((ms * parts) as i64), P(self.ptr(&s.b.ss))];
-        self.launch3("hc_proj", (w.rows(), parts, s.n), BLOCK, 0, &args)?;
+        self.slaunch(s, "hc_proj", (w.rows(), parts, s.n), BLOCK, 0, &args)?;
         Ok((parts, true))
     }
 
@@ -526,7 +605,7 @@ impl GpuModel {
     fn kv_round_step(&self, s: &Step, rows: u64, ratio: usize) -> Result<()> {
         let c = &self.cfg;
         let args = [P(rows), I(c.head_dim as i32), I(c.rope_dim as i32), I(c.sliding_window as i32), I(ratio as i32), P(s.pos(self))];
-        self.launch("kv_round_step", (1, s.n), 64, 0, &args)
+        self.slaunch(s, "kv_round_step", (1, s.n), 64, 0, &args)
     }
 
     /// The official activations of `rows` inputs at `x` (`xs` f32 apart, `cols` wide) for
@@ -536,10 +615,10 @@ impl GpuModel {
     fn quant(&self, s: &Step, acts: &mut Acts, ty: GgmlType, x: u64, xs: usize, cols: usize, rows: usize) -> Result<u64> {
         let f = fmt(ty).ok_or(CudaError::UnsupportedType(ty))?;
         let stride = act_stride(&self.cfg);
-        if act_bytes(ty, cols)? > stride || rows * stride > s.b.acts.len() {
+        if act_bytes(ty, cols)? > stride || (acts.row0 + rows) * stride > s.b.acts.len() {
             return Err(CudaError::Shape(format!("{rows} rows of {cols} columns exceed the activation scratch")));
         }
-        let base = self.ptr(&s.b.acts);
+        let base = self.ptr(&s.b.acts) + (acts.row0 * stride) as u64;
         if let Some((hx, hxs, hcols, hrows, hf)) = acts.have {
             let row_bytes = (hxs * 4) as u64;
             if (hxs, hcols, hf) == (xs, cols, f) && x >= hx && (x - hx).is_multiple_of(row_bytes) {
@@ -549,7 +628,7 @@ impl GpuModel {
                 }
             }
         }
-        self.quant_acts(f == Fmt::Q8_0, x, xs, cols, rows, base, stride)?;
+        self.quant_acts_on(s.q(), f == Fmt::Q8_0, x, xs, cols, rows, base, stride)?;
         acts.have = Some((x, xs, cols, rows, f));
         Ok(base)
     }
@@ -582,7 +661,7 @@ impl GpuModel {
         // for w's type and checked to fit the activation scratch by `quant`), the outputs n
         // rows of the batch's scratch, sized for MAX_STEP_BATCH tokens of this model, apart
         // from the inputs.
-        self.timed(label, || unsafe { self.mv.run_batch_split_raw(w, xp, xstride, official, s.n, y, ys, split) })
+        self.timed(label, || unsafe { self.mv.run_batch_split_raw(s.q(), w, xp, xstride, official, s.n, y, ys, split) })
     }
 
     /// The grouped products of `gr` (quantized weights): each matrix read once per entry of
@@ -606,13 +685,13 @@ impl GpuModel {
         // SAFETY: the table's picks (group_table for this many tokens) address input rows (f32,
         // or quantized by `quant`, checked to fit) and output rows in the batch's scratch,
         // sized for MAX_STEP_BATCH tokens of this model; outputs are apart from inputs.
-        self.timed(label, || unsafe { self.mv.run_grouped_raw(ws, g, xp, stride, official, y, ys) })
+        self.timed(label, || unsafe { self.mv.run_grouped_raw(s.q(), ws, g, xp, stride, official, y, ys) })
     }
 
     /// Products of one input (`xs` f32 per token), each `(W, y, ys)`, grouped so that each
     /// activation format is quantized once.
     fn mm_group(&self, s: &Step, x: u64, xs: usize, list: &[(&DeviceMatrix, u64, usize)]) -> Result<()> {
-        let mut acts = Acts::default();
+        let mut acts = s.acts();
         for want in [None, Some(Fmt::Q8_0), Some(Fmt::Q8K)] {
             for &(w, y, ys) in list.iter().filter(|(w, _, _)| fmt(w.ty()) == want) {
                 self.mmb(s, &mut acts, w, x, xs, y, ys)?;
@@ -633,11 +712,28 @@ impl GpuModel {
             // tables, sized for MAX_STEP_BATCH tokens), the input and output rows lie in the
             // batch's scratch sized for this model and MAX_STEP_BATCH tokens; outputs are
             // apart from inputs.
-            return self.timed(label, || unsafe { self.mv.run_experts_raw(ws, sl, x, xs * 4, false, y, ys) });
+            return self.timed(label, || unsafe { self.mv.run_experts_raw(s.q(), ws, sl, x, xs * 4, false, y, ys) });
         }
         let rows = sl.n.div_ceil(sl.x_div);
         let a = self.quant(s, acts, w.ty(), x, xs, w.cols(), rows)?;
         // SAFETY: as above; `a` holds the slots' input rows quantized, act_stride apart.
-        self.timed(label, || unsafe { self.mv.run_experts_raw(ws, sl, a, act_stride(&self.cfg), true, y, ys) })
+        self.timed(label, || unsafe { self.mv.run_experts_raw(s.q(), ws, sl, a, act_stride(&self.cfg), true, y, ys) })
+    }
+}
+
+/// A launch grid of one, two or three dimensions.
+trait Grid {
+    fn dims(self) -> (usize, usize, usize);
+}
+
+impl Grid for (usize, usize) {
+    fn dims(self) -> (usize, usize, usize) {
+        (self.0, self.1, 1)
+    }
+}
+
+impl Grid for (usize, usize, usize) {
+    fn dims(self) -> (usize, usize, usize) {
+        self
     }
 }

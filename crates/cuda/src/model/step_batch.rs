@@ -131,7 +131,7 @@ pub fn step_batch_bytes(c: &ModelConfig) -> u64 {
         + c.vocab_size;
     let table = c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES;
     let partials = HC_PARTS + c.n_embd.div_ceil(BLOCK);
-    (t * (floats * 4 + (used + 1) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8 + partials * 8)) as u64
+    (t * (floats * 4 + (used + 2) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8 + partials * 8)) as u64
 }
 
 impl StepBatch {
@@ -171,7 +171,9 @@ impl StepBatch {
             gu: z(2 * (used + 1) * ffn)?,
             hs: z((used + 1) * ffn)?,
             parts: z((used + 1) * c.n_embd)?,
-            acts: gpu.alloc_zeros::<u8>(t * (used + 1) * act_stride(c))?,
+            // Rows for the main stream's products (the down projections' used + 1 a token at most),
+            // then the side stream's (`model/step.rs`, `Step::fork`).
+            acts: gpu.alloc_zeros::<u8>(t * (used + 2) * act_stride(c))?,
             logits: z(c.vocab_size)?,
             ss: gpu.alloc_zeros::<f64>(t * HC_PARTS)?,
             xss: gpu.alloc_zeros::<f64>(t * c.n_embd.div_ceil(BLOCK))?,

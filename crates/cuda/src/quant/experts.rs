@@ -8,6 +8,7 @@ use cudarc::driver::CudaFunction;
 use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, GROUP4_MIN_ROWS};
 use super::plan::SlotArgs;
 use crate::error::{CudaError, Result};
+use crate::launch::Queue;
 
 /// The slots of one [`Matvec::run_experts_raw`] launch: slot `j < n` multiplies expert
 /// `ids[j]` by input row `j / x_div` and writes output row `(j % y_mod) · y_mul + j / y_mod`.
@@ -95,7 +96,7 @@ impl Matvec {
     /// For each slot of `s`, the one-token product of its expert: input rows start at `x`,
     /// `x_bytes` apart (f32 activations, or with `qacts` the activations quantized for the
     /// weights' type, as [`Matvec::run_q`] takes them); output rows at `y`, `y_stride` f32
-    /// apart.
+    /// apart. Queued on `q`.
     ///
     /// # Safety
     /// `s.ids` must hold `s.n` i32 on the device; every input and output row the slots
@@ -104,6 +105,7 @@ impl Matvec {
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_experts_raw(
         &self,
+        q: Queue,
         experts: &[DeviceMatrix],
         s: ExpertSlots,
         x: u64,
@@ -124,14 +126,14 @@ impl Matvec {
         let (f, v) = self.slot_kernel(w, qacts, s.n)?;
         let l = self.plan(f, w, Variant { split, ..v }, 1, s.n, qacts)?;
         let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
-        self.launch(f, w, (x, x_bytes), 1, (y, y_stride), l, Some(slots))
+        self.launch(f, w, (x, x_bytes), 1, (y, y_stride), l, Some(slots), q)
     }
 
     /// The grouped products of `g` (each listed matrix read once for up to `g.nt` picks):
     /// every pick gets the bits of its [`run_experts_raw`](Self::run_experts_raw) slot in a
     /// launch with split `g.split`. Inputs: f32 rows `x_stride` floats apart, or (`qacts`)
     /// quantized activation rows `x_stride` bytes apart; outputs `y_stride` f32 apart.
-    /// Quantized weights only.
+    /// Quantized weights only. Queued on `q`.
     ///
     /// # Safety
     /// `g.table` must hold `g.slots` entries of `2 + g.nt` i32 on the device, whose picks
@@ -140,6 +142,7 @@ impl Matvec {
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_grouped_raw(
         &self,
+        q: Queue,
         experts: &[DeviceMatrix],
         g: Grouped,
         x: u64,
@@ -158,6 +161,6 @@ impl Matvec {
         let v = Variant { rows: 2, tokens: g.nt, split: g.split.max(1), ctas: 0 };
         let l = self.plan(f, w, v, g.nt, g.slots, qacts)?;
         let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
-        self.launch(f, w, (x, x_stride), g.nt, (y, y_stride), l, Some(slots))
+        self.launch(f, w, (x, x_stride), g.nt, (y, y_stride), l, Some(slots), q)
     }
 }

@@ -20,6 +20,7 @@ use crate::buffer::DeviceBuffer;
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::kernels;
+use crate::launch::Queue;
 
 /// Largest token count of one [`Matvec::run_batch`] call.
 pub const MAX_BATCH: usize = 16;
@@ -336,6 +337,12 @@ impl Matvec {
         self.overlap.load(Ordering::Relaxed)
     }
 
+    /// This matvec's own stream, launches overlapping where allowed: where every entry point
+    /// but the raw step ones (which take theirs) queues its kernels.
+    pub fn queue(&self) -> Queue<'_> {
+        Queue { stream: &self.stream, overlap: true }
+    }
+
     /// Asks for overlapping launches (taken only where the device has them) or plain ones.
     pub fn set_overlap(&self, on: bool) {
         self.overlap.store(on && self.overlap_ok, Ordering::Relaxed);
@@ -521,7 +528,7 @@ impl Matvec {
         }
         let l = self.plan(f, w, v, 1, 1, true)?;
         let (ap, yp) = (dev_addr(&self.stream, acts), dev_addr(&self.stream, y));
-        self.launch(f, w, (ap, w.cols), 1, (yp, w.rows), l, None)
+        self.launch(f, w, (ap, w.cols), 1, (yp, w.rows), l, None, self.queue())
     }
 
     /// The quantized-activation kernel and variant for `w`: groups of 4 rows where rows are

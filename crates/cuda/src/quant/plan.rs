@@ -8,7 +8,7 @@ use dsv4_gguf::GgmlType;
 use super::experts::ExpertSlots;
 use super::matvec::{act_bytes, dev_addr, is_float, DeviceMatrix, Matvec, Variant};
 use crate::error::{CudaError, Result};
-use crate::launch::{launch_ex, Arg};
+use crate::launch::{launch_ex, Arg, Queue};
 use Arg::{I, L, P};
 
 /// Warps per CTA of the float kernels (`MV_WARPS` in `matvec.cu`) and of the quantized ones
@@ -199,6 +199,7 @@ impl Matvec {
         (y, y_stride): (u64, usize),
         l: Launch,
         slots: Option<SlotArgs>,
+        q: Queue,
     ) -> Result<()> {
         let (grid_y, bytes) = match &slots {
             Some(s) => (s.slots.n, s.expert_bytes * s.n_expert),
@@ -244,6 +245,6 @@ impl Matvec {
         // obligation to their callers). Every matvec kernel waits in its entry before it
         // touches what another kernel writes (the condition of `overlap`).
         let grid = (l.ctas as u32, grid_y as u32, 1);
-        unsafe { launch_ex(&self.stream, f, grid, l.threads as u32, l.smem as u32, &args, self.overlap()) }
+        unsafe { launch_ex(q.stream, f, grid, l.threads as u32, l.smem as u32, &args, q.overlap && self.overlap()) }
     }
 }

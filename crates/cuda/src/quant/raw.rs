@@ -5,6 +5,7 @@
 use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, MAX_BATCH};
 use super::plan::batch_chunk;
 use crate::error::{CudaError, Result};
+use crate::launch::Queue;
 
 impl Matvec {
     /// `y_t = W x_t` for `n <= MAX_BATCH` tokens, reading `W` once: token t's input starts at
@@ -59,7 +60,7 @@ impl Matvec {
             }
             let l = self.plan(f, w, v, m, 1, false)?;
             let (xt, yt) = (x + (t0 * x_stride * 4) as u64, y + (t0 * y_stride * 4) as u64);
-            self.launch(f, w, (xt, x_stride), m, (yt, y_stride), l, None)?;
+            self.launch(f, w, (xt, x_stride), m, (yt, y_stride), l, None, self.queue())?;
             t0 += m;
         }
         Ok(())
@@ -81,7 +82,7 @@ impl Matvec {
             return Ok(());
         }
         let l = self.plan(f, w, v, 1, 1, true)?;
-        self.launch(f, w, (acts, w.cols()), 1, (y, w.rows()), l, None)
+        self.launch(f, w, (acts, w.cols()), 1, (y, w.rows()), l, None, self.queue())
     }
 
     /// `n` tokens' products with the warps per row group fixed to `split` (what
@@ -90,11 +91,14 @@ impl Matvec {
     /// up to 16 tokens. `x` holds f32 rows `x_stride` f32 apart or, with `qacts`, quantized
     /// activation rows `x_stride` bytes apart (4-byte aligned); outputs `y_stride` f32 apart.
     ///
+    /// Queued on `q` (a second launch, for more than 16 tokens, overlaps the first).
+    ///
     /// # Safety
     /// As [`Matvec::run_batch_raw`], for `n` rows of input and output.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_batch_split_raw(
         &self,
+        q: Queue,
         w: &DeviceMatrix,
         x: u64,
         x_stride: usize,
@@ -132,7 +136,8 @@ impl Matvec {
             let f = f.ok_or_else(|| CudaError::MissingKernel(format!("{} {v:?}", w.ty())))?;
             let l = self.plan(f, w, v, m, 1, qacts)?;
             let (xt, yt) = (x + (t0 * stride_bytes) as u64, y + (t0 * y_stride * 4) as u64);
-            self.launch(f, w, (xt, x_stride), m, (yt, y_stride), l, None)?;
+            let q = Queue { overlap: q.overlap || t0 > 0, ..q };
+            self.launch(f, w, (xt, x_stride), m, (yt, y_stride), l, None, q)?;
             t0 += m;
         }
         Ok(())
