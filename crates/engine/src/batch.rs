@@ -10,6 +10,8 @@
 
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use crate::generate::{Finish, GenError, GenerationParams, PrefillStats, Session};
 use crate::pool::{Placement, SessionPool};
 use crate::runner::{Runner, State};
@@ -173,15 +175,19 @@ impl Scheduler {
     pub fn step(&mut self, runner: &Runner, sink: &mut dyn FnMut(JobId, BatchEvent) -> Verdict) {
         let mut ended: Vec<(usize, Finish)> = Vec::new();
         let mut parts: Vec<(usize, Part)> = Vec::new();
-        for (k, job) in self.jobs.iter_mut().enumerate() {
-            if job.logits.is_none() {
-                continue;
-            }
+        // Every generating job's next token, side by side (each job draws from its own
+        // sampler: the order does not change what it draws); a full-vocabulary softmax is a
+        // fraction of a millisecond, eight of them a sizeable part of a CPU decode step.
+        let picks: Vec<Option<u32>> = if self.jobs.iter().filter(|j| j.logits.is_some()).count() > 1 {
+            self.jobs.par_iter_mut().map(|job| job.logits.as_ref().map(|l| job.sampler.sample(l, job.greedy))).collect()
+        } else {
+            self.jobs.iter_mut().map(|job| job.logits.as_ref().map(|l| job.sampler.sample(l, job.greedy))).collect()
+        };
+        for ((k, job), pick) in self.jobs.iter_mut().enumerate().zip(picks) {
+            let Some(t) = pick else { continue };
             if !job.ready_sent {
                 job.announce_ready(sink);
             }
-            let logits = job.logits.as_ref().expect("checked above");
-            let t = job.sampler.sample(logits, job.greedy);
             if t == self.eos {
                 ended.push((k, Finish::Eos));
                 continue;

@@ -77,7 +77,7 @@ impl Sampler {
         if force_greedy || p.temperature <= 0.0 || p.top_k == 1 {
             return argmax(logits);
         }
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = max_logit(logits);
         if !max.is_finite() {
             return argmax(logits);
         }
@@ -131,7 +131,13 @@ impl Sampler {
 /// decode step samples every session's 129,280 logits on one thread, and the one-pass
 /// compare-and-branch loop cost ~0.1 ms each.
 pub fn argmax(logits: &[f32]) -> u32 {
-    // Eight running maxima, lane by lane (independent lanes vectorize).
+    let max = max_logit(logits);
+    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
+}
+
+/// The largest logit, NaNs passed over (-inf when there is nothing else): eight running
+/// maxima, lane by lane, which the compiler vectorizes.
+fn max_logit(logits: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = logits.chunks_exact(8);
     let tail = chunks.remainder();
@@ -140,8 +146,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
             *m = if l > *m { l } else { *m };
         }
     }
-    let max = lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &l| if l > m { l } else { m });
-    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
+    lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &l| if l > m { l } else { m })
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl<'a> Forward<'a> {
     /// `W x` for every token's `x` at once: each weight chunk is read once per batch, and each
     /// output has the bits a separate product would have (so batching never changes results).
     pub(crate) fn mm(&self, m: &Mat, xs: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        let flat: Vec<f32> = xs.iter().flatten().copied().collect();
+        let flat: Vec<f32> = xs.concat();
         let mut out: Vec<Vec<f32>> = xs.iter().map(|_| vec![0f32; m.rows]).collect();
         let mut views: Vec<&mut [f32]> = out.iter_mut().map(Vec::as_mut_slice).collect();
         m.matmul_into(&flat, &mut views, self.numerics);

@@ -197,7 +197,20 @@ pub fn matmul_into(
         let acts: Option<Vec<&[BlockQ8K]>> = kernels.iter().map(|k| if let Kernel::Q8K(_, a) = k { Some(*a) } else { None }).collect();
         acts.map(|a| (a, f))
     });
+    // Float weights in the sequential order (the HC projections): eight rows against up to
+    // eight vectors a pass, each row's weights converted once for all of them.
+    let seq: Option<(float::Elem, Vec<&[f32]>)> = match kernels.first() {
+        Some(&Kernel::Seq(e, _)) if n > 1 => {
+            kernels.iter().map(|k| if let Kernel::Seq(ek, x) = *k { (ek == e).then_some(x) } else { None }).collect::<Option<Vec<_>>>().map(|xs| (e, xs))
+        }
+        _ => None,
+    };
     let work = |(mut s, w): (Vec<&mut [f32]>, &[u8])| match (&q8, &q8x8, &q8k) {
+        _ if seq.is_some() => {
+            if let Some((e, xs)) = &seq {
+                run_rows_seq_multi(w, row_bytes, &mut s, *e, xs);
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         (_, Some(groups), _) => run_rows_q8_0_x8(w, row_bytes, &mut s, groups),
         (Some(acts), _, _) if n > 1 => run_rows_q8_0_x4(w, row_bytes, &mut s, acts),
@@ -223,17 +236,10 @@ pub fn matmul_into(
 /// goes to `out[t][i]`.
 #[cfg(target_arch = "x86_64")]
 fn run_rows_q8_0_x8(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], groups: &[q8_0::vnni::Acts8]) {
-    let rows = w.len() / row_bytes;
-    let mut tmp = vec![[0f32; q8_0::vnni::TOKENS]; rows];
     for (acts, outs) in groups.iter().zip(out.chunks_mut(q8_0::vnni::TOKENS)) {
         // SAFETY: the groups exist only where `vnni::available()`; the rows are Q8_0 rows of
         // the activations' block count (checked by the caller's kernels).
-        unsafe { q8_0::vnni::rows_x8(w, row_bytes, acts, &mut tmp) };
-        for (i, v) in tmp.iter().enumerate() {
-            for (o, &x) in outs.iter_mut().zip(v) {
-                o[i] = x;
-            }
-        }
+        unsafe { q8_0::vnni::rows_x8(w, row_bytes, acts, outs) };
     }
 }
 
@@ -254,6 +260,29 @@ fn run_rows_x4<A>(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], acts: &[&[
 
 fn run_rows_q8_0_x4(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], acts: &[&[BlockQ8_0Act]]) {
     run_rows_x4(w, row_bytes, out, acts, q8_0::dot::dot_q8_0_x4)
+}
+
+/// Rows of float weights against the vectors `xs` in the sequential order, eight rows and up
+/// to eight vectors a pass (the rows past a multiple of eight one at a time); vector t's row
+/// i goes to `out[t][i]`. The same bits as [`run_rows_serial`] of each vector.
+fn run_rows_seq_multi(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], e: float::Elem, xs: &[&[f32]]) {
+    let rows = w.len() / row_bytes;
+    let mut res = [[0f32; 8]; 8];
+    for (g, w8) in w.chunks_exact(8 * row_bytes).enumerate() {
+        let r8: [&[u8]; 8] = std::array::from_fn(|r| &w8[r * row_bytes..(r + 1) * row_bytes]);
+        for (xg, og) in xs.chunks(8).zip(out.chunks_mut(8)) {
+            float::dot_seq8_multi(e, r8, xg, &mut res);
+            for (o, v) in og.iter_mut().zip(&res) {
+                o[8 * g..8 * g + 8].copy_from_slice(v);
+            }
+        }
+    }
+    for i in rows / 8 * 8..rows {
+        let row = &w[i * row_bytes..(i + 1) * row_bytes];
+        for (o, x) in out.iter_mut().zip(xs) {
+            o[i] = float::dot_seq(e, row, x);
+        }
+    }
 }
 
 fn run_rows(weights: &[u8], row_bytes: usize, out: &mut [f32], k: &Kernel<'_>) {

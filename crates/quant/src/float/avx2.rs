@@ -42,7 +42,7 @@ kernel!(dot_bf16, 2, bf16_elem, |bytes| _mm256_castsi256_ps(_mm256_slli_epi32::<
 /// 8x8 transpose: output `k` holds element `k` of each input, input `r` in lane `r`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn transpose8(p: [__m256; 8]) -> [__m256; 8] {
+pub(crate) fn transpose8(p: [__m256; 8]) -> [__m256; 8] {
     let t0 = _mm256_unpacklo_ps(p[0], p[1]);
     let t1 = _mm256_unpackhi_ps(p[0], p[1]);
     let t2 = _mm256_unpacklo_ps(p[2], p[3]);
@@ -105,6 +105,55 @@ macro_rules! seq8 {
         }
     };
 }
+
+/// Eight rows against up to eight vectors, each (row, vector) in the sequential order: the
+/// same bits as `seq8` of each vector (a product is a product; each row's additions come in
+/// column order). Per eight columns the rows' weights are converted and transposed once for
+/// every vector (lane r of `cols[i]` is row r's column i), and the vectors' chains run side
+/// by side. `out[t]` gets vector t's eight results.
+macro_rules! seq8_multi {
+    ($name:ident, $width:literal, $elem:ident, |$bytes:ident| $load:expr) => {
+        #[target_feature(enable = "avx2,f16c")]
+        pub(crate) fn $name(rows: [&[u8]; 8], xs: &[&[f32]], out: &mut [[f32; 8]]) {
+            let nt = xs.len().min(8).min(out.len());
+            let len = xs.first().map_or(0, |x| x.len());
+            let full = len / 8;
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for c in 0..full {
+                let mut w = [_mm256_setzero_ps(); 8];
+                for (wr, row) in w.iter_mut().zip(rows) {
+                    let $bytes: &[u8; 8 * $width] = row[$width * 8 * c..$width * 8 * (c + 1)].try_into().unwrap();
+                    *wr = $load;
+                }
+                let cols = transpose8(w);
+                for (a, x) in acc.iter_mut().zip(xs).take(nt) {
+                    let xc: &[f32; 8] = x[8 * c..8 * c + 8].try_into().unwrap();
+                    for (col, &xi) in cols.iter().zip(xc) {
+                        *a = _mm256_add_ps(*a, _mm256_mul_ps(*col, _mm256_set1_ps(xi)));
+                    }
+                }
+            }
+            for ((o, a), x) in out.iter_mut().zip(&acc).zip(xs).take(nt) {
+                // SAFETY: `o` has 8 f32.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
+                for (v, row) in o.iter_mut().zip(rows) {
+                    for i in 8 * full..len {
+                        *v += $elem(row, i) * x[i];
+                    }
+                }
+            }
+        }
+    };
+}
+
+// SAFETY (all three loads): `bytes` is a reference to exactly the bytes read; unaligned loads.
+seq8_multi!(seq8_multi_f32, 4, f32_at, |bytes| unsafe { _mm256_loadu_ps(bytes.as_ptr() as *const f32) });
+seq8_multi!(seq8_multi_f16, 2, f16_elem, |bytes| _mm256_cvtph_ps(unsafe {
+    _mm_loadu_si128(bytes.as_ptr() as *const __m128i)
+}));
+seq8_multi!(seq8_multi_bf16, 2, bf16_elem, |bytes| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(
+    _mm256_cvtepu16_epi32(unsafe { _mm_loadu_si128(bytes.as_ptr() as *const __m128i) })
+)));
 
 // SAFETY (all three loads): `bytes` is a reference to exactly the bytes read; unaligned loads.
 seq8!(seq8_f32, 4, f32_at, |bytes| unsafe { _mm256_loadu_ps(bytes.as_ptr() as *const f32) });

@@ -8,6 +8,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::transpose8;
 
 use crate::lanes::{Acc, LANES};
 
@@ -189,6 +191,27 @@ pub(crate) fn dot_seq8(e: Elem, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
     rows.map(|r| dot_seq(e, r, x))
 }
 
+/// Eight rows against up to eight vectors `xs` (of one length), each (row, vector) in the
+/// sequential order: `out[t]` gets `dot_seq8(e, rows, xs[t])`, bit for bit. The AVX2 kernel
+/// converts each row's weights once for all the vectors.
+pub(crate) fn dot_seq8_multi(e: Elem, rows: [&[u8]; 8], xs: &[&[f32]], out: &mut [[f32; 8]]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::x86::available() {
+        // SAFETY: the CPU has the features `avx2` is compiled for.
+        unsafe {
+            match e {
+                Elem::F32 => avx2::seq8_multi_f32(rows, xs, out),
+                Elem::F16 => avx2::seq8_multi_f16(rows, xs, out),
+                Elem::BF16 => avx2::seq8_multi_bf16(rows, xs, out),
+            }
+        }
+        return;
+    }
+    for (o, x) in out.iter_mut().zip(xs) {
+        *o = dot_seq8(e, rows, x);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +251,26 @@ mod tests {
                         acc += e.at(refs[r], i) * xv;
                     }
                     assert_eq!(want.to_bits(), acc.to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn several_vectors_at_once_equal_one_at_a_time() {
+        for (seed, n, nt) in [(1, 1024, 8), (2, 1000, 3), (3, 7, 2), (4, 0, 5), (5, 4096, 1), (6, 33, 8)] {
+            let xs: Vec<Vec<f32>> = (0..nt).map(|t| random_x(n, seed * 100 + t as u64)).collect();
+            let refs_x: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
+            for (ty, e) in [(GgmlType::F32, Elem::F32), (GgmlType::F16, Elem::F16), (GgmlType::BF16, Elem::BF16)] {
+                let rows: Vec<Vec<u8>> = (0..8).map(|r| random_row(ty, n, seed * 8 + r)).collect();
+                let refs: [&[u8]; 8] = std::array::from_fn(|r| rows[r].as_slice());
+                let mut out = vec![[f32::NAN; 8]; nt];
+                dot_seq8_multi(e, refs, &refs_x, &mut out);
+                for (t, x) in xs.iter().enumerate() {
+                    let want = dot_seq8(e, refs, x);
+                    for r in 0..8 {
+                        assert_eq!(out[t][r].to_bits(), want[r].to_bits(), "{ty} n={n} vector {t} row {r}");
+                    }
                 }
             }
         }
