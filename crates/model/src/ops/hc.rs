@@ -63,19 +63,48 @@ pub fn read(state: &[f32], pre: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `S_new[b] = post[b] · y + Σ_a comb[a][b] · S_old[a]`.
+/// `S_new[b] = post[b] · y + Σ_a comb[a][b] · S_old[a]`, each element as `post · y`, then
+/// `+ comb · old` for ascending `a`.
 pub fn write(state: &mut [f32], y: &[f32], mix: &HcMix) {
     let (e, hc) = (y.len(), mix.post.len());
-    let old = state.to_vec();
+    // Element i of every new stream reads element i of the old ones only, so the update runs
+    // in place a chunk of columns at a time (the old chunk copied out first); fixed-width
+    // chunks keep the arithmetic and the copies in vector registers.
+    let mut old = vec![[0f32; HC_CHUNK]; hc];
+    let full = e / HC_CHUNK * HC_CHUNK;
+    for i0 in (0..full).step_by(HC_CHUNK) {
+        write_chunk::<HC_CHUNK>(state, y, mix, &mut old, i0);
+    }
+    for i0 in full..e {
+        write_chunk::<1>(state, y, mix, &mut old, i0);
+    }
+}
+
+const HC_CHUNK: usize = 8;
+
+/// Columns `i0..i0 + W` of [`write`]; `old` has a row per stream.
+#[inline(always)]
+fn write_chunk<const W: usize>(state: &mut [f32], y: &[f32], mix: &HcMix, old: &mut [[f32; HC_CHUNK]], i0: usize) {
+    let (e, hc) = (y.len(), mix.post.len());
+    let cols = |a: usize| a * e + i0..a * e + i0 + W;
+    for (a, o) in old.iter_mut().enumerate() {
+        let src: &[f32; W] = state[cols(a)].try_into().expect("W columns");
+        o[..W].copy_from_slice(src);
+    }
+    let yc: &[f32; W] = y[i0..i0 + W].try_into().expect("W columns");
     for b in 0..hc {
-        let dst = &mut state[b * e..(b + 1) * e];
-        for (i, d) in dst.iter_mut().enumerate() {
-            let mut acc = mix.post[b] * y[i];
-            for a in 0..hc {
-                acc += mix.comb[a * hc + b] * old[a * e + i];
-            }
-            *d = acc;
+        let mut acc = [0f32; W];
+        for (v, &yi) in acc.iter_mut().zip(yc) {
+            *v = mix.post[b] * yi;
         }
+        for (a, o) in old.iter().enumerate() {
+            let c = mix.comb[a * hc + b];
+            for (v, &x) in acc.iter_mut().zip(o) {
+                *v += c * x;
+            }
+        }
+        let dst: &mut [f32; W] = (&mut state[cols(b)]).try_into().expect("W columns");
+        *dst = acc;
     }
 }
 
@@ -87,6 +116,31 @@ pub fn head_weights(m: &[f32], scale: f32, base: &[f32], eps: f32) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The in-place chunked update against the formula over a copy, bit for bit (widths that
+    /// leave a partial chunk included).
+    #[test]
+    fn write_in_place_equals_the_formula() {
+        for (e, hc) in [(256usize, 4usize), (13, 4), (8, 2), (3, 1)] {
+            let state: Vec<f32> = (0..e * hc).map(|i| ((i * 7919) % 101) as f32 * 0.03 - 1.5).collect();
+            let y: Vec<f32> = (0..e).map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8).collect();
+            let m: Vec<f32> = (0..(2 + hc) * hc).map(|i| ((i * 13) % 7) as f32 * 0.2 - 0.6).collect();
+            let mx = mix(&m, &vec![0.9; 3], &vec![0.05; (2 + hc) * hc], hc, 20, 1e-6);
+            let mut want = state.clone();
+            for b in 0..hc {
+                for i in 0..e {
+                    let mut acc = mx.post[b] * y[i];
+                    for a in 0..hc {
+                        acc += mx.comb[a * hc + b] * state[a * e + i];
+                    }
+                    want[b * e + i] = acc;
+                }
+            }
+            let mut got = state.clone();
+            write(&mut got, &y, &mx);
+            assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "e {e} hc {hc}");
+        }
+    }
 
     #[test]
     fn sinkhorn_is_nearly_doubly_stochastic() {
