@@ -190,9 +190,10 @@ impl GpuModel {
     }
 
     /// Turns per-operation profiling on (clearing what was gathered) or off. While on, every
-    /// kernel launch and weight product synchronizes the stream before and after itself and
+    /// kernel launch and weight product synchronizes both streams before and after itself and
     /// adds its host wall time to its label: a breakdown for benchmarks, at the cost of a
-    /// synchronization per operation (small operations read high).
+    /// synchronization per operation (small operations read high; the decode step's branches
+    /// run one after another).
     pub fn set_profiling(&self, on: bool) {
         if let Ok(mut p) = self.prof.lock() {
             *p = on.then(HashMap::new);
@@ -217,9 +218,11 @@ impl GpuModel {
             return f();
         }
         self.stream.synchronize()?;
+        self.side.synchronize()?;
         let t = Instant::now();
         let r = f()?;
         self.stream.synchronize()?;
+        self.side.synchronize()?;
         let dt = t.elapsed().as_secs_f64();
         if let Ok(mut p) = self.prof.lock() {
             if let Some(m) = p.as_mut() {
