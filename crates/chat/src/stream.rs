@@ -8,7 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use deepseek_recipe::stream::{
     ChunkGenerator, CompletionUsage, FinishReason, InferenceChunk, InferenceFinishReason,
-    OutputChunk, ParsingOptions, StreamError, StreamProcessor, ThinkingInitialStage,
+    InferenceTokenLogprob, OutputChunk, ParsingOptions, StreamError, StreamProcessor,
+    ThinkingInitialStage,
 };
 use deepseek_recipe_core::conversation::{Conversation, ResponseFormat};
 use deepseek_recipe_core::messages::InputMessage;
@@ -72,6 +73,12 @@ where
     feed: Arc<Mutex<Feed>>,
     output: OutputStream<G::Chunk>,
     done: bool,
+    tokenizer: Arc<Tokenizer>,
+    /// Token ids that end inside a UTF-8 character, kept back until a later token completes
+    /// it (see [`SyncStream::push`]), with their log probabilities while every pushed
+    /// token had one.
+    held: Vec<u32>,
+    held_logprobs: Option<Vec<InferenceTokenLogprob>>,
 }
 
 impl<G: ChunkGenerator> SyncStream<G>
@@ -82,13 +89,16 @@ where
     pub fn new(generator: G, options: ParsingOptions, tokenizer: Arc<Tokenizer>) -> Self {
         let feed = Arc::new(Mutex::new(Feed::default()));
         let processor = StreamProcessor::new(generator, options)
-            .with_tokenizer(RecipeTokenizer::new(tokenizer));
+            .with_tokenizer(RecipeTokenizer::new(Arc::clone(&tokenizer)));
         let output: OutputStream<G::Chunk> =
             Box::pin(processor.into_protocol_stream(FeedStream(Arc::clone(&feed))));
         SyncStream {
             feed,
             output,
             done: false,
+            tokenizer,
+            held: Vec::new(),
+            held_logprobs: Some(Vec::new()),
         }
     }
 
@@ -96,10 +106,28 @@ where
     ///
     /// A stream error (a token id outside the vocabulary) ends the stream: this call and
     /// every later one return an error.
+    ///
+    /// The processor's decoder lets a pushed batch of tokens out only once its text does not
+    /// end inside a UTF-8 character, and counts tokens in the usage as it lets them out; an
+    /// output that ends in the middle of a character (at the token limit) would lose the
+    /// whole last batch, text and count. So the tokens of an unfinished character are kept
+    /// back here instead, and at the end only they are dropped from the text (counted, as
+    /// an empty text piece).
     pub fn push(&mut self, chunk: InferenceChunk) -> Result<Vec<G::Chunk>, ChatError> {
         if self.done {
             return Err(ChatError::StreamClosed);
         }
+        let chunk = match chunk {
+            InferenceChunk::Tokens { token_ids, logprobs } => match self.complete_part(token_ids, logprobs) {
+                Some(c) => c,
+                None => return Ok(Vec::new()),
+            },
+            InferenceChunk::Finish { .. } => {
+                self.count_held();
+                chunk
+            }
+            other => other,
+        };
         lock(&self.feed).queue.push_back(chunk);
         self.drain()
     }
@@ -110,8 +138,62 @@ where
         if self.done {
             return Err(ChatError::StreamClosed);
         }
+        self.count_held();
         lock(&self.feed).closed = true;
         self.drain()
+    }
+
+    /// The held tokens and `ids` up to the end of their last whole character (None when
+    /// that is nothing); the rest is held. Only the last three tokens can be part of an
+    /// unfinished character (one of at most four bytes whose first byte is already in),
+    /// and a special token always ends one.
+    fn complete_part(&mut self, ids: Vec<u32>, logprobs: Option<Vec<InferenceTokenLogprob>>) -> Option<InferenceChunk> {
+        let mut all = std::mem::take(&mut self.held);
+        all.extend_from_slice(&ids);
+        let mut lps = match (self.held_logprobs.take(), logprobs) {
+            (Some(mut h), Some(l)) if l.len() == ids.len() => {
+                h.extend(l);
+                Some(h)
+            }
+            _ => None,
+        };
+        let whole = |n: usize| {
+            let text = self.tokenizer.decode_lossy(&all[..n]);
+            !text.ends_with('\u{FFFD}')
+        };
+        let cut = if whole(all.len()) {
+            all.len()
+        } else {
+            (all.len().saturating_sub(3)..all.len())
+                .rev()
+                .take_while(|&k| !self.tokenizer.is_added(all[k]))
+                .find(|&k| whole(k))
+                // Not a cut-off character after all (bytes that never form one): let it all
+                // out, as the decoder would at the next whole character.
+                .unwrap_or(all.len())
+        };
+        self.held = all.split_off(cut);
+        // Held tokens keep their log probabilities only while all of them have one; with
+        // nothing held, the next batch starts afresh.
+        self.held_logprobs = match &mut lps {
+            Some(l) => Some(l.split_off(cut)),
+            None if self.held.is_empty() => Some(Vec::new()),
+            None => None,
+        };
+        if all.is_empty() {
+            return None;
+        }
+        Some(InferenceChunk::Tokens { token_ids: all, logprobs: lps })
+    }
+
+    /// Queues the held tokens' count (an empty text piece; their unfinished character is
+    /// not shown) ahead of the end of input.
+    fn count_held(&mut self) {
+        if !self.held.is_empty() {
+            let token_count = std::mem::take(&mut self.held).len();
+            self.held_logprobs = Some(Vec::new());
+            lock(&self.feed).queue.push_back(InferenceChunk::Text { content: String::new(), token_count });
+        }
     }
 
     /// Whether the processor has ended (finish chunk, stop sequence, close, or error).
