@@ -1220,37 +1220,33 @@ fn check_well_formed(events: &[ChatEvent], seed: u64) {
 
 /// Output cut off inside a UTF-8 character (the token limit falls between the byte tokens of
 /// 世): the held-back bytes are not shown, but every generated token is in the usage, pushed
-/// in one batch or token by token.
+/// in one batch or token by token; a character completed by a later token comes out whole, in
+/// every chunking.
 #[test]
 fn output_ending_inside_a_character_counts_every_token() {
     let tok = tokenizer();
     let byte_token = |b: u8| (0..tok.vocab_size() as u32).find(|&id| tok.token_bytes(id) == Some(&[b][..])).expect("a token for every byte");
-    let mut ids = tok.encode("Hello ");
-    ids.extend(["世".as_bytes()[0], "世".as_bytes()[1]].map(byte_token));
-    for batch in [ids.len(), 1] {
+    // The content text and the usage's token count of `ids` pushed `batch` at a time.
+    let run = |ids: &[u32], batch: usize, reason: InferenceFinishReason| {
         let mut p = parser(&plain());
         let mut events = Vec::new();
         for chunk in ids.chunks(batch) {
             events.extend(p.push_tokens(chunk).unwrap());
         }
-        events.extend(p.finish(InferenceFinishReason::Length).unwrap());
+        events.extend(p.finish(reason).unwrap());
         let text: String = events.iter().filter_map(|e| if let ChatEvent::Content(c) = e { Some(c.as_str()) } else { None }).collect();
-        assert_eq!(text, "Hello ", "batch {batch}");
-        assert_eq!(finish_of(&events).usage.completion_tokens, ids.len(), "batch {batch}");
+        (text, finish_of(&events).usage.completion_tokens)
+    };
+    let shi = "世".as_bytes();
+    let mut cut = tok.encode("Hello ");
+    cut.extend([shi[0], shi[1]].map(byte_token));
+    for batch in [cut.len(), 1] {
+        assert_eq!(run(&cut, batch, InferenceFinishReason::Length), ("Hello ".to_owned(), cut.len()), "batch {batch}");
     }
-    // The character completed by a later token comes out whole, in every chunking.
-    let mut whole = ids.clone();
-    whole.push(byte_token("世".as_bytes()[2]));
+    let mut whole = cut.clone();
+    whole.push(byte_token(shi[2]));
     whole.extend(tok.encode("!"));
     for batch in 1..=whole.len() {
-        let mut p = parser(&plain());
-        let mut events = Vec::new();
-        for chunk in whole.chunks(batch) {
-            events.extend(p.push_tokens(chunk).unwrap());
-        }
-        events.extend(p.finish(InferenceFinishReason::Stop).unwrap());
-        let text: String = events.iter().filter_map(|e| if let ChatEvent::Content(c) = e { Some(c.as_str()) } else { None }).collect();
-        assert_eq!(text, "Hello 世!", "batch {batch}");
-        assert_eq!(finish_of(&events).usage.completion_tokens, whole.len(), "batch {batch}");
+        assert_eq!(run(&whole, batch, InferenceFinishReason::Stop), ("Hello 世!".to_owned(), whole.len()), "batch {batch}");
     }
 }

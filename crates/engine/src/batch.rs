@@ -178,10 +178,11 @@ impl Scheduler {
         // Every generating job's next token, side by side (each job draws from its own
         // sampler: the order does not change what it draws); a full-vocabulary softmax is a
         // fraction of a millisecond, eight of them a sizeable part of a CPU decode step.
+        let pick = |job: &mut Active| job.logits.as_ref().map(|l| job.sampler.sample(l, job.greedy));
         let picks: Vec<Option<u32>> = if self.jobs.iter().filter(|j| j.logits.is_some()).count() > 1 {
-            self.jobs.par_iter_mut().map(|job| job.logits.as_ref().map(|l| job.sampler.sample(l, job.greedy))).collect()
+            self.jobs.par_iter_mut().map(pick).collect()
         } else {
-            self.jobs.iter_mut().map(|job| job.logits.as_ref().map(|l| job.sampler.sample(l, job.greedy))).collect()
+            self.jobs.iter_mut().map(pick).collect()
         };
         for ((k, job), pick) in self.jobs.iter_mut().enumerate().zip(picks) {
             let Some(t) = pick else { continue };

@@ -61,15 +61,8 @@ impl Mat {
             .expect("matrix shape and type were validated when the weights were bound");
     }
 
-    /// `out[t] = W xs[t]` for `n` vectors at once (`xs`: `n × cols`, `out`: `n × rows`), each
+    /// `outs[t] = W xs[t]` for `outs.len()` vectors at once (`xs`: that many × cols), each
     /// output bit-identical to [`matvec`](Self::matvec) on that vector.
-    pub fn matmul(&self, xs: &[f32], n: usize, out: &mut [f32], numerics: Numerics) {
-        let mode = numerics.dot_mode();
-        dsv4_quant::matmul(self.ty, self.bytes(), self.rows, self.cols, xs, n, out, mode)
-            .expect("matrix shape and type were validated when the weights were bound");
-    }
-
-    /// [`matmul`](Self::matmul) into one slice per vector (`outs.len()` vectors).
     pub fn matmul_into(&self, xs: &[f32], outs: &mut [&mut [f32]], numerics: Numerics) {
         let mode = numerics.dot_mode();
         dsv4_quant::matmul_into(self.ty, self.bytes(), self.rows, self.cols, xs, outs, mode)

@@ -175,47 +175,14 @@ pub fn matmul_into(
             tasks[c].push(part);
         }
     }
-    // Q8_0 with quantized activations (the attention projections and the output head):
-    // several vectors per pass over a row (eight with AVX-512 VNNI, else four).
-    let q8: Option<Vec<&[BlockQ8_0Act]>> = kernels.iter().map(|k| if let Kernel::Q8_0(_, a) = k { Some(*a) } else { None }).collect();
-    // With AVX-512 VNNI, eight vectors per pass, their activations laid out once here.
-    #[cfg(target_arch = "x86_64")]
-    let q8x8: Option<Vec<q8_0::vnni::Acts8>> = match &q8 {
-        Some(acts) if n > 1 && q8_0::vnni::available() => Some(acts.chunks(q8_0::vnni::TOKENS).map(q8_0::vnni::Acts8::new).collect()),
-        _ => None,
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let q8x8: Option<Vec<()>> = None;
-    // IQ2_XXS and Q2_K with Q8_K activations (the routed experts of the q2 files): four
-    // vectors per pass over a row, each group's weights decoded once for all four.
-    let dot4: Option<Q8KDot4> = match ty {
-        GgmlType::IQ2_XXS if n > 1 => Some(iq2_xxs::dot::dot_q8k_x4),
-        GgmlType::Q2_K if n > 1 => Some(q2_k::dot::dot_q8k_x4),
-        _ => None,
-    };
-    let q8k: Option<(Vec<&[BlockQ8K]>, _)> = dot4.and_then(|f| {
-        let acts: Option<Vec<&[BlockQ8K]>> = kernels.iter().map(|k| if let Kernel::Q8K(_, a) = k { Some(*a) } else { None }).collect();
-        acts.map(|a| (a, f))
-    });
-    // Float weights in the sequential order (the HC projections): eight rows against up to
-    // eight vectors a pass, each row's weights converted once for all of them.
-    let seq: Option<(float::Elem, Vec<&[f32]>)> = match kernels.first() {
-        Some(&Kernel::Seq(e, _)) if n > 1 => {
-            kernels.iter().map(|k| if let Kernel::Seq(ek, x) = *k { (ek == e).then_some(x) } else { None }).collect::<Option<Vec<_>>>().map(|xs| (e, xs))
-        }
-        _ => None,
-    };
-    let work = |(mut s, w): (Vec<&mut [f32]>, &[u8])| match (&q8, &q8x8, &q8k) {
-        _ if seq.is_some() => {
-            if let Some((e, xs)) = &seq {
-                run_rows_seq_multi(w, row_bytes, &mut s, *e, xs);
-            }
-        }
+    let path = batched(ty, &kernels);
+    let work = |(mut s, w): (Vec<&mut [f32]>, &[u8])| match &path {
+        Batched::Seq(e, xs) => run_rows_seq_multi(w, row_bytes, &mut s, *e, xs),
         #[cfg(target_arch = "x86_64")]
-        (_, Some(groups), _) => run_rows_q8_0_x8(w, row_bytes, &mut s, groups),
-        (Some(acts), _, _) if n > 1 => run_rows_q8_0_x4(w, row_bytes, &mut s, acts),
-        (_, _, Some((acts, dot4))) => run_rows_x4(w, row_bytes, &mut s, acts, *dot4),
-        _ => {
+        Batched::Q8_0x8(groups) => run_rows_q8_0_x8(w, row_bytes, &mut s, groups),
+        Batched::Q8_0x4(acts) => run_rows_x4(w, row_bytes, &mut s, acts, q8_0::dot::dot_q8_0_x4),
+        Batched::Q8Kx4(acts, dot4) => run_rows_x4(w, row_bytes, &mut s, acts, *dot4),
+        Batched::Each => {
             for (o, k) in s.iter_mut().zip(&kernels) {
                 run_rows_serial(w, row_bytes, o, k);
             }
@@ -230,6 +197,59 @@ pub fn matmul_into(
         tasks.into_par_iter().zip(weights.par_chunks(chunk_rows * row_bytes)).for_each(work);
     }
     Ok(())
+}
+
+/// How the rows of a batched product meet several vectors at once (every vector's kernel of
+/// one kind): each row's weights decoded once for all of them.
+enum Batched<'a> {
+    /// Float weights in the sequential order (the HC projections): eight rows against up to
+    /// eight vectors a pass, each row's weights converted once for all of them.
+    Seq(float::Elem, Vec<&'a [f32]>),
+    /// Q8_0 with AVX-512 VNNI (the attention projections and the output head): eight vectors
+    /// a pass, their activations laid out once here.
+    #[cfg(target_arch = "x86_64")]
+    Q8_0x8(Vec<q8_0::vnni::Acts8>),
+    /// Q8_0 elsewhere: four vectors a pass.
+    Q8_0x4(Vec<&'a [BlockQ8_0Act]>),
+    /// IQ2_XXS and Q2_K with Q8_K activations (the routed experts of the q2 files): four
+    /// vectors a pass, each group's weights decoded once for all four.
+    Q8Kx4(Vec<&'a [BlockQ8K]>, Q8KDot4),
+    /// One vector at a time.
+    Each,
+}
+
+fn batched<'a>(ty: GgmlType, kernels: &[Kernel<'a>]) -> Batched<'a> {
+    // Some(what `pick` gives for every kernel), None if one kernel is of another kind.
+    fn all<'a, T>(ks: &[Kernel<'a>], pick: impl Fn(&Kernel<'a>) -> Option<T>) -> Option<Vec<T>> {
+        ks.iter().map(pick).collect()
+    }
+    if kernels.len() < 2 {
+        return Batched::Each;
+    }
+    let path = match kernels[0] {
+        Kernel::Seq(e, _) => all(kernels, |k| match *k {
+            Kernel::Seq(ek, x) if ek == e => Some(x),
+            _ => None,
+        })
+        .map(|xs| Batched::Seq(e, xs)),
+        Kernel::Q8_0(..) => all(kernels, |k| if let Kernel::Q8_0(_, a) = *k { Some(a) } else { None }).map(|acts| {
+            #[cfg(target_arch = "x86_64")]
+            if q8_0::vnni::available() {
+                return Batched::Q8_0x8(acts.chunks(q8_0::vnni::TOKENS).map(q8_0::vnni::Acts8::new).collect());
+            }
+            Batched::Q8_0x4(acts)
+        }),
+        Kernel::Q8K(..) => {
+            let dot4: Option<Q8KDot4> = match ty {
+                GgmlType::IQ2_XXS => Some(iq2_xxs::dot::dot_q8k_x4),
+                GgmlType::Q2_K => Some(q2_k::dot::dot_q8k_x4),
+                _ => None,
+            };
+            dot4.and_then(|f| all(kernels, |k| if let Kernel::Q8K(_, a) = *k { Some(a) } else { None }).map(|acts| Batched::Q8Kx4(acts, f)))
+        }
+        Kernel::F32(..) => None,
+    };
+    path.unwrap_or(Batched::Each)
 }
 
 /// Rows of `w` against the vectors laid out in `groups` (eight a group); vector t's row i
@@ -256,10 +276,6 @@ fn run_rows_x4<A>(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], acts: &[&[
             }
         }
     }
-}
-
-fn run_rows_q8_0_x4(w: &[u8], row_bytes: usize, out: &mut [&mut [f32]], acts: &[&[BlockQ8_0Act]]) {
-    run_rows_x4(w, row_bytes, out, acts, q8_0::dot::dot_q8_0_x4)
 }
 
 /// Rows of float weights against the vectors `xs` in the sequential order, eight rows and up

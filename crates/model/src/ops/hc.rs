@@ -125,7 +125,7 @@ mod tests {
             let state: Vec<f32> = (0..e * hc).map(|i| ((i * 7919) % 101) as f32 * 0.03 - 1.5).collect();
             let y: Vec<f32> = (0..e).map(|i| ((i * 31) % 17) as f32 * 0.1 - 0.8).collect();
             let m: Vec<f32> = (0..(2 + hc) * hc).map(|i| ((i * 13) % 7) as f32 * 0.2 - 0.6).collect();
-            let mx = mix(&m, &vec![0.9; 3], &vec![0.05; (2 + hc) * hc], hc, 20, 1e-6);
+            let mx = mix(&m, &[0.9; 3], &vec![0.05; (2 + hc) * hc], hc, 20, 1e-6);
             let mut want = state.clone();
             for b in 0..hc {
                 for i in 0..e {

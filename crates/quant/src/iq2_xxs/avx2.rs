@@ -38,29 +38,23 @@ pub(crate) fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
 
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) fn dot_q8k(row: &[u8], acts: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0f32;
-    for (blk, a) in row.chunks_exact(BLOCK_BYTES).zip(acts) {
-        let mut bsum = _mm256_setzero_si256();
-        for ib in 0..8 {
-            let (qa, qb) = group_words(blk, ib);
-            let oct = |k: u32| signed_octet((qa >> (8 * k)) & 0xff, (qb >> (7 * k)) & 127) as i64;
-            let w = _mm256_setr_epi64x(oct(0), oct(1), oct(2), oct(3));
-            let y = load32_i8(a.qs[32 * ib..32 * ib + 32].try_into().unwrap());
-            let ls = _mm256_set1_epi32(2 * (qb >> 28) as i32 + 1);
-            bsum = _mm256_add_epi32(bsum, _mm256_mullo_epi32(dot_i8x32(w, y), ls));
-        }
-        sumf += (f16_at(blk, 0) * a.d) * hsum_i32(bsum) as f32;
-    }
-    0.125 * sumf
+    dot_q8k_n::<1>(row, [acts])[0]
 }
 
 /// `dot_q8k` of one row against four activation vectors: each group's signed octets are
 /// built once for all four; every vector's sums are those `dot_q8k` makes, in its order.
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) fn dot_q8k_x4(row: &[u8], acts: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let mut sumf = [0f32; 4];
+    dot_q8k_n(row, acts)
+}
+
+/// One row against `N` activation vectors.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn dot_q8k_n<const N: usize>(row: &[u8], acts: [&[BlockQ8K]; N]) -> [f32; N] {
+    let mut sumf = [0f32; N];
     for (i, blk) in row.chunks_exact(BLOCK_BYTES).enumerate() {
-        let mut bsum = [_mm256_setzero_si256(); 4];
+        let mut bsum = [_mm256_setzero_si256(); N];
         for ib in 0..8 {
             let (qa, qb) = group_words(blk, ib);
             let oct = |k: u32| signed_octet((qa >> (8 * k)) & 0xff, (qb >> (7 * k)) & 127) as i64;

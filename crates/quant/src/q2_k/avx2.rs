@@ -44,41 +44,29 @@ pub(crate) fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
 
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) fn dot_q8k(row: &[u8], acts: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0f32;
-    for (blk, a) in row.chunks_exact(BLOCK_BYTES).zip(acts) {
-        let mut isum = _mm256_setzero_si256();
-        for h in 0..2 {
-            let bytes = load32(blk[16 + 32 * h..48 + 32 * h].try_into().unwrap());
-            for k in 0..4 {
-                let at = 128 * h + 32 * k;
-                let y = load32_i8(a.qs[at..at + 32].try_into().unwrap());
-                // i16 lanes 0..8 hold sub-block j's pair sums, lanes 8..16 sub-block j + 1's.
-                let pairs = dot_u8i8_pairs(codes(bytes, k), y);
-                let j = at / 16;
-                let sc = _mm256_set_m128i(
-                    _mm_set1_epi16((blk[j + 1] & 15) as i16),
-                    _mm_set1_epi16((blk[j] & 15) as i16),
-                );
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pairs, sc));
-            }
-        }
-        sumf += combine(blk, a.d, hsum_i32(isum), summs(&blk[..16], &a.bsums));
-    }
-    sumf
+    dot_q8k_n::<1>(row, [acts])[0]
 }
 
 /// `dot_q8k` of one row against four activation vectors: each chunk's codes and scales are
 /// unpacked once for all four; every vector's sums are those `dot_q8k` makes, in its order.
 #[target_feature(enable = "avx2,f16c")]
 pub(crate) fn dot_q8k_x4(row: &[u8], acts: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    let mut sumf = [0f32; 4];
+    dot_q8k_n(row, acts)
+}
+
+/// One row against `N` activation vectors.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn dot_q8k_n<const N: usize>(row: &[u8], acts: [&[BlockQ8K]; N]) -> [f32; N] {
+    let mut sumf = [0f32; N];
     for (i, blk) in row.chunks_exact(BLOCK_BYTES).enumerate() {
-        let mut isum = [_mm256_setzero_si256(); 4];
+        let mut isum = [_mm256_setzero_si256(); N];
         for h in 0..2 {
             let bytes = load32(blk[16 + 32 * h..48 + 32 * h].try_into().unwrap());
             for k in 0..4 {
                 let at = 128 * h + 32 * k;
                 let c = codes(bytes, k);
+                // i16 lanes 0..8 of a pair sum hold sub-block j's, lanes 8..16 sub-block j + 1's.
                 let j = at / 16;
                 let sc = _mm256_set_m128i(_mm_set1_epi16((blk[j + 1] & 15) as i16), _mm_set1_epi16((blk[j] & 15) as i16));
                 for (s, a) in isum.iter_mut().zip(&acts) {
