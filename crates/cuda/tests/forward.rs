@@ -436,3 +436,47 @@ fn tensor_core_attention_matches_exact_sums() {
     let big = vec![0f32; 8192 * 512];
     assert!(gm.probe_attend_chunk(&gpu, &vec![0f32; 64 * 512], &big, &[], 0, 8191, None, &[0f32; 64], 512, &[], true).is_err());
 }
+
+/// The router kernel against the CPU's rule (`dsv4_model::moe::route`: a stable sort by
+/// descending score + bias, ties to the lower expert id; weights scale · score / Σ scores):
+/// Flash's 256 experts, the tiny model's count and the 512 the kernel takes, with rows of
+/// many ties (few distinct logits, equal biases) and large and tiny logits (softplus's cut-offs).
+#[test]
+fn router_matches_the_cpu_rule() {
+    let Some((gpu, gm, _)) = setup("router_matches_the_cpu_rule", 4) else {
+        return;
+    };
+    let mut next = uniform(0x51_7cc1_b727_220a);
+    for (ne, used, levels) in [(256usize, 6usize, 0usize), (256, 6, 3), (256, 8, 1), (16, 4, 2), (512, 64, 0), (33, 33, 5)] {
+        let rows = 9;
+        let logits: Vec<f32> = (0..rows * ne)
+            .map(|i| {
+                let v = next();
+                let v = if levels > 0 { (v * levels as f32).floor() } else { v * 8.0 - 4.0 };
+                match i % 97 {
+                    0 => 30.0,
+                    1 => -30.0,
+                    _ => v,
+                }
+            })
+            .collect();
+        let bias: Vec<f32> = (0..ne).map(|i| if levels > 0 { 0.25 } else { (i % 7) as f32 * 0.01 }).collect();
+        let scale = 1.5;
+        let (sel, wts) = gm.probe_route(&gpu, &logits, &bias, used, scale).unwrap();
+        for r in 0..rows {
+            let l = &logits[r * ne..(r + 1) * ne];
+            let probs: Vec<f32> = l.iter().map(|&z| dsv4_model::ops::softplus(z).sqrt()).collect();
+            let mut order: Vec<usize> = (0..ne).collect();
+            order.sort_by(|&a, &b| (probs[b] + bias[b]).total_cmp(&(probs[a] + bias[a])));
+            let want: Vec<i32> = order[..used].iter().map(|&x| x as i32).collect();
+            assert_eq!(&sel[r * used..(r + 1) * used], &want[..], "{ne} experts, {used} used, levels {levels}, row {r}");
+            let sum: f32 = order[..used].iter().map(|&x| probs[x]).sum();
+            for (k, &x) in order[..used].iter().enumerate() {
+                let w = scale * probs[x] / sum;
+                let got = wts[r * used + k];
+                assert!((got - w).abs() <= 1e-6 * w.abs().max(1.0), "{ne} experts row {r} pick {k}: weight {got} vs {w}");
+            }
+        }
+    }
+    assert!(gm.probe_route(&gpu, &[0.0; 513], &[0.0; 513], 6, 1.0).is_err(), "more experts than the kernel takes");
+}

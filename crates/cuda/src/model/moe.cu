@@ -1,10 +1,16 @@
 // MoE routing of one token (see dsv4_model::moe): scores sqrt(softplus(logit)); the experts
 // come from the hash table row (hash layers) or are the top `used` of score + bias, ties to
-// the lower expert id; their weights are scale · score / Σ selected scores. One block: each
-// pick is a block-wide argmax over the experts (a max of (key, -id), so the result does not
-// depend on the reduction order).
+// the lower expert id; their weights are scale · score / Σ selected scores. Each pick is an
+// argmax over the experts (a max of (key, -id), so the result does not depend on the
+// reduction order). One warp does it all for up to 32 · ROUTE_PER_LANE experts (Flash: 256;
+// weights.rs refuses more), the keys computed once and kept in registers, no barrier: the
+// decode step waits on this kernel, and a block-wide version spent ~9 µs in its 2 · used
+// barriers and recomputed scores. Launched with a block of any size; warps past the first
+// leave.
 
 #include "dsv4_common.cuh"
+
+#define ROUTE_PER_LANE 16
 
 __device__ __forceinline__ float route_score(float z) {
     const float sp = z > 20.0f ? z : (z < -20.0f ? expf(z) : log1pf(expf(z)));
@@ -31,39 +37,41 @@ extern "C" __global__ void route(const float* logits, int n_expert, int used, co
     sel += t * used;
     wts += t * used;
     const int* hash_row = hash_table ? hash_table + (long long)toks[t] * used : nullptr;
-    __shared__ u32 wkey[32];
-    __shared__ int wid[32];
     __shared__ int chosen[64];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int lane = threadIdx.x & 31;
+    if (threadIdx.x >= 32) return;
+    // Expert lane + 32 i in slot i of this lane; a pick leaves the candidates (id -1).
+    u32 keys[ROUTE_PER_LANE];
+    int ids[ROUTE_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < ROUTE_PER_LANE; ++i) {
+        const int x = lane + 32 * i;
+        const bool live = !hash_row && x < n_expert;
+        keys[i] = live ? total_order_key(route_score(logits[x]) + bias[x]) : 0u;
+        ids[i] = live ? x : -1;
+    }
     for (int k = 0; k < used; ++k) {
         if (hash_row) {
-            if (threadIdx.x == 0) chosen[k] = hash_row[k];
+            if (lane == 0) chosen[k] = hash_row[k];
             continue;
         }
         u32 key = 0;
         int id = -1;
-        for (int x = threadIdx.x; x < n_expert; x += blockDim.x) {
-            bool taken = false;
-            for (int j = 0; j < k; ++j) taken |= chosen[j] == x;
-            if (!taken) better(key, id, total_order_key(route_score(logits[x]) + bias[x]), x);
-        }
+#pragma unroll
+        for (int i = 0; i < ROUTE_PER_LANE; ++i) better(key, id, keys[i], ids[i]);
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) {
             const u32 k2 = __shfl_xor_sync(DSV4_FULL_MASK, key, off);
             const int i2 = __shfl_xor_sync(DSV4_FULL_MASK, id, off);
             better(key, id, k2, i2);
         }
-        if (lane == 0) {
-            wkey[warp] = key;
-            wid[warp] = id;
-        }
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            for (int w = 1; w < nw; ++w) better(key, id, wkey[w], wid[w]);
-            chosen[k] = id;
-        }
-        __syncthreads();
+        // Every lane holds the same winner (the order of the comparisons does not matter).
+#pragma unroll
+        for (int i = 0; i < ROUTE_PER_LANE; ++i)
+            if (ids[i] == id) ids[i] = -1;
+        if (lane == 0) chosen[k] = id;
     }
+    __syncwarp();
     if (threadIdx.x != 0) return;
     float sum = 0.0f;
     for (int k = 0; k < used; ++k) sum += route_score(logits[chosen[k]]);

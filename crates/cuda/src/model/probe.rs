@@ -63,6 +63,23 @@ impl GpuModel {
         gpu.download(&out)
     }
 
+    /// The router's picks and weights for each row of `logits` (`bias.len()` experts a row,
+    /// `used` picks, weights scaled by `scale`) through the `route` kernel, scored routing.
+    #[doc(hidden)]
+    pub fn probe_route(&self, gpu: &Gpu, logits: &[f32], bias: &[f32], used: usize, scale: f32) -> Result<(Vec<i32>, Vec<f32>)> {
+        let ne = bias.len();
+        if ne == 0 || ne > 512 || used == 0 || used > ne.min(64) || !logits.len().is_multiple_of(ne) {
+            return Err(CudaError::Shape(format!("{used} of {ne} experts over {} logits", logits.len())));
+        }
+        let n = logits.len() / ne;
+        let (ld, bd) = (gpu.upload(logits)?, gpu.upload(bias)?);
+        let sel = gpu.upload(&vec![-1i32; n * used])?;
+        let wts = gpu.upload(&vec![f32::NAN; n * used])?;
+        let args = [P(self.ptr(&ld)), I(ne as i32), I(used as i32), P(self.ptr(&bd)), P(0), P(0), F(scale), P(self.ptr(&sel)), P(self.ptr(&wts)), P(0)];
+        self.launch("route", (n, 1), 32, 0, &args)?;
+        Ok((gpu.download(&sel)?, gpu.download(&wts)?))
+    }
+
     /// The indexer's scores of one token (`q`: heads × dim, `w`: heads, already scaled) over
     /// the key rows `keys`, as the per-token path runs them: on the tensor cores with `fp4`
     /// (inputs that went through the official round trip), else in f32.

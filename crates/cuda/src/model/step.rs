@@ -464,7 +464,7 @@ impl GpuModel {
             P(wts),
             P(gu_ids),
         ];
-        self.slaunch(s, "route", (n, 1), BLOCK, 0, &args)?;
+        self.slaunch(s, "route", (n, 1), 32, 0, &args)?;
         // Routed picks as slots, one per (token, pick): few picks share an expert at these
         // batch sizes (8 tokens' 6 picks over 256 experts), and a grouped launch over picks
         // sorted on the device measured slower (its grid must cover every pick as its own

@@ -141,8 +141,8 @@ fn compressor(gpu: &Gpu, w: &CompressorWeights) -> Result<Compressor> {
     Ok(Compressor { ape: gpu.upload(&w.ape)?, kv: mat(gpu, &w.kv)?, gate: mat(gpu, &w.gate)?, norm: gpu.upload(&w.norm)? })
 }
 
-/// Limits of the single-token kernels (`MAX_HC` in ops.cu; at most 64 experts per token in
-/// moe.cu).
+/// Limits of the single-token kernels (`MAX_HC` in ops.cu; at most 512 experts, 64 per token,
+/// in moe.cu).
 fn check_geometry(model: &Model) -> Result<()> {
     let c = &model.cfg;
     let bad = |why: String| Err(CudaError::Shape(why));
@@ -151,6 +151,10 @@ fn check_geometry(model: &Model) -> Result<()> {
     }
     if c.n_expert_used == 0 || c.n_expert_used > c.n_expert.min(64) {
         return bad(format!("{} of {} experts used", c.n_expert_used, c.n_expert));
+    }
+    // route keeps every expert's key in one warp's registers (ROUTE_PER_LANE in moe.cu).
+    if c.n_expert > 512 {
+        return bad(format!("{} experts (the router takes up to 512)", c.n_expert));
     }
     if c.rope_dim > c.head_dim.min(c.indexer_head_dim) || !c.rope_dim.is_multiple_of(2) {
         return bad(format!("rope_dim {}", c.rope_dim));
