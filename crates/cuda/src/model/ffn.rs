@@ -14,7 +14,7 @@
 
 use super::forward::{Pass, BLOCK};
 use super::state::{act_stride, Scratch, CHUNK};
-use super::weights::{Layer, Route};
+use super::weights::{Layer, Route, ROUTE_THREADS};
 use super::{Arg, GpuModel};
 use crate::error::{CudaError, Result};
 use crate::quant::matmul::{self, expert_tiles};
@@ -63,7 +63,7 @@ impl GpuModel {
         };
         let toks = self.ptr(&s.toks);
         let args = [P(rlog), I(c.n_expert as i32), I(used as i32), P(bias), P(table), P(toks), F(c.expert_weights_scale), P(sel), P(wts), P(0)];
-        self.launch("route", (n, 1), 32, 0, &args)?;
+        self.launch("route", (n, 1), ROUTE_THREADS, 0, &args)?;
         let stacked = [&lw.gate, &lw.up, &lw.down].iter().all(|m| Matvec::experts_stacked(m));
         if stacked && n * used <= MAX_BATCH && !self.opts.host_experts {
             return self.experts_on_device(s, lw, n, num);

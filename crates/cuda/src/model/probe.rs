@@ -5,6 +5,7 @@ use dsv4_gguf::GgmlType;
 
 use super::attn_chunk::AttendChunk;
 use super::GpuModel;
+use super::weights::{ROUTE_MAX_EXPERTS, ROUTE_MAX_USED, ROUTE_THREADS};
 use super::forward::{att_splits_for, attend_split_smem, ATT_MERGE_THREADS, ATT_SPLIT_HEADS, ATT_SPLIT_THREADS, BLOCK, TOPK_THREADS};
 use super::Arg::{F, I, P};
 use crate::device::Gpu;
@@ -68,7 +69,7 @@ impl GpuModel {
     #[doc(hidden)]
     pub fn probe_route(&self, gpu: &Gpu, logits: &[f32], bias: &[f32], used: usize, scale: f32) -> Result<(Vec<i32>, Vec<f32>)> {
         let ne = bias.len();
-        if ne == 0 || ne > 512 || used == 0 || used > ne.min(64) || !logits.len().is_multiple_of(ne) {
+        if ne == 0 || ne > ROUTE_MAX_EXPERTS || used == 0 || used > ne.min(ROUTE_MAX_USED) || !logits.len().is_multiple_of(ne) {
             return Err(CudaError::Shape(format!("{used} of {ne} experts over {} logits", logits.len())));
         }
         let n = logits.len() / ne;
@@ -76,7 +77,7 @@ impl GpuModel {
         let sel = gpu.upload(&vec![-1i32; n * used])?;
         let wts = gpu.upload(&vec![f32::NAN; n * used])?;
         let args = [P(self.ptr(&ld)), I(ne as i32), I(used as i32), P(self.ptr(&bd)), P(0), P(0), F(scale), P(self.ptr(&sel)), P(self.ptr(&wts)), P(0)];
-        self.launch("route", (n, 1), 32, 0, &args)?;
+        self.launch("route", (n, 1), ROUTE_THREADS, 0, &args)?;
         Ok((gpu.download(&sel)?, gpu.download(&wts)?))
     }
 

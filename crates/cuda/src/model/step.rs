@@ -47,7 +47,7 @@ use dsv4_model::Numerics;
 use super::forward::{attend_split_smem, att_splits, ATT_MERGE_THREADS, ATT_SPLIT_HEADS, ATT_SPLIT_THREADS, BLOCK, TOPK_THREADS};
 use super::state::{act_stride, comp_rows, GpuState, CHUNK};
 use super::step_batch::{group_table, StepBatch, StepGraph, GROUP_NT, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
-use super::weights::{Hc, Layer, Route};
+use super::weights::{Hc, Layer, Route, ROUTE_THREADS};
 use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
@@ -464,7 +464,7 @@ impl GpuModel {
             P(wts),
             P(gu_ids),
         ];
-        self.slaunch(s, "route", (n, 1), 32, 0, &args)?;
+        self.slaunch(s, "route", (n, 1), ROUTE_THREADS, 0, &args)?;
         // Routed picks as slots, one per (token, pick): few picks share an expert at these
         // batch sizes (8 tokens' 6 picks over 256 experts), and a grouped launch over picks
         // sorted on the device measured slower (its grid must cover every pick as its own

@@ -141,6 +141,12 @@ fn compressor(gpu: &Gpu, w: &CompressorWeights) -> Result<Compressor> {
     Ok(Compressor { ape: gpu.upload(&w.ape)?, kv: mat(gpu, &w.kv)?, gate: mat(gpu, &w.gate)?, norm: gpu.upload(&w.norm)? })
 }
 
+/// Most experts `route` takes (one warp keeps every key in registers: 32 · ROUTE_PER_LANE in
+/// moe.cu), the most an expert pick list holds (its `chosen`), and its block (one warp).
+pub(super) const ROUTE_MAX_EXPERTS: usize = 512;
+pub(super) const ROUTE_MAX_USED: usize = 64;
+pub(super) const ROUTE_THREADS: usize = 32;
+
 /// Limits of the single-token kernels (`MAX_HC` in ops.cu; at most 512 experts, 64 per token,
 /// in moe.cu).
 fn check_geometry(model: &Model) -> Result<()> {
@@ -149,12 +155,12 @@ fn check_geometry(model: &Model) -> Result<()> {
     if c.hc_count == 0 || c.hc_count > 16 {
         return bad(format!("{} HC streams (the kernels take 1..=16)", c.hc_count));
     }
-    if c.n_expert_used == 0 || c.n_expert_used > c.n_expert.min(64) {
+    if c.n_expert_used == 0 || c.n_expert_used > c.n_expert.min(ROUTE_MAX_USED) {
         return bad(format!("{} of {} experts used", c.n_expert_used, c.n_expert));
     }
     // route keeps every expert's key in one warp's registers (ROUTE_PER_LANE in moe.cu).
-    if c.n_expert > 512 {
-        return bad(format!("{} experts (the router takes up to 512)", c.n_expert));
+    if c.n_expert > ROUTE_MAX_EXPERTS {
+        return bad(format!("{} experts (the router takes up to {ROUTE_MAX_EXPERTS})", c.n_expert));
     }
     if c.rope_dim > c.head_dim.min(c.indexer_head_dim) || !c.rope_dim.is_multiple_of(2) {
         return bad(format!("rope_dim {}", c.rope_dim));
