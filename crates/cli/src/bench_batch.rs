@@ -20,9 +20,13 @@ pub struct Args {
     /// Prompt tokens per stream.
     #[arg(long, default_value_t = 512)]
     context: usize,
-    /// Greedy tokens each stream decodes (timed).
+    /// Tokens each stream decodes (timed).
     #[arg(long, default_value_t = 32)]
     decode: usize,
+    /// Draw with DeepSeek's default sampling (temperature 1, min-p 0.05, stream i seeded
+    /// with i), what agents ask for, instead of greedily.
+    #[arg(long)]
+    sampled: bool,
     /// Instead of streams: a prompt of this many tokens is prefilled and a short request
     /// arrives after the first step; its time to first token is measured.
     #[arg(long)]
@@ -64,7 +68,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let runner = a.device.runner(model, ctx, sessions)?;
     let step_tokens = a.step_tokens.unwrap_or(runner.prefill_piece());
     let numerics = if a.plain_numerics { Numerics::Plain } else { Numerics::Official };
-    let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: a.decode, loop_guard: None, numerics, ..Default::default() };
+    let params_of = |i: u64| {
+        let sampling = if a.sampled { SamplingParams { seed: Some(i), ..SamplingParams::default() } } else { SamplingParams::greedy() };
+        GenerationParams { sampling, max_tokens: a.decode, loop_guard: None, numerics, ..Default::default() }
+    };
+    let sampling = if a.sampled { "sampled" } else { "greedy" };
     let (machine, (card, backend)) = (crate::bench::cpu_name(), crate::bench::card_and_backend(&runner));
     let head = format!("{},{machine},{card},{backend},{name},{quant},{n_layer},{}", crate::today(), if a.plain_numerics { "plain" } else { "official" });
     let eos = tok.specials().eos;
@@ -72,11 +80,11 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 
     if let Some(long) = a.ttft_long {
         let mut sched = Scheduler::new(SessionPool::new(2), 2, step_tokens, ctx, eos);
-        sched.admit(&runner, 0, &prompt(0, long), params.clone(), &Session::new).map_err(err)?;
+        sched.admit(&runner, 0, &prompt(0, long), params_of(0), &Session::new).map_err(err)?;
         let mut progress = Progress::default();
         sched.step(&runner, &mut |id, ev| progress.hear(id, &ev));
         let arrived = Instant::now();
-        sched.admit(&runner, 1, &prompt(long, a.ttft_short), params.clone(), &Session::new).map_err(err)?;
+        sched.admit(&runner, 1, &prompt(long, a.ttft_short), params_of(1), &Session::new).map_err(err)?;
         let mut ttft = None;
         while sched.active() > 0 {
             sched.step(&runner, &mut |id, ev| {
@@ -95,13 +103,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    println!("date,machine,card,backend,model,quant,layers,numerics,streams,context,decode_tokens,decode_s,aggregate_tps,per_stream_tps,vs_one_stream");
+    println!("date,machine,card,backend,model,quant,layers,numerics,streams,context,decode_tokens,decode_s,aggregate_tps,per_stream_tps,vs_one_stream,sampling");
     let mut single = None;
     for &n in &a.streams {
         // Every prompt prefilled in the first step, so the timed steps only decode.
         let mut sched = Scheduler::new(SessionPool::new(n), n, n * (a.context + 1), ctx, eos);
         for i in 0..n {
-            sched.admit(&runner, i as u64, &prompt(i * a.context, a.context), params.clone(), &Session::new).map_err(err)?;
+            sched.admit(&runner, i as u64, &prompt(i * a.context, a.context), params_of(i as u64), &Session::new).map_err(err)?;
         }
         let mut progress = Progress::default();
         while progress.ready_at.len() < n {
@@ -127,7 +135,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if n == 1 {
             single = Some(agg);
         }
-        println!("{head},{n},{},{tokens},{secs:.3},{agg:.2},{:.2},{vs}", a.context, agg / n as f64);
+        println!("{head},{n},{},{tokens},{secs:.3},{agg:.2},{:.2},{vs},{sampling}", a.context, agg / n as f64);
     }
     Ok(ExitCode::SUCCESS)
 }

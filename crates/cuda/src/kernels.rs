@@ -54,6 +54,11 @@ pub const MODEL_MOE: KernelSource = KernelSource {
     code: include_str!("model/moe.cu"),
 };
 
+pub const MODEL_PICK: KernelSource = KernelSource {
+    path: "model/pick.cu",
+    code: include_str!("model/pick.cu"),
+};
+
 pub const MODEL_NUMERICS: KernelSource = KernelSource {
     path: "model/numerics.cu",
     code: include_str!("model/numerics.cu"),
@@ -72,6 +77,7 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
     (MODEL_COMPRESSOR, &["comp_push", "comp_push_step"]),
     (MODEL_CHUNK, &["comp_chunk", "comp_frontier", "copy_f32", "ring_push", "attend_chunk", "attend_chunk_mma", "index_scores_chunk", "topk_mask_chunk"]),
     (MODEL_MOE, &["route"]),
+    (MODEL_PICK, &["reduce_logits"]),
     (MODEL_NUMERICS, &["quant_q8_0", "quant_q8_k", "kv_round", "kv_round_step", "index_round", "index_round_step"]),
 ];
 
@@ -84,6 +90,7 @@ pub const ALL_SOURCES: &[KernelSource] = &[
     MODEL_COMPRESSOR,
     MODEL_CHUNK,
     MODEL_MOE,
+    MODEL_PICK,
     MODEL_NUMERICS,
 ];
 

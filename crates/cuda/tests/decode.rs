@@ -257,3 +257,63 @@ fn batched_step_refuses_bad_input() {
     assert!(err.contains("2 states for 1 tokens"), "{err}");
     assert_eq!((a.pos(), b.pos()), (3, 8));
 }
+
+/// The step's reductions of its logits (`model/pick.cu`, `forward_step_picked`): for every
+/// want, what the host's reference reduction (`dsv4_model::pick`) makes of the whole row the
+/// same step gives a copy of each session: the argmax, the maximum and the kept set, in
+/// token order, equal; a kept set larger than its room comes as the whole row.
+#[test]
+fn reduced_steps_equal_reductions_of_whole_rows() {
+    use dsv4_cuda::PICK_CAP;
+    use dsv4_model::{Next, Reduced, Want};
+    let n = 40u64;
+    let Some((gpu, mut gm, _)) = setup("reduced_steps_equal_reductions_of_whole_rows", n) else {
+        return;
+    };
+    let toks = prompt(n as usize);
+    let wants = [
+        Want::Argmax,
+        Want::Kept { inv_t: 1.0, floor: 0.05f32.ln() },
+        Want::Row,
+        Want::Kept { inv_t: 1.0 / 0.7, floor: 0.1f32.ln() },
+        Want::Kept { inv_t: 0.2, floor: 0.01f32.ln() },
+        // Every token kept: more than PICK_CAP, so the whole row.
+        Want::Kept { inv_t: 1e-4, floor: 0.5f32.ln() },
+    ];
+    let mut kinds = [0usize; 3];
+    for (num, decode) in [(Numerics::Official, Decode::Graph), (Numerics::Plain, Decode::Eager)] {
+        with(&mut gm, decode);
+        let mut picked: Vec<GpuState> = Vec::new();
+        let mut whole: Vec<GpuState> = Vec::new();
+        for k in 0..wants.len() {
+            let mut a = gm.new_state(&gpu, n).unwrap();
+            gm.forward(&mut a, &toks[..2 + 3 * k], num).unwrap();
+            whole.push(gm.state_from_host(&gpu, &gm.to_host(&a).unwrap(), n).unwrap());
+            picked.push(a);
+        }
+        for step in 0..12usize {
+            // Batches of 6, then 5, 4, ... sessions; each session's want rotates.
+            let size = wants.len() - step % 3;
+            let tok_of = |j: usize| toks[(5 * j + step) % toks.len()];
+            let step_toks: Vec<u32> = (0..size).map(tok_of).collect();
+            let step_wants: Vec<Want> = (0..size).map(|j| wants[(j + step) % wants.len()]).collect();
+            let mut refs: Vec<&mut GpuState> = picked.iter_mut().take(size).collect();
+            let got = gm.forward_step_picked(&mut refs, &step_toks, &step_wants, num).unwrap();
+            let mut refs: Vec<&mut GpuState> = whole.iter_mut().take(size).collect();
+            let rows = gm.forward_step(&mut refs, &step_toks, num).unwrap();
+            for (j, (g, row)) in got.iter().zip(rows).enumerate() {
+                let w = step_wants[j];
+                let reference = Reduced::of(&row, w);
+                let expect = if w == Want::Row || reference.kept.len() > PICK_CAP { Next::Logits(row) } else { Next::Reduced(reference) };
+                kinds[match &expect {
+                    Next::Logits(_) => 0,
+                    Next::Reduced(r) if r.kept.is_empty() => 1,
+                    Next::Reduced(_) => 2,
+                }] += 1;
+                assert!(*g == expect, "{num:?} {decode:?}, step {step}, session {j}, {w:?}: the step's reduction differs from the host's");
+            }
+        }
+    }
+    eprintln!("reductions equal: {} whole rows, {} argmax, {} kept sets", kinds[0], kinds[1], kinds[2]);
+    assert!(kinds.iter().all(|&k| k > 0), "every form was checked: {kinds:?}");
+}

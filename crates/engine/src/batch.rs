@@ -16,6 +16,7 @@ use crate::generate::{Finish, GenError, GenerationParams, PrefillStats, Session}
 use crate::pool::{Placement, SessionPool};
 use crate::runner::{Runner, State};
 use crate::sampler::Sampler;
+use dsv4_model::{Next, Want};
 
 /// The caller's name for a job.
 pub type JobId = u64;
@@ -53,8 +54,9 @@ struct Active {
     params: GenerationParams,
     sampler: Sampler,
     generated: Vec<u32>,
-    /// Logits after the session's last token: present once the prompt is in.
-    logits: Option<Vec<f32>>,
+    /// What the next draw needs from the logits after the session's last token (the row or
+    /// its reduction for that draw): present once the prompt is in.
+    logits: Option<Next>,
     ready_sent: bool,
     greedy: bool,
 }
@@ -136,7 +138,9 @@ impl Scheduler {
         let admitted = Instant::now();
         let (slot, placement) = self.pool.checkout(runner, prompt, new_session).ok_or_else(|| GenError::Model("every session is busy".into()))?;
         let session = self.pool.session_mut(slot);
-        let (common, from_disk) = session.sync(runner, prompt);
+        let sampler = Sampler::new(params.sampling.clone());
+        let want = sampler.want(false);
+        let (common, from_disk) = session.sync(runner, prompt, want);
         let logits = session.take_logits_at(common, prompt.len());
         let todo = prompt[common..].to_vec();
         let stats = PrefillStats { reused: common, from_disk, prefilled: todo.len(), ..PrefillStats::default() };
@@ -147,7 +151,7 @@ impl Scheduler {
             done: 0,
             stats,
             admitted,
-            sampler: Sampler::new(params.sampling.clone()),
+            sampler,
             params,
             generated: Vec::new(),
             logits,
@@ -178,14 +182,22 @@ impl Scheduler {
         // Every generating job's next token, side by side (each job draws from its own
         // sampler: the order does not change what it draws); a full-vocabulary softmax is a
         // fraction of a millisecond, eight of them a sizeable part of a CPU decode step.
-        let pick = |job: &mut Active| job.logits.as_ref().map(|l| job.sampler.sample(l, job.greedy));
-        let picks: Vec<Option<u32>> = if self.jobs.iter().filter(|j| j.logits.is_some()).count() > 1 {
+        let pick = |job: &mut Active| job.logits.as_ref().map(|l| job.sampler.sample_next(l, job.greedy));
+        let picks: Vec<Option<Result<u32, String>>> = if self.jobs.iter().filter(|j| j.logits.is_some()).count() > 1 {
             self.jobs.par_iter_mut().map(pick).collect()
         } else {
             self.jobs.iter_mut().map(pick).collect()
         };
+        let mut failed: Vec<(usize, String)> = Vec::new();
         for ((k, job), pick) in self.jobs.iter_mut().enumerate().zip(picks) {
-            let Some(t) = pick else { continue };
+            let t = match pick {
+                None => continue,
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    failed.push((k, e));
+                    continue;
+                }
+            };
             if !job.ready_sent {
                 job.announce_ready(sink);
             }
@@ -216,7 +228,6 @@ impl Scheduler {
             parts.push((k, Part::Prefill { n }));
         }
 
-        let mut failed: Vec<(usize, String)> = Vec::new();
         // Sessions get their device state on first use; one that cannot is this job's failure.
         parts.retain(|&(k, _)| match self.pool.session_mut(self.jobs[k].slot).state_mut(runner) {
             Ok(_) => true,
@@ -232,7 +243,7 @@ impl Scheduler {
                 modes.push(self.jobs[k].params.numerics);
             }
         }
-        let mut results: Vec<Option<Vec<f32>>> = vec![None; parts.len()];
+        let mut results: Vec<Option<Next>> = vec![None; parts.len()];
         for mode in modes {
             let members: Vec<usize> = (0..parts.len()).filter(|&i| self.jobs[parts[i].0].params.numerics == mode).collect();
             let slots: Vec<usize> = members.iter().map(|&i| self.jobs[parts[i].0].slot).collect();
@@ -247,9 +258,12 @@ impl Scheduler {
                 })
                 .collect();
             let token_refs: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
+            // What each job's next draw needs from this call's logits (a decoding job's
+            // verdict on its last token is in; a prefilling one has drawn nothing yet).
+            let wants: Vec<Want> = members.iter().map(|&i| self.jobs[parts[i].0].sampler.want(self.jobs[parts[i].0].greedy)).collect();
             let mut sessions = self.pool.sessions_mut(&slots);
             let mut states: Vec<&mut State> = sessions.iter_mut().map(|s| s.state.as_mut().expect("created above")).collect();
-            match runner.forward_batch(&mut states, &token_refs, mode) {
+            match runner.forward_batch(&mut states, &token_refs, &wants, mode) {
                 Ok(rows) => {
                     for (i, row) in members.into_iter().zip(rows) {
                         results[i] = Some(row);

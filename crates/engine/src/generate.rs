@@ -11,7 +11,7 @@ use crate::loop_guard::LoopGuard;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::stop::StopMatcher;
 use crate::runner::{Runner, State};
-use dsv4_model::{Checkpoint, Numerics};
+use dsv4_model::{Checkpoint, Next, Numerics, Want};
 use dsv4_tokenizer::{IncrementalDecoder, Tokenizer};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -71,8 +71,9 @@ pub struct Session {
     /// `None` until the first token (and after a reset): no device memory is held then.
     pub(crate) state: Option<State>,
     pub tokens: Vec<u32>,
-    /// Logits after the last consumed token, when known.
-    pub(crate) last_logits: Option<Vec<f32>>,
+    /// The logits after the last consumed token, when known: the row, or its reduction for
+    /// the draw the last job would have made next.
+    pub(crate) last_logits: Option<Next>,
     /// Oldest first; every checkpoint's position is at most `tokens.len()`.
     checkpoints: Vec<Checkpoint>,
     disk: Option<Arc<DiskCache>>,
@@ -170,12 +171,14 @@ impl Session {
     }
 
     /// Prepares the session for `prompt`: rewinds it to what the two share (always leaving
-    /// the prompt's last token to compute unless its logits are at hand), then restores a
-    /// longer stored prefix from the disk cache when there is one. Returns (tokens the
-    /// session now shares with the prompt, of those restored from disk).
-    pub(crate) fn sync(&mut self, runner: &Runner, prompt: &[u32]) -> (usize, usize) {
+    /// the prompt's last token to compute unless logits that serve the first draw, `want`,
+    /// are at hand), then restores a longer stored prefix from the disk cache when there is
+    /// one. Returns (tokens the session now shares with the prompt, of those restored from
+    /// disk).
+    pub(crate) fn sync(&mut self, runner: &Runner, prompt: &[u32], want: Want) -> (usize, usize) {
         let mut common = self.common_prefix(prompt);
-        if common < self.tokens.len() || (common == prompt.len() && self.last_logits.is_none()) {
+        let at_hand = self.last_logits.as_ref().is_some_and(|n| n.serves(want));
+        if common < self.tokens.len() || (common == prompt.len() && !at_hand) {
             common = self.rewind(runner, common.min(prompt.len() - 1));
         }
         if let Some(disk) = self.disk.clone() {
@@ -193,7 +196,7 @@ impl Session {
 
     /// The logits after the last consumed token when the session holds exactly `prompt_len`
     /// tokens of the prompt (a regenerate of a fully cached prompt).
-    pub(crate) fn take_logits_at(&mut self, common: usize, prompt_len: usize) -> Option<Vec<f32>> {
+    pub(crate) fn take_logits_at(&mut self, common: usize, prompt_len: usize) -> Option<Next> {
         self.last_logits.take().filter(|_| common == prompt_len)
     }
 
@@ -275,7 +278,8 @@ pub struct Generation<'a> {
     eos: u32,
     ctx: usize,
     generated: Vec<u32>,
-    logits: Vec<f32>,
+    /// Always a whole row: `next` learns whether its draw is greedy only when called.
+    logits: Next,
     finished: bool,
     pub prefill: PrefillStats,
 }
@@ -299,7 +303,7 @@ impl<'a> Generation<'a> {
             return Err(GenError::Context { prompt: prompt.len(), ctx });
         }
         let t0 = std::time::Instant::now();
-        let (common, from_disk) = session.sync(runner, prompt);
+        let (common, from_disk) = session.sync(runner, prompt, Want::Row);
         let reused = common;
         let mut saved_to_disk = 0;
         let mut logits = session.take_logits_at(common, prompt.len());
@@ -312,7 +316,7 @@ impl<'a> Generation<'a> {
             }
             let n = session.chunk_len(todo.len() - done, params.prefill_chunk);
             let chunk = &todo[done..done + n];
-            logits = Some(runner.forward(session.state_mut(runner)?, chunk, params.numerics).map_err(GenError::Model)?);
+            logits = Some(Next::Logits(runner.forward(session.state_mut(runner)?, chunk, params.numerics).map_err(GenError::Model)?));
             done += n;
             saved_to_disk = saved_to_disk.max(session.consumed_prompt(runner, chunk, todo.len() - done));
             progress(done, todo.len());
@@ -348,14 +352,14 @@ impl<'a> Generation<'a> {
         if cancel.load(Ordering::Relaxed) {
             return Ok(self.end(None, Vec::new(), Finish::Cancelled));
         }
-        let t = self.sampler.sample(&self.logits, force_greedy);
+        let t = self.sampler.sample_next(&self.logits, force_greedy).map_err(GenError::Model)?;
         if t == self.eos {
             self.session.last_logits = None;
             // The end-of-sentence token is not part of the answer: nothing to show or parse.
             return Ok(self.end(None, Vec::new(), Finish::Eos));
         }
         let state = self.session.state_mut(self.runner)?;
-        self.logits = self.runner.forward(state, &[t], self.params.numerics).map_err(GenError::Model)?;
+        self.logits = Next::Logits(self.runner.forward(state, &[t], self.params.numerics).map_err(GenError::Model)?);
         self.session.consumed_sample(self.runner, t);
         self.generated.push(t);
         let text = self.decoder.push(t);
@@ -390,7 +394,7 @@ impl<'a> Generation<'a> {
             emit.extend(self.stop.finish());
         }
         if finish != Finish::Eos {
-            self.session.last_logits = Some(std::mem::take(&mut self.logits));
+            self.session.last_logits = Some(std::mem::replace(&mut self.logits, Next::Logits(Vec::new())));
         }
         Step { token, text: lossy(emit), finish: Some(finish) }
     }

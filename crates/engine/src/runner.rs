@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::plan::MemoryPlan;
-use dsv4_model::{Checkpoint, Model, Numerics, SessionState};
+use dsv4_model::{Checkpoint, Model, Next, Numerics, SessionState, Want};
 
 /// Prompt tokens per prefill step on the CPU: long enough that each weight chunk is read once
 /// for many tokens, short enough that a scheduler step stays a fraction of a second.
@@ -104,14 +104,16 @@ impl Runner {
         }
     }
 
-    /// Feeds each state its own tokens in one step (continuous batching); returns the logits
-    /// after each list's last token (empty for an empty list). A session's results are those
-    /// it would get alone: the CPU batches weight reads across sessions with bit-identical
-    /// arithmetic; the GPU decodes every one-token list in one step (each weight read once for
-    /// all of them) and runs prompt chunks session by session.
-    pub fn forward_batch(&self, states: &mut [&mut State], tokens: &[&[u32]], numerics: Numerics) -> Result<Vec<Vec<f32>>, String> {
-        if states.len() != tokens.len() {
-            return Err(format!("{} states for {} token lists", states.len(), tokens.len()));
+    /// Feeds each state its own tokens in one step (continuous batching); returns what the
+    /// next draw of each needs (`wants`) from the logits after its list's last token
+    /// (`Next::Logits` of nothing for an empty list). A session's results are those it would
+    /// get alone: the CPU batches weight reads across sessions with bit-identical arithmetic
+    /// and reduces each row on the host; the GPU decodes every one-token list in one step
+    /// (each weight read once for all of them), reduces those rows where they are and moves
+    /// only the reductions, and runs prompt chunks session by session.
+    pub fn forward_batch(&self, states: &mut [&mut State], tokens: &[&[u32]], wants: &[Want], numerics: Numerics) -> Result<Vec<Next>, String> {
+        if states.len() != tokens.len() || wants.len() != tokens.len() {
+            return Err(format!("{} states for {} token lists and {} wants", states.len(), tokens.len(), wants.len()));
         }
         match &self.gpu {
             None => {
@@ -122,28 +124,30 @@ impl Runner {
                         State::Gpu(_) => return Err("a GPU state on a CPU runner".to_owned()),
                     }
                 }
-                self.model.forward_sessions(&mut cpu, tokens, numerics).map_err(|e| e.to_string())
+                let rows = self.model.forward_sessions(&mut cpu, tokens, numerics).map_err(|e| e.to_string())?;
+                Ok(rows.into_iter().zip(wants).map(|(row, &w)| Next::of(row, w)).collect())
             }
             Some(g) => {
                 // Prompt chunks run session by session (each already reads a matrix once for
                 // all its tokens); the one-token calls share one decode step.
-                let mut out = vec![Vec::new(); states.len()];
-                let (mut dec, mut dec_toks, mut dec_at) = (Vec::new(), Vec::new(), Vec::new());
+                let mut out = vec![Next::Logits(Vec::new()); states.len()];
+                let (mut dec, mut dec_toks, mut dec_wants, mut dec_at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 for (i, (st, t)) in states.iter_mut().zip(tokens).enumerate() {
                     match (&mut **st, t.len()) {
                         (_, 0) => {}
                         (State::Gpu(s), 1) => {
                             dec.push(&mut **s);
                             dec_toks.push(t[0]);
+                            dec_wants.push(wants[i]);
                             dec_at.push(i);
                         }
-                        (st, _) => out[i] = self.forward(st, t, numerics)?,
+                        (st, _) => out[i] = Next::Logits(self.forward(st, t, numerics)?),
                     }
                 }
                 if !dec.is_empty() {
-                    let logits = g.model.forward_step(&mut dec, &dec_toks, numerics).map_err(|e| e.to_string())?;
-                    for (i, l) in dec_at.into_iter().zip(logits) {
-                        out[i] = l;
+                    let picked = g.model.forward_step_picked(&mut dec, &dec_toks, &dec_wants, numerics).map_err(|e| e.to_string())?;
+                    for (i, next) in dec_at.into_iter().zip(picked) {
+                        out[i] = next;
                     }
                 }
                 Ok(out)

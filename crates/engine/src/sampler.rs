@@ -5,8 +5,11 @@
 //! `p >= min_p · p_max` (the best token always survives) and until the kept mass reaches
 //! `top_p`, then draw proportionally from what is kept.
 
+use dsv4_model::pick::{max_logit, Next, Want};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+pub use dsv4_model::pick::argmax;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SamplingParams {
@@ -70,17 +73,34 @@ impl Sampler {
         &self.params
     }
 
+    /// What the next draw needs from the logits row (`force_greedy` as for
+    /// [`sample`](Self::sample)): the argmax when it is greedy (also at a temperature so low
+    /// that 1 / T overflows), the min-p kept set when min-p is on without top-k, else the
+    /// whole row.
+    pub fn want(&self, force_greedy: bool) -> Want {
+        let p = &self.params;
+        let inv_t = 1.0 / p.temperature;
+        if force_greedy || p.temperature <= 0.0 || p.top_k == 1 || !inv_t.is_finite() {
+            Want::Argmax
+        } else if p.top_k > 0 || p.min_p <= 0.0 {
+            Want::Row
+        } else {
+            Want::Kept { inv_t, floor: p.min_p.ln() }
+        }
+    }
+
     /// Picks the next token. `force_greedy` overrides the temperature (DSML syntax is decoded
     /// greedily even when its payloads are sampled).
     pub fn sample(&mut self, logits: &[f32], force_greedy: bool) -> u32 {
-        let p = &self.params;
-        if force_greedy || p.temperature <= 0.0 || p.top_k == 1 {
+        let want = self.want(force_greedy);
+        if want == Want::Argmax {
             return argmax(logits);
         }
         let max = max_logit(logits);
         if !max.is_finite() {
             return argmax(logits);
         }
+        let p = &self.params;
         let inv_t = 1.0 / p.temperature;
         self.kept.clear();
         if p.top_k > 0 {
@@ -94,12 +114,42 @@ impl Sampler {
             // dropped before normalising: p/p_max = exp((l - max)/T).
             let floor = if p.min_p > 0.0 { p.min_p.ln() } else { f32::NEG_INFINITY };
             for (t, &l) in logits.iter().enumerate() {
-                let z = (l - max) * inv_t;
-                if z >= floor {
-                    self.kept.push((t as u32, z.exp()));
+                if dsv4_model::pick::kept(l, max, inv_t, floor) {
+                    self.kept.push((t as u32, ((l - max) * inv_t).exp()));
                 }
             }
         }
+        self.draw()
+    }
+
+    /// As [`sample`](Self::sample) from what a backend handed back: the same token from the
+    /// same generator state. A reduction made for another draw than this one is an error (the
+    /// caller asked for the wrong [`Want`]), never a guess.
+    pub fn sample_next(&mut self, next: &Next, force_greedy: bool) -> Result<u32, String> {
+        let r = match next {
+            Next::Logits(l) => return Ok(self.sample(l, force_greedy)),
+            Next::Reduced(r) => r,
+        };
+        let want = self.want(force_greedy);
+        if r.want != want {
+            return Err(format!("logits reduced for {:?}, the draw needs {want:?}", r.want));
+        }
+        let Want::Kept { inv_t, .. } = want else { return Ok(r.argmax) };
+        if !r.max.is_finite() {
+            return Ok(r.argmax);
+        }
+        self.kept.clear();
+        self.kept.extend(r.kept.iter().map(|&(t, l)| (t, ((l - r.max) * inv_t).exp())));
+        if self.kept.is_empty() {
+            return Err("a kept set without its best token".into());
+        }
+        Ok(self.draw())
+    }
+
+    /// Draws from `self.kept` ((token, relative probability), at least one): normalises,
+    /// orders, applies min-p and top-p, and draws.
+    fn draw(&mut self) -> u32 {
+        let p = &self.params;
         let sum: f32 = self.kept.iter().map(|k| k.1).sum();
         self.kept.iter_mut().for_each(|k| k.1 /= sum);
         // Descending probability, ties by token id so the order is reproducible.
@@ -124,29 +174,6 @@ impl Sampler {
         }
         self.kept[n - 1].0
     }
-}
-
-/// Index of the largest logit; the lowest index among equals (NaNs never win; 0 when every
-/// logit is NaN). Two passes, the first a plain maximum the compiler vectorizes: a batched
-/// decode step samples every session's 129,280 logits on one thread, and the one-pass
-/// compare-and-branch loop cost ~0.1 ms each.
-pub fn argmax(logits: &[f32]) -> u32 {
-    let max = max_logit(logits);
-    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
-}
-
-/// The largest logit, NaNs passed over (-inf when there is nothing else): eight running
-/// maxima, lane by lane, which the compiler vectorizes.
-fn max_logit(logits: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = logits.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (m, &l) in lanes.iter_mut().zip(c) {
-            *m = if l > *m { l } else { *m };
-        }
-    }
-    lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &l| if l > m { l } else { m })
 }
 
 #[cfg(test)]
@@ -236,6 +263,65 @@ mod tests {
         // top_p 0.5: the best token alone holds more than half the mass.
         let c = counts(&mut Sampler::new(params(1.0, 0.5, 0, 0.0)), &logits, 2000);
         assert_eq!(c[0], 2000, "{c:?}");
+    }
+
+    /// Rows with ties, NaN and infinities, some all NaN.
+    fn odd_rows(n: usize) -> Vec<Vec<f32>> {
+        let mut state = 11u64;
+        (0..n)
+            .map(|r| {
+                (0..300)
+                    .map(|_| {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        match (r % 5, state >> 58) {
+                            (4, _) => f32::NAN,
+                            (1, 0) => f32::NAN,
+                            (2, 1) => f32::NEG_INFINITY,
+                            (3, 2) if r % 2 == 1 => f32::INFINITY,
+                            _ => ((state >> 40) % 16) as f32 * 0.25,
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reduced_rows_draw_what_whole_rows_draw() {
+        let kinds = [
+            SamplingParams::greedy(),
+            SamplingParams { seed: Some(5), ..SamplingParams::default() },
+            params(0.7, 0.9, 0, 0.1),
+            params(1.3, 1.0, 0, 0.01),
+            params(1.0, 1.0, 3, 0.05),
+            params(1.0, 0.8, 0, 0.0),
+            params(1e-40, 1.0, 0, 0.05),
+        ];
+        let rows = odd_rows(40);
+        for kind in kinds {
+            let (mut whole, mut reduced) = (Sampler::new(kind.clone()), Sampler::new(kind.clone()));
+            let mut wants = Vec::new();
+            for (i, row) in rows.iter().enumerate() {
+                for draw in 0..5 {
+                    let greedy = (i + draw) % 7 == 0;
+                    let want = reduced.want(greedy);
+                    wants.push(want);
+                    let next = Next::of(row.clone(), want);
+                    let a = whole.sample(row, greedy);
+                    let b = reduced.sample_next(&next, greedy).unwrap();
+                    assert_eq!(a, b, "{kind:?}, row {i}, draw {draw}, {want:?}");
+                }
+            }
+            let kinds_of_want = |f: fn(&Want) -> bool| wants.iter().any(f);
+            if kind.temperature > 1e-3 && kind.top_k == 0 && kind.min_p > 0.0 {
+                assert!(kinds_of_want(|w| matches!(w, Want::Kept { .. })), "{kind:?} drew from kept sets");
+            }
+        }
+        // A reduction made for another draw is refused.
+        let mut s = Sampler::new(SamplingParams::default());
+        let argmax_only = Next::of(rows[0].clone(), Want::Argmax);
+        assert!(s.sample_next(&argmax_only, false).is_err());
+        assert!(s.sample_next(&argmax_only, true).is_ok());
     }
 
     #[test]

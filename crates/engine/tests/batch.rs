@@ -4,7 +4,7 @@
 mod common;
 
 use common::batch::{self as b, Outcome};
-use dsv4_engine::{GenerationParams, JobId, Placement, Runner, SamplingParams, Scheduler, Session, SessionPool, Verdict};
+use dsv4_engine::{BatchEvent, Finish, GenerationParams, JobId, Placement, Runner, SamplingParams, Scheduler, Session, SessionPool, Verdict};
 use dsv4_model::Numerics;
 use dsv4_tokenizer::Tokenizer;
 
@@ -109,4 +109,51 @@ fn busy_sessions_are_copied_never_replaced() {
     assert_eq!(sched.active(), 1);
     assert!(sched.has_room());
     sched.admit(m, 3, &words(tok, 5), greedy(5), &Session::new).unwrap();
+}
+
+/// A job whose prompt is exactly what its session consumed reuses the logits the last job
+/// left only when they serve its first draw: a sampled job leaves the min-p kept set (and
+/// greedy jobs the argmax), which another such job can draw from, while a job that draws
+/// otherwise rewinds to the session's last checkpoint before its last token and recomputes
+/// from there.
+#[test]
+fn kept_reductions_serve_only_the_same_draw() {
+    let (m, tok) = model();
+    let sampled = |n: usize| GenerationParams {
+        sampling: SamplingParams { seed: Some(3), ..SamplingParams::default() },
+        max_tokens: n,
+        loop_guard: None,
+        ..Default::default()
+    };
+    let mut sched = Scheduler::new(SessionPool::new(1), 1, 512, CTX, tok.specials().eos);
+    // (prefill stats, the tokens the session holds after the job)
+    let mut run = |id: JobId, prompt: &[u32], params: GenerationParams| {
+        sched.admit(m, id, prompt, params, &Session::new).unwrap();
+        let (mut stats, mut tokens, mut finish) = (None, Vec::new(), None);
+        while sched.active() > 0 {
+            sched.step(m, &mut |_, ev| {
+                match ev {
+                    BatchEvent::Ready(s) => stats = Some(s),
+                    BatchEvent::Token(t) => tokens.push(t),
+                    BatchEvent::Finished(f) => finish = Some(f),
+                    BatchEvent::Failed(e) => panic!("job {id} failed: {e}"),
+                }
+                Verdict::default()
+            });
+        }
+        assert_eq!(finish, Some(Finish::Length), "job {id} must end by length for its logits to be kept");
+        let mut held = prompt.to_vec();
+        held.extend(&tokens);
+        (stats.unwrap(), held)
+    };
+    let (_, held) = run(1, &words(tok, 12), sampled(3));
+    let (s, held) = run(2, &held.clone(), sampled(3));
+    assert_eq!((s.reused, s.prefilled), (held.len() - 3, 0), "a kept set serves the same draw");
+    let (s, held) = run(3, &held.clone(), greedy(3));
+    let prompt = held.len() - 3;
+    assert!(s.prefilled >= 1 && s.reused + s.prefilled == prompt, "a greedy draw cannot use a kept set: {s:?}");
+    let (s, held) = run(4, &held.clone(), greedy(2));
+    assert_eq!((s.reused, s.prefilled), (held.len() - 2, 0), "an argmax serves the next greedy draw");
+    let (s, _) = run(5, &held.clone(), sampled(2));
+    assert!(s.prefilled >= 1 && s.reused + s.prefilled == held.len(), "a sampled draw cannot use an argmax: {s:?}");
 }

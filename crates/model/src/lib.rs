@@ -4,7 +4,8 @@
 //! Where things live: `config` (geometry), `layout` (tensor inventory), `weights` (binding),
 //! `numerics` (official vs plain arithmetic), `ops` (norms, RoPE, hyper-connections),
 //! `attention`, `compressor`, `indexer`, `moe`, `forward` (the layer loop), `state`
-//! (a session's per-layer state), `model` (loading and the public entry point).
+//! (a session's per-layer state), `model` (loading and the public entry point), `pick` (what
+//! a draw of the next token needs from the logits).
 
 pub mod attention;
 pub mod compressor;
@@ -17,6 +18,7 @@ pub mod moe;
 pub mod mtp;
 pub mod numerics;
 pub mod ops;
+pub mod pick;
 pub mod state;
 pub mod weights;
 
@@ -25,4 +27,5 @@ pub use layout::{ExpertMix, LayoutIssue, TensorSpec};
 pub use model::{ForwardError, LoadError, Model, Mtp};
 pub use mtp::MtpState;
 pub use numerics::Numerics;
+pub use pick::{Next, Reduced, Want};
 pub use state::{Checkpoint, SessionState};

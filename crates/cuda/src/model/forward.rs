@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
-use dsv4_model::{ModelConfig, Numerics};
+use dsv4_model::{ModelConfig, Next, Numerics, Want};
 
 use super::state::{act_stride, mask_stride, GpuState, Scratch, CHUNK};
 use super::weights::Hc;
@@ -118,18 +118,27 @@ impl GpuModel {
     /// sessions; larger lists run as several steps. Tokens outside the vocabulary and full
     /// states are errors; nothing is run then.
     pub fn forward_step(&self, states: &mut [&mut GpuState], tokens: &[u32], numerics: Numerics) -> Result<Vec<Vec<f32>>> {
-        if states.len() != tokens.len() {
-            return Err(CudaError::Shape(format!("{} states for {} tokens", states.len(), tokens.len())));
+        let wants = vec![Want::Row; tokens.len()];
+        whole_rows(self.forward_step_picked(states, tokens, &wants, numerics)?)
+    }
+
+    /// As [`forward_step`](Self::forward_step), handing back what each session's next draw
+    /// needs (`wants`, dsv4_model::pick): the step reduces its logits on the device and moves
+    /// only the reductions (and the rows asked for whole, or whose kept set overflows
+    /// [`PICK_CAP`](super::step_batch::PICK_CAP)); the reductions equal the host's of the rows.
+    pub fn forward_step_picked(&self, states: &mut [&mut GpuState], tokens: &[u32], wants: &[Want], numerics: Numerics) -> Result<Vec<Next>> {
+        if states.len() != tokens.len() || wants.len() != tokens.len() {
+            return Err(CudaError::Shape(format!("{} states for {} tokens and {} wants", states.len(), tokens.len(), wants.len())));
         }
         for (st, &t) in states.iter().zip(tokens) {
             self.check_call(st, std::slice::from_ref(&t), numerics)?;
         }
         if self.opts.decode == Decode::Chunk || !states.iter().all(|st| self.step_ok(st)) {
-            return states.iter_mut().zip(tokens).map(|(st, &t)| self.forward(st, &[t], numerics)).collect();
+            return states.iter_mut().zip(tokens).zip(wants).map(|((st, &t), &w)| Ok(Next::of(self.forward(st, &[t], numerics)?, w))).collect();
         }
         let mut out = Vec::with_capacity(states.len());
-        for (sts, toks) in states.chunks_mut(MAX_STEP_BATCH).zip(tokens.chunks(MAX_STEP_BATCH)) {
-            out.extend(self.step(sts, toks, numerics)?);
+        for ((sts, toks), ws) in states.chunks_mut(MAX_STEP_BATCH).zip(tokens.chunks(MAX_STEP_BATCH)).zip(wants.chunks(MAX_STEP_BATCH)) {
+            out.extend(self.step(sts, toks, ws, numerics)?);
         }
         Ok(out)
     }
@@ -155,7 +164,7 @@ impl GpuModel {
         self.check_call(st, tokens, num)?;
         if let [tok] = *tokens {
             if self.opts.decode != Decode::Chunk && self.step_ok(st) {
-                return self.step(&mut [st], &[tok], num);
+                return whole_rows(self.step(&mut [st], &[tok], &[Want::Row], num)?);
             }
         }
         let v = c.vocab_size;
@@ -412,4 +421,14 @@ impl GpuModel {
         let id = self.cfg.indexer_head_dim;
         self.launch("index_round", (rows, 1), id, id * 4, &[P(ptr), I(id as i32), L(id as i64)])
     }
+}
+
+/// The rows of a step whose every want was [`Want::Row`].
+fn whole_rows(next: Vec<Next>) -> Result<Vec<Vec<f32>>> {
+    next.into_iter()
+        .map(|r| match r {
+            Next::Logits(l) => Ok(l),
+            Next::Reduced(_) => Err(CudaError::Shape("a whole row was asked for and a reduction came".into())),
+        })
+        .collect()
 }

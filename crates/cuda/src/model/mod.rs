@@ -54,7 +54,7 @@ pub(crate) use crate::launch::Arg;
 use crate::quant::{Matmul, Matvec};
 
 pub use state::{state_scratch_bytes, GpuState, CHUNK as PREFILL_CHUNK};
-pub use step_batch::{step_batch_bytes, MAX_STEP_BATCH};
+pub use step_batch::{step_batch_bytes, MAX_STEP_BATCH, PICK_CAP};
 use weights::Layer;
 
 /// How single-token calls run.

@@ -42,11 +42,11 @@ use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaStream;
 use dsv4_gguf::GgmlType;
 use dsv4_model::config::LayerKind;
-use dsv4_model::Numerics;
+use dsv4_model::{Next, Numerics, Reduced, Want};
 
 use super::forward::{attend_split_smem, att_splits, ATT_MERGE_THREADS, ATT_SPLIT_HEADS, ATT_SPLIT_THREADS, BLOCK, TOPK_THREADS};
 use super::state::{act_stride, comp_rows, GpuState, CHUNK};
-use super::step_batch::{group_table, StepBatch, StepGraph, GROUP_NT, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
+use super::step_batch::{group_table, pick_words, StepBatch, StepGraph, GROUP_NT, PICK_CAP, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
 use super::weights::{Hc, Layer, Route, ROUTE_THREADS};
 use super::{Arg, Decode, GpuModel};
 use crate::buffer::DeviceBuffer;
@@ -168,18 +168,25 @@ impl GpuModel {
     }
 
     /// One token for each state through the step path (captured or replayed as a graph under
-    /// [`Decode::Graph`]); the logits after each. The caller checked the tokens, the room
-    /// left in every state and `step_ok`; 1..=MAX_STEP_BATCH states.
-    pub(super) fn step(&self, states: &mut [&mut GpuState], toks: &[u32], num: Numerics) -> Result<Vec<Vec<f32>>> {
+    /// [`Decode::Graph`]); what each state's next draw needs (`wants`) from the logits after
+    /// it. The caller checked the tokens, the room left in every state and `step_ok`;
+    /// 1..=MAX_STEP_BATCH states.
+    pub(super) fn step(&self, states: &mut [&mut GpuState], toks: &[u32], wants: &[Want], num: Numerics) -> Result<Vec<Next>> {
         let (c, n) = (&self.cfg, states.len());
-        if n == 0 || n > MAX_STEP_BATCH || toks.len() != n {
-            return Err(CudaError::Shape(format!("a decode step of {n} states and {} tokens (1..={MAX_STEP_BATCH})", toks.len())));
+        if n == 0 || n > MAX_STEP_BATCH || toks.len() != n || wants.len() != n {
+            return Err(CudaError::Shape(format!(
+                "a decode step of {n} states, {} tokens and {} wants (1..={MAX_STEP_BATCH})",
+                toks.len(),
+                wants.len()
+            )));
         }
         let mut guard = self.batch.lock().map_err(|_| CudaError::Shape("the decode batch was poisoned by a panic".into()))?;
         let b = &mut *guard;
         let mut vals: Vec<i32> = toks.iter().map(|&t| t as i32).collect();
         vals.extend(states.iter().map(|s| s.pos as i32));
         self.stream.memcpy_htod(&vals, &mut b.step.cuda_slice_mut().slice_mut(..2 * n))?;
+        let want_words: Vec<u32> = wants.iter().flat_map(|&w| want_words(w)).collect();
+        self.stream.memcpy_htod(&want_words, &mut b.wants.cuda_slice_mut().slice_mut(..3 * n))?;
         let table = self.table(states);
         if b.uploaded != table {
             self.stream.memcpy_htod(&table, &mut b.table.cuda_slice_mut().slice_mut(..table.len()))?;
@@ -219,16 +226,51 @@ impl GpuModel {
         } else {
             self.step_kernels(&Step::new(b, n, num, most, &self.stream))?;
         }
-        let v = c.vocab_size;
-        // Through page-locked memory: a pageable download of 32 sessions' logits (16 MB on
-        // Flash) took milliseconds of the step.
-        let host = b.host.as_mut_slice()?;
-        self.stream.memcpy_dtoh(&b.logits.cuda_slice().slice(..n * v), &mut host[..n * v])?;
-        self.stream.synchronize()?;
+        let out = self.step_results(b, wants)?;
         for st in states.iter_mut() {
             st.pos += 1;
         }
-        Ok(host[..n * v].chunks_exact(v).map(<[f32]>::to_vec).collect())
+        Ok(out)
+    }
+
+    /// The step's results on the host, through page-locked memory (a pageable download of
+    /// 32 sessions' logits, 16 MB on Flash, took milliseconds): the reductions' headers, the
+    /// kept pairs when a session wants them, the rows asked for whole; then the rows of kept
+    /// sets too large for their room.
+    fn step_results(&self, b: &mut StepBatch, wants: &[Want]) -> Result<Vec<Next>> {
+        let (n, v) = (wants.len(), self.cfg.vocab_size);
+        let host = b.host.as_mut_slice()?;
+        let picks = b.picks_host.as_mut_slice()?;
+        let row = |i: usize| i * v..(i + 1) * v;
+        if wants.iter().all(|&w| w == Want::Row) {
+            self.stream.memcpy_dtoh(&b.logits.cuda_slice().slice(..n * v), &mut host[..n * v])?;
+        } else {
+            let words = if wants.iter().any(|w| matches!(w, Want::Kept { .. })) { pick_words(n) } else { 4 * n };
+            self.stream.memcpy_dtoh(&b.picks.cuda_slice().slice(..words), &mut picks[..words])?;
+            for (i, _) in wants.iter().enumerate().filter(|(_, &w)| w == Want::Row) {
+                self.stream.memcpy_dtoh(&b.logits.cuda_slice().slice(row(i)), &mut host[row(i)])?;
+            }
+        }
+        self.stream.synchronize()?;
+        let overflow = |i: usize| matches!(wants[i], Want::Kept { .. }) && picks[4 * i + 2] as usize > PICK_CAP;
+        if (0..n).any(overflow) {
+            for i in (0..n).filter(|&i| overflow(i)) {
+                self.stream.memcpy_dtoh(&b.logits.cuda_slice().slice(row(i)), &mut host[row(i)])?;
+            }
+            self.stream.synchronize()?;
+        }
+        Ok((0..n)
+            .map(|i| {
+                if wants[i] == Want::Row || overflow(i) {
+                    return Next::Logits(host[row(i)].to_vec());
+                }
+                let h = &picks[4 * i..4 * i + 4];
+                let count = if matches!(wants[i], Want::Kept { .. }) { h[2] as usize } else { 0 };
+                let at = 4 * n + 2 * PICK_CAP * i;
+                let kept = picks[at..at + 2 * count].chunks_exact(2).map(|p| (p[0], f32::from_bits(p[1]))).collect();
+                Next::Reduced(Reduced { want: wants[i], argmax: h[0], max: f32::from_bits(h[1]), kept })
+            })
+            .collect())
     }
 
     /// The step's launches: embedding, every layer, the logits.
@@ -246,7 +288,11 @@ impl GpuModel {
         let x = self.ptr(&b.x);
         let h = &self.w.out_hc;
         self.hc_read(s, h, sp, &self.w.out_norm, x, None)?;
-        self.mmb(s, &mut s.acts(), &self.w.output, x, e, self.ptr(&b.logits), c.vocab_size)
+        self.mmb(s, &mut s.acts(), &self.w.output, x, e, self.ptr(&b.logits), c.vocab_size)?;
+        // Every session's reduction (its want is read from the step's buffer, so the graph
+        // serves any wants).
+        let args = [P(self.ptr(&b.logits)), I(c.vocab_size as i32), P(self.ptr(&b.wants)), P(self.ptr(&b.picks)), I(PICK_CAP as i32)];
+        self.slaunch(s, "reduce_logits", (n, 1), PICK_THREADS, 0, &args)
     }
 
     fn attention_step(&self, s: &Step, il: usize) -> Result<()> {
@@ -735,5 +781,18 @@ impl Grid for (usize, usize) {
 impl Grid for (usize, usize, usize) {
     fn dims(self) -> (usize, usize, usize) {
         self
+    }
+}
+
+/// Threads of a `reduce_logits` block (`PICK_THREADS` in `model/pick.cu`).
+const PICK_THREADS: usize = 1024;
+
+/// A want as `reduce_logits` reads it: mode (0 the row, 1 the argmax, 2 the kept set), then
+/// 1 / T and ln min_p as f32 bits.
+fn want_words(w: Want) -> [u32; 3] {
+    match w {
+        Want::Row => [0, 0, 0],
+        Want::Argmax => [1, 0, 0],
+        Want::Kept { inv_t, floor } => [2, inv_t.to_bits(), floor.to_bits()],
     }
 }

@@ -17,6 +17,17 @@ use crate::error::Result;
 /// Most sessions one decode step carries; more are split over several steps.
 pub const MAX_STEP_BATCH: usize = 64;
 
+/// Most kept tokens a session's reduced logits carry (`model/pick.cu`); a larger kept set
+/// comes as the whole row. Min-p 0.05 at temperature 1 keeps the tokens within 3 nats of the
+/// best: a handful, rarely hundreds.
+pub const PICK_CAP: usize = 2048;
+
+/// Words of the reductions of a step of `n` sessions: a 4-word header each, then `PICK_CAP`
+/// (token, logit) pairs each.
+pub(super) fn pick_words(n: usize) -> usize {
+    n * (4 + 2 * PICK_CAP)
+}
+
 /// Column slices of `hc_proj` (a fixed count: the slices' sums are added in order, so the
 /// count is part of the arithmetic).
 pub(super) const HC_PARTS: usize = 16;
@@ -94,6 +105,11 @@ pub(super) struct StepBatch {
     pub(super) xss: DeviceBuffer<f64>,
     /// The logits of a step on their way to the host (page-locked, `MAX_STEP_BATCH` rows).
     pub(super) host: PinnedHostSlice<f32>,
+    /// Each session's want of the step (3 words: mode, 1 / T, ln min_p; `model/pick.cu`).
+    pub(super) wants: DeviceBuffer<u32>,
+    /// The step's reductions of its logits ([`pick_words`]), and their page-locked copy.
+    pub(super) picks: DeviceBuffer<u32>,
+    pub(super) picks_host: PinnedHostSlice<u32>,
     /// Grouping tables of the grouped products by (matrices per token, tokens): every token
     /// picks every matrix, so a table depends on those two counts only; made on first use
     /// and kept (graphs bake in their addresses).
@@ -131,7 +147,8 @@ pub fn step_batch_bytes(c: &ModelConfig) -> u64 {
         + c.vocab_size;
     let table = c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES;
     let partials = HC_PARTS + c.n_embd.div_ceil(BLOCK);
-    (t * (floats * 4 + (used + 2) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8 + partials * 8)) as u64
+    // The wants and the reductions: 3 + pick_words(1) words a token.
+    (t * (floats * 4 + (used + 2) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8 + partials * 8 + (3 + pick_words(1)) * 4)) as u64
 }
 
 impl StepBatch {
@@ -180,6 +197,10 @@ impl StepBatch {
             // SAFETY: plain page-locked memory (not write-combined: the host reads it); a step
             // reads only the rows its download has just written.
             host: unsafe { gpu.context().alloc_pinned_with_flags::<f32>(t * c.vocab_size, 0)? },
+            wants: gpu.alloc_zeros::<u32>(3 * t)?,
+            picks: gpu.alloc_zeros::<u32>(pick_words(t))?,
+            // SAFETY: as `host`.
+            picks_host: unsafe { gpu.context().alloc_pinned_with_flags::<u32>(pick_words(t), 0)? },
             tables: HashMap::new(),
             graphs: HashMap::new(),
         })
