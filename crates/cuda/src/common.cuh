@@ -637,3 +637,99 @@ __device__ void index_scores_mma(const float* __restrict__ q, const float* __res
         for (int b = 0; b < IX_BLOCKS; ++b) ix_query_block(q, heads, dim, mi, b, f);
     ix_scores_keys(f, keys, c0, c1, step, heads, dim, scores);
 }
+
+// ---- the official numerics' roundings (dsv4_model::numerics), shared by model/numerics.cu
+// and the decode step's rope_qkv_step (model/ops.cu) ----
+
+// |v| with NaN as 0, so a max over it ignores NaN as Rust's f32::max does.
+__device__ __forceinline__ float abs_nn(float v) { return v != v ? 0.0f : fabsf(v); }
+
+// Nearest E4M3FN value, ties to even, saturating at ±448 (dsv4_quant::fp8::e4m3_round).
+__device__ __forceinline__ float e4m3_round(float x) {
+    if (x != x) return x;
+    const float a = fabsf(x);
+    float r;
+    if (a >= 448.0f) {
+        r = 448.0f;
+    } else if (a < 1.0f / 64.0f) {
+        r = __fmul_rn(rintf(__fmul_rn(a, 512.0f)), 1.0f / 512.0f);
+    } else {
+        const u32 bits = __float_as_uint(a);
+        r = __uint_as_float((bits + 0x7ffffu + ((bits >> 20) & 1u)) & ~0xfffffu);
+    }
+    return copysignf(r, x);
+}
+
+// Nearest E2M1 value, ties to the even index, saturating at ±6 (dsv4_quant::fp4::e2m1_round).
+__device__ __forceinline__ float e2m1_round(float x) {
+    if (x != x) return x;
+    const float vals[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    const float a = fabsf(x);
+    int idx = 0;
+#pragma unroll
+    for (int k = 0; k < 7; ++k) {
+        const float mid = (vals[k] + vals[k + 1]) * 0.5f;
+        if (a > mid || (a == mid && ((k + 1) & 1) == 0)) idx = k + 1;
+    }
+    return copysignf(vals[idx], x);
+}
+
+// Round to BF16 (nearest, ties to even), returned as f32; NaN stays NaN.
+__device__ __forceinline__ float bf16_round(float x) {
+    if (x != x) return x;
+    const u32 b = __float_as_uint(x);
+    return __uint_as_float((b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u);
+}
+
+// The power-of-two scale that brings amax (already floored) to at most `max`.
+__device__ __forceinline__ float pow2_scale(float amax, float max) {
+    return ldexpf(1.0f, (int)ceilf(log2f(__fdiv_rn(amax, max))));
+}
+
+__device__ __forceinline__ float round_trip(float v, float scale, float max, bool fp8) {
+    float s = __fdiv_rn(v, scale);
+    if (s == s) s = fminf(fmaxf(s, -max), max);
+    return __fmul_rn(fp8 ? e4m3_round(s) : e2m1_round(s), scale);
+}
+
+// A KV row as the cache stores it, by a block of any whole number of warps: the first
+// d - rope_dim values go through FP8 in blocks of 64 (scale floor 1e-4; a warp per block,
+// two values a lane, the blocks spread over the warps), then every value is rounded to BF16.
+// The block's threads must all arrive (it has a barrier).
+__device__ __forceinline__ void kv_round_row(float* row, int d, int rope_dim) {
+    const int nope = d - rope_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int c = 64 * warp; c < nope; c += 64 * nw) {
+        const int j0 = c + lane, j1 = c + 32 + lane;
+        const float v0 = j0 < nope ? row[j0] : 0.0f, v1 = j1 < nope ? row[j1] : 0.0f;
+        const float amax = fmaxf(warp_max(fmaxf(abs_nn(v0), abs_nn(v1))), 1e-4f);
+        const float scale = pow2_scale(amax, 448.0f);
+        if (j0 < nope) row[j0] = round_trip(v0, scale, 448.0f, true);
+        if (j1 < nope) row[j1] = round_trip(v1, scale, 448.0f, true);
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < d; j += blockDim.x) row[j] = bf16_round(row[j]);
+}
+
+// One row of `dim` values (a power of two from 32 to 1024) by a block of at least `dim`
+// threads (those past dim only join the barriers), `hx` shared memory of dim floats: the
+// orthonormal Walsh-Hadamard transform (Sylvester order, the CPU's butterflies), then an FP4
+// round trip per 32 values (one warp each; scale floor 6·FLT_MIN).
+__device__ __forceinline__ void index_round_row(float* row, int dim, float* hx) {
+    const int i = threadIdx.x;
+    if (i < dim) hx[i] = row[i];
+    __syncthreads();
+    for (int s = 1; s < dim; s <<= 1) {
+        if (i < dim / 2) {
+            const int j = (i / s) * 2 * s + i % s;
+            const float a = hx[j], b = hx[j + s];
+            hx[j] = __fadd_rn(a, b);
+            hx[j + s] = __fsub_rn(a, b);
+        }
+        __syncthreads();
+    }
+    if (i >= dim) return;  // whole warps: dim is a multiple of 32
+    const float v = __fmul_rn(hx[i], __fdiv_rn(1.0f, sqrtf((float)dim)));
+    const float floor = 6.0f * __int_as_float(0x00800000);
+    const float amax = fmaxf(warp_max(abs_nn(v)), floor);
+    row[i] = round_trip(v, pow2_scale(amax, 6.0f), 6.0f, false);
+}

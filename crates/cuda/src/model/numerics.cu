@@ -16,9 +16,6 @@ __device__ __forceinline__ int round_i8(float v) {
     return (int)rintf(fminf(fmaxf(v, -128.0f), 127.0f));
 }
 
-// |v| with NaN as 0, so a max over it ignores NaN as Rust's f32::max does.
-__device__ __forceinline__ float abs_nn(float v) { return v != v ? 0.0f : fabsf(v); }
-
 // grid (ceil(nb / warps), tokens), a warp per 32-column block: token t's x (x_stride floats
 // apart, nb blocks) into 36-byte blocks (f32 scale amax / 127, then 32 codes), out_stride
 // bytes apart per token. (One-warp CTAs made a 256-token chunk tens of thousands of CTAs,
@@ -72,74 +69,13 @@ extern "C" __global__ void quant_q8_k(const float* x, long long x_stride, u8* ou
     if (i == 0) *reinterpret_cast<float*>(blk) = __fdiv_rn(1.0f, iscale);
 }
 
-// Nearest E4M3FN value, ties to even, saturating at ±448 (dsv4_quant::fp8::e4m3_round).
-__device__ __forceinline__ float e4m3_round(float x) {
-    if (x != x) return x;
-    const float a = fabsf(x);
-    float r;
-    if (a >= 448.0f) {
-        r = 448.0f;
-    } else if (a < 1.0f / 64.0f) {
-        r = __fmul_rn(rintf(__fmul_rn(a, 512.0f)), 1.0f / 512.0f);
-    } else {
-        const u32 bits = __float_as_uint(a);
-        r = __uint_as_float((bits + 0x7ffffu + ((bits >> 20) & 1u)) & ~0xfffffu);
-    }
-    return copysignf(r, x);
-}
-
-// Nearest E2M1 value, ties to the even index, saturating at ±6 (dsv4_quant::fp4::e2m1_round).
-__device__ __forceinline__ float e2m1_round(float x) {
-    if (x != x) return x;
-    const float vals[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-    const float a = fabsf(x);
-    int idx = 0;
-#pragma unroll
-    for (int k = 0; k < 7; ++k) {
-        const float mid = (vals[k] + vals[k + 1]) * 0.5f;
-        if (a > mid || (a == mid && ((k + 1) & 1) == 0)) idx = k + 1;
-    }
-    return copysignf(vals[idx], x);
-}
-
-// Round to BF16 (nearest, ties to even), returned as f32; NaN stays NaN.
-__device__ __forceinline__ float bf16_round(float x) {
-    if (x != x) return x;
-    const u32 b = __float_as_uint(x);
-    return __uint_as_float((b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u);
-}
-
-// The power-of-two scale that brings amax (already floored) to at most `max`.
-__device__ __forceinline__ float pow2_scale(float amax, float max) {
-    return ldexpf(1.0f, (int)ceilf(log2f(__fdiv_rn(amax, max))));
-}
-
-__device__ __forceinline__ float round_trip(float v, float scale, float max, bool fp8) {
-    float s = __fdiv_rn(v, scale);
-    if (s == s) s = fminf(fmaxf(s, -max), max);
-    return __fmul_rn(fp8 ? e4m3_round(s) : e2m1_round(s), scale);
-}
-
-// A KV row as the cache stores it, by a block of 64 threads. The first d - rope_dim values go
-// through FP8 in blocks of 64 (scale floor 1e-4), then every value is rounded to BF16.
-__device__ __forceinline__ void kv_round_row(float* row, int d, int rope_dim, float* shf) {
-    const int nope = d - rope_dim;
-    for (int c = 0; c < nope; c += 64) {
-        const int j = c + threadIdx.x;
-        const float v = j < nope ? row[j] : 0.0f;
-        const float amax = fmaxf(block_max_f(abs_nn(v), shf), 1e-4f);
-        const float scale = pow2_scale(amax, 448.0f);
-        if (j < nope) row[j] = round_trip(v, scale, 448.0f, true);
-    }
-    __syncthreads();
-    for (int j = threadIdx.x; j < d; j += blockDim.x) row[j] = bf16_round(row[j]);
-}
+// The FP8 / FP4 / BF16 roundings and the KV and indexer row round trips are in
+// dsv4_common.cuh: the decode step's rope_qkv_step applies them too.
 
 // One block of 64 threads per row (grid.x = rows, `stride` floats apart).
 extern "C" __global__ void kv_round(float* rows, int d, int rope_dim, long long stride) {
     DSV4_GRID_ENTRY();
-    __shared__ float shf[32];
-    kv_round_row(rows + blockIdx.x * stride, d, rope_dim, shf);
+    kv_round_row(rows + blockIdx.x * stride, d, rope_dim);
 }
 
 // The decode step's kv_round (64 threads) for token b = blockIdx.y of a batch, at position
@@ -148,37 +84,13 @@ extern "C" __global__ void kv_round(float* rows, int d, int rope_dim, long long 
 // else was written).
 extern "C" __global__ void kv_round_step(const u64* rowsv, int d, int rope_dim, int window, int ratio, const int* posv) {
     DSV4_GRID_ENTRY();
-    __shared__ float shf[32];
     const long long pos = posv[blockIdx.y];
     float* rows = reinterpret_cast<float*>(rowsv[blockIdx.y]);
     if (ratio == 0) {
-        kv_round_row(rows + (pos % window) * d, d, rope_dim, shf);
+        kv_round_row(rows + (pos % window) * d, d, rope_dim);
     } else if (pos % ratio == ratio - 1) {
-        kv_round_row(rows + ((pos + 1) / ratio - 1) * d, d, rope_dim, shf);
+        kv_round_row(rows + ((pos + 1) / ratio - 1) * d, d, rope_dim);
     }
-}
-
-// One row of `dim` values by a block of `dim` threads (a power of two from 32 to 1024), `hx`
-// shared memory of dim floats: the orthonormal Walsh-Hadamard transform (Sylvester order, the
-// CPU's butterflies), then an FP4 round trip per 32 values (one warp each; scale floor
-// 6·FLT_MIN).
-__device__ __forceinline__ void index_round_row(float* row, int dim, float* hx) {
-    const int i = threadIdx.x;
-    hx[i] = row[i];
-    __syncthreads();
-    for (int s = 1; s < dim; s <<= 1) {
-        if (i < dim / 2) {
-            const int j = (i / s) * 2 * s + i % s;
-            const float a = hx[j], b = hx[j + s];
-            hx[j] = __fadd_rn(a, b);
-            hx[j + s] = __fsub_rn(a, b);
-        }
-        __syncthreads();
-    }
-    const float v = __fmul_rn(hx[i], __fdiv_rn(1.0f, sqrtf((float)dim)));
-    const float floor = 6.0f * __int_as_float(0x00800000);
-    const float amax = fmaxf(warp_max(abs_nn(v)), floor);
-    row[i] = round_trip(v, pow2_scale(amax, 6.0f), 6.0f, false);
 }
 
 // One block of `dim` threads per row (grid.x = rows, `stride` floats apart).

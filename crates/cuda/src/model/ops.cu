@@ -444,12 +444,17 @@ extern "C" __global__ void norm_rope(const float* src, float* dst, const float* 
 // pos[b]: blocks [0, nh) normalise and rotate its query heads in place (q + b · nh · d); block
 // nh normalises (kv_norm) and rotates its KV row (kv + b · d) into its session's raw-window
 // ring `raws[b]` (slot pos % window); blocks after it, when iq is not null, rotate its indexer
-// query heads in place (iq + b · (gridDim.x - nh - 1) · id; no norm).
+// query heads in place (iq + b · (gridDim.x - nh - 1) · id; no norm). The official numerics'
+// roundings, by the bits of `rounding`: 1, the KV row takes the cache's FP8/BF16 round trip;
+// 2, each indexer head its Hadamard and FP4 round trip (blocks of at least id threads, id
+// floats of dynamic shared memory).
 extern "C" __global__ void rope_qkv_step(float* q, int nh, int d, const float* kv, const u64* raws,
                                          const float* kv_norm, int window, float* iq, int id,
-                                         float eps, const float* freqs, int n_pairs, const int* posv) {
+                                         float eps, const float* freqs, int n_pairs, const int* posv,
+                                         int rounding) {
     DSV4_GRID_ENTRY();
     __shared__ double shd[32];
+    extern __shared__ float hx[];  // id floats with rounding bit 2
     const int blk = blockIdx.x, b = blockIdx.y;
     const long long pos = posv[b];
     if (blk < nh) {
@@ -457,11 +462,22 @@ extern "C" __global__ void rope_qkv_step(float* q, int nh, int d, const float* k
         norm_rope_vec(x, x, nullptr, d, 1, eps, freqs, n_pairs, pos, shd);
     } else if (blk == nh) {
         float* raw = reinterpret_cast<float*>(raws[b]);
-        norm_rope_vec(kv + (long long)b * d, raw + (pos % window) * d, kv_norm, d, 1, eps, freqs, n_pairs, pos, shd);
+        float* row = raw + (pos % window) * d;
+        norm_rope_vec(kv + (long long)b * d, row, kv_norm, d, 1, eps, freqs, n_pairs, pos, shd);
+        // The official numerics store the row as the cache does (FP8, then BF16) here, in
+        // the block that wrote it, rather than in a one-block launch before the attention.
+        if (rounding & 1) {
+            __syncthreads();
+            kv_round_row(row, d, 2 * n_pairs);
+        }
     } else if (iq) {
         const int iq_heads = gridDim.x - nh - 1;
         float* x = iq + ((long long)b * iq_heads + (blk - nh - 1)) * id;
         norm_rope_vec(x, x, nullptr, id, 0, eps, freqs, n_pairs, pos, shd);
+        if (rounding & 2) {
+            __syncthreads();
+            index_round_row(x, id, hx);
+        }
     }
 }
 

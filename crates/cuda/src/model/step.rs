@@ -325,6 +325,10 @@ impl GpuModel {
         self.mm_group(s, qr, ql, &of_qr)?;
 
         let (iq_arg, iq_blocks) = if lw.indexer.is_some() { (iq, ih) } else { (0, 0) };
+        // Under the official numerics the kernel also rounds the KV row as the cache stores
+        // it and (heads that fit its blocks) the indexer's query heads, in the blocks that
+        // wrote them: no one-block launches between it and the attention.
+        let round_iq = s.official() && lw.indexer.is_some() && id <= BLOCK;
         let args = [
             P(q),
             I(nh as i32),
@@ -339,13 +343,11 @@ impl GpuModel {
             P(freqs),
             I(n_pairs as i32),
             P(pos),
+            I(s.official() as i32 | (round_iq as i32) << 1),
         ];
-        self.slaunch(s, "rope_qkv_step", (nh + 1 + iq_blocks, n), BLOCK, 0, &args)?;
-        if s.official() {
-            if lw.indexer.is_some() {
-                self.index_round(iq, ih * n)?;
-            }
-            self.kv_round_step(s, raws, 0)?;
+        self.slaunch(s, "rope_qkv_step", (nh + 1 + iq_blocks, n), BLOCK, if round_iq { id * 4 } else { 0 }, &args)?;
+        if s.official() && lw.indexer.is_some() && !round_iq {
+            self.index_round(iq, ih * n)?;
         }
 
         if branch {
