@@ -462,7 +462,7 @@ fn router_matches_the_cpu_rule() {
             .collect();
         let bias: Vec<f32> = (0..ne).map(|i| if levels > 0 { 0.25 } else { (i % 7) as f32 * 0.01 }).collect();
         let scale = 1.5;
-        let (sel, wts) = gm.probe_route(&gpu, &logits, &bias, used, scale).unwrap();
+        let (sel, wts) = gm.probe_route(&gpu, &logits, &bias, used, scale, None).unwrap();
         for r in 0..rows {
             let l = &logits[r * ne..(r + 1) * ne];
             let probs: Vec<f32> = l.iter().map(|&z| dsv4_model::ops::softplus(z).sqrt()).collect();
@@ -478,5 +478,27 @@ fn router_matches_the_cpu_rule() {
             }
         }
     }
-    assert!(gm.probe_route(&gpu, &[0.0; 513], &[0.0; 513], 6, 1.0).is_err(), "more experts than the kernel takes");
+    assert!(gm.probe_route(&gpu, &[0.0; 513], &[0.0; 513], 6, 1.0, None).is_err(), "more experts than the kernel takes");
+    // Hash layers: row r takes table row toks[r] as it is (the bias is not used), weighted
+    // by its experts' scores; 40 picks cover the lanes' second round.
+    for (ne, used) in [(256usize, 6usize), (64, 40)] {
+        let rows = 5;
+        let logits: Vec<f32> = (0..rows * ne).map(|_| next() * 8.0 - 4.0).collect();
+        let bias = vec![100.0f32; ne];
+        let table: Vec<i32> = (0..7 * used).map(|i| ((i * 37 + i / used * 11) % ne) as i32).collect();
+        let toks: Vec<i32> = vec![3, 0, 6, 3, 1];
+        let (sel, wts) = gm.probe_route(&gpu, &logits, &bias, used, 2.0, Some((&table, &toks))).unwrap();
+        for r in 0..rows {
+            let want = &table[toks[r] as usize * used..(toks[r] as usize + 1) * used];
+            assert_eq!(&sel[r * used..(r + 1) * used], want, "hash routing, {ne} experts, row {r}");
+            let probs: Vec<f32> = want.iter().map(|&x| dsv4_model::ops::softplus(logits[r * ne + x as usize]).sqrt()).collect();
+            let sum: f32 = probs.iter().sum();
+            for (k, p) in probs.iter().enumerate() {
+                let (got, w) = (wts[r * used + k], 2.0 * p / sum);
+                assert!((got - w).abs() <= 1e-6 * w.abs().max(1.0), "hash row {r} pick {k}: weight {got} vs {w}");
+            }
+        }
+    }
+    let table = [0i32, 1, 2, 3, 4, 300];
+    assert!(gm.probe_route(&gpu, &[0.0; 256], &[0.0; 256], 6, 1.0, Some((&table, &[0]))).is_err(), "an expert past the end");
 }

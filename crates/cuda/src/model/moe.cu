@@ -50,11 +50,9 @@ extern "C" __global__ void route(const float* logits, int n_expert, int used, co
         keys[i] = live ? total_order_key(route_score(logits[x]) + bias[x]) : 0u;
         ids[i] = live ? x : -1;
     }
-    for (int k = 0; k < used; ++k) {
-        if (hash_row) {
-            if (lane == 0) chosen[k] = hash_row[k];
-            continue;
-        }
+    // Hash layers: the table row is the choice.
+    for (int k = lane; hash_row && k < used; k += 32) chosen[k] = hash_row[k];
+    for (int k = 0; !hash_row && k < used; ++k) {
         u32 key = 0;
         int id = -1;
 #pragma unroll

@@ -65,18 +65,29 @@ impl GpuModel {
     }
 
     /// The router's picks and weights for each row of `logits` (`bias.len()` experts a row,
-    /// `used` picks, weights scaled by `scale`) through the `route` kernel, scored routing.
+    /// `used` picks, weights scaled by `scale`) through the `route` kernel: scored routing, or
+    /// with `hash` = (table, tokens) hash routing, row r taking the `used` experts of table
+    /// row tokens[r].
     #[doc(hidden)]
-    pub fn probe_route(&self, gpu: &Gpu, logits: &[f32], bias: &[f32], used: usize, scale: f32) -> Result<(Vec<i32>, Vec<f32>)> {
+    pub fn probe_route(&self, gpu: &Gpu, logits: &[f32], bias: &[f32], used: usize, scale: f32, hash: Option<(&[i32], &[i32])>) -> Result<(Vec<i32>, Vec<f32>)> {
         let ne = bias.len();
         if ne == 0 || ne > ROUTE_MAX_EXPERTS || used == 0 || used > ne.min(ROUTE_MAX_USED) || !logits.len().is_multiple_of(ne) {
             return Err(CudaError::Shape(format!("{used} of {ne} experts over {} logits", logits.len())));
         }
         let n = logits.len() / ne;
+        if let Some((table, toks)) = hash {
+            let rows = table.len() / used;
+            let bad_entry = table.iter().any(|&e| e < 0 || e as usize >= ne);
+            if toks.len() != n || !table.len().is_multiple_of(used) || bad_entry || toks.iter().any(|&t| t < 0 || t as usize >= rows) {
+                return Err(CudaError::Shape(format!("a hash table of {} entries for {n} rows of {used} picks", table.len())));
+            }
+        }
         let (ld, bd) = (gpu.upload(logits)?, gpu.upload(bias)?);
+        let hd = hash.map(|(table, toks)| Ok::<_, CudaError>((gpu.upload(table)?, gpu.upload(toks)?))).transpose()?;
+        let (tp, kp) = hd.as_ref().map_or((0, 0), |(t, k)| (self.ptr(t), self.ptr(k)));
         let sel = gpu.upload(&vec![-1i32; n * used])?;
         let wts = gpu.upload(&vec![f32::NAN; n * used])?;
-        let args = [P(self.ptr(&ld)), I(ne as i32), I(used as i32), P(self.ptr(&bd)), P(0), P(0), F(scale), P(self.ptr(&sel)), P(self.ptr(&wts)), P(0)];
+        let args = [P(self.ptr(&ld)), I(ne as i32), I(used as i32), P(self.ptr(&bd)), P(tp), P(kp), F(scale), P(self.ptr(&sel)), P(self.ptr(&wts)), P(0)];
         self.launch("route", (n, 1), ROUTE_THREADS, 0, &args)?;
         Ok((gpu.download(&sel)?, gpu.download(&wts)?))
     }
