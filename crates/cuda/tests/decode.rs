@@ -8,7 +8,7 @@
 mod common;
 
 use common::tiny::{model, prompt, rel_l2, setup, REL_L2_TOL};
-use dsv4_cuda::{Decode, DecodeOptions, GpuModel, GpuState};
+use dsv4_cuda::{Decode, DecodeOptions, Gpu, GpuModel, GpuState};
 use dsv4_model::Numerics;
 
 fn with(gm: &mut GpuModel, decode: Decode) {
@@ -17,6 +17,19 @@ fn with(gm: &mut GpuModel, decode: Decode) {
 
 fn bits_equal(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// For each prompt length k, a state of capacity `n` fed `toks[..k]` and an uploaded copy of it.
+fn twins(gpu: &Gpu, gm: &GpuModel, toks: &[u32], prompts: &[usize], n: u64, num: Numerics) -> (Vec<GpuState>, Vec<GpuState>) {
+    prompts
+        .iter()
+        .map(|&k| {
+            let mut a = gm.new_state(gpu, n).unwrap();
+            gm.forward(&mut a, &toks[..k], num).unwrap();
+            let b = gm.state_from_host(gpu, &gm.to_host(&a).unwrap(), n).unwrap();
+            (a, b)
+        })
+        .unzip()
 }
 
 /// Token `t` through `st` under `decode`.
@@ -192,15 +205,7 @@ fn batched_step_equals_each_session_alone() {
         for decode in [Decode::Graph, Decode::Eager] {
             with(&mut gm, decode);
             let prompts = [3usize, 17, 30, 9, 41, 1];
-            let mut together: Vec<GpuState> = Vec::new();
-            let mut alone: Vec<GpuState> = Vec::new();
-            for &k in &prompts {
-                let mut a = gm.new_state(&gpu, n).unwrap();
-                gm.forward(&mut a, &toks[..k], num).unwrap();
-                let b = gm.state_from_host(&gpu, &gm.to_host(&a).unwrap(), n).unwrap();
-                together.push(a);
-                alone.push(b);
-            }
+            let (mut together, mut alone) = twins(&gpu, &gm, &toks, &prompts, n, num);
             let mut sizes = std::collections::BTreeSet::new();
             for step in 0..60usize {
                 // Session j sits out the steps where (step + j) % 4 == 3.
@@ -283,14 +288,8 @@ fn reduced_steps_equal_reductions_of_whole_rows() {
     let mut kinds = [0usize; 3];
     for (num, decode) in [(Numerics::Official, Decode::Graph), (Numerics::Plain, Decode::Eager)] {
         with(&mut gm, decode);
-        let mut picked: Vec<GpuState> = Vec::new();
-        let mut whole: Vec<GpuState> = Vec::new();
-        for k in 0..wants.len() {
-            let mut a = gm.new_state(&gpu, n).unwrap();
-            gm.forward(&mut a, &toks[..2 + 3 * k], num).unwrap();
-            whole.push(gm.state_from_host(&gpu, &gm.to_host(&a).unwrap(), n).unwrap());
-            picked.push(a);
-        }
+        let prompts: Vec<usize> = (0..wants.len()).map(|k| 2 + 3 * k).collect();
+        let (mut picked, mut whole) = twins(&gpu, &gm, &toks, &prompts, n, num);
         for step in 0..12usize {
             // Batches of 6, then 5, 4, ... sessions; each session's want rotates.
             let size = wants.len() - step % 3;

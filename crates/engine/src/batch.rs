@@ -260,7 +260,13 @@ impl Scheduler {
             let token_refs: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
             // What each job's next draw needs from this call's logits (a decoding job's
             // verdict on its last token is in; a prefilling one has drawn nothing yet).
-            let wants: Vec<Want> = members.iter().map(|&i| self.jobs[parts[i].0].sampler.want(self.jobs[parts[i].0].greedy)).collect();
+            let wants: Vec<Want> = members
+                .iter()
+                .map(|&i| {
+                    let job = &self.jobs[parts[i].0];
+                    job.sampler.want(job.greedy)
+                })
+                .collect();
             let mut sessions = self.pool.sessions_mut(&slots);
             let mut states: Vec<&mut State> = sessions.iter_mut().map(|s| s.state.as_mut().expect("created above")).collect();
             match runner.forward_batch(&mut states, &token_refs, &wants, mode) {

@@ -24,6 +24,14 @@
 #define PICK_WARPS (PICK_THREADS / DSV4_WARP)
 #define WANT_KEPT 2
 
+// Logit i of the row, NaN past `hi` (never kept, never the maximum), and the sampler's test.
+__device__ __forceinline__ float logit_or_nan(const float* row, int i, int hi) {
+    return i < hi ? row[i] : __int_as_float(0x7fc00000);
+}
+__device__ __forceinline__ bool kept(float l, float mx, float inv_t, float floor_) {
+    return __fmul_rn(__fsub_rn(l, mx), inv_t) >= floor_;
+}
+
 extern "C" __global__ void __launch_bounds__(PICK_THREADS)
     reduce_logits(const float* __restrict__ logits, int vocab, const u32* __restrict__ wants, u32* __restrict__ out,
                   int cap) {
@@ -55,9 +63,9 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS)
     int first = vocab, count = 0;
     for (int i0 = lo; i0 < hi; i0 += DSV4_WARP) {
         const int i = i0 + lane;
-        const float l = i < hi ? row[i] : __int_as_float(0x7fc00000);  // NaN: never kept
+        const float l = logit_or_nan(row, i, hi);
         if (l == mx) first = min(first, i);
-        if (keep) count += __popc(__ballot_sync(DSV4_FULL_MASK, __fmul_rn(__fsub_rn(l, mx), inv_t) >= floor_));
+        if (keep) count += __popc(__ballot_sync(DSV4_FULL_MASK, kept(l, mx, inv_t, floor_)));
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) first = min(first, __shfl_xor_sync(DSV4_FULL_MASK, first, off));
@@ -87,8 +95,8 @@ extern "C" __global__ void __launch_bounds__(PICK_THREADS)
     int at = mine;
     for (int i0 = lo; i0 < hi; i0 += DSV4_WARP) {
         const int i = i0 + lane;
-        const float l = i < hi ? row[i] : __int_as_float(0x7fc00000);  // NaN: never kept
-        const bool k = __fmul_rn(__fsub_rn(l, mx), inv_t) >= floor_;
+        const float l = logit_or_nan(row, i, hi);
+        const bool k = kept(l, mx, inv_t, floor_);
         const unsigned hits = __ballot_sync(DSV4_FULL_MASK, k);
         if (k) {
             const int j = at + __popc(hits & lt);

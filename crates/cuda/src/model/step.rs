@@ -264,8 +264,9 @@ impl GpuModel {
                 if wants[i] == Want::Row || overflow(i) {
                     return Next::Logits(host[row(i)].to_vec());
                 }
+                // (The kernel writes a count of 0 for every want but the kept set.)
                 let h = &picks[4 * i..4 * i + 4];
-                let count = if matches!(wants[i], Want::Kept { .. }) { h[2] as usize } else { 0 };
+                let count = h[2] as usize;
                 let at = 4 * n + 2 * PICK_CAP * i;
                 let kept = picks[at..at + 2 * count].chunks_exact(2).map(|p| (p[0], f32::from_bits(p[1]))).collect();
                 Next::Reduced(Reduced { want: wants[i], argmax: h[0], max: f32::from_bits(h[1]), kept })
