@@ -3,7 +3,8 @@
 //!
 //! `decode_bench [--layers N] [--quant q2|q4] [--prompt N] [--tokens N] [--gpu N] [--model PATH]
 //! [--numerics plain,official] [--official] [--decode graph,eager,chunk] [--no-graph]
-//! [--host-experts] [--profile] [--batch N,M,..] [--launches overlap,serial]`
+//! [--host-experts] [--profile] [--batch N,M,..] [--launches overlap,serial]
+//! [--experts auto,slots,grouped]`
 //!
 //! Without `--model`, it writes the synthetic file (what `dsv4 synth --preset flash --layers N
 //! --quant q2` writes) to a temporary folder first, then runs every combination of the listed
@@ -25,7 +26,9 @@
 //! (`GpuModel::forward_step`, each session with its own prompt and tokens, the first
 //! numerics listed):
 //! the step's host wall time (upload, graph replay, every session's logits downloaded) over
-//! `--tokens` steps, and with `--profile` one eager step of each size, operation by operation.
+//! `--tokens` steps, and with `--profile` one eager step of each size, operation by operation;
+//! `--experts` lists how the batches read the routed experts (`ExpertReads`; default auto), each
+//! batch size timed under each in turn (a mode may repeat, to alternate).
 //!
 //! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
 //! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
@@ -36,7 +39,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use dsv4_cuda::{Decode, DecodeOptions, Gpu, GpuModel};
+use dsv4_cuda::{Decode, DecodeOptions, ExpertReads, Gpu, GpuModel};
 use dsv4_model::{ExpertMix, Model, Numerics};
 use dsv4_synth::{Preset, SynthSpec};
 
@@ -54,6 +57,8 @@ struct Args {
     batch: Vec<usize>,
     /// `serial_launches` of each run, in order.
     launches: Vec<bool>,
+    /// How the batches read the routed experts, each in turn.
+    experts: Vec<ExpertReads>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -70,6 +75,7 @@ fn parse() -> Result<Args, String> {
         profile: false,
         batch: Vec::new(),
         launches: vec![false],
+        experts: vec![ExpertReads::Auto],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -126,10 +132,21 @@ fn parse() -> Result<Args, String> {
                     })
                     .collect::<Result<_, _>>()?
             }
+            "--experts" => {
+                a.experts = val()?
+                    .split(',')
+                    .map(|v| match v {
+                        "auto" => Ok(ExpertReads::Auto),
+                        "slots" => Ok(ExpertReads::Slots),
+                        "grouped" => Ok(ExpertReads::Grouped),
+                        other => Err(format!("--experts {other}: auto, slots or grouped")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() || a.launches.is_empty() {
+    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() || a.launches.is_empty() || a.experts.is_empty() {
         return Err("--layers 1..=43, --prompt at least 1, --tokens at least 2, non-empty lists".into());
     }
     Ok(a)
@@ -179,7 +196,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     for &num in &a.numerics {
         let mut first_tokens: Option<Vec<u32>> = None;
         for (&decode, &serial_launches) in a.decode.iter().flat_map(|d| a.launches.iter().map(move |l| (d, l))) {
-            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts, serial_launches });
+            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts, serial_launches, experts: ExpertReads::Auto });
             let mode = if serial_launches { "serial" } else { "overlap" };
             let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
             let t = Instant::now();
@@ -239,13 +256,15 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if a.profile {
         let num = a.numerics[0];
-        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts, serial_launches: a.launches[0] });
+        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts, serial_launches: a.launches[0], experts: ExpertReads::Auto });
         let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
         profiled(&gm, &format!("prompt ({num:?})"), || gm.forward(&mut st, &prompt, num).map(drop))?;
     }
     for &n in &a.batch {
         for &serial in &a.launches {
-            batch_steps(&gpu, &mut gm, &a, n, serial)?;
+            for &experts in &a.experts {
+                batch_steps(&gpu, &mut gm, &a, n, serial, experts)?;
+            }
         }
     }
     Ok(())
@@ -253,11 +272,11 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Decode steps of `n` sessions together: each session has its own pseudo-random prompt and
 /// step tokens (no host argmax, so the time is the step's own).
-fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches: bool, experts: ExpertReads) -> Result<(), Box<dyn std::error::Error>> {
     let num = a.numerics[0];
     let vocab = gm.config().vocab_size as u64;
     let tok = |i: u64| ((i * 2_654_435_761 + 17) % vocab) as u32;
-    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false, serial_launches });
+    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false, serial_launches, experts });
     let mut states = Vec::with_capacity(n);
     for i in 0..n {
         let mut st = gm.new_state(gpu, (a.prompt + a.tokens + 2) as u64)?;
@@ -280,7 +299,7 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
     let first = times[0];
     let (median, _) = after_first(&times);
     println!(
-        "batch {n} ({num:?}, {}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
+        "batch {n} ({num:?}, {}, experts {experts:?}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
         if serial_launches { "serial" } else { "overlap" },
         gm.config().n_layer,
         a.prompt,
@@ -290,7 +309,7 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
         first * 1e3
     );
     if a.profile {
-        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches });
+        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches, experts });
         let toks: Vec<u32> = (0..n).map(|i| tok(i as u64)).collect();
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
         profiled(gm, &format!("batch {n} step ({num:?})"), || gm.forward_step(&mut refs, &toks, num).map(drop))?;

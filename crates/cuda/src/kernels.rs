@@ -76,7 +76,7 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
     (MODEL_ATTENTION, &["attend", "attend_split_step", "attend_merge_step", "index_scores", "index_scores_step", "topk_mask", "topk_mask_step"]),
     (MODEL_COMPRESSOR, &["comp_push", "comp_push_step"]),
     (MODEL_CHUNK, &["comp_chunk", "comp_frontier", "copy_f32", "ring_push", "attend_chunk", "attend_chunk_mma", "index_scores_chunk", "topk_mask_chunk"]),
-    (MODEL_MOE, &["route"]),
+    (MODEL_MOE, &["route", "group_picks"]),
     (MODEL_PICK, &["reduce_logits"]),
     (MODEL_NUMERICS, &["quant_q8_0", "quant_q8_k", "kv_round", "kv_round_step", "index_round", "index_round_step"]),
 ];

@@ -8,11 +8,15 @@
 mod common;
 
 use common::tiny::{model, prompt, rel_l2, setup, REL_L2_TOL};
-use dsv4_cuda::{Decode, DecodeOptions, Gpu, GpuModel, GpuState};
+use dsv4_cuda::{Decode, DecodeOptions, ExpertReads, Gpu, GpuModel, GpuState};
 use dsv4_model::Numerics;
 
 fn with(gm: &mut GpuModel, decode: Decode) {
-    gm.set_options(DecodeOptions { decode, host_experts: false, serial_launches: false });
+    with_experts(gm, decode, ExpertReads::Auto);
+}
+
+fn with_experts(gm: &mut GpuModel, decode: Decode, experts: ExpertReads) {
+    gm.set_options(DecodeOptions { decode, host_experts: false, serial_launches: false, experts });
 }
 
 fn bits_equal(a: &[f32], b: &[f32]) -> bool {
@@ -193,7 +197,9 @@ fn step_launches_fewer_kernels() {
 /// Several sessions at different positions decoded together (`forward_step`), the batch
 /// changing from step to step (sessions leaving and rejoining, so steps of 2 to 6 sessions
 /// and their graphs): every session's logits equal, bit for bit, those of a copy decoded
-/// alone, under both numerics, as graphs and eagerly.
+/// alone, under both numerics, as graphs and eagerly, the routed experts read per pick and
+/// grouped by expert (the tiny model's 2 of 8 experts: most steps share experts, and an
+/// expert picked by more than 4 sessions spans two entries).
 #[test]
 fn batched_step_equals_each_session_alone() {
     let n = 120u64;
@@ -202,8 +208,8 @@ fn batched_step_equals_each_session_alone() {
     };
     let toks = prompt(n as usize);
     for num in [Numerics::Plain, Numerics::Official] {
-        for decode in [Decode::Graph, Decode::Eager] {
-            with(&mut gm, decode);
+        for (decode, experts) in [(Decode::Graph, ExpertReads::Slots), (Decode::Graph, ExpertReads::Grouped), (Decode::Eager, ExpertReads::Grouped)] {
+            with_experts(&mut gm, decode, experts);
             let prompts = [3usize, 17, 30, 9, 41, 1];
             let (mut together, mut alone) = twins(&gpu, &gm, &toks, &prompts, n, num);
             let mut sizes = std::collections::BTreeSet::new();
@@ -220,7 +226,7 @@ fn batched_step_equals_each_session_alone() {
                     assert!(single.iter().all(|v| v.is_finite()));
                     assert!(
                         bits_equal(&batched[i], &single),
-                        "{num:?} {decode:?}, step {step}, session {j} at {} in a batch of {}: logits differ from alone (relative L2 {:.3e})",
+                        "{num:?} {decode:?} {experts:?}, step {step}, session {j} at {} in a batch of {}: logits differ from alone (relative L2 {:.3e})",
                         alone[j].pos() - 1,
                         picked.len(),
                         rel_l2(&batched[i], &single)
@@ -230,7 +236,7 @@ fn batched_step_equals_each_session_alone() {
             for (a, b) in together.iter().zip(&alone) {
                 assert_eq!(a.pos(), b.pos());
             }
-            eprintln!("{num:?} {decode:?}: 60 steps of {sizes:?} sessions equal each session alone, bit for bit");
+            eprintln!("{num:?} {decode:?} {experts:?}: 60 steps of {sizes:?} sessions equal each session alone, bit for bit");
             if decode == Decode::Graph {
                 for &b in &sizes {
                     assert!(gm.graph_kernels(b, num).is_some(), "no graph for {b} sessions");

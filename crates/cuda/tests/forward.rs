@@ -437,6 +437,69 @@ fn tensor_core_attention_matches_exact_sums() {
     assert!(gm.probe_attend_chunk(&gpu, &vec![0f32; 64 * 512], &big, &[], 0, 8191, None, &[0f32; 64], 512, &[], true).is_err());
 }
 
+/// The grouping of routed picks by expert (`group_picks`, the decode step's grouped expert
+/// products) against the table its rule gives: entries by expert id, each expert's picks in
+/// order, 4 an entry (an expert with 9 picks spans three), counts, unused places -1, ids
+/// outside the experts in no entry, the rest of the grid's entries skipped (-1); the gate-up
+/// pair's table numbering picks as the routing's gate-then-up ids do. Flash's 256 experts at
+/// 32 tokens of 6 picks, the tiny model's 8 experts (most picks shared), and 64 tokens.
+#[test]
+fn grouped_picks_follow_the_rule() {
+    let Some((gpu, gm, _)) = setup("grouped_picks_follow_the_rule", 8) else {
+        return;
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |m: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % m as u64) as i32
+    };
+    const NT: usize = 4;
+    for (tokens, used, ne) in [(32usize, 6usize, 256usize), (6, 2, 8), (64, 6, 256), (3, 6, 256), (1, 2, 8)] {
+        let mut sel: Vec<i32> = (0..tokens * used).map(|_| next(ne)).collect();
+        if tokens >= 3 {
+            // Expert 5 picked 9 times (three entries), one id past the end, one negative.
+            for j in 0..9 {
+                sel[(j * 7) % (tokens * used)] = 5;
+            }
+            sel[1] = ne as i32;
+            sel[2] = -1;
+        }
+        let picks = sel.len();
+        let mut want = Vec::new();
+        let mut want_gate = Vec::new();
+        let mut want_up = Vec::new();
+        for e in 0..ne as i32 {
+            let js: Vec<i32> = (0..picks as i32).filter(|&j| sel[j as usize] == e).collect();
+            for chunk in js.chunks(NT) {
+                let place = |f: &dyn Fn(i32) -> i32| (0..NT).map(|k| chunk.get(k).map_or(-1, |&j| f(j))).collect::<Vec<i32>>();
+                let g = |j: i32| (j / used as i32) * 2 * used as i32 + j % used as i32;
+                want.extend([e, chunk.len() as i32]);
+                want.extend(place(&|j| j));
+                want_gate.extend([e, chunk.len() as i32]);
+                want_gate.extend(place(&g));
+                want_up.extend([e + ne as i32, chunk.len() as i32]);
+                want_up.extend(place(&|j| g(j) + used as i32));
+            }
+        }
+        let entries = want.len() / (2 + NT);
+        let mut want_gu = [want_gate, want_up].concat();
+        let (table, table_gu) = gm.probe_group_picks(&gpu, &sel, used, ne).unwrap();
+        let what = format!("{tokens} tokens x {used} of {ne} experts");
+        // Entries past the grouping's: skipped (expert -1, count 0), picks not read.
+        let skip = |t: &[i32], from: usize| (from..t.len() / (2 + NT)).all(|k| t[k * (2 + NT)] == -1 && t[k * (2 + NT) + 1] == 0);
+        assert_eq!(&table[..want.len()], &want[..], "{what}: the down table");
+        assert!(skip(&table, entries), "{what}: entries past the last are not skipped");
+        want_gu.truncate(2 * entries * (2 + NT));
+        assert_eq!(&table_gu[..want_gu.len()], &want_gu[..], "{what}: the gate-up table");
+        assert!(skip(&table_gu, 2 * entries), "{what}: gate-up entries past the last are not skipped");
+        eprintln!("{what}: {entries} entries for {picks} picks");
+    }
+    assert!(gm.probe_group_picks(&gpu, &[0; 7], 2, 8).is_err(), "picks not a whole number of tokens");
+    assert!(gm.probe_group_picks(&gpu, &[0; 6], 6, 513).is_err(), "more experts than the kernel takes");
+}
+
 /// The router kernel against the CPU's rule (`dsv4_model::moe::route`: a stable sort by
 /// descending score + bias, ties to the lower expert id; weights scale · score / Σ scores):
 /// Flash's 256 experts, the tiny model's count and the 512 the kernel takes, with rows of

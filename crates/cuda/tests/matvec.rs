@@ -518,8 +518,8 @@ fn split_batches_equal_one_token_products() {
 
 /// Grouped expert products (`run_grouped_raw`, the decode step's MoE over several tokens):
 /// every pick's output equals, bit for bit, its expert-slot product launched with the same
-/// split, under both numerics, for entries of 16 picks, an expert spread over two
-/// entries, a skipped entry, and picks placed as gate/up (input per token) and down (input
+/// split, under both numerics, for entries of 4 picks (the routed experts' kernel, groups of
+/// 4 rows) and 16 (groups of 2), an expert spread over several entries, a skipped entry, and picks placed as gate/up (input per token) and down (input
 /// per pick, outputs interleaved). Outputs no pick addresses stay NaN.
 #[test]
 fn grouped_products_equal_slot_products() {
@@ -563,7 +563,7 @@ fn grouped_products_equal_slot_products() {
                             want[orow * rows..(orow + 1) * rows].copy_from_slice(&t[k * rows..(k + 1) * rows]);
                         }
                     }
-                    for nt in [16usize] {
+                    for nt in [4usize, 16] {
                         // The table group_picks writes: by expert, picks in order, nt per entry.
                         let mut table = Vec::new();
                         for e in 0..n_expert as i32 {
@@ -577,7 +577,7 @@ fn grouped_products_equal_slot_products() {
                         let slots = table.len() / (2 + nt);
                         let td = gpu.upload(&table).unwrap();
                         let yd = gpu.upload(&vec![f32::NAN; out_rows * rows]).unwrap();
-                        let g = dsv4_cuda::quant::Grouped { table: addr(&gpu, &td), slots, nt, x_div, y_mod, y_mul, split };
+                        let g = dsv4_cuda::quant::Grouped { table: addr(&gpu, &td), slots, busy: 0, nt, x_div, y_mod, y_mul, split };
                         // SAFETY: the table's picks address rows inside the input and output buffers.
                         unsafe { mv.run_grouped_raw(mv.queue(), &experts, g, addr(&gpu, &xd), xs, official, addr(&gpu, &yd), rows).unwrap() };
                         let got = gpu.download(&yd).unwrap();

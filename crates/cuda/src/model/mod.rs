@@ -81,6 +81,22 @@ pub struct DecodeOptions {
     /// sm_90 (for comparisons): by default, kernels are programmatic dependent launches where
     /// the device has them (`launch.rs`).
     pub serial_launches: bool,
+    /// How a decode step of several sessions reads the routed experts.
+    pub experts: ExpertReads,
+}
+
+/// How a decode step of several sessions reads the routed experts (`model/step.rs`). Either
+/// way each session gets the bits it gets alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ExpertReads {
+    /// Grouped where the step's sessions are expected to share enough experts.
+    #[default]
+    Auto,
+    /// Once per (session, pick).
+    Slots,
+    /// Grouped by expert on the device, each expert read once for up to 4 of its picks,
+    /// whenever the step has several sessions.
+    Grouped,
 }
 
 /// A model resident on one GPU.
@@ -171,7 +187,9 @@ impl GpuModel {
     pub fn set_options(&mut self, opts: DecodeOptions) {
         if opts.serial_launches != self.opts.serial_launches {
             self.mv.set_overlap(!opts.serial_launches);
-            // Graphs keep the launches' attributes from their capture.
+        }
+        // Graphs keep the launches' attributes and the expert reads from their capture.
+        if (opts.serial_launches, opts.experts) != (self.opts.serial_launches, self.opts.experts) {
             if let Ok(b) = self.batch.get_mut() {
                 b.graphs.clear();
             }

@@ -83,3 +83,92 @@ extern "C" __global__ void route(const float* logits, int n_expert, int used, co
         wts[k] = scale * route_score(logits[chosen[k]]) / fmaxf(sum, floor);
     }
 }
+
+// The routed picks of a decode step grouped by expert, for the grouped expert products
+// (matvec.cu's mvg[q]_<type>_g4_n4): each expert's weights are then read once for up to NT of
+// its picks instead of once per pick. sel holds `picks` expert ids (pick j = t · used + k);
+// `table` gets entries [expert, count, NT pick indices] by expert id, each expert's picks in
+// order, then entries with expert -1 up to `picks` (the launch's grid covers every pick being
+// its own entry: the count is known only here). With table_gu, the same entries for the gate
+// and up experts of the stacked pair, as route's sel_gu numbers them (gate e, pick
+// t · 2·used + k; up e + n_expert, pick t · 2·used + used + k): gate entries first, then up,
+// then -1 up to 2 · picks. One block; the ranks within an expert come from one warp walking
+// the picks in order (match_any within each 32), so the tables do not depend on timing.
+// Dynamic shared memory: (picks + 2 · n_expert + 1) ints.
+extern "C" __global__ void group_picks(const int* sel, int picks, int used, int n_expert, int* table, int* table_gu) {
+    DSV4_GRID_ENTRY();
+    constexpr int NT = 4, W = 2 + NT;
+    extern __shared__ int gp_smem[];
+    int* pos = gp_smem;               // pick j's rank among its expert's picks (-1: no expert)
+    int* cnt = pos + picks;           // picks per expert
+    int* start = cnt + n_expert;      // first entry per expert, then the entry count
+    const int lane = threadIdx.x & 31;
+    for (int e = threadIdx.x; e < n_expert; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        const u32 below = (1u << lane) - 1u;
+        for (int base = 0; base < picks; base += 32) {
+            const int j = base + lane;
+            const int e = j < picks ? sel[j] : -1;
+            const bool ok = e >= 0 && e < n_expert;
+            const u32 same = __match_any_sync(DSV4_FULL_MASK, ok ? e : -1);
+            const int before = ok ? cnt[e] : 0;
+            __syncwarp();
+            if (j < picks) pos[j] = ok ? before + __popc(same & below) : -1;
+            if (ok && (same & below) == 0) cnt[e] = before + __popc(same);
+            __syncwarp();
+        }
+        // Entries per expert, scanned: lane l sums experts [l·per, (l+1)·per).
+        const int per = (n_expert + 31) / 32;
+        int mine = 0;
+        for (int e = lane * per; e < min(n_expert, (lane + 1) * per); ++e) mine += (cnt[e] + NT - 1) / NT;
+        int incl = mine;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const int v = __shfl_up_sync(DSV4_FULL_MASK, incl, off);
+            if (lane >= off) incl += v;
+        }
+        int run = incl - mine;
+        for (int e = lane * per; e < min(n_expert, (lane + 1) * per); ++e) {
+            start[e] = run;
+            run += (cnt[e] + NT - 1) / NT;
+        }
+        if (lane == 31) start[n_expert] = incl;
+    }
+    __syncthreads();
+    const int entries = start[n_expert];
+    for (int j = threadIdx.x; j < picks; j += blockDim.x) {
+        const int q = pos[j];
+        if (q < 0) continue;
+        const int e = sel[j];
+        const int ent = start[e] + q / NT, k = q % NT;
+        table[ent * W + 2 + k] = j;
+        if (table_gu) {
+            const int g = (j / used) * 2 * used + j % used;
+            table_gu[ent * W + 2 + k] = g;
+            table_gu[(entries + ent) * W + 2 + k] = g + used;
+        }
+        if (k == 0) {
+            const int c = min(NT, cnt[e] - q);
+            table[ent * W] = e;
+            table[ent * W + 1] = c;
+            for (int i = c; i < NT; ++i) table[ent * W + 2 + i] = -1;
+            if (table_gu) {
+                table_gu[ent * W] = e;
+                table_gu[ent * W + 1] = c;
+                table_gu[(entries + ent) * W] = e + n_expert;
+                table_gu[(entries + ent) * W + 1] = c;
+                for (int i = c; i < NT; ++i) table_gu[ent * W + 2 + i] = table_gu[(entries + ent) * W + 2 + i] = -1;
+            }
+        }
+    }
+    // The rest of the grid's entries skip.
+    for (int ent = entries + threadIdx.x; ent < picks; ent += blockDim.x) {
+        table[ent * W] = -1;
+        table[ent * W + 1] = 0;
+    }
+    for (int ent = 2 * entries + threadIdx.x; table_gu && ent < 2 * picks; ent += blockDim.x) {
+        table_gu[ent * W] = -1;
+        table_gu[ent * W + 1] = 0;
+    }
+}

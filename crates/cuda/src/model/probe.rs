@@ -5,6 +5,8 @@ use dsv4_gguf::GgmlType;
 
 use super::attn_chunk::AttendChunk;
 use super::GpuModel;
+use super::step::GROUP_PICKS_THREADS;
+use super::step_batch::{MAX_STEP_BATCH, ROUTED_NT};
 use super::weights::{ROUTE_MAX_EXPERTS, ROUTE_MAX_USED, ROUTE_THREADS};
 use super::forward::{att_splits_for, attend_split_smem, ATT_MERGE_THREADS, ATT_SPLIT_HEADS, ATT_SPLIT_THREADS, BLOCK, TOPK_THREADS};
 use super::Arg::{F, I, P};
@@ -90,6 +92,24 @@ impl GpuModel {
         let args = [P(self.ptr(&ld)), I(ne as i32), I(used as i32), P(self.ptr(&bd)), P(tp), P(kp), F(scale), P(self.ptr(&sel)), P(self.ptr(&wts)), P(0)];
         self.launch("route", (n, 1), ROUTE_THREADS, 0, &args)?;
         Ok((gpu.download(&sel)?, gpu.download(&wts)?))
+    }
+
+    /// The decode step's grouping of routed picks by expert (`group_picks`): the tables it
+    /// writes for the expert ids `sel` (`used` a token, ids below `n_expert`; others belong to
+    /// no expert): the down projections' (`sel.len()` entries) and the stacked gate-up pair's
+    /// (twice that), [`ROUTED_NT`] picks an entry.
+    #[doc(hidden)]
+    pub fn probe_group_picks(&self, gpu: &Gpu, sel: &[i32], used: usize, n_expert: usize) -> Result<(Vec<i32>, Vec<i32>)> {
+        let picks = sel.len();
+        if picks == 0 || used == 0 || !picks.is_multiple_of(used) || picks > MAX_STEP_BATCH * ROUTE_MAX_USED || n_expert == 0 || n_expert > ROUTE_MAX_EXPERTS {
+            return Err(CudaError::Shape(format!("{picks} picks of {used} a token over {n_expert} experts")));
+        }
+        let w = 2 + ROUTED_NT;
+        let sd = gpu.upload(sel)?;
+        let (t, tg) = (gpu.upload(&vec![i32::MIN; picks * w])?, gpu.upload(&vec![i32::MIN; 2 * picks * w])?);
+        let args = [P(self.ptr(&sd)), I(picks as i32), I(used as i32), I(n_expert as i32), P(self.ptr(&t)), P(self.ptr(&tg))];
+        self.launch("group_picks", (1, 1), GROUP_PICKS_THREADS, (picks + 2 * n_expert + 1) * 4, &args)?;
+        Ok((gpu.download(&t)?, gpu.download(&tg)?))
     }
 
     /// The indexer's scores of one token (`q`: heads × dim, `w`: heads, already scaled) over

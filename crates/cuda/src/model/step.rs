@@ -12,7 +12,9 @@
 //! fixed (the indexer's stride over however many rows exist).
 //!
 //! Weight products read each dense matrix once per 16 tokens of the step (the several-token
-//! kernels), and each routed expert once per (token, pick) slot (`quant/experts.rs`). Every
+//! kernels), and each routed expert once per (token, pick) slot (`quant/experts.rs`) or, where
+//! the step's tokens are expected to share experts, once per 4 of its picks (grouped on the
+//! device after the routing, `group_picks` in `model/moe.cu`). Every
 //! product gives each token the bits of its one-token product: the same per-sub-block
 //! arithmetic, and the warps per row group (which fix the order of sums) chosen as for one
 //! token (`Matvec::slot_split`, `ExpertSlots::per_token`), so a session's logits are the same
@@ -46,9 +48,9 @@ use dsv4_model::{Next, Numerics, Reduced, Want};
 
 use super::forward::{attend_split_smem, att_splits, ATT_MERGE_THREADS, ATT_SPLIT_HEADS, ATT_SPLIT_THREADS, BLOCK, TOPK_THREADS};
 use super::state::{act_stride, comp_rows, GpuState, CHUNK};
-use super::step_batch::{group_table, pick_words, StepBatch, StepGraph, GROUP_NT, PICK_CAP, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
+use super::step_batch::{group_table, pick_words, StepBatch, StepGraph, GROUP_NT, ROUTED_NT, PICK_CAP, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
 use super::weights::{Hc, Layer, Route, ROUTE_THREADS};
-use super::{Arg, Decode, GpuModel};
+use super::{Arg, Decode, ExpertReads, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
 use crate::launch::Queue;
@@ -98,6 +100,24 @@ struct Group {
     y_mul: usize,
     per_token: usize,
 }
+
+/// A grouping table on the device ([`Grouped`]): its address, entries, picks per entry, and
+/// the entries expected busy (0: all).
+#[derive(Clone, Copy)]
+struct Table {
+    addr: u64,
+    slots: usize,
+    nt: usize,
+    busy: usize,
+}
+
+/// Share of its picks' expert reads a step must be expected to save before it groups the
+/// routed picks by expert (`ExpertReads::Auto`): grouping costs a launch on the critical path,
+/// a grid for the worst case and registers (fewer CTAs an SM than the slots). Flash (6 of 256
+/// experts) groups from 27 tokens: on 6 H100 layers grouping measured 5% slower at 8 and 16
+/// tokens and 1.5-3% faster at 32 to 64; 13% faster at 32 on the whole model (bench/README.md,
+/// "v17: routed experts grouped on the device").
+const GROUP_MIN_SAVING: f64 = 0.25;
 
 /// One step's fixed facts (the batch, its size and numerics) and one of its two lanes: the
 /// stream its launches go to. The side stream's lane runs branches of the layer beside the
@@ -396,7 +416,7 @@ impl GpuModel {
         if n > 1 && fmt(lw.out_a[0].ty()).is_some() && Matvec::experts_stacked(&lw.out_a) {
             // Each group's weights read once for every token (entries of 16 tokens).
             let gr = Group { picks: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
-            self.grouped(s, &mut s.acts(), &lw.out_a, gr, o, g_in, z, r)?;
+            self.grouped(s, &mut s.acts(), &lw.out_a, gr, self.host_table(s, groups)?, o, g_in, z, r)?;
         } else if Matvec::experts_stacked(&lw.out_a) {
             let sl = ExpertSlots { ids: self.ptr(&b.groups), n: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
             self.experts_b(s, &mut s.acts(), &lw.out_a, sl, o, g_in, z, r)?;
@@ -484,7 +504,7 @@ impl GpuModel {
             match &lw.gate_up_sh {
                 Some(pair) if n > 1 && fmt(pair[0].ty()).is_some() => {
                     let gr = Group { picks: 2 * n, x_div: 2, y_mod: 2, y_mul: n, per_token: 2 };
-                    self.grouped(&side, &mut a, pair, gr, x, e, sh, ffn)?
+                    self.grouped(&side, &mut a, pair, gr, self.host_table(&side, 2)?, x, e, sh, ffn)?
                 }
                 Some(pair) => self.experts_b(&side, &mut a, pair, picks(self.ptr(&b.pairs), 2), x, e, sh, ffn)?,
                 None => {
@@ -514,15 +534,33 @@ impl GpuModel {
             P(gu_ids),
         ];
         self.slaunch(s, "route", (n, 1), ROUTE_THREADS, 0, &args)?;
-        // Routed picks as slots, one per (token, pick): few picks share an expert at these
-        // batch sizes (8 tokens' 6 picks over 256 experts), and a grouped launch over picks
-        // sorted on the device measured slower (its grid must cover every pick as its own
-        // entry; bench/README.md, "Batched decode on the GPU").
-        match &lw.gate_up {
-            Some(stack) => self.experts_b(s, &mut ax, stack, picks(sel_gu, 2 * used), x, e, gu, ffn)?,
-            None => {
-                self.experts_b(s, &mut ax, &lw.gate, picks(sel, used), x, e, gu, ffn)?;
-                self.experts_b(s, &mut ax, &lw.up, picks(sel, used), x, e, f4(gu, used * n * ffn), ffn)?;
+        // The routed picks as slots, one per (token, pick), or grouped by expert on the device
+        // (each expert read once for up to ROUTED_NT of its picks) where enough of them are
+        // expected to share experts. The grouped kernels take quantized weights only.
+        let quantized = |ws: &[DeviceMatrix]| ws.first().is_some_and(|w| fmt(w.ty()).is_some());
+        let experts_q = quantized(&lw.down) && lw.gate_up.as_deref().map_or(quantized(&lw.gate) && quantized(&lw.up), quantized);
+        let grouping = self.routed_groups(n).filter(|_| experts_q);
+        let (routed, routed_gu) = (self.ptr(&b.routed), self.ptr(&b.routed_gu));
+        if let Some(busy) = grouping {
+            let tab_gu = if lw.gate_up.is_some() { routed_gu } else { 0 };
+            let args = [P(sel), I((n * used) as i32), I(used as i32), I(c.n_expert as i32), P(routed), P(tab_gu)];
+            self.slaunch(s, "group_picks", (1, 1), GROUP_PICKS_THREADS, (n * used + 2 * c.n_expert + 1) * 4, &args)?;
+            let tab = |addr: u64, per: usize| Table { addr, slots: per * n * used, nt: ROUTED_NT, busy: per * busy };
+            let gr = |k: usize| Group { picks: n * k, x_div: k, y_mod: k, y_mul: n, per_token: k };
+            match &lw.gate_up {
+                Some(stack) => self.grouped(s, &mut ax, stack, gr(2 * used), tab(routed_gu, 2), x, e, gu, ffn)?,
+                None => {
+                    self.grouped(s, &mut ax, &lw.gate, gr(used), tab(routed, 1), x, e, gu, ffn)?;
+                    self.grouped(s, &mut ax, &lw.up, gr(used), tab(routed, 1), x, e, f4(gu, used * n * ffn), ffn)?;
+                }
+            }
+        } else {
+            match &lw.gate_up {
+                Some(stack) => self.experts_b(s, &mut ax, stack, picks(sel_gu, 2 * used), x, e, gu, ffn)?,
+                None => {
+                    self.experts_b(s, &mut ax, &lw.gate, picks(sel, used), x, e, gu, ffn)?;
+                    self.experts_b(s, &mut ax, &lw.up, picks(sel, used), x, e, f4(gu, used * n * ffn), ffn)?;
+                }
             }
         }
         self.join(s)?;
@@ -546,11 +584,35 @@ impl GpuModel {
             let mut a = if joint { ah } else { side.acts() };
             self.mmb(&side, &mut a, &lw.down_sh, f4(hs, n * used * ffn), ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
         }
-        let down = ExpertSlots { ids: sel, n: n * used, x_div: 1, y_mod: used, y_mul: MAX_STEP_BATCH, per_token: used };
-        self.experts_b(s, &mut ah, &lw.down, down, hs, ffn, parts, e)?;
+        match grouping {
+            Some(busy) => {
+                let gr = Group { picks: n * used, x_div: 1, y_mod: used, y_mul: MAX_STEP_BATCH, per_token: used };
+                let tab = Table { addr: routed, slots: n * used, nt: ROUTED_NT, busy };
+                self.grouped(s, &mut ah, &lw.down, gr, tab, hs, ffn, parts, e)?
+            }
+            None => {
+                let down = ExpertSlots { ids: sel, n: n * used, x_div: 1, y_mod: used, y_mul: MAX_STEP_BATCH, per_token: used };
+                self.experts_b(s, &mut ah, &lw.down, down, hs, ffn, parts, e)?
+            }
+        }
         self.join(s)?;
         let args = [P(sp), P(parts), I(used as i32 + 1), I(e as i32), I(MAX_STEP_BATCH as i32), P(mix), I(c.hc_count as i32), I(c.hc_mix() as i32)];
         self.slaunch(s, "sum_post", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)
+    }
+
+    /// Whether a step of `n` tokens groups its routed picks by expert, and if so how many
+    /// distinct experts its picks are expected to name (routing taken as uniform): the
+    /// entries that make a wave of the grouped launches.
+    fn routed_groups(&self, n: usize) -> Option<usize> {
+        let c = &self.cfg;
+        let (e, k) = (c.n_expert as f64, c.n_expert_used as f64);
+        let distinct = e * (1.0 - (1.0 - k / e).powi(n as i32));
+        let group = match self.opts.experts {
+            ExpertReads::Slots => false,
+            ExpertReads::Grouped => n > 1,
+            ExpertReads::Auto => n > 1 && distinct <= (1.0 - GROUP_MIN_SAVING) * n as f64 * k,
+        };
+        group.then(|| (distinct.ceil() as usize).max(1))
     }
 
     /// A lane on the side stream that starts after everything queued on `s`'s stream so far,
@@ -713,12 +775,18 @@ impl GpuModel {
         self.timed(label, || unsafe { self.mv.run_batch_split_raw(s.q(), w, xp, xstride, official, s.n, y, ys, split) })
     }
 
+    /// The grouping table `step` made for `per_token` matrices that each of this step's
+    /// tokens picks.
+    fn host_table(&self, s: &Step, per_token: usize) -> Result<Table> {
+        let t = s.b.tables.get(&(per_token, s.n)).ok_or_else(|| CudaError::Shape(format!("no grouping table for {per_token} matrices")))?;
+        Ok(Table { addr: self.ptr(t), slots: t.len() / (2 + GROUP_NT), nt: GROUP_NT, busy: 0 })
+    }
+
     /// The grouped products of `gr` (quantized weights): each matrix read once per entry of
-    /// its table (made by `step` for this many tokens).
+    /// `table`.
     #[allow(clippy::too_many_arguments)]
-    fn grouped(&self, s: &Step, acts: &mut Acts, ws: &[DeviceMatrix], gr: Group, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
+    fn grouped(&self, s: &Step, acts: &mut Acts, ws: &[DeviceMatrix], gr: Group, table: Table, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
         let w = ws.first().ok_or_else(|| CudaError::Shape("an empty expert stack".into()))?;
-        let table = s.b.tables.get(&(gr.per_token, s.n)).ok_or_else(|| CudaError::Shape(format!("no grouping table for {} matrices", gr.per_token)))?;
         let official = s.official();
         let (xp, stride) = if official {
             let rows = gr.picks.div_ceil(gr.x_div);
@@ -727,13 +795,13 @@ impl GpuModel {
             (x, xs)
         };
         let split = self.mv.slot_split(w, official, gr.per_token)?;
-        let slots = table.len() / (2 + GROUP_NT);
-        let g = Grouped { table: self.ptr(table), slots, nt: GROUP_NT, x_div: gr.x_div, y_mod: gr.y_mod, y_mul: gr.y_mul, split };
+        let g = Grouped { table: table.addr, slots: table.slots, busy: table.busy, nt: table.nt, x_div: gr.x_div, y_mod: gr.y_mod, y_mul: gr.y_mul, split };
         self.counted(1);
         let label = || format!("step grouped {} {}x{} x{}", w.ty(), w.rows(), w.cols(), gr.picks);
-        // SAFETY: the table's picks (group_table for this many tokens) address input rows (f32,
-        // or quantized by `quant`, checked to fit) and output rows in the batch's scratch,
-        // sized for MAX_STEP_BATCH tokens of this model; outputs are apart from inputs.
+        // SAFETY: the table's picks (group_table for this many tokens, or group_picks over this
+        // step's routing: pick indices below gr.picks) address input rows (f32, or quantized
+        // by `quant`, checked to fit) and output rows in the batch's scratch, sized for
+        // MAX_STEP_BATCH tokens of this model; outputs are apart from inputs.
         self.timed(label, || unsafe { self.mv.run_grouped_raw(s.q(), ws, g, xp, stride, official, y, ys) })
     }
 
@@ -786,6 +854,9 @@ impl Grid for (usize, usize, usize) {
         self
     }
 }
+
+/// Threads of the `group_picks` block (any multiple of 32; its first warp ranks the picks).
+pub(super) const GROUP_PICKS_THREADS: usize = 256;
 
 /// Threads of a `reduce_logits` block (`PICK_THREADS` in `model/pick.cu`).
 const PICK_THREADS: usize = 1024;

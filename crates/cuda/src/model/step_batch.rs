@@ -92,6 +92,11 @@ pub(super) struct StepBatch {
     pub(super) sel: DeviceBuffer<i32>,
     pub(super) wts: DeviceBuffer<f32>,
     pub(super) sel_gu: DeviceBuffer<i32>,
+    /// The routed picks grouped by expert (`group_picks` in `model/moe.cu`): entries of
+    /// [`ROUTED_NT`] picks for the down projections (or separate gate and up), and for the
+    /// stacked gate-up pair; room for every pick to be its own entry.
+    pub(super) routed: DeviceBuffer<i32>,
+    pub(super) routed_gu: DeviceBuffer<i32>,
     pub(super) gu: DeviceBuffer<f32>,
     pub(super) hs: DeviceBuffer<f32>,
     /// `(used + 1) × MAX_STEP_BATCH × n_embd`: part p of token t at `(p · MAX_STEP_BATCH + t)
@@ -147,8 +152,10 @@ pub fn step_batch_bytes(c: &ModelConfig) -> u64 {
         + c.vocab_size;
     let table = c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES;
     let partials = HC_PARTS + c.n_embd.div_ceil(BLOCK);
-    // The wants and the reductions: 3 + pick_words(1) words a token.
-    (t * (floats * 4 + (used + 2) * act_stride(c) + table * 8 + (3 + c.o_groups) * 4 + 8 + partials * 8 + (3 + pick_words(1)) * 4)) as u64
+    // The wants and the reductions: 3 + pick_words(1) words a token; the routed grouping
+    // tables 3 · used entries a token.
+    let routed = 3 * used * (2 + ROUTED_NT);
+    (t * (floats * 4 + (used + 2) * act_stride(c) + table * 8 + (3 + c.o_groups + routed) * 4 + 8 + partials * 8 + (3 + pick_words(1)) * 4)) as u64
 }
 
 impl StepBatch {
@@ -185,6 +192,8 @@ impl StepBatch {
             sel: gpu.alloc_zeros::<i32>(t * used)?,
             wts: z(used)?,
             sel_gu: gpu.alloc_zeros::<i32>(t * 2 * used)?,
+            routed: gpu.alloc_zeros::<i32>(t * used * (2 + ROUTED_NT))?,
+            routed_gu: gpu.alloc_zeros::<i32>(2 * t * used * (2 + ROUTED_NT))?,
             gu: z(2 * (used + 1) * ffn)?,
             hs: z((used + 1) * ffn)?,
             parts: z((used + 1) * c.n_embd)?,
@@ -210,6 +219,9 @@ impl StepBatch {
 /// Picks per entry of the grouped products (the output groups and the shared expert's pair:
 /// every token picks every matrix).
 pub(super) const GROUP_NT: usize = 16;
+
+/// Picks per entry of the routed experts' grouped products (`NT` of `group_picks`).
+pub(super) const ROUTED_NT: usize = 4;
 
 /// The grouping table of `n` tokens that each pick all `m` matrices (pick j = t · m + k is
 /// matrix k of token t): matrix by matrix, its tokens in order, `nt` picks per entry, as

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaFunction;
 
-use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, GROUP4_MIN_ROWS};
+use super::matvec::{grouped_rows, is_float, DeviceMatrix, Matvec, Variant, GROUP4_MIN_ROWS};
 use super::plan::SlotArgs;
 use crate::error::{CudaError, Result};
 use crate::launch::Queue;
@@ -27,20 +27,28 @@ pub struct ExpertSlots {
     pub per_token: usize,
 }
 
-/// A grouped launch ([`Matvec::run_grouped_raw`]): `slots` entries of a device table that a
-/// grouping of picks wrote (`group_picks` in `model/moe.cu`), each [matrix id, count, `nt`
-/// pick indices]; pick j reads input row `j / x_div` and writes output row `(j % y_mod) ·
-/// y_mul + j / y_mod`; rows summed with `split` warps per row group.
+/// A grouped launch ([`Matvec::run_grouped_raw`]): `slots` entries of a device table, each
+/// [matrix id, count, `nt` pick indices] (an id out of range skips the entry); pick j reads
+/// input row `j / x_div` and writes output row `(j % y_mod) · y_mul + j / y_mod`; rows summed
+/// with `split` warps per row group. With `nt` = 4 the table is a kernel's output (the routing's
+/// grouping, `group_picks` in `model/moe.cu`), read after the previous kernel; with 16 it is
+/// written once, before any launch that reads it.
 #[derive(Clone, Copy, Debug)]
 pub struct Grouped {
     pub table: u64,
     pub slots: usize,
+    /// Entries expected to be busy (0: all `slots`): the CTAs per entry are sized so that
+    /// these make about one wave, the rest of the grid finding skipped entries.
+    pub busy: usize,
     pub nt: usize,
     pub x_div: usize,
     pub y_mod: usize,
     pub y_mul: usize,
     pub split: usize,
 }
+
+/// Waves of CTAs a grouped launch over a device-made table aims at (see `run_grouped_raw`).
+const GROUPED_WAVES: usize = 4;
 
 /// Byte stride between the experts when `experts` are consecutive views of one buffer.
 pub fn stack_stride(experts: &[DeviceMatrix]) -> Option<usize> {
@@ -158,8 +166,12 @@ impl Matvec {
             .funcs_g
             .get(&(w.ty(), qacts, g.nt))
             .ok_or_else(|| CudaError::MissingKernel(format!("grouped {} qacts={qacts} n{}", w.ty(), g.nt)))?;
-        let v = Variant { rows: 2, tokens: g.nt, split: g.split.max(1), ctas: 0 };
-        let l = self.plan(f, w, v, g.nt, g.slots, qacts)?;
+        let v = Variant { rows: grouped_rows(g.nt), tokens: g.nt, split: g.split.max(1), ctas: 0 };
+        // A table made on the device has an expected count of busy entries: CTAs per entry
+        // for about GROUPED_WAVES waves over those, so that a few more than expected add a
+        // fraction of a wave rather than a whole one. Host tables: one wave over all entries.
+        let per = if g.busy == 0 { g.slots } else { g.busy.min(g.slots).div_ceil(GROUPED_WAVES) };
+        let l = self.plan(f, w, v, g.nt, per.max(1), qacts)?;
         let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
         self.launch(f, w, (x, x_stride), g.nt, (y, y_stride), l, Some(slots), q)
     }

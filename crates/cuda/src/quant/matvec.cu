@@ -307,9 +307,14 @@ __device__ __forceinline__ float dq_apply(const QW& q, const QAct& a) {
         // CPU: dall * isum - dmin * summs, dall = yd * d, dmin = yd * dmin.
         return __fsub_rn(__fmul_rn(__fmul_rn(a.d, q.d), (float)isum), __fmul_rn(__fmul_rn(a.d, q.dmin), (float)summs));
     } else {
-        int isum = 0;
+        // Two dp4a chains of 4 (integer sums: exact in any order), half the dependent latency.
+        int i0 = 0, i1 = 0;
 #pragma unroll
-        for (int k = 0; k < 8; ++k) isum = __dp4a((int)q.w[k], (int)a.q[k], isum);
+        for (int k = 0; k < 4; ++k) {
+            i0 = __dp4a((int)q.w[k], (int)a.q[k], i0);
+            i1 = __dp4a((int)q.w[k + 4], (int)a.q[k + 4], i1);
+        }
+        const int isum = i0 + i1;
         if constexpr (T == T_Q8_0) {
             // CPU: acc += (f32(d_w) * d_x) * (f32)isum.
             return __fmul_rn(__fmul_rn(q.d, a.d), (float)isum);
@@ -858,29 +863,41 @@ MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
 // ---- grouped expert products ----------------------------------------------------------------
 // The expert-slot products of several tokens, each expert's weights read once for up to NT of
 // its picks: slot s = blockIdx.y is the table entry at table + s * (2 + NT): [expert id, count,
-// picks...] (a grouping kernel, moe.cu's group_picks, writes it on the device; an id out of
-// range skips the slot). Pick j of the routing reads input row j / x_div and writes output
-// row (j % y_mod) * y_mul + j / y_mod, as slot j of the MVX kernels. Every pick gets the bits
-// of its MVX slot launched with the same split (`ks`): the same per-sub-block arithmetic,
-// summed in the same order. Plain numerics take f32 rows x_stride floats apart, the official
-// quantized ones x_stride bytes apart.
+// picks...] (an id out of range or a count of 0 skips the slot). Pick j of the routing reads
+// input row j / x_div and writes output row (j % y_mod) * y_mul + j / y_mod, as slot j of the
+// MVX kernels. Every pick gets the bits of its MVX slot launched with the same split (`ks`):
+// the same per-sub-block arithmetic, summed in the same order (the row group size G and the
+// pick's place in its entry change neither). Plain numerics take f32 rows x_stride floats
+// apart, the official quantized ones x_stride bytes apart.
+//   mvg[q]_<type>_n16: tables the host wrote once (every token picks every matrix: the output
+//     groups, the shared expert's pair), read before the wait for the previous kernel;
+//   mvg[q]_<type>_g4_n4: the routed picks, grouped on the device after the routing
+//     (moe.cu's group_picks): the entry is read after the wait. Few picks share a routed
+//     expert (at 32 tokens 1.4 on average), so entries are short and keep the one-token
+//     slots' groups of 4 rows and copy stages.
 #define MVG_ARGS                                                                                \
     MV_ARGS, const int *__restrict__ table, int n_expert, i64 expert_bytes, int x_div, int y_mod,  \
         i64 y_mul
-#define MVG_QUANT(NAME, T, NT, QA)                                                              \
-    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVG_ARGS) {                  \
+#define MVG_QUANT(NAME, T, G, NT, S, QA, WAIT, MINB)                                            \
+    extern "C" __global__ void __launch_bounds__(MVQ_THREADS, MINB) NAME(MVG_ARGS) {            \
         (void)n;                                                                                \
+        if (WAIT) grid_wait();                                                                  \
         const int* ent = table + (i64)blockIdx.y * (2 + NT);                                    \
         const int ex = ent[0], cnt = min(ent[1], NT);                                           \
         if (ex < 0 || ex >= n_expert || cnt <= 0) return;                                       \
-        mv_quant<T, 2, NT, 2, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride,  \
+        mv_quant<T, G, NT, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride,  \
                                   Y, y_stride, cnt, tab, ks, xsm, Rows{ent + 2, x_div, y_mod, y_mul}); \
     }
-#define MVG_QUANT_ALL(name, T)                                                                  \
-    MVG_QUANT(mvg_##name##_n16, T, 16, false)                                                   \
-    MVG_QUANT(mvgq_##name##_n16, T, 16, true)
+// MINB: CTAs an SM must hold for the official g4_n4 kernel. IQ2_XXS (the routed gate and up)
+// is held to 3 at the cost of a few spills in its loop (99 registers allowed only 2); the
+// others spill far more under that bound (Q2_K's loop doubles its local traffic), so they keep 2.
+#define MVG_QUANT_ALL(name, T, S4, MINB)                                                        \
+    MVG_QUANT(mvg_##name##_n16, T, 2, 16, 2, false, false, 1)                                   \
+    MVG_QUANT(mvgq_##name##_n16, T, 2, 16, 2, true, false, 1)                                   \
+    MVG_QUANT(mvg_##name##_g4_n4, T, 4, 4, S4, false, true, 1)                                  \
+    MVG_QUANT(mvgq_##name##_g4_n4, T, 4, 4, S4, true, true, MINB)
 
-MVG_QUANT_ALL(q8_0, T_Q8_0)
-MVG_QUANT_ALL(q2_k, T_Q2_K)
-MVG_QUANT_ALL(q4_k, T_Q4_K)
-MVG_QUANT_ALL(iq2_xxs, T_IQ2_XXS)
+MVG_QUANT_ALL(q8_0, T_Q8_0, 2, 2)
+MVG_QUANT_ALL(q2_k, T_Q2_K, 4, 2)
+MVG_QUANT_ALL(q4_k, T_Q4_K, 3, 2)
+MVG_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4, 3)

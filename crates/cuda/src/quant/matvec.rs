@@ -48,11 +48,27 @@ const QACT_GROUPS: &[usize] = &[2, 4];
 /// (`mvq_<type>_g2_n<NT>`).
 pub(super) const QACT_TOKENS: &[usize] = &[2, 4, 8, 16];
 
-/// Picks per entry of the grouped expert kernels (`mvg[q]_<type>_n<NT>`).
-pub const GROUPED_TOKENS: &[usize] = &[16];
+/// Picks per entry of the grouped expert kernels: 16 (`mvg[q]_<type>_n16`, groups of 2 rows,
+/// tables written once by the host) and 4 (`mvg[q]_<type>_g4_n4`, groups of 4 rows, tables
+/// written on the device by the routing's grouping; see `matvec.cu`).
+pub const GROUPED_TOKENS: &[usize] = &[4, 16];
+
+/// Rows per group of the grouped kernel with `nt` picks per entry.
+pub(super) fn grouped_rows(nt: usize) -> usize {
+    if nt == 4 {
+        4
+    } else {
+        2
+    }
+}
 
 fn grouped_symbol(name: &str, qacts: bool, nt: usize) -> String {
-    format!("mvg{}_{name}_n{nt}", if qacts { "q" } else { "" })
+    let q = if qacts { "q" } else { "" };
+    if grouped_rows(nt) == 4 {
+        format!("mvg{q}_{name}_g4_n{nt}")
+    } else {
+        format!("mvg{q}_{name}_n{nt}")
+    }
 }
 
 fn qact_symbol(name: &str, g: usize, nt: usize) -> String {

@@ -50,7 +50,8 @@ pub(super) const IQ2_TAB_WORDS: usize = 384;
 fn stages(ty: GgmlType, rows: usize, tokens: usize) -> usize {
     match (rows, tokens) {
         (2, 1) => 4,
-        (4, 1) => match ty {
+        // And the routed grouped kernels (`mvg[q]_<type>_g4_n4`).
+        (4, 1 | 4) => match ty {
             GgmlType::Q8_0 => 2,
             GgmlType::Q4_K => 3,
             _ => 4,
