@@ -61,6 +61,18 @@ struct Args {
     experts: Vec<ExpertReads>,
 }
 
+/// A comma-separated list of the names in `names`, as their values.
+fn list<T: Copy>(flag: &str, v: &str, names: &[(&str, T)]) -> Result<Vec<T>, String> {
+    v.split(',')
+        .map(|w| {
+            names.iter().find(|(n, _)| *n == w).map(|&(_, t)| t).ok_or_else(|| {
+                let all: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+                format!("{flag} {w}: one of {}", all.join(", "))
+            })
+        })
+        .collect()
+}
+
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         layers: 4,
@@ -92,28 +104,9 @@ fn parse() -> Result<Args, String> {
             "--gpu" => a.gpu = num(val()?)?,
             "--model" => a.model = Some(PathBuf::from(val()?)),
             "--official" => a.numerics = vec![Numerics::Official],
-            "--numerics" => {
-                a.numerics = val()?
-                    .split(',')
-                    .map(|v| match v {
-                        "plain" => Ok(Numerics::Plain),
-                        "official" => Ok(Numerics::Official),
-                        other => Err(format!("--numerics {other}: plain or official")),
-                    })
-                    .collect::<Result<_, _>>()?
-            }
+            "--numerics" => a.numerics = list(&flag, &val()?, &[("plain", Numerics::Plain), ("official", Numerics::Official)])?,
             "--no-graph" => a.decode = vec![Decode::Chunk],
-            "--decode" => {
-                a.decode = val()?
-                    .split(',')
-                    .map(|v| match v {
-                        "graph" => Ok(Decode::Graph),
-                        "eager" => Ok(Decode::Eager),
-                        "chunk" => Ok(Decode::Chunk),
-                        other => Err(format!("--decode {other}: graph, eager or chunk")),
-                    })
-                    .collect::<Result<_, _>>()?
-            }
+            "--decode" => a.decode = list(&flag, &val()?, &[("graph", Decode::Graph), ("eager", Decode::Eager), ("chunk", Decode::Chunk)])?,
             "--host-experts" => a.host_experts = true,
             "--profile" => a.profile = true,
             "--batch" => {
@@ -122,26 +115,9 @@ fn parse() -> Result<Args, String> {
                     return Err("--batch sizes must be positive".into());
                 }
             }
-            "--launches" => {
-                a.launches = val()?
-                    .split(',')
-                    .map(|v| match v {
-                        "overlap" => Ok(false),
-                        "serial" => Ok(true),
-                        other => Err(format!("--launches {other}: overlap or serial")),
-                    })
-                    .collect::<Result<_, _>>()?
-            }
+            "--launches" => a.launches = list(&flag, &val()?, &[("overlap", false), ("serial", true)])?,
             "--experts" => {
-                a.experts = val()?
-                    .split(',')
-                    .map(|v| match v {
-                        "auto" => Ok(ExpertReads::Auto),
-                        "slots" => Ok(ExpertReads::Slots),
-                        "grouped" => Ok(ExpertReads::Grouped),
-                        other => Err(format!("--experts {other}: auto, slots or grouped")),
-                    })
-                    .collect::<Result<_, _>>()?
+                a.experts = list(&flag, &val()?, &[("auto", ExpertReads::Auto), ("slots", ExpertReads::Slots), ("grouped", ExpertReads::Grouped)])?
             }
             other => return Err(format!("unknown argument {other}")),
         }

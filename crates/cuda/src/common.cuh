@@ -218,17 +218,22 @@ __device__ __forceinline__ void rope_pair(float* tail, int i, float freq, float 
     tail[2 * i + 1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
 }
 
+// Inclusive prefix sum over the warp's lanes of one int each (integers: any order is exact).
+__device__ __forceinline__ int warp_incl_scan(int v, int lane) {
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int y = __shfl_up_sync(DSV4_FULL_MASK, v, o);
+        if (lane >= o) v += y;
+    }
+    return v;
+}
+
 // Exclusive prefix sum over the block of one int per thread, in thread order; `total` gets
 // the block's sum. Block-wide (every thread calls it; `wsum` is 32 ints of shared memory,
 // free again only after the caller's next barrier).
 __device__ __forceinline__ int block_prefix(int v, int* wsum, int& total) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    int x = v;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-        const int y = __shfl_up_sync(DSV4_FULL_MASK, x, o);
-        if (lane >= o) x += y;
-    }
+    const int x = warp_incl_scan(v, lane);
     if (lane == 31) wsum[warp] = x;
     __syncthreads();
     int before = x - v;
@@ -291,12 +296,7 @@ __device__ __forceinline__ void topk_block(const float* scores, int n, int k, u8
             int run = 0;
 #pragma unroll
             for (int i = 0; i < 8; ++i) run += hist[255 - 8 * lane - i];
-            int incl = run;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const int y = __shfl_up_sync(DSV4_FULL_MASK, incl, o);
-                if (lane >= o) incl += y;
-            }
+            const int incl = warp_incl_scan(run, lane);
             int above = incl - run;
             if (above < want && want <= incl) {
                 for (int i = 0; i < 8; ++i) {

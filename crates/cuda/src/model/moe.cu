@@ -122,12 +122,7 @@ extern "C" __global__ void group_picks(const int* sel, int picks, int used, int 
         const int per = (n_expert + 31) / 32;
         int mine = 0;
         for (int e = lane * per; e < min(n_expert, (lane + 1) * per); ++e) mine += (cnt[e] + NT - 1) / NT;
-        int incl = mine;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const int v = __shfl_up_sync(DSV4_FULL_MASK, incl, off);
-            if (lane >= off) incl += v;
-        }
+        const int incl = warp_incl_scan(mine, lane);
         int run = incl - mine;
         for (int e = lane * per; e < min(n_expert, (lane + 1) * per); ++e) {
             start[e] = run;
