@@ -25,7 +25,8 @@
 //! `--batch 1,8,32` then times decode steps of that many sessions together
 //! (`GpuModel::forward_step`, each session with its own prompt and tokens, the first
 //! numerics listed):
-//! the step's host wall time (upload, graph replay, every session's logits downloaded) over
+//! the step's host wall time (upload, graph replay, every session's argmax reduced on the device
+//! and downloaded, as greedy serving asks; until v17 the whole logit rows) over
 //! `--tokens` steps, and with `--profile` one eager step of each size, operation by operation;
 //! `--experts` lists how the batches read the routed experts (`ExpertReads`; default auto), each
 //! batch size timed under each in turn (a mode may repeat, to alternate).
@@ -40,7 +41,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use dsv4_cuda::{Decode, DecodeOptions, ExpertReads, Gpu, GpuModel};
-use dsv4_model::{ExpertMix, Model, Numerics};
+use dsv4_model::{ExpertMix, Model, Next, Numerics, Want};
 use dsv4_synth::{Preset, SynthSpec};
 
 struct Args {
@@ -261,14 +262,20 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
         gm.forward(&mut st, &p, num)?;
         states.push(st);
     }
+    // Each session's argmax, reduced on the device, as greedy serving asks for it.
+    let wants = vec![Want::Argmax; n];
     let mut times = Vec::with_capacity(a.tokens);
     for step in 0..a.tokens {
         let toks: Vec<u32> = (0..n).map(|i| tok(((a.prompt + step) * (i + 1) + 7919 * i) as u64)).collect();
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
         let t = Instant::now();
-        let out = gm.forward_step(&mut refs, &toks, num)?;
+        let out = gm.forward_step_picked(&mut refs, &toks, &wants, num)?;
         times.push(t.elapsed().as_secs_f64());
-        if out.iter().flatten().any(|v| !v.is_finite()) {
+        let finite = |next: &Next| match next {
+            Next::Reduced(r) => r.max.is_finite(),
+            Next::Logits(l) => l.iter().all(|v| v.is_finite()),
+        };
+        if !out.iter().all(finite) {
             return Err("non-finite logits".into());
         }
     }
@@ -288,7 +295,7 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
         gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches, experts });
         let toks: Vec<u32> = (0..n).map(|i| tok(i as u64)).collect();
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
-        profiled(gm, &format!("batch {n} step ({num:?})"), || gm.forward_step(&mut refs, &toks, num).map(drop))?;
+        profiled(gm, &format!("batch {n} step ({num:?})"), || gm.forward_step_picked(&mut refs, &toks, &wants, num).map(drop))?;
     }
     Ok(())
 }
