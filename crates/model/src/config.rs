@@ -442,7 +442,8 @@ mod tests {
     #[test]
     fn each_bad_value_is_named() {
         let base = meta(&ModelConfig::flash(4));
-        let err = |edit: &dyn Fn(&mut Vec<(String, Value)>)| {
+        type Edit<'a> = &'a dyn Fn(&mut Vec<(String, Value)>);
+        let err = |edit: Edit| {
             let mut kv = base.clone();
             edit(&mut kv);
             ModelConfig::from_metadata(&kv).unwrap_err()
