@@ -4,7 +4,7 @@
 //! `decode_bench [--layers N] [--quant q2|q4] [--prompt N] [--tokens N] [--gpu N] [--model PATH]
 //! [--numerics plain,official] [--official] [--decode graph,eager,chunk] [--no-graph]
 //! [--host-experts] [--profile] [--batch N,M,..] [--launches overlap,serial]
-//! [--experts auto,slots,grouped]`
+//! [--experts auto,slots,grouped] [--dense cores,tensor]`
 //!
 //! Without `--model`, it writes the synthetic file (what `dsv4 synth --preset flash --layers N
 //! --quant q2` writes) to a temporary folder first, then runs every combination of the listed
@@ -29,7 +29,8 @@
 //! and downloaded, as greedy serving asks; until v17 the whole logit rows) over
 //! `--tokens` steps, and with `--profile` one eager step of each size, operation by operation;
 //! `--experts` lists how the batches read the routed experts (`ExpertReads`; default auto), each
-//! batch size timed under each in turn (a mode may repeat, to alternate).
+//! batch size timed under each in turn (a mode may repeat, to alternate); `--dense` likewise
+//! lists where the batches' dense Q8_0 products run (CUDA cores or tensor cores, same bits).
 //!
 //! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
 //! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
@@ -60,6 +61,8 @@ struct Args {
     launches: Vec<bool>,
     /// How the batches read the routed experts, each in turn.
     experts: Vec<ExpertReads>,
+    /// Whether the batches' dense Q8_0 products run on the tensor cores, each in turn.
+    dense: Vec<bool>,
 }
 
 /// A comma-separated list of the names in `names`, as their values.
@@ -89,6 +92,7 @@ fn parse() -> Result<Args, String> {
         batch: Vec::new(),
         launches: vec![false],
         experts: vec![ExpertReads::Auto],
+        dense: vec![false],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -120,10 +124,11 @@ fn parse() -> Result<Args, String> {
             "--experts" => {
                 a.experts = list(&flag, &val()?, &[("auto", ExpertReads::Auto), ("slots", ExpertReads::Slots), ("grouped", ExpertReads::Grouped)])?
             }
+            "--dense" => a.dense = list(&flag, &val()?, &[("cores", false), ("tensor", true)])?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() || a.launches.is_empty() || a.experts.is_empty() {
+    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() || a.launches.is_empty() || a.experts.is_empty() || a.dense.is_empty() {
         return Err("--layers 1..=43, --prompt at least 1, --tokens at least 2, non-empty lists".into());
     }
     Ok(a)
@@ -173,7 +178,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     for &num in &a.numerics {
         let mut first_tokens: Option<Vec<u32>> = None;
         for (&decode, &serial_launches) in a.decode.iter().flat_map(|d| a.launches.iter().map(move |l| (d, l))) {
-            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts, serial_launches, experts: ExpertReads::Auto });
+            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts, serial_launches, experts: ExpertReads::Auto, tensor_cores: false });
             let mode = if serial_launches { "serial" } else { "overlap" };
             let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
             let t = Instant::now();
@@ -233,14 +238,16 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if a.profile {
         let num = a.numerics[0];
-        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts, serial_launches: a.launches[0], experts: ExpertReads::Auto });
+        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts, serial_launches: a.launches[0], experts: ExpertReads::Auto, tensor_cores: false });
         let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
         profiled(&gm, &format!("prompt ({num:?})"), || gm.forward(&mut st, &prompt, num).map(drop))?;
     }
     for &n in &a.batch {
         for &serial in &a.launches {
             for &experts in &a.experts {
-                batch_steps(&gpu, &mut gm, &a, n, serial, experts)?;
+                for &tensor in &a.dense {
+                    batch_steps(&gpu, &mut gm, &a, n, serial, (experts, tensor))?;
+                }
             }
         }
     }
@@ -249,11 +256,11 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Decode steps of `n` sessions together: each session has its own pseudo-random prompt and
 /// step tokens (no host argmax, so the time is the step's own).
-fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches: bool, experts: ExpertReads) -> Result<(), Box<dyn std::error::Error>> {
+fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches: bool, (experts, tensor_cores): (ExpertReads, bool)) -> Result<(), Box<dyn std::error::Error>> {
     let num = a.numerics[0];
     let vocab = gm.config().vocab_size as u64;
     let tok = |i: u64| ((i * 2_654_435_761 + 17) % vocab) as u32;
-    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false, serial_launches, experts });
+    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false, serial_launches, experts, tensor_cores });
     let mut states = Vec::with_capacity(n);
     for i in 0..n {
         let mut st = gm.new_state(gpu, (a.prompt + a.tokens + 2) as u64)?;
@@ -282,8 +289,9 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
     let first = times[0];
     let (median, _) = after_first(&times);
     println!(
-        "batch {n} ({num:?}, {}, experts {experts:?}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
+        "batch {n} ({num:?}, {}, experts {experts:?}, dense {}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
         if serial_launches { "serial" } else { "overlap" },
+        if tensor_cores { "tensor" } else { "cores" },
         gm.config().n_layer,
         a.prompt,
         median * 1e3,
@@ -292,7 +300,7 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
         first * 1e3
     );
     if a.profile {
-        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches, experts });
+        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches, experts, tensor_cores });
         let toks: Vec<u32> = (0..n).map(|i| tok(i as u64)).collect();
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
         profiled(gm, &format!("batch {n} step ({num:?})"), || gm.forward_step_picked(&mut refs, &toks, &wants, num).map(drop))?;

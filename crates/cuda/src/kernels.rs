@@ -24,6 +24,11 @@ pub const MATMUL: KernelSource = KernelSource {
     code: include_str!("quant/matmul.cu"),
 };
 
+pub const MMQ: KernelSource = KernelSource {
+    path: "quant/mmq.cu",
+    code: include_str!("quant/mmq.cu"),
+};
+
 pub const UTIL: KernelSource = KernelSource {
     path: "util.cu",
     code: include_str!("util.cu"),
@@ -84,6 +89,7 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
 pub const ALL_SOURCES: &[KernelSource] = &[
     MATVEC,
     MATMUL,
+    MMQ,
     UTIL,
     MODEL_OPS,
     MODEL_ATTENTION,

@@ -12,11 +12,11 @@ use dsv4_cuda::{Decode, DecodeOptions, ExpertReads, Gpu, GpuModel, GpuState};
 use dsv4_model::Numerics;
 
 fn with(gm: &mut GpuModel, decode: Decode) {
-    with_experts(gm, decode, ExpertReads::Auto);
+    with_experts(gm, decode, ExpertReads::Auto, false);
 }
 
-fn with_experts(gm: &mut GpuModel, decode: Decode, experts: ExpertReads) {
-    gm.set_options(DecodeOptions { decode, host_experts: false, serial_launches: false, experts });
+fn with_experts(gm: &mut GpuModel, decode: Decode, experts: ExpertReads, tensor_cores: bool) {
+    gm.set_options(DecodeOptions { decode, host_experts: false, serial_launches: false, experts, tensor_cores });
 }
 
 fn bits_equal(a: &[f32], b: &[f32]) -> bool {
@@ -199,7 +199,8 @@ fn step_launches_fewer_kernels() {
 /// and their graphs): every session's logits equal, bit for bit, those of a copy decoded
 /// alone, under both numerics, as graphs and eagerly, the routed experts read per pick and
 /// grouped by expert (the tiny model's 2 of 8 experts: most steps share experts, and an
-/// expert picked by more than 4 sessions spans two entries).
+/// expert picked by more than 4 sessions spans two entries), the dense Q8_0 products on the
+/// CUDA cores and on the tensor cores.
 #[test]
 fn batched_step_equals_each_session_alone() {
     let n = 120u64;
@@ -208,8 +209,14 @@ fn batched_step_equals_each_session_alone() {
     };
     let toks = prompt(n as usize);
     for num in [Numerics::Plain, Numerics::Official] {
-        for (decode, experts) in [(Decode::Graph, ExpertReads::Slots), (Decode::Graph, ExpertReads::Grouped), (Decode::Eager, ExpertReads::Grouped)] {
-            with_experts(&mut gm, decode, experts);
+        let runs = [
+            (Decode::Graph, ExpertReads::Slots, false),
+            (Decode::Graph, ExpertReads::Grouped, true),
+            (Decode::Eager, ExpertReads::Grouped, false),
+            (Decode::Eager, ExpertReads::Slots, true),
+        ];
+        for (decode, experts, tensor_cores) in runs {
+            with_experts(&mut gm, decode, experts, tensor_cores);
             let prompts = [3usize, 17, 30, 9, 41, 1];
             let (mut together, mut alone) = twins(&gpu, &gm, &toks, &prompts, n, num);
             let mut sizes = std::collections::BTreeSet::new();
@@ -226,7 +233,7 @@ fn batched_step_equals_each_session_alone() {
                     assert!(single.iter().all(|v| v.is_finite()));
                     assert!(
                         bits_equal(&batched[i], &single),
-                        "{num:?} {decode:?} {experts:?}, step {step}, session {j} at {} in a batch of {}: logits differ from alone (relative L2 {:.3e})",
+                        "{num:?} {decode:?} {experts:?} tensor cores {tensor_cores}, step {step}, session {j} at {} in a batch of {}: logits differ from alone (relative L2 {:.3e})",
                         alone[j].pos() - 1,
                         picked.len(),
                         rel_l2(&batched[i], &single)
@@ -236,7 +243,7 @@ fn batched_step_equals_each_session_alone() {
             for (a, b) in together.iter().zip(&alone) {
                 assert_eq!(a.pos(), b.pos());
             }
-            eprintln!("{num:?} {decode:?} {experts:?}: 60 steps of {sizes:?} sessions equal each session alone, bit for bit");
+            eprintln!("{num:?} {decode:?} {experts:?} tensor cores {tensor_cores}: 60 steps of {sizes:?} sessions equal each session alone, bit for bit");
             if decode == Decode::Graph {
                 for &b in &sizes {
                     assert!(gm.graph_kernels(b, num).is_some(), "no graph for {b} sessions");

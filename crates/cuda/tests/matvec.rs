@@ -516,6 +516,76 @@ fn split_batches_equal_one_token_products() {
     }
 }
 
+/// Several tokens' Q8_0 products on the tensor cores (`run_mmq_raw`) equal, bit for bit, the
+/// several-token CUDA-core products with the same split (which equal each token's one-token
+/// product; for the one-token launch's own split that is checked here too), over the Flash
+/// shapes, an odd one (rows not a multiple of 16, one 1024-column step not full), every
+/// split the columns allow, and token counts of 1, 5, 16, 21 and 40 (a partial column tile,
+/// three token tiles). Outputs are poisoned and rows padded: nothing outside the n x rows
+/// outputs may be written, nothing inside left out. Other types are refused.
+#[test]
+fn tensor_core_batches_equal_one_token_products() {
+    let Some(gpu) = gpu_or_skip("tensor_core_batches_equal_one_token_products") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    let zeros = gpu.upload(&[0i32; 1]).unwrap();
+    let ty = GgmlType::Q8_0;
+    let shapes = FLASH_SHAPES.iter().copied().chain([(1600usize, 301usize)]);
+    for (k, (cols, rows)) in shapes.enumerate() {
+        let c = case(&gpu, ty, rows, cols, 4000 + k as u64);
+        let n = 40;
+        let x = random_x(n * cols, 177 + k as u64);
+        let (xd, stride) = device_inputs(&gpu, ty, &x, n, cols, true);
+        let ys = rows + 3;
+        let one_split = mv.slot_split(&c.w, true, 1).unwrap();
+        // Each token alone (a one-slot launch), for the one-token split.
+        let one = gpu.upload(&vec![f32::NAN; n * rows]).unwrap();
+        for t in 0..n {
+            let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &zeros), n: 1, x_div: 1, y_mod: 1, y_mul: 0, per_token: 1 };
+            let (xa, ya) = (addr(&gpu, &xd) + (t * stride) as u64, addr(&gpu, &one) + (t * rows * 4) as u64);
+            // SAFETY: one id, one input row and one output row, all inside live buffers.
+            unsafe { mv.run_experts_raw(mv.queue(), std::slice::from_ref(&c.w), s, xa, stride, true, ya, rows).unwrap() };
+        }
+        let alone = gpu.download(&one).unwrap();
+        let steps = cols.div_ceil(1024);
+        for split in [1usize, 2, 4, 8].into_iter().filter(|&s| s <= steps) {
+            for m in [1usize, 5, 16, 21, 40] {
+                let (cd, td) = (gpu.upload(&vec![f32::NAN; m * ys]).unwrap(), gpu.upload(&vec![f32::NAN; m * ys]).unwrap());
+                // SAFETY: m input rows `stride` bytes apart and m output rows of `ys` >= rows floats.
+                unsafe {
+                    mv.run_batch_split_raw(mv.queue(), &c.w, addr(&gpu, &xd), stride, true, m, addr(&gpu, &cd), ys, split).unwrap();
+                    mv.run_mmq_raw(mv.queue(), &c.w, addr(&gpu, &xd), stride, m, addr(&gpu, &td), ys, split).unwrap();
+                }
+                let (cores, tensor) = (gpu.download(&cd).unwrap(), gpu.download(&td).unwrap());
+                for t in 0..m {
+                    let (got, want) = (&tensor[t * ys..t * ys + rows], &cores[t * ys..t * ys + rows]);
+                    let what = format!("{cols}->{rows} split {split}, token {t} of {m}");
+                    if let Some(r) = (0..rows).find(|&r| got[r].to_bits() != want[r].to_bits()) {
+                        panic!("{what}: row {r} is {} on the tensor cores, {} on the CUDA cores", got[r], want[r]);
+                    }
+                    assert!(tensor[t * ys + rows..(t + 1) * ys].iter().all(|v| v.is_nan()), "{what}: padding written");
+                    if split == one_split {
+                        let lone = &alone[t * rows..(t + 1) * rows];
+                        assert!(got.iter().zip(lone).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: differs from the token alone");
+                    }
+                }
+            }
+        }
+    }
+    // Other weight types, a split the columns cannot take, and no tokens are refused.
+    let q4 = case(&gpu, GgmlType::Q4_K, 256, 1024, 9);
+    let y = gpu.upload(&vec![0f32; 256]).unwrap();
+    let xq = gpu.upload(&vec![0u8; 4096]).unwrap();
+    // SAFETY: refused before any launch.
+    unsafe {
+        assert!(mv.run_mmq_raw(mv.queue(), &q4.w, addr(&gpu, &xq), 1152, 1, addr(&gpu, &y), 256, 1).is_err());
+        let q8 = case(&gpu, ty, 256, 1024, 10);
+        assert!(mv.run_mmq_raw(mv.queue(), &q8.w, addr(&gpu, &xq), 1152, 1, addr(&gpu, &y), 256, 2).is_err());
+        assert!(mv.run_mmq_raw(mv.queue(), &q8.w, addr(&gpu, &xq), 1152, 0, addr(&gpu, &y), 256, 1).is_err());
+    }
+}
+
 /// Grouped expert products (`run_grouped_raw`, the decode step's MoE over several tokens):
 /// every pick's output equals, bit for bit, its expert-slot product launched with the same
 /// split, under both numerics, for entries of 4 picks (the routed experts' kernel, groups of

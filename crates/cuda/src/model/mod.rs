@@ -83,6 +83,10 @@ pub struct DecodeOptions {
     pub serial_launches: bool,
     /// How a decode step of several sessions reads the routed experts.
     pub experts: ExpertReads,
+    /// A decode step of several sessions runs its dense Q8_0 products (official numerics) on
+    /// the int8 tensor cores (`quant/mmq.cu`), each session's sums in its one-token order:
+    /// the same bits as the CUDA-core kernels. Off by default until measured.
+    pub tensor_cores: bool,
 }
 
 /// How a decode step of several sessions reads the routed experts (`model/step.rs`). Either
@@ -188,8 +192,8 @@ impl GpuModel {
         if opts.serial_launches != self.opts.serial_launches {
             self.mv.set_overlap(!opts.serial_launches);
         }
-        // Graphs keep the launches' attributes and the expert reads from their capture.
-        if (opts.serial_launches, opts.experts) != (self.opts.serial_launches, self.opts.experts) {
+        // Graphs keep the launches' attributes and kernels from their capture.
+        if (opts.serial_launches, opts.experts, opts.tensor_cores) != (self.opts.serial_launches, self.opts.experts, self.opts.tensor_cores) {
             if let Ok(b) = self.batch.get_mut() {
                 b.graphs.clear();
             }

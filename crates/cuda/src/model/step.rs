@@ -768,11 +768,18 @@ impl GpuModel {
         self.counted(s.n.div_ceil(crate::MAX_BATCH) as u64);
         let label = || format!("step matvec {} {}x{} n{}", w.ty(), w.rows(), w.cols(), s.n);
         let (xp, xstride) = if official { a } else { x };
+        let tensor = official && self.opts.tensor_cores && w.ty() == GgmlType::Q8_0;
         // SAFETY: the inputs are the n tokens' rows in the batch's scratch (f32, or quantized
         // for w's type and checked to fit the activation scratch by `quant`), the outputs n
         // rows of the batch's scratch, sized for MAX_STEP_BATCH tokens of this model, apart
         // from the inputs.
-        self.timed(label, || unsafe { self.mv.run_batch_split_raw(s.q(), w, xp, xstride, official, s.n, y, ys, split) })
+        self.timed(label, || unsafe {
+            if tensor {
+                self.mv.run_mmq_raw(s.q(), w, xp, xstride, s.n, y, ys, split)
+            } else {
+                self.mv.run_batch_split_raw(s.q(), w, xp, xstride, official, s.n, y, ys, split)
+            }
+        })
     }
 
     /// The grouping table `step` made for `per_token` matrices that each of this step's

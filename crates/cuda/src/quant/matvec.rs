@@ -269,6 +269,8 @@ pub struct Matvec {
     pub(super) funcs_g: HashMap<(GgmlType, bool, usize), CudaFunction>,
     /// IQ2_XXS selector tables (see [`iq2_tables`]), read into shared memory per CTA.
     pub(super) iq2_tab: DeviceBuffer<u32>,
+    /// Several tokens' official Q8_0 products on the tensor cores (`mmq.rs`).
+    pub(super) mmq_q8_0: CudaFunction,
     pub(super) sm_count: usize,
     /// Most shared memory one CTA may have on this device.
     pub(super) smem_optin: usize,
@@ -332,6 +334,8 @@ impl Matvec {
             }
         }
         let iq2_tab = gpu.upload(&iq2_tables())?;
+        let mmq = gpu.load_module(&kernels::MMQ)?;
+        let mmq_q8_0 = mmq.load_function("mmq_q8_0").map_err(|_| CudaError::MissingKernel("mmq_q8_0".into()))?;
         Ok(Matvec {
             stream: gpu.stream().clone(),
             funcs,
@@ -339,6 +343,7 @@ impl Matvec {
             funcs_x,
             funcs_g,
             iq2_tab,
+            mmq_q8_0,
             sm_count: gpu.sm_count(),
             smem_optin: smem_optin.max(0) as usize,
             occupancy: Mutex::new(HashMap::new()),

@@ -4,6 +4,7 @@
 mod experts;
 pub mod matmul;
 pub mod matvec;
+mod mmq;
 mod plan;
 mod raw;
 
