@@ -65,6 +65,19 @@ pub(crate) fn reduce(mut a: [f32; LANES]) -> f32 {
     a[0]
 }
 
+/// Exactly dequantized weights · `x` in lane order, block by block: `dequant` turns each
+/// `B`-byte block of `row` into its `E` weights (every format's portable `dot_f32`).
+#[inline(always)]
+pub(crate) fn dequant_dot<const B: usize, const E: usize>(row: &[u8], x: &[f32], dequant: fn(&[u8; B], &mut [f32; E])) -> f32 {
+    let mut acc = Acc::new();
+    for (blk, xs) in row.chunks_exact(B).zip(x.chunks_exact(E)) {
+        let mut w = [0f32; E];
+        dequant(blk.try_into().unwrap(), &mut w);
+        acc.add_slice(&w, xs);
+    }
+    acc.sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,20 @@
 //! scalar x86 CPU dot products bit for bit (FORMATS §3); [`dot_f32`] / [`Numerics::Plain`]
 //! dequantize weights exactly and accumulate in f32 in a documented lane order.
 
+/// `$fast` (a call into a format's `avx2.rs`) where the CPU has AVX2 and F16C, else
+/// `$portable`: the dispatch of every format's dot products (`*/dot.rs`). Both compute the
+/// same bits.
+macro_rules! avx2_or {
+    ($fast:expr, $portable:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::available() {
+            // SAFETY: the CPU has the features the `avx2.rs` kernels are compiled for.
+            return unsafe { $fast };
+        }
+        $portable
+    }};
+}
+
 pub mod act;
 pub mod dot;
 mod fit;

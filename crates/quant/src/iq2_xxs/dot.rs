@@ -2,50 +2,29 @@
 //! portable functions define the arithmetic, `avx2.rs` repeats it with wider registers.
 
 use super::tables::{GRID, SIGN_MASKS};
-use super::{dequant_block, group_words, BLOCK_BYTES, BLOCK_ELEMS};
+use super::{dequant_block, group_words, BLOCK_BYTES};
 use crate::act::BlockQ8K;
 use crate::f16_at;
-use crate::lanes::Acc;
+use crate::lanes::dequant_dot;
 
 /// Exactly dequantized weights · f32 `x`, in lane order.
 pub(crate) fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::x86::available() {
-        // SAFETY: the CPU has the features `avx2` is compiled for.
-        return unsafe { super::avx2::dot_f32(row, x) };
-    }
-    dot_f32_portable(row, x)
+    avx2_or!(super::avx2::dot_f32(row, x), dot_f32_portable(row, x))
 }
 
 /// Weights · Q8_K activations.
 pub(crate) fn dot_q8k(row: &[u8], acts: &[BlockQ8K]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::x86::available() {
-        // SAFETY: as above.
-        return unsafe { super::avx2::dot_q8k(row, acts) };
-    }
-    dot_q8k_portable(row, acts)
+    avx2_or!(super::avx2::dot_q8k(row, acts), dot_q8k_portable(row, acts))
 }
 
 /// [`dot_q8k`] of one row against four activation vectors (the weights decoded once), the
 /// bits of four separate calls.
 pub(crate) fn dot_q8k_x4(row: &[u8], acts: [&[BlockQ8K]; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if crate::x86::available() {
-        // SAFETY: as above.
-        return unsafe { super::avx2::dot_q8k_x4(row, acts) };
-    }
-    acts.map(|a| dot_q8k_portable(row, a))
+    avx2_or!(super::avx2::dot_q8k_x4(row, acts), acts.map(|a| dot_q8k_portable(row, a)))
 }
 
 pub(crate) fn dot_f32_portable(row: &[u8], x: &[f32]) -> f32 {
-    let mut acc = Acc::new();
-    for (blk, xs) in row.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(BLOCK_ELEMS)) {
-        let mut w = [0f32; BLOCK_ELEMS];
-        dequant_block(blk.try_into().unwrap(), &mut w);
-        acc.add_slice(&w, xs);
-    }
-    acc.sum()
+    dequant_dot(row, x, dequant_block)
 }
 
 /// The eight signed grid values of an octet as i8 bytes packed in a u64 (byte `j` = element

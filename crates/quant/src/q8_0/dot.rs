@@ -1,50 +1,29 @@
 //! Q8_0 row dot products. Lengths are checked by the public callers in `crate::dot`; the
 //! portable functions define the arithmetic, `avx2.rs` repeats it with wider registers.
 
-use super::{dequant_block, BLOCK_BYTES, BLOCK_ELEMS};
+use super::{dequant_block, BLOCK_BYTES};
 use crate::act::BlockQ8_0Act;
 use crate::f16_at;
-use crate::lanes::Acc;
+use crate::lanes::dequant_dot;
 
 /// Exactly dequantized weights · f32 `x`, in lane order.
 pub(crate) fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::x86::available() {
-        // SAFETY: the CPU has the features `avx2` is compiled for.
-        return unsafe { super::avx2::dot_f32(row, x) };
-    }
-    dot_f32_portable(row, x)
+    avx2_or!(super::avx2::dot_f32(row, x), dot_f32_portable(row, x))
 }
 
 /// Weights · ds4 Q8_0-like activations.
 pub(crate) fn dot_q8_0(row: &[u8], acts: &[BlockQ8_0Act]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::x86::available() {
-        // SAFETY: as above.
-        return unsafe { super::avx2::dot_q8_0(row, acts) };
-    }
-    dot_q8_0_portable(row, acts)
+    avx2_or!(super::avx2::dot_q8_0(row, acts), dot_q8_0_portable(row, acts))
 }
 
 /// [`dot_q8_0`] of one row against four activation vectors at once (batched products: the
 /// row is decoded once, the four sums kept apart). Each result has the bits of its own call.
 pub(crate) fn dot_q8_0_x4(row: &[u8], acts: [&[BlockQ8_0Act]; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if crate::x86::available() {
-        // SAFETY: as above.
-        return unsafe { super::avx2::dot_q8_0_x4(row, acts) };
-    }
-    acts.map(|a| dot_q8_0_portable(row, a))
+    avx2_or!(super::avx2::dot_q8_0_x4(row, acts), acts.map(|a| dot_q8_0_portable(row, a)))
 }
 
 pub(crate) fn dot_f32_portable(row: &[u8], x: &[f32]) -> f32 {
-    let mut acc = Acc::new();
-    for (blk, xs) in row.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(BLOCK_ELEMS)) {
-        let mut w = [0f32; BLOCK_ELEMS];
-        dequant_block(blk.try_into().unwrap(), &mut w);
-        acc.add_chunk(&w, xs.try_into().unwrap());
-    }
-    acc.sum()
+    dequant_dot(row, x, dequant_block)
 }
 
 /// ds4 scalar order (FORMATS §3.4): per block an exact integer sum, then
