@@ -3,6 +3,8 @@
 # (DecodeOptions::tensor_cores), alternated in one process: first the GPU tests that hold the
 # tensor-core kernel to the one-token bits (matvec, decode), while the file is written; then
 # decode_bench --batch with --dense cores,tensor, R rounds.
+# B holds dsv4 (for the synthetic file), decode_bench, test_matvec and test_decode (the
+# release test binaries of crates/cuda/tests/matvec.rs and decode.rs).
 # Usage, on the GPU machine: bench/gpu/ab-dense.sh B [layers] [rounds] [batches]
 set -u
 cd "$(dirname "$0")/../.."
