@@ -470,6 +470,21 @@ fn expert_slots_match_cpu() {
     }
 }
 
+/// Each of the `n` input rows (`stride` bytes apart in `xd`) through `w` alone, as the decode
+/// step's one-token product (a one-slot launch): `n` rows of `w.rows()` outputs.
+fn alone_products(gpu: &Gpu, mv: &Matvec, w: &DeviceMatrix, xd: &DeviceBuffer<u8>, stride: usize, n: usize, official: bool) -> Vec<f32> {
+    let rows = w.rows();
+    let zeros = gpu.upload(&[0i32; 1]).unwrap();
+    let one = gpu.upload(&vec![f32::NAN; n * rows]).unwrap();
+    for t in 0..n {
+        let s = dsv4_cuda::quant::ExpertSlots { ids: addr(gpu, &zeros), n: 1, x_div: 1, y_mod: 1, y_mul: 0, per_token: 1 };
+        let (xa, ya) = (addr(gpu, xd) + (t * stride) as u64, addr(gpu, &one) + (t * rows * 4) as u64);
+        // SAFETY: one id, one input row and one output row, all inside live buffers.
+        unsafe { mv.run_experts_raw(mv.queue(), std::slice::from_ref(w), s, xa, stride, official, ya, rows).unwrap() };
+    }
+    gpu.download(&one).unwrap()
+}
+
 /// Several tokens through `run_batch_split_raw` (the decode step's batched products) equal,
 /// bit for bit, each token's one-token slot product, under both numerics, for every quantized
 /// type over the Flash shapes (whose one-token launches split rows over up to 8 warps) and
@@ -481,7 +496,6 @@ fn split_batches_equal_one_token_products() {
         return;
     };
     let mv = Matvec::new(&gpu).unwrap();
-    let zeros = gpu.upload(&[0i32; 1]).unwrap();
     for ty in [GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS] {
         for (k, &(cols, rows)) in FLASH_SHAPES.iter().enumerate() {
             let c = case(&gpu, ty, rows, cols, 2000 + k as u64);
@@ -489,17 +503,9 @@ fn split_batches_equal_one_token_products() {
                 let n = 21;
                 let x = random_x(n * cols, 77 + k as u64);
                 let (xd, stride) = device_inputs(&gpu, ty, &x, n, cols, official);
-                    let xs = if official { stride } else { cols };
-                // Each token alone: a one-slot launch.
-                let one = gpu.upload(&vec![f32::NAN; n * rows]).unwrap();
-                for t in 0..n {
-                    let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &zeros), n: 1, x_div: 1, y_mod: 1, y_mul: 0, per_token: 1 };
-                    let (xa, ya) = (addr(&gpu, &xd) + (t * stride) as u64, addr(&gpu, &one) + (t * rows * 4) as u64);
-                    // SAFETY: one id, one input row and one output row, all inside live buffers.
-                    unsafe { mv.run_experts_raw(mv.queue(), std::slice::from_ref(&c.w), s, xa, stride, official, ya, rows).unwrap() };
-                }
+                let xs = if official { stride } else { cols };
+                let alone = alone_products(&gpu, &mv, &c.w, &xd, stride, n, official);
                 let split = mv.slot_split(&c.w, official, 1).unwrap();
-                let alone = gpu.download(&one).unwrap();
                 for m in [2usize, 3, 8, 16, 21] {
                     let yd = gpu.upload(&vec![f32::NAN; m * rows]).unwrap();
                     // SAFETY: m input rows `stride` bytes apart and m output rows of `rows`.
@@ -529,7 +535,6 @@ fn tensor_core_batches_equal_one_token_products() {
         return;
     };
     let mv = Matvec::new(&gpu).unwrap();
-    let zeros = gpu.upload(&[0i32; 1]).unwrap();
     let ty = GgmlType::Q8_0;
     let shapes = FLASH_SHAPES.iter().copied().chain([(1600usize, 301usize)]);
     for (k, (cols, rows)) in shapes.enumerate() {
@@ -539,15 +544,8 @@ fn tensor_core_batches_equal_one_token_products() {
         let (xd, stride) = device_inputs(&gpu, ty, &x, n, cols, true);
         let ys = rows + 3;
         let one_split = mv.slot_split(&c.w, true, 1).unwrap();
-        // Each token alone (a one-slot launch), for the one-token split.
-        let one = gpu.upload(&vec![f32::NAN; n * rows]).unwrap();
-        for t in 0..n {
-            let s = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &zeros), n: 1, x_div: 1, y_mod: 1, y_mul: 0, per_token: 1 };
-            let (xa, ya) = (addr(&gpu, &xd) + (t * stride) as u64, addr(&gpu, &one) + (t * rows * 4) as u64);
-            // SAFETY: one id, one input row and one output row, all inside live buffers.
-            unsafe { mv.run_experts_raw(mv.queue(), std::slice::from_ref(&c.w), s, xa, stride, true, ya, rows).unwrap() };
-        }
-        let alone = gpu.download(&one).unwrap();
+        // Each token alone, for the one-token split.
+        let alone = alone_products(&gpu, &mv, &c.w, &xd, stride, n, true);
         let steps = cols.div_ceil(1024);
         for split in [1usize, 2, 4, 8].into_iter().filter(|&s| s <= steps) {
             for m in [1usize, 5, 16, 21, 40] {
@@ -613,7 +611,7 @@ fn grouped_products_equal_slot_products() {
                     let inputs = picks.div_ceil(x_div);
                     let x = random_x(inputs * cols, 91);
                     let (xd, stride) = device_inputs(&gpu, ty, &x, inputs, cols, official);
-                    let xs = if official { stride } else { cols };
+                let xs = if official { stride } else { cols };
                     let out_rows = 3 * y_mul + picks;
                     // Reference: each token's 3 picks in one slot launch (the one-token
                     // step's shape, whose split the grouped launch keeps), placed where the

@@ -3,13 +3,12 @@
 //! several-token CUDA-core kernels of the batched decode step, which pass each token's
 //! activations over the decoded weights one dp4a chain at a time.
 
-use cudarc::driver::DevicePtr;
 use dsv4_gguf::GgmlType;
 
 use super::matvec::{act_bytes, DeviceMatrix, Matvec};
 use crate::error::{CudaError, Result};
 use crate::launch::{launch_ex, Arg, Queue};
-use Arg::{I, L, P};
+use Arg::I;
 
 
 impl Matvec {
@@ -38,21 +37,8 @@ impl Matvec {
         if w.rows() == 0 {
             return Ok(());
         }
-        let end = w.offset + w.num_bytes();
-        let weights = w.buf.cuda_slice().slice(w.offset..end);
-        let (wp, _guard) = weights.device_ptr(&self.stream);
-        let args = [
-            P(wp),
-            L(w.row_bytes() as i64),
-            I(w.rows() as i32),
-            I(w.cols() as i32),
-            P(x),
-            L(x_stride as i64),
-            P(y),
-            L(y_stride as i64),
-            I(n as i32),
-            I(split as i32),
-        ];
+        let mut args = self.product_args(w, w.num_bytes(), (x, x_stride), n, (y, y_stride))?;
+        args.push(I(split as i32));
         // A CTA per 16 rows and 16 tokens, a warp per slice of the columns.
         let grid = (w.rows().div_ceil(16) as u32, n.div_ceil(16) as u32, 1);
         // SAFETY: the argument list matches mmq_q8_0's; the weights lie inside their buffer,

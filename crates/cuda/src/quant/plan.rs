@@ -187,6 +187,32 @@ impl Matvec {
         n
     }
 
+    /// The leading arguments every product kernel takes (`MV_ARGS` up to `n`, and `mmq.cu`'s):
+    /// the weights (`bytes` of them from `w`'s start: `w` itself or the expert stack it opens,
+    /// checked to lie inside the buffer), their shape, the inputs and outputs with their
+    /// strides, and the token count.
+    pub(super) fn product_args(&self, w: &DeviceMatrix, bytes: usize, (x, x_stride): (u64, usize), n: usize, (y, y_stride): (u64, usize)) -> Result<Vec<Arg>> {
+        let end = w
+            .offset
+            .checked_add(bytes)
+            .filter(|&e| e <= w.buf.len())
+            .ok_or_else(|| CudaError::Shape("weights overrun their buffer".into()))?;
+        let weights = w.buf.cuda_slice().slice(w.offset..end);
+        // With event tracking off (`Gpu::new`) the guard records nothing.
+        let (wp, _guard) = weights.device_ptr(&self.stream);
+        Ok(vec![
+            P(wp),
+            L(w.row_bytes() as i64),
+            I(w.rows() as i32),
+            I(w.cols() as i32),
+            P(x),
+            L(x_stride as i64),
+            P(y),
+            L(y_stride as i64),
+            I(n as i32),
+        ])
+    }
+
     /// Queues `f` with the `MV_ARGS` argument list (strides in elements; for expert slots the
     /// x stride is in bytes), followed by `MVX_ARGS`'s when `slots` is given. The weights
     /// passed are `w` itself, or the whole expert stack that starts at `w`.
@@ -206,28 +232,8 @@ impl Matvec {
             Some(s) => (s.slots.n, s.expert_bytes * s.n_expert),
             None => (1, w.num_bytes()),
         };
-        let end = w
-            .offset
-            .checked_add(bytes)
-            .filter(|&e| e <= w.buf.len())
-            .ok_or_else(|| CudaError::Shape("weights overrun their buffer".into()))?;
-        let weights = w.buf.cuda_slice().slice(w.offset..end);
-        // With event tracking off (`Gpu::new`) the guard records nothing.
-        let (wp, _guard) = weights.device_ptr(&self.stream);
-        let mut args = vec![
-            P(wp),
-            L(w.row_bytes() as i64),
-            I(w.rows() as i32),
-            I(w.cols() as i32),
-            P(x),
-            L(x_stride as i64),
-            P(y),
-            L(y_stride as i64),
-            I(n as i32),
-            P(dev_addr(&self.stream, &self.iq2_tab)),
-            I(l.split as i32),
-            I(l.xsm as i32),
-        ];
+        let mut args = self.product_args(w, bytes, (x, x_stride), n, (y, y_stride))?;
+        args.extend([P(dev_addr(&self.stream, &self.iq2_tab)), I(l.split as i32), I(l.xsm as i32)]);
         if let Some(s) = slots {
             args.extend([
                 P(s.slots.ids),
