@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Per-kernel GPU times and DRAM bytes of the last decode step of decode_bench (graph replays
 # profiled node by node), for one session and for a batch:
-#   bench/gpu/ncu-step.sh BUNDLE MODEL LAYERS BATCH OUT [PROMPT]
-# PROMPT (default 16) is the context the profiled steps decode at.
+#   bench/gpu/ncu-step.sh BUNDLE MODEL LAYERS BATCH OUT [PROMPT [DECODE_BENCH_ARGS..]]
+# PROMPT (default 16) is the context the profiled steps decode at; further arguments go to
+# decode_bench (for example --dense tensor).
 # Each kernel is timed alone (ncu serializes them), so the sum is an upper bound on the
 # graph's time and the split between kernels is what it says. Prints, per step, the kernels
 # aggregated by name and grid (time, bytes read, achieved GB/s), then the first layer's
 # kernels in launch order.
 set -u
-B=$1; f=$2; L=$3; N=$4; o=$5; P=${6:-16}
+B=$1; f=$2; L=$3; N=$4; o=$5; P=${6:-16}; X=("${@:7}")
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
 export XDG_CACHE_HOME=/tmp/dsv4-cache
 "$NCU" --graph-profiling node --clock-control none --cache-control none \
   --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv \
-  --log-file "$o/ncu.csv" "$B/decode_bench" --model "$f" --layers "$L" --numerics official --prompt "$P" --tokens 3 --batch "$N" \
+  --log-file "$o/ncu.csv" "$B/decode_bench" --model "$f" --layers "$L" --numerics official --prompt "$P" --tokens 3 --batch "$N" "${X[@]}" \
   > "$o/ncu-bench.out" 2> "$o/ncu.err"
 echo "ncu rc $?"; tail -3 "$o/ncu.err"
 python3 - "$o/ncu.csv" "$N" <<'PY'

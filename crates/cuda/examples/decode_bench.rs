@@ -30,7 +30,8 @@
 //! `--tokens` steps, and with `--profile` one eager step of each size, operation by operation;
 //! `--experts` lists how the batches read the routed experts (`ExpertReads`; default auto), each
 //! batch size timed under each in turn (a mode may repeat, to alternate); `--dense` likewise
-//! lists where the batches' dense Q8_0 products run (CUDA cores or tensor cores, same bits).
+//! lists where the batches' dense Q8_0 products run (CUDA cores or tensor cores, the default;
+//! same bits).
 //!
 //! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
 //! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
@@ -41,7 +42,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use dsv4_cuda::{Decode, DecodeOptions, ExpertReads, Gpu, GpuModel};
+use dsv4_cuda::{Decode, DecodeOptions, DenseProducts, ExpertReads, Gpu, GpuModel};
 use dsv4_model::{ExpertMix, Model, Next, Numerics, Want};
 use dsv4_synth::{Preset, SynthSpec};
 
@@ -61,8 +62,8 @@ struct Args {
     launches: Vec<bool>,
     /// How the batches read the routed experts, each in turn.
     experts: Vec<ExpertReads>,
-    /// Whether the batches' dense Q8_0 products run on the tensor cores, each in turn.
-    dense: Vec<bool>,
+    /// Where the batches' dense Q8_0 products run, each in turn.
+    dense: Vec<DenseProducts>,
 }
 
 /// A comma-separated list of the names in `names`, as their values.
@@ -92,7 +93,7 @@ fn parse() -> Result<Args, String> {
         batch: Vec::new(),
         launches: vec![false],
         experts: vec![ExpertReads::Auto],
-        dense: vec![false],
+        dense: vec![DenseProducts::default()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -124,7 +125,7 @@ fn parse() -> Result<Args, String> {
             "--experts" => {
                 a.experts = list(&flag, &val()?, &[("auto", ExpertReads::Auto), ("slots", ExpertReads::Slots), ("grouped", ExpertReads::Grouped)])?
             }
-            "--dense" => a.dense = list(&flag, &val()?, &[("cores", false), ("tensor", true)])?,
+            "--dense" => a.dense = list(&flag, &val()?, &[("cores", DenseProducts::CudaCores), ("tensor", DenseProducts::TensorCores)])?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -178,7 +179,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     for &num in &a.numerics {
         let mut first_tokens: Option<Vec<u32>> = None;
         for (&decode, &serial_launches) in a.decode.iter().flat_map(|d| a.launches.iter().map(move |l| (d, l))) {
-            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts, serial_launches, experts: ExpertReads::Auto, tensor_cores: false });
+            gm.set_options(DecodeOptions { decode, host_experts: a.host_experts, serial_launches, experts: ExpertReads::Auto, dense: DenseProducts::default() });
             let mode = if serial_launches { "serial" } else { "overlap" };
             let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
             let t = Instant::now();
@@ -238,15 +239,15 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if a.profile {
         let num = a.numerics[0];
-        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts, serial_launches: a.launches[0], experts: ExpertReads::Auto, tensor_cores: false });
+        gm.set_options(DecodeOptions { decode: Decode::Chunk, host_experts: a.host_experts, serial_launches: a.launches[0], experts: ExpertReads::Auto, dense: DenseProducts::default() });
         let mut st = gm.new_state(&gpu, (a.prompt + a.tokens) as u64)?;
         profiled(&gm, &format!("prompt ({num:?})"), || gm.forward(&mut st, &prompt, num).map(drop))?;
     }
     for &n in &a.batch {
         for &serial in &a.launches {
             for &experts in &a.experts {
-                for &tensor in &a.dense {
-                    batch_steps(&gpu, &mut gm, &a, n, serial, (experts, tensor))?;
+                for &dense in &a.dense {
+                    batch_steps(&gpu, &mut gm, &a, n, serial, (experts, dense))?;
                 }
             }
         }
@@ -256,11 +257,11 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Decode steps of `n` sessions together: each session has its own pseudo-random prompt and
 /// step tokens (no host argmax, so the time is the step's own).
-fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches: bool, (experts, tensor_cores): (ExpertReads, bool)) -> Result<(), Box<dyn std::error::Error>> {
+fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches: bool, (experts, dense): (ExpertReads, DenseProducts)) -> Result<(), Box<dyn std::error::Error>> {
     let num = a.numerics[0];
     let vocab = gm.config().vocab_size as u64;
     let tok = |i: u64| ((i * 2_654_435_761 + 17) % vocab) as u32;
-    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false, serial_launches, experts, tensor_cores });
+    gm.set_options(DecodeOptions { decode: Decode::Graph, host_experts: false, serial_launches, experts, dense });
     let mut states = Vec::with_capacity(n);
     for i in 0..n {
         let mut st = gm.new_state(gpu, (a.prompt + a.tokens + 2) as u64)?;
@@ -291,7 +292,7 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
     println!(
         "batch {n} ({num:?}, {}, experts {experts:?}, dense {}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
         if serial_launches { "serial" } else { "overlap" },
-        if tensor_cores { "tensor" } else { "cores" },
+        if dense == DenseProducts::TensorCores { "tensor" } else { "cores" },
         gm.config().n_layer,
         a.prompt,
         median * 1e3,
@@ -300,7 +301,7 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
         first * 1e3
     );
     if a.profile {
-        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches, experts, tensor_cores });
+        gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches, experts, dense });
         let toks: Vec<u32> = (0..n).map(|i| tok(i as u64)).collect();
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
         profiled(gm, &format!("batch {n} step ({num:?})"), || gm.forward_step_picked(&mut refs, &toks, &wants, num).map(drop))?;

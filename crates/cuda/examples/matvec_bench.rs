@@ -339,13 +339,14 @@ fn main() {
                 .map(|c| DeviceMatrix::view(buf.clone(), c * one, ty, rows, cols).unwrap())
                 .collect();
             for &n in &args.batches {
-                if n == 0 || n > dsv4_cuda::MAX_BATCH {
+                if n == 0 || n > dsv4_cuda::MAX_STEP_BATCH {
                     continue;
                 }
                 let x: DeviceBuffer<f32> = gpu.upload(&vec![0.5f32; n * cols]).unwrap();
                 let mut y: DeviceBuffer<f32> = gpu.alloc_zeros(n * rows).unwrap();
                 let v: Variant = mv.variant(&mats[0], n);
-                let mut tried = vec![v];
+                // Past MAX_BATCH tokens only the several-token official products below.
+                let mut tried = if n <= dsv4_cuda::MAX_BATCH { vec![v] } else { Vec::new() };
                 // Single token, quantized: both group sizes, for tuning.
                 if n == 1 && !matches!(ty, GgmlType::F32 | GgmlType::F16) {
                     for rows in [2, 4] {
@@ -367,6 +368,31 @@ fn main() {
                         mv.run_variant(&mats[i % copies], &x, n, &mut y, v).unwrap()
                     });
                     print(variant_name(ty, v), ms);
+                }
+                // Several tokens of official Q8_0 (quantized activations, the decode step's
+                // split): the CUDA-core kernels against the tensor-core one.
+                if n > 1 && ty == GgmlType::Q8_0 {
+                    let stride = dsv4_cuda::quant::matvec::act_bytes(ty, cols).unwrap().next_multiple_of(16);
+                    let mut host = vec![0u8; n * stride];
+                    fill_random(&mut rng, &mut host);
+                    let acts: DeviceBuffer<u8> = gpu.upload(&host).unwrap();
+                    let (xa, ya) = (dev_addr(&gpu, &acts), dev_addr(&gpu, &y));
+                    let split = mv.slot_split(&mats[0], true, 1).unwrap();
+                    for tensor in [false, true] {
+                        let ms = time_ms(&gpu, &util, args.reps, |i| {
+                            let w = &mats[i % copies];
+                            // SAFETY: n activation rows of `stride` bytes and n output rows of
+                            // `rows` floats, inside live buffers.
+                            unsafe {
+                                if tensor {
+                                    mv.run_mmq_raw(mv.queue(), w, xa, stride, n, ya, rows, split).unwrap()
+                                } else {
+                                    mv.run_batch_split_raw(mv.queue(), w, xa, stride, true, n, ya, rows, split).unwrap()
+                                }
+                            }
+                        });
+                        print(format!("{}/{split}", if tensor { "mmq" } else { "cores" }), ms);
+                    }
                 }
                 // The official numerics (quantized activations, dp4a), one token.
                 if n == 1 && !matches!(ty, GgmlType::F32 | GgmlType::F16) {

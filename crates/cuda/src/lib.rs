@@ -25,6 +25,6 @@ pub mod util;
 pub use buffer::DeviceBuffer;
 pub use device::{device_count, driver_present, Gpu};
 pub use error::{CudaError, Result};
-pub use model::{state_scratch_bytes, step_batch_bytes, Decode, DecodeOptions, ExpertReads, GpuModel, GpuState, MAX_STEP_BATCH, PICK_CAP, PREFILL_CHUNK};
+pub use model::{state_scratch_bytes, step_batch_bytes, Decode, DecodeOptions, DenseProducts, ExpertReads, GpuModel, GpuState, MAX_STEP_BATCH, PICK_CAP, PREFILL_CHUNK};
 pub use launch::Queue;
-pub use quant::{DeviceMatrix, Matvec, MAX_BATCH};
+pub use quant::{DeviceMatrix, Matvec, MmqIo, MAX_BATCH};

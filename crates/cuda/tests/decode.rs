@@ -8,15 +8,15 @@
 mod common;
 
 use common::tiny::{model, prompt, rel_l2, setup, REL_L2_TOL};
-use dsv4_cuda::{Decode, DecodeOptions, ExpertReads, Gpu, GpuModel, GpuState};
+use dsv4_cuda::{Decode, DecodeOptions, DenseProducts, ExpertReads, Gpu, GpuModel, GpuState};
 use dsv4_model::Numerics;
 
 fn with(gm: &mut GpuModel, decode: Decode) {
-    with_experts(gm, decode, ExpertReads::Auto, false);
+    with_experts(gm, decode, ExpertReads::Auto, DenseProducts::default());
 }
 
-fn with_experts(gm: &mut GpuModel, decode: Decode, experts: ExpertReads, tensor_cores: bool) {
-    gm.set_options(DecodeOptions { decode, host_experts: false, serial_launches: false, experts, tensor_cores });
+fn with_experts(gm: &mut GpuModel, decode: Decode, experts: ExpertReads, dense: DenseProducts) {
+    gm.set_options(DecodeOptions { decode, host_experts: false, serial_launches: false, experts, dense });
 }
 
 fn bits_equal(a: &[f32], b: &[f32]) -> bool {
@@ -210,13 +210,13 @@ fn batched_step_equals_each_session_alone() {
     let toks = prompt(n as usize);
     for num in [Numerics::Plain, Numerics::Official] {
         let runs = [
-            (Decode::Graph, ExpertReads::Slots, false),
-            (Decode::Graph, ExpertReads::Grouped, true),
-            (Decode::Eager, ExpertReads::Grouped, false),
-            (Decode::Eager, ExpertReads::Slots, true),
+            (Decode::Graph, ExpertReads::Slots, DenseProducts::CudaCores),
+            (Decode::Graph, ExpertReads::Grouped, DenseProducts::TensorCores),
+            (Decode::Eager, ExpertReads::Grouped, DenseProducts::CudaCores),
+            (Decode::Eager, ExpertReads::Slots, DenseProducts::TensorCores),
         ];
-        for (decode, experts, tensor_cores) in runs {
-            with_experts(&mut gm, decode, experts, tensor_cores);
+        for (decode, experts, dense) in runs {
+            with_experts(&mut gm, decode, experts, dense);
             let prompts = [3usize, 17, 30, 9, 41, 1];
             let (mut together, mut alone) = twins(&gpu, &gm, &toks, &prompts, n, num);
             let mut sizes = std::collections::BTreeSet::new();
@@ -233,7 +233,7 @@ fn batched_step_equals_each_session_alone() {
                     assert!(single.iter().all(|v| v.is_finite()));
                     assert!(
                         bits_equal(&batched[i], &single),
-                        "{num:?} {decode:?} {experts:?} tensor cores {tensor_cores}, step {step}, session {j} at {} in a batch of {}: logits differ from alone (relative L2 {:.3e})",
+                        "{num:?} {decode:?} {experts:?} {dense:?}, step {step}, session {j} at {} in a batch of {}: logits differ from alone (relative L2 {:.3e})",
                         alone[j].pos() - 1,
                         picked.len(),
                         rel_l2(&batched[i], &single)
@@ -243,7 +243,7 @@ fn batched_step_equals_each_session_alone() {
             for (a, b) in together.iter().zip(&alone) {
                 assert_eq!(a.pos(), b.pos());
             }
-            eprintln!("{num:?} {decode:?} {experts:?} tensor cores {tensor_cores}: 60 steps of {sizes:?} sessions equal each session alone, bit for bit");
+            eprintln!("{num:?} {decode:?} {experts:?} {dense:?}: 60 steps of {sizes:?} sessions equal each session alone, bit for bit");
             if decode == Decode::Graph {
                 for &b in &sizes {
                     assert!(gm.graph_kernels(b, num).is_some(), "no graph for {b} sessions");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::{assert_close, gpu_or_skip, random_matrix, random_x, row_magnitudes};
 use dsv4_cuda::quant::matvec::{row_bytes, Variant};
-use dsv4_cuda::{CudaError, DeviceBuffer, DeviceMatrix, Gpu, Matvec};
+use dsv4_cuda::{CudaError, DeviceBuffer, DeviceMatrix, Gpu, Matvec, MmqIo};
 use dsv4_quant::{GgmlType, Numerics};
 
 const TYPES: [GgmlType; 6] = [
@@ -525,7 +525,8 @@ fn split_batches_equal_one_token_products() {
 /// Several tokens' Q8_0 products on the tensor cores (`run_mmq_raw`) equal, bit for bit, the
 /// several-token CUDA-core products with the same split (which equal each token's one-token
 /// product; for the one-token launch's own split that is checked here too), over the Flash
-/// shapes, an odd one (rows not a multiple of 16, one 1024-column step not full), every
+/// shapes and two odd ones (rows not a multiple of 16, the last 1024-column step not full;
+/// 1,600 columns leave the rows 2-byte aligned, the kernel's plain-load path), every
 /// split the columns allow, and token counts of 1, 5, 16, 21 and 40 (a partial column tile,
 /// three token tiles). Outputs are poisoned and rows padded: nothing outside the n x rows
 /// outputs may be written, nothing inside left out. Other types are refused.
@@ -536,7 +537,7 @@ fn tensor_core_batches_equal_one_token_products() {
     };
     let mv = Matvec::new(&gpu).unwrap();
     let ty = GgmlType::Q8_0;
-    let shapes = FLASH_SHAPES.iter().copied().chain([(1600usize, 301usize)]);
+    let shapes = FLASH_SHAPES.iter().copied().chain([(1600usize, 301usize), (1280, 301)]);
     for (k, (cols, rows)) in shapes.enumerate() {
         let c = case(&gpu, ty, rows, cols, 4000 + k as u64);
         let n = 40;
@@ -582,6 +583,84 @@ fn tensor_core_batches_equal_one_token_products() {
         assert!(mv.run_mmq_raw(mv.queue(), &q8.w, addr(&gpu, &xq), 1152, 1, addr(&gpu, &y), 256, 2).is_err());
         assert!(mv.run_mmq_raw(mv.queue(), &q8.w, addr(&gpu, &xq), 1152, 0, addr(&gpu, &y), 256, 1).is_err());
     }
+}
+
+/// A stack of Q8_0 matrices that every token picks once each (the decode step's grouped
+/// output projection and shared gate/up pair) through the tensor cores in one launch
+/// (`run_mmq_stack_raw`): every (token, matrix) output equals, bit for bit, that pick in its
+/// token's one-token slot launch over the stack (the split the step keeps), for both
+/// placements the step uses (an input per pick, outputs pick-major; one input per token,
+/// outputs matrix-major), 7 and 40 tokens, a Flash shape, an odd one and a 2-byte aligned one.
+/// Outputs are poisoned and rows padded.
+#[test]
+fn tensor_core_stacks_equal_slot_products() {
+    let Some(gpu) = gpu_or_skip("tensor_core_stacks_equal_slot_products") else {
+        return;
+    };
+    let mv = Matvec::new(&gpu).unwrap();
+    let ty = GgmlType::Q8_0;
+    let k = 3;
+    let ids = gpu.upload(&[0i32, 1, 2]).unwrap();
+    for &(cols, rows) in &[(4096usize, 1024usize), (1280, 301), (1600, 48)] {
+        let per = rows * row_bytes(ty, cols).unwrap();
+        let all = random_matrix(ty, k * rows, cols, scale(ty), 5000 + rows as u64);
+        let buf = Arc::new(gpu.upload(&all).unwrap());
+        let ws: Vec<DeviceMatrix> = (0..k).map(|e| DeviceMatrix::view(buf.clone(), e * per, ty, rows, cols).unwrap()).collect();
+        let split = mv.slot_split(&ws[0], true, k).unwrap();
+        let ys = rows + 3;
+        for n in [7usize, 40] {
+            for shared_input in [false, true] {
+                let inputs = if shared_input { n } else { n * k };
+                let x = random_x(inputs * cols, 300 + n as u64);
+                let (xd, a) = device_inputs(&gpu, ty, &x, inputs, cols, true);
+                // Pick j = t·k + z: its input row and output row.
+                let x_row = |t: usize, z: usize| if shared_input { t } else { t * k + z };
+                let y_row = |t: usize, z: usize| if shared_input { z * n + t } else { t * k + z };
+                let mut want = vec![f32::NAN; n * k * ys];
+                let tmp = gpu.upload(&vec![f32::NAN; k * rows]).unwrap();
+                for t in 0..n {
+                    let (x_div, xa) = if shared_input { (k, t * a) } else { (1, t * k * a) };
+                    let sl = dsv4_cuda::quant::ExpertSlots { ids: addr(&gpu, &ids), n: k, x_div, y_mod: 1, y_mul: 0, per_token: 0 };
+                    // SAFETY: k ids, their input rows and k output rows inside live buffers.
+                    unsafe { mv.run_experts_raw(mv.queue(), &ws, sl, addr(&gpu, &xd) + xa as u64, a, true, addr(&gpu, &tmp), rows).unwrap() };
+                    let o = gpu.download(&tmp).unwrap();
+                    for z in 0..k {
+                        let r = y_row(t, z);
+                        want[r * ys..r * ys + rows].copy_from_slice(&o[z * rows..(z + 1) * rows]);
+                    }
+                }
+                let io = if shared_input {
+                    MmqIo { x: addr(&gpu, &xd), x_stride: a, x_step: 0, y: 0, y_stride: ys, y_step: n * ys }
+                } else {
+                    MmqIo { x: addr(&gpu, &xd), x_stride: k * a, x_step: a, y: 0, y_stride: k * ys, y_step: ys }
+                };
+                let yd = gpu.upload(&vec![f32::NAN; n * k * ys]).unwrap();
+                let io = MmqIo { y: addr(&gpu, &yd), ..io };
+                // SAFETY: n tokens' input rows and n·k output rows of `ys` floats, inside live buffers.
+                unsafe { mv.run_mmq_stack_raw(mv.queue(), &ws, io, n, split).unwrap() };
+                let got = gpu.download(&yd).unwrap();
+                for t in 0..n {
+                    for z in 0..k {
+                        let r = y_row(t, z);
+                        let what = format!("{cols}->{rows}, {n} tokens, shared input {shared_input}: token {t} matrix {z} (input row {})", x_row(t, z));
+                        let (g, w) = (&got[r * ys..(r + 1) * ys], &want[r * ys..(r + 1) * ys]);
+                        if let Some(i) = (0..rows).find(|&i| g[i].to_bits() != w[i].to_bits()) {
+                            panic!("{what}: row {i} is {} on the tensor cores, {} in the slot launch", g[i], w[i]);
+                        }
+                        assert!(g[rows..].iter().all(|v| v.is_nan()), "{what}: padding written");
+                    }
+                }
+            }
+        }
+    }
+    // Matrices not stacked in one buffer are refused.
+    let a = case(&gpu, ty, 64, 1024, 11);
+    let b = case(&gpu, ty, 64, 1024, 12);
+    let xq = gpu.upload(&vec![0u8; 4096]).unwrap();
+    let y = gpu.upload(&vec![0f32; 256]).unwrap();
+    let io = MmqIo { x: addr(&gpu, &xq), x_stride: 1152, x_step: 0, y: addr(&gpu, &y), y_stride: 64, y_step: 64 };
+    // SAFETY: refused before any launch.
+    assert!(unsafe { mv.run_mmq_stack_raw(mv.queue(), &[a.w, b.w], io, 1, 1) }.is_err());
 }
 
 /// Grouped expert products (`run_grouped_raw`, the decode step's MoE over several tokens):

@@ -83,10 +83,21 @@ pub struct DecodeOptions {
     pub serial_launches: bool,
     /// How a decode step of several sessions reads the routed experts.
     pub experts: ExpertReads,
-    /// A decode step of several sessions runs its dense Q8_0 products (official numerics) on
-    /// the int8 tensor cores (`quant/mmq.cu`), each session's sums in its one-token order:
-    /// the same bits as the CUDA-core kernels. Off by default until measured.
-    pub tensor_cores: bool,
+    /// Where a decode step of several sessions runs its dense Q8_0 products.
+    pub dense: DenseProducts,
+}
+
+/// Where a decode step of several sessions runs its dense Q8_0 products under the official
+/// numerics (`model/step.rs`). Both give each session the bits of its one-token products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DenseProducts {
+    /// The int8 tensor cores (`quant/mmq.cu`) from `MMQ_MIN_TOKENS` sessions on: each
+    /// weight byte read once for up to 32 sessions, the blocks' integer sums from MMAs (the
+    /// default; bench/README.md, v18).
+    #[default]
+    TensorCores,
+    /// The CUDA cores' several-token dp4a kernels (`quant/matvec.cu`), for comparisons.
+    CudaCores,
 }
 
 /// How a decode step of several sessions reads the routed experts (`model/step.rs`). Either
@@ -193,7 +204,7 @@ impl GpuModel {
             self.mv.set_overlap(!opts.serial_launches);
         }
         // Graphs keep the launches' attributes and kernels from their capture.
-        if (opts.serial_launches, opts.experts, opts.tensor_cores) != (self.opts.serial_launches, self.opts.experts, self.opts.tensor_cores) {
+        if (opts.serial_launches, opts.experts, opts.dense) != (self.opts.serial_launches, self.opts.experts, self.opts.dense) {
             if let Ok(b) = self.batch.get_mut() {
                 b.graphs.clear();
             }

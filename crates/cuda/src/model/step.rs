@@ -50,12 +50,12 @@ use super::forward::{attend_split_smem, att_splits, ATT_MERGE_THREADS, ATT_SPLIT
 use super::state::{act_stride, comp_rows, GpuState, CHUNK};
 use super::step_batch::{group_table, pick_words, StepBatch, StepGraph, GROUP_NT, ROUTED_NT, PICK_CAP, HC_PARTS, LAYER_ENTRIES, MAX_STEP_BATCH, T_ATT, T_COMP, T_COMP_KV, T_IDX, T_IDX_KV, T_ISCORE, T_MASK, T_RAW};
 use super::weights::{Hc, Layer, Route, ROUTE_THREADS};
-use super::{Arg, Decode, ExpertReads, GpuModel};
+use super::{Arg, Decode, DenseProducts, ExpertReads, GpuModel};
 use crate::buffer::DeviceBuffer;
 use crate::error::{CudaError, Result};
 use crate::launch::Queue;
 use crate::quant::matvec::act_bytes;
-use crate::quant::{DeviceMatrix, ExpertSlots, Grouped, Matvec};
+use crate::quant::{DeviceMatrix, ExpertSlots, Grouped, Matvec, MmqIo};
 use Arg::{F, I, L, P};
 
 /// Most blocks of the launches that stride over the indexer's rows (their count grows with
@@ -118,6 +118,12 @@ struct Table {
 /// tokens and 1.5-3% faster at 32 to 64; 13% faster at 32 on the whole model (bench/README.md,
 /// "v17: routed experts grouped on the device").
 const GROUP_MIN_SAVING: f64 = 0.25;
+
+/// Fewest sessions whose step runs the dense Q8_0 products on the tensor cores
+/// (`DenseProducts::TensorCores`): on 6 H100 layers the step measured faster with them at 2,
+/// 4 and 8 sessions (1.80 → 1.70, 2.28 → 2.11, 3.46 → 2.96 ms), though at 2 to 4 tokens the
+/// kernel alone loses to the CUDA cores on the smaller matrices (bench/README.md, v18).
+const MMQ_MIN_TOKENS: usize = 2;
 
 /// One step's fixed facts (the batch, its size and numerics) and one of its two lanes: the
 /// stream its launches go to. The side stream's lane runs branches of the layer beside the
@@ -416,7 +422,7 @@ impl GpuModel {
         if n > 1 && fmt(lw.out_a[0].ty()).is_some() && Matvec::experts_stacked(&lw.out_a) {
             // Each group's weights read once for every token (entries of 16 tokens).
             let gr = Group { picks: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
-            self.grouped(s, &mut s.acts(), &lw.out_a, gr, self.host_table(s, groups)?, o, g_in, z, r)?;
+            self.every_token(s, &mut s.acts(), &lw.out_a, gr, o, g_in, z, r)?;
         } else if Matvec::experts_stacked(&lw.out_a) {
             let sl = ExpertSlots { ids: self.ptr(&b.groups), n: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
             self.experts_b(s, &mut s.acts(), &lw.out_a, sl, o, g_in, z, r)?;
@@ -504,7 +510,7 @@ impl GpuModel {
             match &lw.gate_up_sh {
                 Some(pair) if n > 1 && fmt(pair[0].ty()).is_some() => {
                     let gr = Group { picks: 2 * n, x_div: 2, y_mod: 2, y_mul: n, per_token: 2 };
-                    self.grouped(&side, &mut a, pair, gr, self.host_table(&side, 2)?, x, e, sh, ffn)?
+                    self.every_token(&side, &mut a, pair, gr, x, e, sh, ffn)?
                 }
                 Some(pair) => self.experts_b(&side, &mut a, pair, picks(self.ptr(&b.pairs), 2), x, e, sh, ffn)?,
                 None => {
@@ -768,7 +774,7 @@ impl GpuModel {
         self.counted(s.n.div_ceil(crate::MAX_BATCH) as u64);
         let label = || format!("step matvec {} {}x{} n{}", w.ty(), w.rows(), w.cols(), s.n);
         let (xp, xstride) = if official { a } else { x };
-        let tensor = official && self.opts.tensor_cores && w.ty() == GgmlType::Q8_0;
+        let tensor = official && self.tensor_cores(s) && w.ty() == GgmlType::Q8_0;
         // SAFETY: the inputs are the n tokens' rows in the batch's scratch (f32, or quantized
         // for w's type and checked to fit the activation scratch by `quant`), the outputs n
         // rows of the batch's scratch, sized for MAX_STEP_BATCH tokens of this model, apart
@@ -810,6 +816,44 @@ impl GpuModel {
         // by `quant`, checked to fit) and output rows in the batch's scratch, sized for
         // MAX_STEP_BATCH tokens of this model; outputs are apart from inputs.
         self.timed(label, || unsafe { self.mv.run_grouped_raw(s.q(), ws, g, xp, stride, official, y, ys) })
+    }
+
+    /// Whether this step's dense Q8_0 products run on the tensor cores (official numerics).
+    fn tensor_cores(&self, s: &Step) -> bool {
+        self.opts.dense == DenseProducts::TensorCores && s.n >= MMQ_MIN_TOKENS
+    }
+
+    /// A [`Group`] where every token picks each matrix of `ws` once: on the tensor cores
+    /// ([`DenseProducts::TensorCores`], official Q8_0) one launch of the whole stack, token t of
+    /// matrix k being pick t · per_token + k; otherwise [`grouped`](Self::grouped) over the
+    /// host's table.
+    #[allow(clippy::too_many_arguments)]
+    fn every_token(&self, s: &Step, acts: &mut Acts, ws: &[DeviceMatrix], gr: Group, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
+        let Some(w) = ws.first().filter(|w| s.official() && self.tensor_cores(s) && w.ty() == GgmlType::Q8_0) else {
+            return self.grouped(s, acts, ws, gr, self.host_table(s, gr.per_token)?, x, xs, y, ys);
+        };
+        let (k, a) = (gr.per_token, act_stride(&self.cfg));
+        // Pick j = t·k + z reads input row j / x_div and writes output row
+        // (j % y_mod)·y_mul + j / y_mod: linear in t and z for these two placements.
+        let (x_stride, x_step) = match gr.x_div {
+            1 => (k * a, a),
+            d if d == k => (a, 0),
+            d => return Err(CudaError::Shape(format!("inputs shared by {d} of {k} picks"))),
+        };
+        let (y_stride, y_step) = match (gr.y_mod, gr.y_mul) {
+            (1, 0) => (k * ys, ys),
+            (m, mul) if m == k => (ys, mul * ys),
+            (m, mul) => return Err(CudaError::Shape(format!("outputs placed by {m} and {mul}"))),
+        };
+        let xp = self.quant(s, acts, w.ty(), x, xs, w.cols(), gr.picks.div_ceil(gr.x_div))?;
+        let split = self.mv.slot_split(w, true, k)?;
+        let io = MmqIo { x: xp, x_stride, x_step, y, y_stride, y_step };
+        self.counted(1);
+        let label = || format!("step mmq {} {}x{} x{}", w.ty(), w.rows(), w.cols(), gr.picks);
+        // SAFETY: as `grouped` with the host's table: s.n tokens' input rows in the activation
+        // scratch (quantized by `quant`, checked to fit) and output rows in the batch's
+        // scratch, sized for MAX_STEP_BATCH tokens of this model, apart from the inputs.
+        self.timed(label, || unsafe { self.mv.run_mmq_stack_raw(s.q(), ws, io, s.n, split) })
     }
 
     /// Products of one input (`xs` f32 per token), each `(W, y, ys)`, grouped so that each

@@ -336,6 +336,7 @@ impl Matvec {
         let iq2_tab = gpu.upload(&iq2_tables())?;
         let mmq = gpu.load_module(&kernels::MMQ)?;
         let mmq_q8_0 = mmq.load_function("mmq_q8_0").map_err(|_| CudaError::MissingKernel("mmq_q8_0".into()))?;
+        mmq_q8_0.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_optin)?;
         Ok(Matvec {
             stream: gpu.stream().clone(),
             funcs,

@@ -11,3 +11,4 @@ mod raw;
 pub use experts::{ExpertSlots, Grouped};
 pub use matmul::Matmul;
 pub use matvec::{DeviceMatrix, Matvec, MAX_BATCH};
+pub use mmq::MmqIo;

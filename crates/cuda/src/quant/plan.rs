@@ -172,7 +172,7 @@ impl Matvec {
     /// Resident CTAs per SM of `f` with `smem` bytes of dynamic shared memory (cached: the
     /// driver's query costs microseconds, and the model runner launches the same few shapes
     /// every token).
-    fn resident(&self, f: &CudaFunction, threads: usize, smem: usize) -> usize {
+    pub(super) fn resident(&self, f: &CudaFunction, threads: usize, smem: usize) -> usize {
         let key = (f.cu_function() as u64, smem);
         if let Some(n) = self.occupancy.lock().ok().and_then(|m| m.get(&key).copied()) {
             return n;
