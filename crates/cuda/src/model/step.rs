@@ -774,7 +774,7 @@ impl GpuModel {
         self.counted(s.n.div_ceil(crate::MAX_BATCH) as u64);
         let label = || format!("step matvec {} {}x{} n{}", w.ty(), w.rows(), w.cols(), s.n);
         let (xp, xstride) = if official { a } else { x };
-        let tensor = official && self.tensor_cores(s) && w.ty() == GgmlType::Q8_0;
+        let tensor = self.tensor_cores(s, w);
         // SAFETY: the inputs are the n tokens' rows in the batch's scratch (f32, or quantized
         // for w's type and checked to fit the activation scratch by `quant`), the outputs n
         // rows of the batch's scratch, sized for MAX_STEP_BATCH tokens of this model, apart
@@ -818,9 +818,10 @@ impl GpuModel {
         self.timed(label, || unsafe { self.mv.run_grouped_raw(s.q(), ws, g, xp, stride, official, y, ys) })
     }
 
-    /// Whether this step's dense Q8_0 products run on the tensor cores (official numerics).
-    fn tensor_cores(&self, s: &Step) -> bool {
-        self.opts.dense == DenseProducts::TensorCores && s.n >= MMQ_MIN_TOKENS
+    /// Whether this step's products of `w` run on the tensor cores: official numerics, Q8_0
+    /// weights, enough tokens, and the option on.
+    fn tensor_cores(&self, s: &Step, w: &DeviceMatrix) -> bool {
+        s.official() && w.ty() == GgmlType::Q8_0 && self.opts.dense == DenseProducts::TensorCores && s.n >= MMQ_MIN_TOKENS
     }
 
     /// A [`Group`] where every token picks each matrix of `ws` once: on the tensor cores
@@ -829,7 +830,7 @@ impl GpuModel {
     /// host's table.
     #[allow(clippy::too_many_arguments)]
     fn every_token(&self, s: &Step, acts: &mut Acts, ws: &[DeviceMatrix], gr: Group, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
-        let Some(w) = ws.first().filter(|w| s.official() && self.tensor_cores(s) && w.ty() == GgmlType::Q8_0) else {
+        let Some(w) = ws.first().filter(|w| self.tensor_cores(s, w)) else {
             return self.grouped(s, acts, ws, gr, self.host_table(s, gr.per_token)?, x, xs, y, ys);
         };
         let (k, a) = (gr.per_token, act_stride(&self.cfg));
