@@ -138,6 +138,14 @@ __device__ __forceinline__ void cp_async_16(u32 dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
 }
 
+// The same where `p` holds, nothing otherwise: one predicated instruction, where an `if`
+// around cp_async_16 becomes a branch and a reconvergence point per copy.
+__device__ __forceinline__ void cp_async_16_if(bool p, u32 dst, const void* src) {
+    asm volatile("{ .reg .pred q; setp.ne.b32 q, %2, 0; @q cp.async.cg.shared.global [%0], [%1], 16; }" ::"r"(dst),
+                 "l"(src), "r"((int)p)
+                 : "memory");
+}
+
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;" ::: "memory");
 }

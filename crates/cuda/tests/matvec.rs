@@ -488,7 +488,9 @@ fn alone_products(gpu: &Gpu, mv: &Matvec, w: &DeviceMatrix, xd: &DeviceBuffer<u8
 /// Several tokens through `run_batch_split_raw` (the decode step's batched products) equal,
 /// bit for bit, each token's one-token slot product, under both numerics, for every quantized
 /// type over the Flash shapes (whose one-token launches split rows over up to 8 warps) and
-/// token counts that fill 2, 4, 8 and 16-token kernels and two launches. Outputs start as
+/// token counts that fill 2, 4, 8 and 16-token kernels and two launches; and for the float
+/// types (f32 inputs only) over the step's F16 shapes (the indexer's 8192 x 1024, the router's
+/// 256 x 4096), whose one-token launches split rows over 1, 2 and 4 warps. Outputs start as
 /// NaN, so a token the kernel skips fails.
 #[test]
 fn split_batches_equal_one_token_products() {
@@ -496,10 +498,24 @@ fn split_batches_equal_one_token_products() {
         return;
     };
     let mv = Matvec::new(&gpu).unwrap();
-    for ty in [GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS] {
-        for (k, &(cols, rows)) in FLASH_SHAPES.iter().enumerate() {
+    const FLOAT_SHAPES: [(usize, usize); 4] = [(4096, 256), (1024, 8192), (4096, 2048), (2048, 4096)];
+    for ty in [GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::IQ2_XXS, GgmlType::F16, GgmlType::F32] {
+        let float = matches!(ty, GgmlType::F16 | GgmlType::F32);
+        let shapes: &[(usize, usize)] = if float { &FLOAT_SHAPES } else { &FLASH_SHAPES };
+        for (k, &(cols, rows)) in shapes.iter().enumerate() {
             let c = case(&gpu, ty, rows, cols, 2000 + k as u64);
+            if float {
+                // Float weights take f32 inputs only.
+                let xd = gpu.upload(&vec![0u8; 2 * cols * 4]).unwrap();
+                let yd = gpu.upload(&vec![0f32; 2 * rows]).unwrap();
+                // SAFETY: two input rows and two output rows inside live buffers (refused anyway).
+                let r = unsafe { mv.run_batch_split_raw(mv.queue(), &c.w, addr(&gpu, &xd), cols, true, 2, addr(&gpu, &yd), rows, 1) };
+                assert!(r.is_err(), "{ty}: quantized activations for float weights were accepted");
+            }
             for official in [false, true] {
+                if float && official {
+                    continue;
+                }
                 let n = 21;
                 let x = random_x(n * cols, 77 + k as u64);
                 let (xd, stride) = device_inputs(&gpu, ty, &x, n, cols, official);

@@ -750,26 +750,29 @@ impl GpuModel {
         Ok(base)
     }
 
-    /// `y_t = W x_t` for the step's tokens, inputs `xs` and outputs `ys` f32 apart. One token,
-    /// or float weights: an expert-slot launch over a one-matrix stack, a slot per token.
-    /// Several tokens of quantized weights: [`mm_split`](Self::mm_split).
+    /// `y_t = W x_t` for the step's tokens, inputs `xs` and outputs `ys` f32 apart. One token:
+    /// an expert-slot launch over a one-matrix stack. Several tokens:
+    /// [`mm_split`](Self::mm_split), float weights included (until v19 they took a slot per
+    /// token, each re-reading the matrix: 174 µs for the indexer's 8192 × 1024 F16 at 32
+    /// sessions on an H100).
     #[allow(clippy::too_many_arguments)]
     fn mmb(&self, s: &Step, acts: &mut Acts, w: &DeviceMatrix, x: u64, xs: usize, y: u64, ys: usize) -> Result<()> {
-        if s.n == 1 || fmt(w.ty()).is_none() {
+        if s.n == 1 {
             let sl = ExpertSlots { ids: self.ptr(&s.b.zeros), n: s.n, x_div: 1, y_mod: 1, y_mul: 0, per_token: 1 };
             return self.experts_b(s, acts, std::slice::from_ref(w), sl, x, xs, y, ys);
         }
-        let a = if s.official() { self.quant(s, acts, w.ty(), x, xs, w.cols(), s.n)? } else { 0 };
+        let a = if quantized_acts(s, w) { self.quant(s, acts, w.ty(), x, xs, w.cols(), s.n)? } else { 0 };
         self.mm_split(s, w, (x, xs), (a, act_stride(&self.cfg)), y, ys, 1)
     }
 
-    /// The step's tokens through quantized `w` with the several-token kernels (W read once per
-    /// 16 tokens), each token getting the bits of its one-token product in a launch of
+    /// The step's tokens through `w` with the several-token kernels (W read once per 16
+    /// tokens), each token getting the bits of its one-token product in a launch of
     /// `per_token` slots (the split of that launch): f32 inputs `x.1` floats apart (plain
-    /// numerics) or quantized ones `a.1` bytes apart (official), outputs `ys` f32 apart.
+    /// numerics, float weights) or quantized ones `a.1` bytes apart (official), outputs `ys`
+    /// f32 apart.
     #[allow(clippy::too_many_arguments)]
     fn mm_split(&self, s: &Step, w: &DeviceMatrix, x: (u64, usize), a: (u64, usize), y: u64, ys: usize, per_token: usize) -> Result<()> {
-        let official = s.official();
+        let official = quantized_acts(s, w);
         let split = self.mv.slot_split(w, official, per_token)?;
         self.counted(s.n.div_ceil(crate::MAX_BATCH) as u64);
         let label = || format!("step matvec {} {}x{} n{}", w.ty(), w.rows(), w.cols(), s.n);
@@ -876,7 +879,7 @@ impl GpuModel {
         let w = ws.first().ok_or_else(|| CudaError::Shape("an empty expert stack".into()))?;
         self.counted(1);
         let label = || format!("step slots {} {}x{} x{}", w.ty(), w.rows(), w.cols(), sl.n);
-        if s.num == Numerics::Plain || fmt(w.ty()).is_none() {
+        if !quantized_acts(s, w) {
             // SAFETY: the slots' ids are on the device (routing output or the batch's id
             // tables, sized for MAX_STEP_BATCH tokens), the input and output rows lie in the
             // batch's scratch sized for this model and MAX_STEP_BATCH tokens; outputs are
@@ -888,6 +891,12 @@ impl GpuModel {
         // SAFETY: as above; `a` holds the slots' input rows quantized, act_stride apart.
         self.timed(label, || unsafe { self.mv.run_experts_raw(s.q(), ws, sl, a, act_stride(&self.cfg), true, y, ys) })
     }
+}
+
+/// Whether the step's products of `w` take quantized activations: official numerics and
+/// quantized weights (float weights take f32 activations under both numerics).
+fn quantized_acts(s: &Step, w: &DeviceMatrix) -> bool {
+    s.official() && fmt(w.ty()).is_some()
 }
 
 /// A launch grid of one, two or three dimensions.

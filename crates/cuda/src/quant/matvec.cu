@@ -371,6 +371,24 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
     constexpr int UPS = MV_STEP_COLS / Blk<T>::COLS;
     const int nbytes = min(UPS, units - s * UPS) * Blk<T>::BYTES;
     const u8* base = step_base<T, G>(W, row_bytes, rg, s);
+    // Rows a whole number of 16-byte lines long (every Flash matrix but the IQ2_XXS ones of
+    // 1,024 columns) start the step at one offset in its line: one line count and one
+    // address for the group, each row's copies one 64-bit add and a predicated copy away.
+    // The general path below cost ~37 instructions a row (this one ~4), a quarter of the
+    // one-token IQ2_XXS kernel's instructions.
+    if ((row_bytes & 15) == 0 && rg * G + G <= rows) {
+        const int sh = (int)(reinterpret_cast<u64>(base) & 15u);
+        const int n16 = (sh + nbytes + 15) >> 4;
+        const u8* a = base - sh + 16 * lane;
+        const u32 st = stage + (u32)(16 * lane);
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int l = 0; l < NL; ++l)
+                cp_async_16_if(lane + DSV4_WARP * l < n16, st + (u32)(g * BUF + 16 * DSV4_WARP * l),
+                               a + g * row_bytes + 16 * DSV4_WARP * l);
+        return;
+    }
 #pragma unroll
     for (int g = 0; g < G; ++g) {
         if (rg * G + g < rows) {
@@ -583,7 +601,8 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
             const u8* base = step_base<T, G>(W, row_bytes, rg, s);
             const u8* bps[G];
 #pragma unroll
-            for (int g = 0; g < G; ++g) bps[g] = sp + g * BUF + line_offset(base, row_bytes, g) + unit * Blk<T>::BYTES;
+            for (int g = 0; g < G; ++g)
+                bps[g] = sp + g * BUF + line_offset(base, (row_bytes & 15) == 0 ? 0 : row_bytes, g) + unit * Blk<T>::BYTES;
             if constexpr (QA) {
                 // Each sub-block decoded once, then every token's activations applied to it
                 // (rows past the end decode a neighbour and are never written).
@@ -782,11 +801,15 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
         mv_quant<T, G, NT, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab,    \
                                     ks, xsm);                                               \
     }
+// Float kernels: the grid's second dimension takes token groups of NT (tokens y·NT .. of n),
+// each group the same per-token arithmetic, so a few-row matrix still fills the GPU.
 #define MV_FLOAT(NAME, T, R, NT)                                                                \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MV_ARGS) {                    \
         (void)tab;                                                                             \
         (void)xsm;                                                                              \
-        mv_float<T, R, NT>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, ks);          \
+        const int t0 = blockIdx.y * NT;                                                         \
+        mv_float<T, R, NT>(W, row_bytes, rows, cols, X + t0 * x_stride, x_stride, Y + t0 * y_stride, \
+                           y_stride, n - t0, ks);                                               \
     }
 
 // Float types: one token with 1, 2 or 4 rows per warp (few rows -> fewer rows per warp, so

@@ -86,11 +86,14 @@ fn float_split(rows: usize, r: usize, slots: usize, sm_count: usize) -> usize {
     [1, 2, 4].into_iter().find(|&ks| rows.div_ceil(WARPS / ks * r) * slots >= 2 * sm_count).unwrap_or(4)
 }
 
-/// One launch: grid (`ctas` x slots), block, dynamic shared memory, and the kernel's `ks`
+/// One launch: grid (`ctas` x slots or token groups), block, dynamic shared memory, and the kernel's `ks`
 /// (warps per row group) and `xsm` (x staged in shared memory) arguments.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Launch {
     pub ctas: usize,
+    /// Token groups of a float product (the grid's second dimension; 1 otherwise): group y
+    /// takes tokens y·NT .. y·NT + NT of the kernel's NT.
+    pub groups: usize,
     pub threads: usize,
     pub smem: usize,
     pub split: usize,
@@ -131,7 +134,8 @@ impl Matvec {
                 return Err(CudaError::Shape(format!("a float product split over {split} warps (1, 2 or 4)")));
             }
             let ctas = rows.div_ceil(WARPS / split * v.rows);
-            return Ok(Launch { ctas, threads: WARPS * 32, smem: 0, split, xsm: false });
+            let groups = if slots == 1 { n.div_ceil(v.tokens).max(1) } else { 1 };
+            return Ok(Launch { ctas, groups, threads: WARPS * 32, smem: 0, split, xsm: false });
         }
         let tab = if ty == GgmlType::IQ2_XXS { IQ2_TAB_WORDS * 4 } else { 0 };
         let (x, xsm) = if qacts {
@@ -166,7 +170,7 @@ impl Matvec {
         let ctas = if v.ctas == 0 { wave.min(packs) } else { v.ctas };
         // Slots are the grid's second dimension; together they make (about) one wave.
         let ctas = ctas.div_ceil(slots).max(1);
-        Ok(Launch { ctas, threads, smem, split, xsm })
+        Ok(Launch { ctas, groups: 1, threads, smem, split, xsm })
     }
 
     /// Resident CTAs per SM of `f` with `smem` bytes of dynamic shared memory (cached: the
@@ -230,7 +234,7 @@ impl Matvec {
     ) -> Result<()> {
         let (grid_y, bytes) = match &slots {
             Some(s) => (s.slots.n, s.expert_bytes * s.n_expert),
-            None => (1, w.num_bytes()),
+            None => (l.groups, w.num_bytes()),
         };
         let mut args = self.product_args(w, bytes, (x, x_stride), n, (y, y_stride))?;
         args.extend([P(dev_addr(&self.stream, &self.iq2_tab)), I(l.split as i32), I(l.xsm as i32)]);

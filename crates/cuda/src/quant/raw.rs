@@ -3,9 +3,14 @@
 //! tokens an expert serves), and the quantized-activation product of one token.
 
 use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, MAX_BATCH};
-use super::plan::batch_chunk;
+use cudarc::driver::CudaFunction;
+
+use super::plan::{batch_chunk, Launch};
 use crate::error::{CudaError, Result};
 use crate::launch::Queue;
+
+/// Fewest CTAs an SM a several-token float product keeps (`run_batch_split_raw`).
+const FLOAT_CTAS_PER_SM: usize = 8;
 
 impl Matvec {
     /// `y_t = W x_t` for `n <= MAX_BATCH` tokens, reading `W` once: token t's input starts at
@@ -108,7 +113,10 @@ impl Matvec {
         y_stride: usize,
         split: usize,
     ) -> Result<()> {
-        if is_float(w.ty()) {
+        // Float weights: each token's FMA chains, lane sums and split partials are those of the
+        // one-token slot kernel (`mv_float` with R = 2 rows a warp, the same `split`), whatever
+        // the token count; they take f32 inputs only.
+        if is_float(w.ty()) && qacts {
             return Err(CudaError::UnsupportedType(w.ty()));
         }
         let row_in = if qacts { super::matvec::act_bytes(w.ty(), w.cols())? } else { w.cols() * 4 };
@@ -121,6 +129,25 @@ impl Matvec {
         }
         if w.rows() == 0 {
             return Ok(());
+        }
+        if is_float(w.ty()) {
+            // One launch, its token groups in the grid: as many tokens a CTA (16, 8, 4, else
+            // 1) as still leave FLOAT_CTAS_PER_SM CTAs an SM (each group re-reads W, from L2).
+            // A 256-row matrix has 128 CTAs a group: with 16 tokens a CTA, 32 tokens took
+            // 49 µs on an H100, twice as long as a launch of a slot per token.
+            let launch_of = |nt: usize| -> Result<(&CudaFunction, Launch)> {
+                let f = self.funcs.get(&(w.ty(), 2, nt)).ok_or_else(|| CudaError::MissingKernel(format!("{} r2 n{nt}", w.ty())))?;
+                Ok((f, self.plan(f, w, Variant { rows: 2, tokens: nt, split, ctas: 0 }, n, 1, false)?))
+            };
+            let mut pick = launch_of(1)?;
+            for nt in [16, 8, 4] {
+                let c = launch_of(nt)?;
+                if c.1.ctas * c.1.groups >= FLOAT_CTAS_PER_SM * self.sm_count {
+                    pick = c;
+                    break;
+                }
+            }
+            return self.launch(pick.0, w, (x, x_stride), n, (y, y_stride), pick.1, None, q);
         }
         let mut t0 = 0;
         while t0 < n {
