@@ -4,14 +4,14 @@
 # the GPU tests of the newest build first (matvec, decode, forward), B/matvec_bench_<x> on
 # the one-token quantized kernels for the matvec suffixes listed, then one session after 2K
 # and batches of 1, 8 and 32 sessions R times, and an eager profile of the newest build's
-# batches of 8 and 32.
+# batches of 8 and 32. TESTS (environment) lists other GPU test binaries to run first.
 # Usage, on the GPU machine: bench/gpu/ab3.sh B [layers] [rounds] [builds] [matvec builds]
 #   e.g. bench/gpu/ab3.sh /tmp/b 6 2 a,c, c,
 set -u
 cd "$(dirname "$0")/../.."
 B=${1:-target/gpu-bundle}; L=${2:-6}; R=${3:-2}; D=${4:-a,}; M=${5:-a,}
 . bench/gpu/lib.sh
-model_and_tests "$B" "$L" matvec decode forward
+model_and_tests "$B" "$L" ${TESTS:-matvec decode forward}
 name() { if [ -n "$2" ]; then echo "$1_$2"; else echo "$1"; fi; }
 for r in $(seq "$R"); do
     for x in ${M//,/ } ""; do

@@ -917,6 +917,8 @@ MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
 #define MVG_ARGS                                                                                \
     MV_ARGS, const int *__restrict__ table, int n_expert, i64 expert_bytes, int x_div, int y_mod,  \
         i64 y_mul
+// With WAIT (routed picks), an entry of one pick (two thirds of the busy entries at 32 tokens)
+// takes the one-token body, whose registers fit without the spills of the NT-token one.
 #define MVG_QUANT(NAME, T, G, NT, S, QA, WAIT, MINB)                                            \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS, MINB) NAME(MVG_ARGS) {            \
         (void)n;                                                                                \
@@ -924,8 +926,13 @@ MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
         const int* ent = table + (i64)blockIdx.y * (2 + NT);                                    \
         const int ex = ent[0], cnt = min(ent[1], NT);                                           \
         if (ex < 0 || ex >= n_expert || cnt <= 0) return;                                       \
-        mv_quant<T, G, NT, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride,  \
-                                  Y, y_stride, cnt, tab, ks, xsm, Rows{ent + 2, x_div, y_mod, y_mul}); \
+        const Rows rw{ent + 2, x_div, y_mod, y_mul};                                            \
+        if (WAIT && cnt == 1)                                                                   \
+            mv_quant<T, G, 1, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride, \
+                                     Y, y_stride, 1, tab, ks, xsm, rw);                         \
+        else                                                                                    \
+            mv_quant<T, G, NT, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride, \
+                                      Y, y_stride, cnt, tab, ks, xsm, rw);                      \
     }
 // MINB: CTAs an SM must hold for the official g4_n4 kernel. IQ2_XXS (the routed gate and up)
 // is held to 3 at the cost of a few spills in its loop (99 registers allowed only 2); the
