@@ -691,8 +691,11 @@ fn grouped_products_equal_slot_products() {
     };
     let mv = Matvec::new(&gpu).unwrap();
     let n_expert = 8;
-    // 12 tokens x 3 picks; expert 5 has 18 picks (two entries of 16), expert 2 none.
-    let ids: Vec<i32> = (0..36).map(|j| if j % 2 == 0 { 5 } else { [0, 7, 3, 1, 6, 4][(j / 2) % 6] }).collect();
+    // 12 tokens x 3 picks; expert 5 has 18 picks (entries of 4, 4, 4, 4 and 2, or 16 and 2),
+    // experts 0, 7, 1, 6, 4 have 1 to 5 (so entries of 4 picks hold every count from 1 to 4:
+    // the kernel takes a body per count), expert 3 (skipped) 3, expert 2 none.
+    let odd = [0, 7, 7, 1, 1, 1, 6, 6, 6, 6, 4, 4, 4, 4, 4, 3, 3, 3];
+    let ids: Vec<i32> = (0..36).map(|j| if j % 2 == 0 { 5 } else { odd[j / 2] }).collect();
     let idd = gpu.upload(&ids).unwrap();
     for ty in [GgmlType::IQ2_XXS, GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0] {
         for &(cols, rows) in &[(4096usize, 2048usize), (2048, 4096), (768, 304)] {

@@ -918,7 +918,8 @@ MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
     MV_ARGS, const int *__restrict__ table, int n_expert, i64 expert_bytes, int x_div, int y_mod,  \
         i64 y_mul
 // With WAIT (routed picks), an entry of one pick (two thirds of the busy entries at 32 tokens)
-// takes the one-token body, whose registers fit without the spills of the NT-token one.
+// takes the one-token body, whose registers fit without the spills of the NT-token one, and
+// an entry of two (a quarter) a two-token body.
 #define MVG_QUANT(NAME, T, G, NT, S, QA, WAIT, MINB)                                            \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS, MINB) NAME(MVG_ARGS) {            \
         (void)n;                                                                                \
@@ -930,6 +931,9 @@ MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
         if (WAIT && cnt == 1)                                                                   \
             mv_quant<T, G, 1, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride, \
                                      Y, y_stride, 1, tab, ks, xsm, rw);                         \
+        else if (WAIT && cnt == 2)                                                              \
+            mv_quant<T, G, 2, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride, \
+                                     Y, y_stride, 2, tab, ks, xsm, rw);                         \
         else                                                                                    \
             mv_quant<T, G, NT, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride, \
                                       Y, y_stride, cnt, tab, ks, xsm, rw);                      \
