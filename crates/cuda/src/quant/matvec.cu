@@ -374,8 +374,8 @@ __device__ __forceinline__ void mv_issue(const u8* __restrict__ W, i64 row_bytes
     // Rows a whole number of 16-byte lines long (every Flash matrix but the IQ2_XXS ones of
     // 1,024 columns) start the step at one offset in its line: one line count and one
     // address for the group, each row's copies one 64-bit add and a predicated copy away.
-    // The general path below cost ~37 instructions a row (this one ~4), a quarter of the
-    // one-token IQ2_XXS kernel's instructions.
+    // The general path below costs ~37 instructions a row (this one ~4); its copies were a
+    // quarter of the one-token IQ2_XXS kernel's instructions.
     if ((row_bytes & 15) == 0 && rg * G + G <= rows) {
         const int sh = (int)(reinterpret_cast<u64>(base) & 15u);
         const int n16 = (sh + nbytes + 15) >> 4;

@@ -86,8 +86,8 @@ fn float_split(rows: usize, r: usize, slots: usize, sm_count: usize) -> usize {
     [1, 2, 4].into_iter().find(|&ks| rows.div_ceil(WARPS / ks * r) * slots >= 2 * sm_count).unwrap_or(4)
 }
 
-/// One launch: grid (`ctas` x slots or token groups), block, dynamic shared memory, and the kernel's `ks`
-/// (warps per row group) and `xsm` (x staged in shared memory) arguments.
+/// One launch: grid (`ctas` x slots or token groups), block, dynamic shared memory, and the
+/// kernel's `ks` (warps per row group) and `xsm` (x staged in shared memory) arguments.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Launch {
     pub ctas: usize,

@@ -2,9 +2,9 @@
 //! over slices of its scratch (a head group's part of each token's attention output, the
 //! tokens an expert serves), and the quantized-activation product of one token.
 
-use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, MAX_BATCH};
 use cudarc::driver::CudaFunction;
 
+use super::matvec::{is_float, DeviceMatrix, Matvec, Variant, MAX_BATCH};
 use super::plan::{batch_chunk, Launch};
 use crate::error::{CudaError, Result};
 use crate::launch::Queue;
