@@ -139,15 +139,12 @@ impl Matvec {
                 let f = self.funcs.get(&(w.ty(), 2, nt)).ok_or_else(|| CudaError::MissingKernel(format!("{} r2 n{nt}", w.ty())))?;
                 Ok((f, self.plan(f, w, Variant { rows: 2, tokens: nt, split, ctas: 0 }, n, 1, false)?))
             };
-            let mut pick = launch_of(1)?;
-            for nt in [16, 8, 4] {
-                let c = launch_of(nt)?;
-                if c.1.ctas * c.1.groups >= FLOAT_CTAS_PER_SM * self.sm_count {
-                    pick = c;
-                    break;
-                }
-            }
-            return self.launch(pick.0, w, (x, x_stride), n, (y, y_stride), pick.1, None, q);
+            let fills = |c: &Result<(&CudaFunction, Launch)>| c.as_ref().map_or(true, |(_, l)| l.ctas * l.groups >= FLOAT_CTAS_PER_SM * self.sm_count);
+            let (f, l) = match [16, 8, 4].into_iter().map(launch_of).find(fills) {
+                Some(c) => c?,
+                None => launch_of(1)?,
+            };
+            return self.launch(f, w, (x, x_stride), n, (y, y_stride), l, None, q);
         }
         let mut t0 = 0;
         while t0 < n {
