@@ -652,6 +652,79 @@ __device__ void index_scores_mma(const float* __restrict__ q, const float* __res
 // |v| with NaN as 0, so a max over it ignores NaN as Rust's f32::max does.
 __device__ __forceinline__ float abs_nn(float v) { return v != v ? 0.0f : fabsf(v); }
 
+// clamp(round_half_even(v), -128, 127); NaN gives 0 (dsv4_quant's round_to_i8).
+__device__ __forceinline__ int round_i8(float v) {
+    if (v != v) return 0;
+    return (int)rintf(fminf(fmaxf(v, -128.0f), 127.0f));
+}
+
+// The official activations of the quantized products, made where their input is made (the
+// decode step's fused launches) or by quant_q8_0 / quant_q8_k, by the same code either way.
+// Q8_0: a warp's 32 values (lane i holds value i) as a 36-byte block at blk, f32 scale
+// amax / 127, then 32 codes.
+__device__ __forceinline__ void q8_0_warp(float v, u8* blk) {
+    const int i = threadIdx.x & 31;
+    const float amax = warp_max(abs_nn(v));
+    const float d = __fdiv_rn(amax, 127.0f);
+    const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+    blk[4 + i] = (u8)(i8)round_i8(__fmul_rn(v, id));
+    if (i == 0) *reinterpret_cast<float*>(blk) = d;
+}
+
+struct Q8kShared {
+    float shf[32];
+    float v[256];
+    int qs[256];
+    int first;
+};
+
+// Q8_K: a CTA's 256 values (256 threads, thread i holds value i; every thread calls it) as a
+// 292-byte block at blk: f32 d, 256 codes, 16 i16 sums of 16 codes. The scale comes from the
+// value at the first index of largest |x|, sign kept: iscale = -127 / max, d = 1 / iscale; an
+// all-zero block is all zeros.
+__device__ __forceinline__ void q8_k_block(float v, u8* blk, Q8kShared& sh) {
+    const int i = threadIdx.x;
+    if (i == 0) sh.first = 256;
+    sh.v[i] = v;
+    const float amax = block_max_f(abs_nn(v), sh.shf);  // its barriers also publish `first` and v
+    if (amax == 0.0f) {
+        blk[4 + i] = 0;
+        if (i < 16) reinterpret_cast<short*>(blk + 260)[i] = 0;
+        if (i == 0) *reinterpret_cast<float*>(blk) = 0.0f;
+        return;
+    }
+    if (fabsf(v) == amax) atomicMin(&sh.first, i);  // integer min: order-independent
+    __syncthreads();
+    const float iscale = __fdiv_rn(-127.0f, sh.v[sh.first]);
+    const int q = round_i8(__fmul_rn(iscale, v));
+    sh.qs[i] = q;
+    blk[4 + i] = (u8)(i8)q;
+    __syncthreads();
+    if (i < 16) {
+        int s = 0;
+        for (int k = 0; k < 16; ++k) s += sh.qs[16 * i + k];
+        reinterpret_cast<short*>(blk + 260)[i] = (short)s;
+    }
+    if (i == 0) *reinterpret_cast<float*>(blk) = __fdiv_rn(1.0f, iscale);
+}
+
+// Activation formats of the fused launches' quantized outputs (0: none).
+#define ACT_Q8_0 1
+#define ACT_Q8_K 2
+#define Q8_0_BYTES 36
+#define Q8_K_BYTES 292
+
+// A 256-thread block's 256 consecutive values (thread i holds value i, column c0 + i of a
+// row whose activations start at row_q) into activation format `f`: Q8_0 blocks (a warp each)
+// or one Q8_K block. c0 is a multiple of 256. Every thread of the block calls it.
+__device__ __forceinline__ void quant_slice256(int f, float v, u8* row_q, int c0, Q8kShared& sh) {
+    if (f == ACT_Q8_0) {
+        q8_0_warp(v, row_q + (long long)((c0 + (threadIdx.x & ~31)) / 32) * Q8_0_BYTES);
+    } else if (f == ACT_Q8_K) {
+        q8_k_block(v, row_q + (long long)(c0 / 256) * Q8_K_BYTES, sh);
+    }
+}
+
 // Nearest E4M3FN value, ties to even, saturating at ±448 (dsv4_quant::fp8::e4m3_round).
 __device__ __forceinline__ float e4m3_round(float x) {
     if (x != x) return x;

@@ -202,6 +202,88 @@ fn official_numerics_match_the_cpu() {
     eprintln!("official chunked == token by token bit for bit: {cs2}");
 }
 
+/// Rows of `w` values quantized by the CPU as the products of weights `ty` take them, packed
+/// as the GPU's activation rows.
+fn cpu_acts(ty: dsv4_quant::GgmlType, x: &[f32], w: usize) -> Vec<u8> {
+    x.chunks(w).flat_map(|r| dsv4_cuda::quant::matvec::pack_acts(&dsv4_quant::QuantizedActs::for_weight(ty, r).unwrap())).collect()
+}
+
+/// Largest |a - b| over the largest |b|.
+fn rel_max(a: &[f32], b: &[f64]) -> f64 {
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(&x, y)| (x as f64 - y).abs()).fold(0f64, f64::max) / scale
+}
+
+/// The decode step's launches that quantize what they write, for the products after them:
+/// `hc_read_step` (the HC read-out, its RMSNorm and both lanes' activations) and `norm_rope`
+/// on q_a's output. Their f32 outputs against f64 sums, their activation bytes equal to the
+/// CPU's quantization of those outputs. Flash's widths (4,096 columns: 16 slices of the
+/// read-out's sum of squares; q_a's 1,024), three tokens, Q8_0 and Q8_K activations, and a
+/// width that ends in a partial slice (no quantization).
+#[test]
+fn fused_quantizations_match_the_cpu() {
+    let Some((gpu, gm, _)) = setup("fused_quantizations_match_the_cpu", 4) else {
+        return;
+    };
+    let c = &model().cfg;
+    let (q8_0, q2_k) = (dsv4_quant::GgmlType::Q8_0, dsv4_quant::GgmlType::Q2_K);
+    let mut next = uniform(0x5851_f42d_4c95_7f2d);
+    let (hc, parts, n) = (4usize, 16usize, 3usize);
+    for (e, tys) in [(4096usize, [Some(q2_k), Some(q8_0)]), (4096, [Some(q8_0), None]), (1000, [None, None])] {
+        let streams: Vec<f32> = (0..n * hc * e).map(|i| next() * [0.2, 1.0, 5.0][i / e % 3]).collect();
+        let m_raw: Vec<f32> = (0..n * hc * parts).map(|_| next() * 0.5).collect();
+        let mut ss = Vec::new();
+        for t in 0..n {
+            let tot: f64 = streams[t * hc * e..(t + 1) * hc * e].iter().map(|&v| v as f64 * v as f64).sum();
+            ss.extend((0..parts).map(|_| tot / parts as f64));
+        }
+        let scale = [0.7f32, 0.3, 0.2];
+        let base: Vec<f32> = (0..hc).map(|_| next() * 0.5).collect();
+        let norm: Vec<f32> = (0..e).map(|_| 1.0 + 0.5 * next()).collect();
+        let (out, acts) = gm.probe_hc_read(&gpu, &streams, &m_raw, &ss, &scale, &base, &norm, hc, parts, tys).unwrap();
+        for t in 0..n {
+            let tot: f64 = ss[t * parts..(t + 1) * parts].iter().sum();
+            let sflat = 1.0 / (tot / (hc * e) as f64 + c.rms_eps as f64).sqrt();
+            let pre: Vec<f64> = (0..hc)
+                .map(|h| {
+                    let mv: f64 = m_raw[(t * hc + h) * parts..(t * hc + h + 1) * parts].iter().map(|&v| v as f64).sum();
+                    1.0 / (1.0 + (-(mv * sflat * scale[0] as f64 + base[h] as f64)).exp()) + c.hc_eps as f64
+                })
+                .collect();
+            let s = &streams[t * hc * e..(t + 1) * hc * e];
+            let x: Vec<f64> = (0..e).map(|i| (0..hc).map(|h| pre[h] * s[h * e + i] as f64).sum()).collect();
+            let r = 1.0 / (x.iter().map(|v| v * v).sum::<f64>() / e as f64 + c.rms_eps as f64).sqrt();
+            let want: Vec<f64> = x.iter().zip(&norm).map(|(v, &w)| v * r * w as f64).collect();
+            let err = rel_max(&out[t * e..(t + 1) * e], &want);
+            assert!(err <= 1e-5, "HC read-out of {e} columns, token {t}: off the f64 sums by {err:.2e}");
+        }
+        for (k, ty) in tys.into_iter().enumerate() {
+            match ty {
+                Some(ty) => assert!(acts[k] == cpu_acts(ty, &out, e), "{e} columns, lane {k}: {ty} activations differ from the CPU's"),
+                None => assert!(acts[k].is_empty()),
+            }
+        }
+    }
+    // A width the quantization cannot slice is refused.
+    let one = |e: usize| gm.probe_hc_read(&gpu, &vec![0.5; hc * e], &vec![0.1; hc * parts], &vec![1.0; parts], &[1.0; 3], &[0.0; 4], &vec![1.0; e], hc, parts, [Some(q8_0), None]);
+    assert!(one(1000).is_err() && one(1024).is_ok());
+
+    let d = 1024;
+    let x: Vec<f32> = (0..n * d).map(|i| next() * [0.01, 1.0, 30.0][i / d % 3]).collect();
+    let w: Vec<f32> = (0..d).map(|_| 1.0 + 0.5 * next()).collect();
+    for ty in [q8_0, q2_k] {
+        let (y, acts) = gm.probe_norm_quant(&gpu, &x, &w, ty).unwrap();
+        for t in 0..n {
+            let row = &x[t * d..(t + 1) * d];
+            let r = 1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / d as f64 + c.rms_eps as f64).sqrt();
+            let want: Vec<f64> = row.iter().zip(&w).map(|(&v, &wv)| v as f64 * r * wv as f64).collect();
+            let err = rel_max(&y[t * d..(t + 1) * d], &want);
+            assert!(err <= 1e-5, "q_a norm, token {t}: off the f64 sums by {err:.2e}");
+        }
+        assert!(acts == cpu_acts(ty, &y, d), "q_a norm: {ty} activations differ from the CPU's");
+    }
+}
+
 /// Deterministic values in [-1, 1) (xorshift64).
 fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
     move || {
@@ -409,7 +491,15 @@ fn tensor_core_attention_matches_exact_sums() {
         let (ring_f, comp_f): (Vec<f32>, Vec<f32>) = (ring.concat(), comp.concat());
         let m = mask.as_deref().zip(top_k);
         let run = |q: &[f32], freqs: &[f32], mma: bool| gm.probe_attend_chunk(&gpu, q, &ring_f, &comp_f, ratio, pos, m, &sinks, d, freqs, mma).unwrap();
-        let step = |q: &[f32], freqs: &[f32]| gm.probe_attend_step(&gpu, q, &ring_f, &comp_f, ratio, pos, m, &sinks, d, freqs).unwrap();
+        // The step's merge also writes its heads' outputs as Q8_0 rows of hpg heads (the
+        // grouped output projection's input): the CPU's quantization of those outputs.
+        let hpg = if heads.is_multiple_of(8) { 8 } else { heads };
+        let step_acts = |q: &[f32], freqs: &[f32]| gm.probe_attend_step(&gpu, q, &ring_f, &comp_f, ratio, pos, m, &sinks, d, freqs, hpg).unwrap();
+        let step = |q: &[f32], freqs: &[f32]| {
+            let (o, a) = step_acts(q, freqs);
+            assert!(a == cpu_acts(dsv4_quant::GgmlType::Q8_0, &o, hpg * d), "{heads}x{d}: the merge's Q8_0 rows differ from the CPU's");
+            o
+        };
         let (mma, f32k, st) = (run(&q, &[], true), run(&q, &[], false), step(&q, &[]));
         assert!(mma.iter().chain(&st).all(|v| v.is_finite()), "{heads}x{d}: non-finite or unwritten outputs");
         let (em, ef, es) = (attention_error(&mma, &exact, d), attention_error(&f32k, &exact, d), attention_error(&st, &exact, d));
@@ -426,7 +516,7 @@ fn tensor_core_attention_matches_exact_sums() {
         // A NaN in one query: that head is NaN, the others unchanged bit for bit.
         let mut qn = q.clone();
         qn[(heads - 1) * d + 3] = f32::NAN;
-        for (what, nan, clean) in [("tensor cores", run(&qn, &[], true), &mma), ("decode step", step(&qn, &[]), &st)] {
+        for (what, nan, clean) in [("tensor cores", run(&qn, &[], true), &mma), ("decode step", step_acts(&qn, &[]).0, &st)] {
             assert!(nan[(heads - 1) * d..].iter().all(|v| v.is_nan()), "{heads}x{d}: the NaN head is not NaN ({what})");
             assert!(nan[..(heads - 1) * d].iter().zip(clean).all(|(a, b)| a.to_bits() == b.to_bits()), "{heads}x{d}: a NaN head changed the others ({what})");
         }

@@ -405,7 +405,7 @@ impl GpuModel {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn norm_rope(&self, src: u64, dst: u64, w: u64, heads: usize, d: usize, norm: bool, freqs: u64, n_pairs: usize, pos: u64, n: usize, stride: usize) -> Result<()> {
         let eps = self.cfg.rms_eps;
-        let args = [P(src), P(dst), P(w), I(d as i32), I(norm as i32), F(eps), P(freqs), I(n_pairs as i32), L(pos as i64), L(stride as i64)];
+        let args = [P(src), P(dst), P(w), I(d as i32), I(norm as i32), F(eps), P(freqs), I(n_pairs as i32), L(pos as i64), L(stride as i64), P(0), I(0), L(0)];
         self.launch("norm_rope", (heads, n), BLOCK, 0, &args)
     }
 

@@ -7,66 +7,25 @@
 
 #include "dsv4_common.cuh"
 
-typedef signed char i8;
-typedef short i16;
-
-// clamp(round_half_even(v), -128, 127); NaN gives 0 (dsv4_quant's round_to_i8).
-__device__ __forceinline__ int round_i8(float v) {
-    if (v != v) return 0;
-    return (int)rintf(fminf(fmaxf(v, -128.0f), 127.0f));
-}
-
 // grid (ceil(nb / warps), tokens), a warp per 32-column block: token t's x (x_stride floats
-// apart, nb blocks) into 36-byte blocks (f32 scale amax / 127, then 32 codes), out_stride
-// bytes apart per token. (One-warp CTAs made a 256-token chunk tens of thousands of CTAs,
-// whose scheduling, not the work, took the time.)
+// apart, nb blocks) into 36-byte blocks (q8_0_warp), out_stride bytes apart per token.
+// (One-warp CTAs made a 256-token chunk tens of thousands of CTAs, whose scheduling, not the
+// work, took the time.)
 extern "C" __global__ void quant_q8_0(const float* x, long long x_stride, u8* out, long long out_stride, int nb) {
     DSV4_GRID_ENTRY();
     const int b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), i = threadIdx.x & 31;
     if (b >= nb) return;
-    const float v = x[blockIdx.y * x_stride + b * 32 + i];
-    const float amax = warp_max(abs_nn(v));
-    const float d = __fdiv_rn(amax, 127.0f);
-    const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
-    u8* blk = out + blockIdx.y * out_stride + b * 36;
-    blk[4 + i] = (u8)(i8)round_i8(__fmul_rn(v, id));
-    if (i == 0) *reinterpret_cast<float*>(blk) = d;
+    q8_0_warp(x[blockIdx.y * x_stride + b * 32 + i], out + blockIdx.y * out_stride + b * Q8_0_BYTES);
 }
 
-// grid (cols / 256, tokens), 256 threads (nb unused: one block per CTA): Q8_K blocks of 292 bytes (f32 d, 256 codes, 16
-// i16 sums of 16 codes). The scale comes from the value at the first index of largest |x|,
-// sign kept: iscale = -127 / max, d = 1 / iscale; an all-zero block is all zeros.
+// grid (cols / 256, tokens), 256 threads (nb unused: one block per CTA): Q8_K blocks of 292
+// bytes (q8_k_block).
 extern "C" __global__ void quant_q8_k(const float* x, long long x_stride, u8* out, long long out_stride, int nb) {
     (void)nb;
     DSV4_GRID_ENTRY();
-    __shared__ float shf[32];
-    __shared__ int first;
-    __shared__ int qs[256];
-    const int b = blockIdx.x, i = threadIdx.x;
-    const float* xb = x + blockIdx.y * x_stride + b * 256;
-    const float v = xb[i];
-    if (i == 0) first = 256;
-    const float amax = block_max_f(abs_nn(v), shf);  // its barriers also publish `first`
-    u8* blk = out + blockIdx.y * out_stride + b * 292;
-    if (amax == 0.0f) {
-        blk[4 + i] = 0;
-        if (i < 16) reinterpret_cast<i16*>(blk + 260)[i] = 0;
-        if (i == 0) *reinterpret_cast<float*>(blk) = 0.0f;
-        return;
-    }
-    if (fabsf(v) == amax) atomicMin(&first, i);  // integer min: order-independent
-    __syncthreads();
-    const float iscale = __fdiv_rn(-127.0f, xb[first]);
-    const int q = round_i8(__fmul_rn(iscale, v));
-    qs[i] = q;
-    blk[4 + i] = (u8)(i8)q;
-    __syncthreads();
-    if (i < 16) {
-        int s = 0;
-        for (int k = 0; k < 16; ++k) s += qs[16 * i + k];
-        reinterpret_cast<i16*>(blk + 260)[i] = (i16)s;
-    }
-    if (i == 0) *reinterpret_cast<float*>(blk) = __fdiv_rn(1.0f, iscale);
+    __shared__ Q8kShared sh;
+    const int b = blockIdx.x;
+    q8_k_block(x[blockIdx.y * x_stride + b * 256 + threadIdx.x], out + blockIdx.y * out_stride + b * Q8_K_BYTES, sh);
 }
 
 // The FP8 / FP4 / BF16 roundings and the KV and indexer row round trips are in

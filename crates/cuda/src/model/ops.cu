@@ -314,9 +314,9 @@ extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int col
 
 // The decode step's HC read-out over many blocks instead of one block per token (hc_pre),
 // which left the GPU waiting on one SM per token for its dependent phases: hc_proj (with
-// `ss`) leaves the state's sum of squares as per-slice partials; hc_out_step turns them and
-// the mixing values into the pre weights and forms Σ_h pre_h S_h with per-block partial sums
-// of squares; hc_norm_step applies the RMSNorm. hc_mix_step makes post and comb (the
+// `ss`) leaves the state's sum of squares as per-slice partials; hc_read_step turns them and
+// the mixing values into the pre weights, forms Σ_h pre_h S_h, applies the RMSNorm and
+// quantizes what the next products read. hc_mix_step makes post and comb (the
 // Sinkhorn: a chain of ~40 dependent steps on one warp, ~10 µs) on a branch of the step
 // beside them, since only the write-back needs those. Partials are added in index order, in
 // double like hc_pre's block sums.
@@ -340,47 +340,77 @@ extern "C" __global__ void hc_mix_step(const float* m_raw, const double* ss, con
     }
 }
 
-// out = Σ_h pre_h S_h for token blockIdx.y, column blockIdx.x · blockDim.x + threadIdx.x, the
-// pre weights (as hc_mix_step makes them) from the mixing values at m_raw + token · m_stride
-// and the state's squares at ss + token · parts; each block's sum of squares of its columns
-// into part[token · gridDim.x + blockIdx.x].
-extern "C" __global__ void hc_out_step(const float* S, const float* m_raw, const double* ss, const float* scale,
-                                       const float* base, float* out, double* part, int hc, int e, int m_stride,
-                                       int parts, float rms_eps, float hc_eps) {
+// The HC read-out and its RMSNorm in one launch, grid (ceil(e / 256), tokens), 256 threads:
+// every block forms out = Σ_h pre_h S_h for all e columns of its token (the norm needs the sum
+// of squares of all of them; the hc · e loads hit L2), the pre weights as hc_mix_step makes
+// them from the mixing values at m_raw + token · m_stride and the state's squares at ss +
+// token · parts, and writes its own 256 columns normed by norm_w. Where the products that read
+// x take quantized activations it also writes its columns in those formats (fa at qa + token
+// · q_stride, fb at qb + token · q_stride; 0: none; then e is a multiple of 256). One launch
+// where the step had four on its critical path (the read-out, the norm, a quantization per
+// format). The sum of squares adds as one block reduction (block_reduce) per 256-column slice,
+// the slices in order, in double. Dynamic shared memory: ceil(e / 256) · 8 doubles.
+extern "C" __global__ void __launch_bounds__(256)
+    hc_read_step(const float* S, const float* m_raw, const double* ss, const float* scale, const float* base,
+                 float* out, const float* norm_w, int hc, int e, int m_stride, int parts, float rms_eps, float hc_eps,
+                 u8* qa, int fa, u8* qb, int fb, long long q_stride) {
     DSV4_GRID_ENTRY();
-    __shared__ double shd[32];
+    extern __shared__ double wsum[];
     __shared__ float pre[MAX_HC];
+    __shared__ double total;
+    __shared__ Q8kShared qsh;
     const long long t = blockIdx.y;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int slices = (e + blockDim.x - 1) / blockDim.x;
     if (threadIdx.x < hc) {
         const float sflat = hc_sflat(ss + t * parts, parts, hc * e, rms_eps);
         pre[threadIdx.x] = hc_pre_weight(m_raw + t * m_stride, threadIdx.x, parts, sflat, scale, base, hc_eps);
     }
     __syncthreads();
     S += t * hc * e;
-    out += t * e;
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    double sx = 0.0;
-    if (i < e) {
+    float own = 0.0f;
+    // Slice p, column p · 256 + thread: each warp's butterfly of its squares (block_reduce's
+    // first phase), kept per (slice, warp).
+#pragma unroll 8
+    for (int p = 0; p < slices; ++p) {
+        const int i = p * blockDim.x + threadIdx.x;
         float x = 0.0f;
-        for (int h = 0; h < hc; ++h) x += pre[h] * S[h * e + i];
-        out[i] = x;
-        sx = (double)x * (double)x;
+        if (i < e) {
+#pragma unroll
+            for (int h = 0; h < MAX_HC; ++h)
+                if (h < hc) x += pre[h] * S[h * e + i];
+        }
+        if (p == (int)blockIdx.x) own = x;
+        double sx = i < e ? (double)x * (double)x : 0.0;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) sx += __shfl_xor_sync(DSV4_FULL_MASK, sx, off);
+        if (lane == 0) wsum[p * nw + w] = sx;
     }
-    sx = block_sum_d(sx, shd);
-    if (threadIdx.x == 0) part[t * gridDim.x + blockIdx.x] = sx;
-}
-
-// The RMSNorm of hc_out_step's output (its `nparts` partials per token, in order) times norm_w.
-extern "C" __global__ void hc_norm_step(float* out, const double* part, int nparts, const float* norm_w, int e,
-                                        float rms_eps) {
-    DSV4_GRID_ENTRY();
-    const long long t = blockIdx.y;
+    __syncthreads();
+    // block_reduce's second phase for each slice (warp w takes slices w, w + nw, ...), then
+    // the slices in order.
+    for (int p = w; p < slices; p += nw) {
+        double v = lane < nw ? wsum[p * nw + lane] : 0.0;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(DSV4_FULL_MASK, v, off);
+        if (lane == 0) wsum[p * nw] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double sum = 0.0;
+        for (int p = 0; p < slices; ++p) sum += wsum[p * nw];
+        total = sum;
+    }
+    __syncthreads();
+    const float s = rms_scale_from(total, e, rms_eps);
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= e) return;
-    double sum = 0.0;
-    for (int p = 0; p < nparts; ++p) sum += part[t * nparts + p];
-    const float s = rms_scale_from(sum, e, rms_eps);
-    out[t * e + i] = out[t * e + i] * s * norm_w[i];
+    float v = 0.0f;
+    if (i < e) {
+        v = own * s * norm_w[i];
+        out[t * e + i] = v;
+    }
+    if (fa) quant_slice256(fa, v, qa + t * q_stride, blockIdx.x * blockDim.x, qsh);
+    if (fb) quant_slice256(fb, v, qb + t * q_stride, blockIdx.x * blockDim.x, qsh);
 }
 
 // The HC write-back of column i: S_new[b] = post[b] · y_i + Σ_a comb[a][b] · S_old[a].
@@ -430,14 +460,22 @@ __device__ __forceinline__ void norm_rope_vec(const float* x, float* y, const fl
 
 // grid.x = heads, each `d` contiguous values of src, written to dst (which may be src);
 // grid.y = tokens, `stride` floats apart, token t at position pos + t (see norm_rope_vec).
+// With f (ACT_Q8_0 or ACT_Q8_K; 256 threads, d a multiple of 256) the block also writes its
+// head's values in that activation format, token t's row at q + t · q_stride: the decode step's
+// q_a output needs no quantization launch before q_b.
 extern "C" __global__ void norm_rope(const float* src, float* dst, const float* w, int d, int do_norm,
                                      float eps, const float* freqs, int n_pairs, long long pos,
-                                     long long stride) {
+                                     long long stride, u8* q, int f, long long q_stride) {
     DSV4_GRID_ENTRY();
     __shared__ double shd[32];
+    __shared__ Q8kShared qsh;
     const float* x = src + blockIdx.y * stride + (long long)blockIdx.x * d;
     float* y = dst + blockIdx.y * stride + (long long)blockIdx.x * d;
     norm_rope_vec(x, y, w, d, do_norm, eps, freqs, n_pairs, pos + blockIdx.y, shd);
+    if (!f) return;
+    __syncthreads();
+    for (int c0 = 0; c0 < d; c0 += blockDim.x)
+        quant_slice256(f, y[c0 + threadIdx.x], q + blockIdx.y * q_stride, blockIdx.x * d + c0, qsh);
 }
 
 // The decode step's norm and RoPE in one launch, token b = blockIdx.y of a batch at position
@@ -510,19 +548,28 @@ extern "C" __global__ void swiglu(const float* g, const float* u, float* h, int 
 // values, pick-major so that each expert launch writes one run: row k · B + t for k < used the
 // routed gate rows, used + k their up rows, 2·used the shared expert's gate, 2·used + 1 its up.
 // h gets the routed rows token-major (row t · used + r, scaled by the route weight
-// wk[t · used + r]), then the shared expert's (row B · used + t).
-extern "C" __global__ void swiglu_step(const float* gu, float* h, int n, float clamp, const float* wk, int used) {
+// wk[t · used + r]), then the shared expert's (row B · used + t). Where the down projections
+// take quantized activations, each block also writes its 256 values of a row in their format
+// (routed rows fr at qr + row · q_stride, the shared row fs at qs + t · q_stride; 0: none, then
+// n is a multiple of 256): no quantization launches between it and the down projections.
+extern "C" __global__ void swiglu_step(const float* gu, float* h, int n, float clamp, const float* wk, int used,
+                                       u8* qr, int fr, u8* qs, int fs, long long q_stride) {
     DSV4_GRID_ENTRY();
+    __shared__ Q8kShared qsh;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
     const int r = blockIdx.y, t = blockIdx.z, nb = gridDim.z;
     const bool routed = r < used;
-    const float* g = gu + ((long long)(routed ? r : 2 * used) * nb + t) * n;
-    const float* u = gu + ((long long)(routed ? used + r : 2 * used + 1) * nb + t) * n;
-    float v = swiglu_val(g[i], u[i], clamp);
-    if (routed) v *= wk[t * used + r];
     const long long row = routed ? (long long)t * used + r : (long long)nb * used + t;
-    h[row * n + i] = v;
+    float v = 0.0f;
+    if (i < n) {
+        const float* g = gu + ((long long)(routed ? r : 2 * used) * nb + t) * n;
+        const float* u = gu + ((long long)(routed ? used + r : 2 * used + 1) * nb + t) * n;
+        v = swiglu_val(g[i], u[i], clamp);
+        if (routed) v *= wk[t * used + r];
+        h[row * n + i] = v;
+    }
+    const int f = routed ? fr : fs;
+    if (f) quant_slice256(f, v, routed ? qr + row * q_stride : qs + (long long)t * q_stride, blockIdx.x * blockDim.x, qsh);
 }
 
 // y_t = Σ_p part p of token t, in order (routed experts in selection order, then the shared

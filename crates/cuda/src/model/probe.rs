@@ -9,7 +9,7 @@ use super::step::GROUP_PICKS_THREADS;
 use super::step_batch::{MAX_STEP_BATCH, ROUTED_NT};
 use super::weights::{ROUTE_MAX_EXPERTS, ROUTE_MAX_USED, ROUTE_THREADS};
 use super::forward::{att_splits_for, attend_split_smem, ATT_MERGE_THREADS, ATT_SPLIT_HEADS, ATT_SPLIT_THREADS, BLOCK, TOPK_THREADS};
-use super::Arg::{F, I, P};
+use super::Arg::{F, I, L, P};
 use crate::device::Gpu;
 use crate::error::{CudaError, Result};
 use crate::quant::matvec::act_bytes;
@@ -192,9 +192,12 @@ impl GpuModel {
     /// them for a model of this window and indexer top-k (the mask's, else the model's).
     #[doc(hidden)]
     #[allow(clippy::too_many_arguments)]
-    pub fn probe_attend_step(&self, gpu: &Gpu, q: &[f32], ring: &[f32], comp: &[f32], ratio: usize, pos: u64, mask: Option<(&[u8], usize)>, sinks: &[f32], d: usize, freqs: &[f32]) -> Result<Vec<f32>> {
+    pub fn probe_attend_step(&self, gpu: &Gpu, q: &[f32], ring: &[f32], comp: &[f32], ratio: usize, pos: u64, mask: Option<(&[u8], usize)>, sinks: &[f32], d: usize, freqs: &[f32], hpg: usize) -> Result<(Vec<f32>, Vec<u8>)> {
         let heads = sinks.len();
         let shape = |what: &str| Err(CudaError::Shape(format!("attention probe: {what}")));
+        if hpg == 0 || !heads.is_multiple_of(hpg) {
+            return shape("heads are not whole groups");
+        }
         if d == 0 || !d.is_multiple_of(32) || d > 512 || heads == 0 || q.len() != heads * d || ring.is_empty() || !ring.len().is_multiple_of(d) || !comp.len().is_multiple_of(d) || 2 * freqs.len() > d || pos >= i32::MAX as u64 {
             return shape("queries, rows or frequencies do not match the heads and d");
         }
@@ -214,6 +217,9 @@ impl GpuModel {
         let fd = gpu.upload(if freqs.is_empty() { &[0.0f32][..] } else { freqs })?;
         let parts = gpu.upload(&vec![f32::NAN; heads * splits * (d + 2)])?;
         let out = gpu.upload(&vec![f32::NAN; heads * d])?;
+        // The merge's Q8_0 output: a row per group of hpg heads.
+        let q_stride = act_bytes(GgmlType::Q8_0, hpg * d)?;
+        let acts = gpu.upload(&vec![0xa5u8; heads / hpg * q_stride])?;
         let table = |p: u64| gpu.upload(&[p]);
         let (raws, comps, masks, pd) = (table(self.ptr(&rd))?, table(self.ptr(&cd))?, table(self.ptr(&md))?, table(self.ptr(&parts))?);
         let posd = gpu.upload(&[pos as i32])?;
@@ -236,8 +242,87 @@ impl GpuModel {
             P(self.ptr(&fd)),
             I(freqs.len() as i32),
             P(self.ptr(&posd)),
+            P(self.ptr(&acts)),
+            L(q_stride as i64),
+            I(hpg as i32),
         ];
         self.launch("attend_merge_step", (heads, 1), ATT_MERGE_THREADS, 0, &args)?;
-        gpu.download(&out)
+        Ok((gpu.download(&out)?, gpu.download(&acts)?))
+    }
+
+    /// `hc_read_step` for `n` tokens: the read-out of `streams` (hc × e a token) with the
+    /// pre weights from the mixing partials `m_raw` (`parts` partial sums of each of the hc
+    /// values, a token's hc · parts floats together) and the state's squares `ss` (`parts` a
+    /// token), normed by `norm` (e values), and quantized for the weights `tys` (e a multiple
+    /// of 256 where one is given): the outputs and the two lanes' activation rows (a token's
+    /// act_bytes apart).
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn probe_hc_read(&self, gpu: &Gpu, streams: &[f32], m_raw: &[f32], ss: &[f64], scale: &[f32; 3], base: &[f32], norm: &[f32], hc: usize, parts: usize, tys: [Option<GgmlType>; 2]) -> Result<(Vec<f32>, [Vec<u8>; 2])> {
+        let e = norm.len();
+        let n = ss.len() / parts.max(1);
+        if hc == 0 || hc > 16 || parts == 0 || parts > 16 || e == 0 || e > 64 * BLOCK || n == 0 || ss.len() != n * parts || streams.len() != n * hc * e || m_raw.len() != n * hc * parts || base.len() < hc {
+            return Err(CudaError::Shape("HC read-out probe: sizes do not match".into()));
+        }
+        let (sd, md, ssd, scd, bd, nd) = (gpu.upload(streams)?, gpu.upload(m_raw)?, gpu.upload(ss)?, gpu.upload(scale)?, gpu.upload(base)?, gpu.upload(norm)?);
+        let out = gpu.upload(&vec![f32::NAN; n * e])?;
+        let mut q = Vec::new();
+        for ty in tys {
+            let code = match ty {
+                None => 0,
+                Some(t) if !e.is_multiple_of(BLOCK) => return Err(CudaError::Shape(format!("{e} columns are not whole slices for {t}"))),
+                Some(GgmlType::Q8_0) => 1,
+                Some(_) => 2,
+            };
+            let stride = ty.map_or(Ok(0), |t| act_bytes(t, e))?;
+            q.push((code, stride, gpu.upload(&vec![0xa5u8; (n * stride).max(1)])?));
+        }
+        if q[0].0 != 0 && q[1].0 != 0 && q[0].1 != q[1].1 {
+            return Err(CudaError::Shape("the probe's two formats take one row stride".into()));
+        }
+        let stride = q[0].1.max(q[1].1);
+        let blocks = e.div_ceil(BLOCK);
+        let qp = |k: usize| if q[k].0 != 0 { self.ptr(&q[k].2) } else { 0 };
+        let args = [
+            P(self.ptr(&sd)),
+            P(self.ptr(&md)),
+            P(self.ptr(&ssd)),
+            P(self.ptr(&scd)),
+            P(self.ptr(&bd)),
+            P(self.ptr(&out)),
+            P(self.ptr(&nd)),
+            I(hc as i32),
+            I(e as i32),
+            I((hc * parts) as i32),
+            I(parts as i32),
+            F(self.cfg.rms_eps),
+            F(self.cfg.hc_eps),
+            P(qp(0)),
+            I(q[0].0),
+            P(qp(1)),
+            I(q[1].0),
+            L(stride as i64),
+        ];
+        self.launch("hc_read_step", (blocks, n), BLOCK, blocks * (BLOCK / 32) * 8, &args)?;
+        let down = |k: usize| -> Result<Vec<u8>> { Ok(if q[k].0 != 0 { gpu.download(&q[k].2)? } else { Vec::new() }) };
+        Ok((gpu.download(&out)?, [down(0)?, down(1)?]))
+    }
+
+    /// `norm_rope` as the decode step runs it on q_a's output: each row of `d` values in `x`
+    /// normed by `w` (no RoPE) and quantized for weights `ty` (d a multiple of 256): the rows
+    /// and their activations (rows act_bytes apart).
+    #[doc(hidden)]
+    pub fn probe_norm_quant(&self, gpu: &Gpu, x: &[f32], w: &[f32], ty: GgmlType) -> Result<(Vec<f32>, Vec<u8>)> {
+        let d = w.len();
+        if d == 0 || !d.is_multiple_of(BLOCK) || x.is_empty() || !x.len().is_multiple_of(d) {
+            return Err(CudaError::Shape(format!("norm probe: rows of {d} (a multiple of {BLOCK}) from {} values", x.len())));
+        }
+        let (n, stride) = (x.len() / d, act_bytes(ty, d)?);
+        let (xd, wd) = (gpu.upload(x)?, gpu.upload(w)?);
+        let acts = gpu.upload(&vec![0xa5u8; n * stride])?;
+        let code = if ty == GgmlType::Q8_0 { 1 } else { 2 };
+        let args = [P(self.ptr(&xd)), P(self.ptr(&xd)), P(self.ptr(&wd)), I(d as i32), I(1), F(self.cfg.rms_eps), P(0), I(0), L(0), L(d as i64), P(self.ptr(&acts)), I(code), L(stride as i64)];
+        self.launch("norm_rope", (1, n), BLOCK, 0, &args)?;
+        Ok((gpu.download(&xd)?, gpu.download(&acts)?))
     }
 }

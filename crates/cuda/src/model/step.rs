@@ -314,8 +314,8 @@ impl GpuModel {
         }
         let x = self.ptr(&b.x);
         let h = &self.w.out_hc;
-        self.hc_read(s, h, sp, &self.w.out_norm, x, None)?;
-        self.mmb(s, &mut s.acts(), &self.w.output, x, e, self.ptr(&b.logits), c.vocab_size)?;
+        let [mut acts, _] = self.hc_read(s, h, sp, &self.w.out_norm, x, None, [Some(self.w.output.ty()), None])?;
+        self.mmb(s, &mut acts, &self.w.output, x, e, self.ptr(&b.logits), c.vocab_size)?;
         // Every session's reduction (its want is read from the step's buffer, so the graph
         // serves any wants).
         let args = [P(self.ptr(&b.logits)), I(c.vocab_size as i32), P(self.ptr(&b.wants)), P(self.ptr(&b.picks)), I(PICK_CAP as i32)];
@@ -334,7 +334,7 @@ impl GpuModel {
         let (freqs, pos, raws) = (self.ptr(&lw.freqs), s.pos(self), s.layer_tab(self, il, T_RAW));
         let ratio = lw.kind.ratio() as usize;
 
-        self.hc_read(s, &lw.hc_attn, sp, &lw.attn_norm, x, Some(mix))?;
+        let [ax, _] = self.hc_read(s, &lw.hc_attn, sp, &lw.attn_norm, x, Some(mix), [Some(lw.q_a.ty()), None])?;
         // The compressors (and the indexer's weights) read x and write only their own rows, which
         // nothing reads before the indexer's scores or the attention: on the side stream, beside
         // the q and KV path (whose one-block kernels leave most of the GPU idle).
@@ -343,13 +343,19 @@ impl GpuModel {
             self.compressors_step(&self.fork(s)?, il)?;
         }
         // Every product of x, then every product of the normed q_a output.
-        self.mm_group(s, x, c.n_embd, &[(&lw.q_a, qr, ql), (&lw.kv, kv, d)])?;
-        self.norm_rope(qr, qr, self.ptr(&lw.q_a_norm), 1, ql, true, 0, 0, 0, n, ql)?;
+        self.mm_group(s, ax, x, c.n_embd, &[(&lw.q_a, qr, ql), (&lw.kv, kv, d)])?;
+        // q_a's output normed, and quantized there for q_b.
+        let (qa, qa_acts) = match self.fused_acts(s, s.acts0, Some(lw.q_b.ty()), qr, ql, ql, n)? {
+            Some((code, addr, acts)) => ((addr, code), acts),
+            None => ((0, 0), s.acts()),
+        };
+        let args = [P(qr), P(qr), P(self.ptr(&lw.q_a_norm)), I(ql as i32), I(1), F(c.rms_eps), P(0), I(0), L(0), L(ql as i64), P(qa.0), I(qa.1), L(act_stride(c) as i64)];
+        self.slaunch(s, "norm_rope", (1, n), BLOCK, 0, &args)?;
         let mut of_qr: Vec<(&DeviceMatrix, u64, usize)> = vec![(&lw.q_b, q, nh * d)];
         if let Some(iw) = &lw.indexer {
             of_qr.push((&iw.q_b, iq, ih * id));
         }
-        self.mm_group(s, qr, ql, &of_qr)?;
+        self.mm_group(s, qa_acts, qr, ql, &of_qr)?;
 
         let (iq_arg, iq_blocks) = if lw.indexer.is_some() { (iq, ih) } else { (0, 0) };
         // Under the official numerics the kernel also rounds the KV row as the cache stores
@@ -399,6 +405,15 @@ impl GpuModel {
         let args = [P(q), P(raws), I(window as i32), P(comps), I(ratio as i32), P(masks), I(top_k as i32), P(parts), I(d as i32), I(nh as i32), I(splits as i32), P(pos)];
         let blocks = nh.div_ceil(ATT_SPLIT_HEADS) * splits;
         self.slaunch(s, "attend_split_step", (blocks, n), ATT_SPLIT_THREADS, attend_split_smem(d, window + top_k), &args)?;
+        // The merge quantizes its heads' outputs for a stacked Q8_0 out_a (one activation row
+        // per token and group).
+        let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
+        let stacked = Matvec::experts_stacked(&lw.out_a);
+        let fused = if stacked && g_in.is_multiple_of(32) { self.fused_acts(s, s.acts0, lw.out_a.first().map(|w| w.ty()), o, g_in, g_in, n * groups)? } else { None };
+        let (oq, mut oa) = match fused {
+            Some((1, addr, acts)) => (addr, acts),
+            _ => (0, s.acts()),
+        };
         let args = [
             P(parts),
             P(self.ptr(&lw.sinks)),
@@ -413,19 +428,21 @@ impl GpuModel {
             P(freqs),
             I(n_pairs as i32),
             P(pos),
+            P(oq),
+            L(act_stride(c) as i64),
+            I(c.heads_per_group() as i32),
         ];
         self.slaunch(s, "attend_merge_step", (nh, n), ATT_MERGE_THREADS, 0, &args)?;
 
         // Grouped low-rank output: group g's heads through its own slice of out_a.
-        let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
         let z = self.ptr(&b.z);
-        if n > 1 && fmt(lw.out_a[0].ty()).is_some() && Matvec::experts_stacked(&lw.out_a) {
+        if n > 1 && fmt(lw.out_a[0].ty()).is_some() && stacked {
             // Each group's weights read once for every token (entries of 16 tokens).
             let gr = Group { picks: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
-            self.every_token(s, &mut s.acts(), &lw.out_a, gr, o, g_in, z, r)?;
-        } else if Matvec::experts_stacked(&lw.out_a) {
+            self.every_token(s, &mut oa, &lw.out_a, gr, o, g_in, z, r)?;
+        } else if stacked {
             let sl = ExpertSlots { ids: self.ptr(&b.groups), n: n * groups, x_div: 1, y_mod: 1, y_mul: 0, per_token: groups };
-            self.experts_b(s, &mut s.acts(), &lw.out_a, sl, o, g_in, z, r)?;
+            self.experts_b(s, &mut oa, &lw.out_a, sl, o, g_in, z, r)?;
         } else {
             for (g, wa) in lw.out_a.iter().enumerate() {
                 let (xg, zg) = (o + (g * g_in * 4) as u64, z + (g * r * 4) as u64);
@@ -457,7 +474,7 @@ impl GpuModel {
         if let Some(iw) = &lw.indexer {
             of_x.extend([(&iw.comp.kv, ikv, 2 * id), (&iw.comp.gate, isc, 2 * id), (&iw.proj, iwp, ih)]);
         }
-        self.mm_group(s, self.ptr(&b.x), c.n_embd, &of_x)?;
+        self.mm_group(s, s.acts(), self.ptr(&b.x), c.n_embd, &of_x)?;
 
         let width = lw.kind.compressor_lanes() * d;
         let iwidth = lw.kind.compressor_lanes() * id;
@@ -495,7 +512,12 @@ impl GpuModel {
         let sp = self.ptr(&b.streams);
         let (x, mix) = (self.ptr(&b.x), self.ptr(&b.mix));
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
-        self.hc_read(s, &lw.hc_ffn, sp, &lw.ffn_norm, x, Some(mix))?;
+        // x quantized as it is made for the routed gate and up (main lane) and the shared
+        // expert's (side lane).
+        let first_ty = |ws: &[DeviceMatrix]| ws.first().map(|w| w.ty());
+        let routed_ty = lw.gate_up.as_deref().map_or_else(|| first_ty(&lw.gate), first_ty);
+        let shared_ty = lw.gate_up_sh.as_deref().map_or(Some(lw.gate_sh.ty()), first_ty);
+        let [mut ax, sx] = self.hc_read(s, &lw.hc_ffn, sp, &lw.ffn_norm, x, Some(mix), [routed_ty, shared_ty])?;
 
         let (rlog, sel, wts, sel_gu) = (self.ptr(&b.rlog), self.ptr(&b.sel), self.ptr(&b.wts), self.ptr(&b.sel_gu));
         let gu = self.ptr(&b.gu);
@@ -506,7 +528,7 @@ impl GpuModel {
         let sh = f4(gu, 2 * used * n * ffn);
         {
             let side = self.fork(s)?;
-            let mut a = side.acts();
+            let mut a = sx;
             match &lw.gate_up_sh {
                 Some(pair) if n > 1 && fmt(pair[0].ty()).is_some() => {
                     let gr = Group { picks: 2 * n, x_div: 2, y_mod: 2, y_mul: n, per_token: 2 };
@@ -520,7 +542,6 @@ impl GpuModel {
             }
         }
 
-        let mut ax = s.acts();
         self.mmb(s, &mut ax, &lw.gate_inp, x, e, rlog, c.n_expert)?;
         let (bias, table) = match &lw.route {
             Route::Hash { dev, .. } => (0, self.ptr(dev)),
@@ -571,24 +592,41 @@ impl GpuModel {
         }
         self.join(s)?;
         let hs = self.ptr(&b.hs);
-        let args = [P(gu), P(hs), I(ffn as i32), F(lw.clamp), P(wts), I(used as i32)];
+        // The SwiGLU quantizes its rows for the down projections as it writes them: routed
+        // and shared rows together on the main lane's rows when they share a format, else the
+        // shared one into the side lane's rows (the side lane's last reader of them, the shared
+        // gate and up, was joined above).
+        let ty = lw.down[0].ty();
+        let joint = s.official() && fmt(ty).is_some() && fmt(ty) == fmt(lw.down_sh.ty());
+        let routed_rows = if joint { (used + 1) * n } else { used * n };
+        let hs_sh = f4(hs, n * used * ffn);
+        let q_routed = self.fused_acts(s, s.acts0, Some(ty), hs, ffn, ffn, routed_rows)?;
+        let q_shared = match q_routed {
+            Some((code, addr, _)) if joint => Some((code, addr + (n * used * act_stride(c)) as u64, s.acts())),
+            _ if joint => None,
+            _ => self.fused_acts(s, self.side_acts0(), Some(lw.down_sh.ty()), hs_sh, ffn, ffn, n)?,
+        };
+        let code = |q: &Option<(i32, u64, Acts)>| q.as_ref().map_or((0, 0), |&(c, a, _)| (a, c));
+        let ((qr, fr), (qsh, fsh)) = (code(&q_routed), code(&q_shared));
+        let args = [P(gu), P(hs), I(ffn as i32), F(lw.clamp), P(wts), I(used as i32), P(qr), I(fr), P(qsh), I(fsh), L(act_stride(c) as i64)];
         self.slaunch(s, "swiglu_step", (ffn.div_ceil(BLOCK), used + 1, n), BLOCK, 0, &args)?;
 
         // Down projections into the parts (pick k of token t at k · MAX_STEP_BATCH + t, the
-        // shared expert's after them), the routed and shared rows quantized together when
-        // they share a format; the shared one on the side stream.
-        let mut ah = s.acts();
-        let ty = lw.down[0].ty();
-        let joint = s.official() && fmt(ty).is_some() && fmt(ty) == fmt(lw.down_sh.ty());
+        // shared expert's after them); the shared one on the side stream.
+        let mut ah = q_routed.map_or_else(|| s.acts(), |q| q.2);
         if joint {
             self.quant(s, &mut ah, ty, hs, ffn, ffn, (used + 1) * n)?;
         }
         let parts = self.ptr(&b.parts);
         {
             let side = self.fork(s)?;
-            // Quantized together above, or by the side lane into its own rows.
-            let mut a = if joint { ah } else { side.acts() };
-            self.mmb(&side, &mut a, &lw.down_sh, f4(hs, n * used * ffn), ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
+            // Quantized together above, or into the side lane's own rows.
+            let mut a = match (joint, q_shared) {
+                (true, _) => ah,
+                (false, Some(q)) => q.2,
+                (false, None) => side.acts(),
+            };
+            self.mmb(&side, &mut a, &lw.down_sh, hs_sh, ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
         }
         match grouping {
             Some(busy) => {
@@ -626,8 +664,12 @@ impl GpuModel {
     /// sizes the scratch for both).
     fn fork<'a>(&'a self, s: &Step<'a>) -> Result<Step<'a>> {
         self.side.join(s.stream)?;
-        let acts0 = MAX_STEP_BATCH * (self.cfg.n_expert_used + 1);
-        Ok(Step { b: s.b, n: s.n, num: s.num, most: s.most, stream: &self.side, plain: Cell::new(true), acts0 })
+        Ok(Step { b: s.b, n: s.n, num: s.num, most: s.most, stream: &self.side, plain: Cell::new(true), acts0: self.side_acts0() })
+    }
+
+    /// The side lane's first row of the activation scratch.
+    fn side_acts0(&self) -> usize {
+        MAX_STEP_BATCH * (self.cfg.n_expert_used + 1)
     }
 
     /// The main lane `s` waits for everything queued on the side stream so far.
@@ -645,17 +687,22 @@ impl GpuModel {
     /// The HC read-out of the streams `sp` at one site into `out`, normed by `norm`: the
     /// mixing (pre, post, comb) into `mix`, or with None the output head's read-out. Float
     /// mixing matrices (every model so far) take the split path: hc_proj with the state's
-    /// squares, then hc_out_step (making the pre weights itself) and hc_norm_step over many
-    /// blocks, while hc_mix_step's one warp makes post and comb on the side stream (joined
-    /// before the write-back needs them). Others take the one-block-per-token
-    /// `hc_pre`.
-    fn hc_read(&self, s: &Step, h: &Hc, sp: u64, norm: &DeviceBuffer<f32>, out: u64, mix: Option<u64>) -> Result<()> {
+    /// squares, then hc_read_step over many blocks (making the pre weights itself), while
+    /// hc_mix_step's one warp makes post and comb on the side stream (joined before the
+    /// write-back needs them). Others take the one-block-per-token `hc_pre`. `quants` names
+    /// the weights of the first products of `out` on the main and the side lane: the split
+    /// path quantizes `out` for them as it writes it, and the lanes' [`Acts`] it returns hold
+    /// those rows (the side lane's rows are free here: its last reader of them was joined at
+    /// the previous layer's end).
+    fn hc_read(&self, s: &Step, h: &Hc, sp: u64, norm: &DeviceBuffer<f32>, out: u64, mix: Option<u64>, quants: [Option<GgmlType>; 2]) -> Result<[Acts; 2]> {
         let c = &self.cfg;
         let b = s.b;
         let m = self.ptr(&b.m);
+        let none = [s.acts(), Acts { have: None, row0: self.side_acts0() }];
         let (parts, split) = self.hc_mix(s, h, sp, m)?;
         if !split {
-            return self.hc_pre(h, sp, m, parts, norm, out, mix.unwrap_or(0), mix.is_none(), s.n);
+            self.hc_pre(h, sp, m, parts, norm, out, mix.unwrap_or(0), mix.is_none(), s.n)?;
+            return Ok(none);
         }
         let (hcn, e) = (c.hc_count, c.n_embd);
         let ms = c.hc_mix().max(hcn) * parts;
@@ -681,11 +728,36 @@ impl GpuModel {
             ];
             self.slaunch(&side, "hc_mix_step", (s.n, 1), 32, 0, &args)?;
         }
+        let mut acts = none;
+        let mut q = [(0u64, 0i32); 2];
+        for (k, ty) in quants.into_iter().enumerate() {
+            if let Some((code, addr, a)) = self.fused_acts(s, acts[k].row0, ty, out, e, e, s.n)? {
+                (q[k], acts[k]) = ((addr, code), a);
+            }
+        }
         let blocks = e.div_ceil(BLOCK);
-        let xss = self.ptr(&b.xss);
-        let args = [P(sp), P(m), P(ss), P(scale), P(base), P(out), P(xss), I(hcn as i32), I(e as i32), I(ms as i32), I(parts as i32), F(c.rms_eps), F(c.hc_eps)];
-        self.slaunch(s, "hc_out_step", (blocks, s.n), BLOCK, 0, &args)?;
-        self.slaunch(s, "hc_norm_step", (blocks, s.n), BLOCK, 0, &[P(out), P(xss), I(blocks as i32), P(self.ptr(norm)), I(e as i32), F(c.rms_eps)])
+        let args = [
+            P(sp),
+            P(m),
+            P(ss),
+            P(scale),
+            P(base),
+            P(out),
+            P(self.ptr(norm)),
+            I(hcn as i32),
+            I(e as i32),
+            I(ms as i32),
+            I(parts as i32),
+            F(c.rms_eps),
+            F(c.hc_eps),
+            P(q[0].0),
+            I(q[0].1),
+            P(q[1].0),
+            I(q[1].1),
+            L(act_stride(c) as i64),
+        ];
+        self.slaunch(s, "hc_read_step", (blocks, s.n), BLOCK, blocks * (BLOCK / 32) * 8, &args)?;
+        Ok(acts)
     }
 
     /// The HC mixing projection of the streams `sp` into `m` ([`m_stride`] floats per token),
@@ -730,12 +802,8 @@ impl GpuModel {
     /// containing them); their address.
     #[allow(clippy::too_many_arguments)]
     fn quant(&self, s: &Step, acts: &mut Acts, ty: GgmlType, x: u64, xs: usize, cols: usize, rows: usize) -> Result<u64> {
-        let f = fmt(ty).ok_or(CudaError::UnsupportedType(ty))?;
+        let (f, base) = self.act_rows(s, acts.row0, ty, cols, rows)?;
         let stride = act_stride(&self.cfg);
-        if act_bytes(ty, cols)? > stride || (acts.row0 + rows) * stride > s.b.acts.len() {
-            return Err(CudaError::Shape(format!("{rows} rows of {cols} columns exceed the activation scratch")));
-        }
-        let base = self.ptr(&s.b.acts) + (acts.row0 * stride) as u64;
         if let Some((hx, hxs, hcols, hrows, hf)) = acts.have {
             let row_bytes = (hxs * 4) as u64;
             if (hxs, hcols, hf) == (xs, cols, f) && x >= hx && (x - hx).is_multiple_of(row_bytes) {
@@ -748,6 +816,36 @@ impl GpuModel {
         self.quant_acts_on(s.q(), f == Fmt::Q8_0, x, xs, cols, rows, base, stride)?;
         acts.have = Some((x, xs, cols, rows, f));
         Ok(base)
+    }
+
+    /// The activation rows from `row0` on for `rows` inputs of `cols` columns quantized for
+    /// weights of type `ty`, checked to fit the scratch: their format and address.
+    fn act_rows(&self, s: &Step, row0: usize, ty: GgmlType, cols: usize, rows: usize) -> Result<(Fmt, u64)> {
+        let f = fmt(ty).ok_or(CudaError::UnsupportedType(ty))?;
+        let stride = act_stride(&self.cfg);
+        if act_bytes(ty, cols)? > stride || (row0 + rows) * stride > s.b.acts.len() {
+            return Err(CudaError::Shape(format!("{rows} rows of {cols} columns exceed the activation scratch")));
+        }
+        Ok((f, self.ptr(&s.b.acts) + (row0 * stride) as u64))
+    }
+
+    /// Activation rows that a launch fills as it writes its output (`rows` rows of `cols`
+    /// columns at `x`, `xs` f32 apart), for the products of weights `ty` on the lane whose rows
+    /// start at `row0`: the launch's format code (`ACT_Q8_0`, `ACT_Q8_K` in
+    /// `dsv4_common.cuh`), the rows' address and the lane's [`Acts`] holding them. None where
+    /// those products take f32 inputs or the columns do not make whole 256-value slices (the
+    /// products then quantize their input themselves).
+    #[allow(clippy::too_many_arguments)]
+    fn fused_acts(&self, s: &Step, row0: usize, ty: Option<GgmlType>, x: u64, xs: usize, cols: usize, rows: usize) -> Result<Option<(i32, u64, Acts)>> {
+        let Some(ty) = ty.filter(|&t| s.official() && fmt(t).is_some() && cols.is_multiple_of(BLOCK)) else {
+            return Ok(None);
+        };
+        let (f, base) = self.act_rows(s, row0, ty, cols, rows)?;
+        let code = match f {
+            Fmt::Q8_0 => 1,
+            Fmt::Q8K => 2,
+        };
+        Ok(Some((code, base, Acts { have: Some((x, xs, cols, rows, f)), row0 })))
     }
 
     /// `y_t = W x_t` for the step's tokens, inputs `xs` and outputs `ys` f32 apart. One token:
@@ -861,9 +959,8 @@ impl GpuModel {
     }
 
     /// Products of one input (`xs` f32 per token), each `(W, y, ys)`, grouped so that each
-    /// activation format is quantized once.
-    fn mm_group(&self, s: &Step, x: u64, xs: usize, list: &[(&DeviceMatrix, u64, usize)]) -> Result<()> {
-        let mut acts = s.acts();
+    /// activation format is quantized once (`acts`: what the lane's rows hold already).
+    fn mm_group(&self, s: &Step, mut acts: Acts, x: u64, xs: usize, list: &[(&DeviceMatrix, u64, usize)]) -> Result<()> {
         for want in [None, Some(Fmt::Q8_0), Some(Fmt::Q8K)] {
             for &(w, y, ys) in list.iter().filter(|(w, _, _)| fmt(w.ty()) == want) {
                 self.mmb(s, &mut acts, w, x, xs, y, ys)?;
