@@ -293,9 +293,12 @@ extern "C" __global__ void __launch_bounds__(ATT_SPLIT_THREADS)
 // split order, with the head's sink logit (mass without value) in the softmax; the output's
 // RoPE tail is rotated back by the query's position, since every value row carries its own
 // key rotation.
+// With q (d a multiple of 32), the head's output also goes out as Q8_0 blocks, for the grouped
+// output projection: token b's group h / hpg is activation row b · (heads / hpg) + h / hpg at
+// q + row · q_stride, the head its (h % hpg)-th run of d / 32 blocks there.
 extern "C" __global__ void __launch_bounds__(ATT_MERGE_THREADS) attend_merge_step(const u64* parts, const float* sinks, float* out, int d, int heads, int splits,
                                             int window, int ratio, int indexed, int top_k, const float* freqs, int n_pairs,
-                                            const int* posv) {
+                                            const int* posv, u8* q, long long q_stride, int hpg) {
     DSV4_GRID_ENTRY();
     __shared__ float wts[ATT_MAX_SPLITS];
     __shared__ float inv;
@@ -347,6 +350,10 @@ extern "C" __global__ void __launch_bounds__(ATT_MERGE_THREADS) attend_merge_ste
     __syncthreads();
     float* tail = oh + d - 2 * n_pairs;
     for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) rope_pair(tail, i, freqs[i], (float)pos, true);
+    if (!q) return;
+    __syncthreads();
+    u8* row = q + ((long long)b * (heads / hpg) + h / hpg) * q_stride + (long long)(h % hpg) * (d / 32) * Q8_0_BYTES;
+    for (int k = threadIdx.x >> 5; k < d / 32; k += blockDim.x >> 5) q8_0_warp(oh[k * 32 + (threadIdx.x & 31)], row + k * Q8_0_BYTES);
 }
 
 // score[c] = Σ_h (w[h] · w_scale) · relu(q_h · k_c) for key row c, by one warp; q is

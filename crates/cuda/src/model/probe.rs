@@ -274,13 +274,11 @@ impl GpuModel {
                 Some(GgmlType::Q8_0) => 1,
                 Some(_) => 2,
             };
-            let stride = ty.map_or(Ok(0), |t| act_bytes(t, e))?;
-            q.push((code, stride, gpu.upload(&vec![0xa5u8; (n * stride).max(1)])?));
+            q.push((code, ty.map_or(Ok(0), |t| act_bytes(t, e))?));
         }
-        if q[0].0 != 0 && q[1].0 != 0 && q[0].1 != q[1].1 {
-            return Err(CudaError::Shape("the probe's two formats take one row stride".into()));
-        }
+        // One row stride for both lanes, as the step's scratch has.
         let stride = q[0].1.max(q[1].1);
+        let q: Vec<(i32, usize, _)> = q.into_iter().map(|(c, b)| Ok((c, b, gpu.upload(&vec![0xa5u8; (n * stride).max(1)])?))).collect::<Result<_>>()?;
         let blocks = e.div_ceil(BLOCK);
         let qp = |k: usize| if q[k].0 != 0 { self.ptr(&q[k].2) } else { 0 };
         let args = [
@@ -304,7 +302,11 @@ impl GpuModel {
             L(stride as i64),
         ];
         self.launch("hc_read_step", (blocks, n), BLOCK, blocks * (BLOCK / 32) * 8, &args)?;
-        let down = |k: usize| -> Result<Vec<u8>> { Ok(if q[k].0 != 0 { gpu.download(&q[k].2)? } else { Vec::new() }) };
+        // Each lane's rows, their bytes only.
+        let down = |k: usize| -> Result<Vec<u8>> {
+            let all = if q[k].0 != 0 { gpu.download(&q[k].2)? } else { Vec::new() };
+            Ok(all.chunks(stride.max(1)).flat_map(|r| r[..q[k].1].to_vec()).collect())
+        };
         Ok((gpu.download(&out)?, [down(0)?, down(1)?]))
     }
 
