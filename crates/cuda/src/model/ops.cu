@@ -350,6 +350,10 @@ extern "C" __global__ void hc_mix_step(const float* m_raw, const double* ss, con
 // where the step had four on its critical path (the read-out, the norm, a quantization per
 // format). The sum of squares adds as one block reduction (block_reduce) per 256-column slice,
 // the slices in order, in double. Dynamic shared memory: ceil(e / 256) · 8 doubles.
+// Slices a thread loads at once: every load of Flash's 4,096 columns (16 slices, 4 streams)
+// issued before the first is used. (One load after another, each waited for by its addition,
+// took 16 µs a call.)
+#define HC_READ_SLICES 16
 extern "C" __global__ void __launch_bounds__(256)
     hc_read_step(const float* S, const float* m_raw, const double* ss, const float* scale, const float* base,
                  float* out, const float* norm_w, int hc, int e, int m_stride, int parts, float rms_eps, float hc_eps,
@@ -362,38 +366,58 @@ extern "C" __global__ void __launch_bounds__(256)
     const long long t = blockIdx.y;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const int slices = (e + blockDim.x - 1) / blockDim.x;
+    S += t * hc * e;
+    // Rounds of HC_READ_SLICES slices by 4 streams; Flash has one.
+    const int hq = (hc + 3) / 4, rounds = (slices + HC_READ_SLICES - 1) / HC_READ_SLICES * hq;
+    float sv[HC_READ_SLICES][4];
+    auto load = [&](int r) {
+        const int p0 = r / hq * HC_READ_SLICES, h0 = r % hq * 4;
+#pragma unroll
+        for (int k = 0; k < HC_READ_SLICES; ++k) {
+            const int i = (p0 + k) * blockDim.x + threadIdx.x;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) sv[k][j] = (p0 + k < slices && i < e && h0 + j < hc) ? S[(long long)(h0 + j) * e + i] : 0.0f;
+        }
+    };
+    load(0);  // in flight while the pre weights are made
     if (threadIdx.x < hc) {
         const float sflat = hc_sflat(ss + t * parts, parts, hc * e, rms_eps);
         pre[threadIdx.x] = hc_pre_weight(m_raw + t * m_stride, threadIdx.x, parts, sflat, scale, base, hc_eps);
     }
     __syncthreads();
-    S += t * hc * e;
-    float own = 0.0f;
-    // Slice p, column p · 256 + thread: each warp's butterfly of its squares (block_reduce's
-    // first phase), kept per (slice, warp).
-#pragma unroll 8
-    for (int p = 0; p < slices; ++p) {
-        const int i = p * blockDim.x + threadIdx.x;
-        float x = 0.0f;
-        if (i < e) {
+    float own = 0.0f, x[HC_READ_SLICES];
+    for (int r = 0; r < rounds; ++r) {
+        const int p0 = r / hq * HC_READ_SLICES, h0 = r % hq * 4;
 #pragma unroll
-            for (int h = 0; h < MAX_HC; ++h)
-                if (h < hc) x += pre[h] * S[h * e + i];
+        for (int k = 0; k < HC_READ_SLICES; ++k) {
+            if (h0 == 0) x[k] = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                if (h0 + j < hc) x[k] += pre[h0 + j] * sv[k][j];
         }
-        if (p == (int)blockIdx.x) own = x;
-        double sx = i < e ? (double)x * (double)x : 0.0;
+        if (r + 1 < rounds) load(r + 1);
+        if (h0 + 4 < hc) continue;
+        // The pass's slices are whole: slice p, column p · 256 + thread, each warp's butterfly
+        // of its squares (block_reduce's first phase), kept per (slice, warp).
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) sx += __shfl_xor_sync(DSV4_FULL_MASK, sx, off);
-        if (lane == 0) wsum[p * nw + w] = sx;
+        for (int k = 0; k < HC_READ_SLICES; ++k) {
+            const int p = p0 + k, i = p * blockDim.x + threadIdx.x;
+            if (p >= slices) break;
+            if (p == (int)blockIdx.x) own = x[k];
+            double sx = i < e ? (double)x[k] * (double)x[k] : 0.0;
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) sx += __shfl_xor_sync(DSV4_FULL_MASK, sx, off);
+            if (lane == 0) wsum[p * nw + w] = sx;
+        }
     }
     __syncthreads();
     // block_reduce's second phase for each slice (warp w takes slices w, w + nw, ...), then
     // the slices in order.
     for (int p = w; p < slices; p += nw) {
-        double v = lane < nw ? wsum[p * nw + lane] : 0.0;
+        double d = lane < nw ? wsum[p * nw + lane] : 0.0;
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(DSV4_FULL_MASK, v, off);
-        if (lane == 0) wsum[p * nw] = v;
+        for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(DSV4_FULL_MASK, d, off);
+        if (lane == 0) wsum[p * nw] = d;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
