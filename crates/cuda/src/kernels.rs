@@ -74,7 +74,7 @@ pub const MODEL_KERNELS: &[(KernelSource, &[&str])] = &[
     (
         MODEL_OPS,
         &[
-            "embed", "hc_pre", "hc_proj", "hc_mix_step", "hc_read_step", "hc_post", "norm_rope", "rope_qkv_step", "swiglu", "swiglu_step", "sum_parts", "sum_post",
+            "embed", "hc_pre", "hc_proj", "hc_mix_step", "hc_out_step", "hc_norm_step", "hc_post", "norm_rope", "rope_qkv_step", "swiglu", "swiglu_step", "sum_parts", "sum_post",
             "gather_rows", "scatter_rows",
         ],
     ),

@@ -215,7 +215,7 @@ fn rel_max(a: &[f32], b: &[f64]) -> f64 {
 }
 
 /// The decode step's launches that quantize what they write, for the products after them:
-/// `hc_read_step` (the HC read-out, its RMSNorm and both lanes' activations) and `norm_rope`
+/// `hc_norm_step` (the HC read-out's RMSNorm and both lanes' activations) and `norm_rope`
 /// on q_a's output. Their f32 outputs against f64 sums, their activation bytes equal to the
 /// CPU's quantization of those outputs. Flash's widths (4,096 columns: 16 slices of the
 /// read-out's sum of squares; q_a's 1,024), three tokens, Q8_0 and Q8_K activations, and a

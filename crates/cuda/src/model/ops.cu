@@ -314,9 +314,10 @@ extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int col
 
 // The decode step's HC read-out over many blocks instead of one block per token (hc_pre),
 // which left the GPU waiting on one SM per token for its dependent phases: hc_proj (with
-// `ss`) leaves the state's sum of squares as per-slice partials; hc_read_step turns them and
-// the mixing values into the pre weights, forms Σ_h pre_h S_h, applies the RMSNorm and
-// quantizes what the next products read. hc_mix_step makes post and comb (the
+// `ss`) leaves the state's sum of squares as per-slice partials; hc_out_step turns them and
+// the mixing values into the pre weights and forms Σ_h pre_h S_h with per-block partial sums
+// of squares; hc_norm_step applies the RMSNorm and quantizes what the next products read.
+// hc_mix_step makes post and comb (the
 // Sinkhorn: a chain of ~40 dependent steps on one warp, ~10 µs) on a branch of the step
 // beside them, since only the write-back needs those. Partials are added in index order, in
 // double like hc_pre's block sums.
@@ -340,97 +341,57 @@ extern "C" __global__ void hc_mix_step(const float* m_raw, const double* ss, con
     }
 }
 
-// The HC read-out and its RMSNorm in one launch, grid (ceil(e / 256), tokens), 256 threads:
-// every block forms out = Σ_h pre_h S_h for all e columns of its token (the norm needs the sum
-// of squares of all of them; the hc · e loads hit L2), the pre weights as hc_mix_step makes
-// them from the mixing values at m_raw + token · m_stride and the state's squares at ss +
-// token · parts, and writes its own 256 columns normed by norm_w. Where the products that read
-// x take quantized activations it also writes its columns in those formats (fa at qa + token
-// · q_stride, fb at qb + token · q_stride; 0: none; then e is a multiple of 256). One launch
-// where the step had four on its critical path (the read-out, the norm, a quantization per
-// format). The sum of squares adds as one block reduction (block_reduce) per 256-column slice,
-// the slices in order, in double. Dynamic shared memory: ceil(e / 256) · 8 doubles.
-// Slices a thread loads at once: every load of Flash's 4,096 columns (16 slices, 4 streams)
-// issued before the first is used. (One load after another, each waited for by its addition,
-// took 16 µs a call.)
-#define HC_READ_SLICES 16
-extern "C" __global__ void __launch_bounds__(256)
-    hc_read_step(const float* S, const float* m_raw, const double* ss, const float* scale, const float* base,
-                 float* out, const float* norm_w, int hc, int e, int m_stride, int parts, float rms_eps, float hc_eps,
-                 u8* qa, int fa, u8* qb, int fb, long long q_stride) {
+// out = Σ_h pre_h S_h for token blockIdx.y, column blockIdx.x · blockDim.x + threadIdx.x, the
+// pre weights (as hc_mix_step makes them) from the mixing values at m_raw + token · m_stride
+// and the state's squares at ss + token · parts; each block's sum of squares of its columns
+// into part[token · gridDim.x + blockIdx.x]. The column's hc loads are issued before the pre
+// weights' barrier (one after another they were a chain of L2 waits).
+extern "C" __global__ void hc_out_step(const float* S, const float* m_raw, const double* ss, const float* scale,
+                                       const float* base, float* out, double* part, int hc, int e, int m_stride,
+                                       int parts, float rms_eps, float hc_eps) {
     DSV4_GRID_ENTRY();
-    extern __shared__ double wsum[];
+    __shared__ double shd[32];
     __shared__ float pre[MAX_HC];
-    __shared__ double total;
-    __shared__ Q8kShared qsh;
     const long long t = blockIdx.y;
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    const int slices = (e + blockDim.x - 1) / blockDim.x;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
     S += t * hc * e;
-    // Rounds of HC_READ_SLICES slices by 4 streams; Flash has one.
-    const int hq = (hc + 3) / 4, rounds = (slices + HC_READ_SLICES - 1) / HC_READ_SLICES * hq;
-    float sv[HC_READ_SLICES][4];
-    auto load = [&](int r) {
-        const int p0 = r / hq * HC_READ_SLICES, h0 = r % hq * 4;
+    float sv[MAX_HC];
 #pragma unroll
-        for (int k = 0; k < HC_READ_SLICES; ++k) {
-            const int i = (p0 + k) * blockDim.x + threadIdx.x;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) sv[k][j] = (p0 + k < slices && i < e && h0 + j < hc) ? S[(long long)(h0 + j) * e + i] : 0.0f;
-        }
-    };
-    load(0);  // in flight while the pre weights are made
+    for (int h = 0; h < MAX_HC; ++h) sv[h] = (h < hc && i < e) ? S[h * e + i] : 0.0f;
     if (threadIdx.x < hc) {
         const float sflat = hc_sflat(ss + t * parts, parts, hc * e, rms_eps);
         pre[threadIdx.x] = hc_pre_weight(m_raw + t * m_stride, threadIdx.x, parts, sflat, scale, base, hc_eps);
     }
     __syncthreads();
-    float own = 0.0f, x[HC_READ_SLICES];
-    for (int r = 0; r < rounds; ++r) {
-        const int p0 = r / hq * HC_READ_SLICES, h0 = r % hq * 4;
+    double sx = 0.0;
+    if (i < e) {
+        float x = 0.0f;
 #pragma unroll
-        for (int k = 0; k < HC_READ_SLICES; ++k) {
-            if (h0 == 0) x[k] = 0.0f;
-#pragma unroll
-            for (int j = 0; j < 4; ++j)
-                if (h0 + j < hc) x[k] += pre[h0 + j] * sv[k][j];
-        }
-        if (r + 1 < rounds) load(r + 1);
-        if (h0 + 4 < hc) continue;
-        // The pass's slices are whole: slice p, column p · 256 + thread, each warp's butterfly
-        // of its squares (block_reduce's first phase), kept per (slice, warp).
-#pragma unroll
-        for (int k = 0; k < HC_READ_SLICES; ++k) {
-            const int p = p0 + k, i = p * blockDim.x + threadIdx.x;
-            if (p >= slices) break;
-            if (p == (int)blockIdx.x) own = x[k];
-            double sx = i < e ? (double)x[k] * (double)x[k] : 0.0;
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) sx += __shfl_xor_sync(DSV4_FULL_MASK, sx, off);
-            if (lane == 0) wsum[p * nw + w] = sx;
-        }
+        for (int h = 0; h < MAX_HC; ++h)
+            if (h < hc) x += pre[h] * sv[h];
+        out[t * e + i] = x;
+        sx = (double)x * (double)x;
     }
-    __syncthreads();
-    // block_reduce's second phase for each slice (warp w takes slices w, w + nw, ...), then
-    // the slices in order.
-    for (int p = w; p < slices; p += nw) {
-        double d = lane < nw ? wsum[p * nw + lane] : 0.0;
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(DSV4_FULL_MASK, d, off);
-        if (lane == 0) wsum[p * nw] = d;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double sum = 0.0;
-        for (int p = 0; p < slices; ++p) sum += wsum[p * nw];
-        total = sum;
-    }
-    __syncthreads();
-    const float s = rms_scale_from(total, e, rms_eps);
+    sx = block_sum_d(sx, shd);
+    if (threadIdx.x == 0) part[t * gridDim.x + blockIdx.x] = sx;
+}
+
+// The RMSNorm of hc_out_step's output (its `nparts` partials per token, in order) times
+// norm_w. Where the products that read it take quantized activations, it also writes its
+// columns in those formats (fa at qa + token · q_stride, fb at qb + token · q_stride; 0: none;
+// then 256 threads and e a multiple of 256): no quantization launch before them.
+extern "C" __global__ void hc_norm_step(float* out, const double* part, int nparts, const float* norm_w, int e,
+                                        float rms_eps, u8* qa, int fa, u8* qb, int fb, long long q_stride) {
+    DSV4_GRID_ENTRY();
+    __shared__ Q8kShared qsh;
+    const long long t = blockIdx.y;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     float v = 0.0f;
     if (i < e) {
-        v = own * s * norm_w[i];
+        double sum = 0.0;
+        for (int p = 0; p < nparts; ++p) sum += part[t * nparts + p];
+        const float s = rms_scale_from(sum, e, rms_eps);
+        v = out[t * e + i] * s * norm_w[i];
         out[t * e + i] = v;
     }
     if (fa) quant_slice256(fa, v, qa + t * q_stride, blockIdx.x * blockDim.x, qsh);

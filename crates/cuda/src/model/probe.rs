@@ -250,7 +250,7 @@ impl GpuModel {
         Ok((gpu.download(&out)?, gpu.download(&acts)?))
     }
 
-    /// `hc_read_step` for `n` tokens: the read-out of `streams` (hc × e a token) with the
+    /// `hc_out_step` and `hc_norm_step` for `n` tokens: the read-out of `streams` (hc × e a token) with the
     /// pre weights from the mixing partials `m_raw` (`parts` partial sums of each of the hc
     /// values, a token's hc · parts floats together) and the state's squares `ss` (`parts` a
     /// token), normed by `norm` (e values), and quantized for the weights `tys` (e a multiple
@@ -261,7 +261,7 @@ impl GpuModel {
     pub fn probe_hc_read(&self, gpu: &Gpu, streams: &[f32], m_raw: &[f32], ss: &[f64], scale: &[f32; 3], base: &[f32], norm: &[f32], hc: usize, parts: usize, tys: [Option<GgmlType>; 2]) -> Result<(Vec<f32>, [Vec<u8>; 2])> {
         let e = norm.len();
         let n = ss.len() / parts.max(1);
-        if hc == 0 || hc > 16 || parts == 0 || parts > 16 || e == 0 || e > 64 * BLOCK || n == 0 || ss.len() != n * parts || streams.len() != n * hc * e || m_raw.len() != n * hc * parts || base.len() < hc {
+        if hc == 0 || hc > 16 || parts == 0 || parts > 16 || e == 0 || n == 0 || ss.len() != n * parts || streams.len() != n * hc * e || m_raw.len() != n * hc * parts || base.len() < hc {
             return Err(CudaError::Shape("HC read-out probe: sizes do not match".into()));
         }
         let (sd, md, ssd, scd, bd, nd) = (gpu.upload(streams)?, gpu.upload(m_raw)?, gpu.upload(ss)?, gpu.upload(scale)?, gpu.upload(base)?, gpu.upload(norm)?);
@@ -281,6 +281,7 @@ impl GpuModel {
         let q: Vec<(i32, usize, _)> = q.into_iter().map(|(c, b)| Ok((c, b, gpu.upload(&vec![0xa5u8; (n * stride).max(1)])?))).collect::<Result<_>>()?;
         let blocks = e.div_ceil(BLOCK);
         let qp = |k: usize| if q[k].0 != 0 { self.ptr(&q[k].2) } else { 0 };
+        let part = gpu.alloc_zeros::<f64>(n * blocks)?;
         let args = [
             P(self.ptr(&sd)),
             P(self.ptr(&md)),
@@ -288,20 +289,17 @@ impl GpuModel {
             P(self.ptr(&scd)),
             P(self.ptr(&bd)),
             P(self.ptr(&out)),
-            P(self.ptr(&nd)),
+            P(self.ptr(&part)),
             I(hc as i32),
             I(e as i32),
             I((hc * parts) as i32),
             I(parts as i32),
             F(self.cfg.rms_eps),
             F(self.cfg.hc_eps),
-            P(qp(0)),
-            I(q[0].0),
-            P(qp(1)),
-            I(q[1].0),
-            L(stride as i64),
         ];
-        self.launch("hc_read_step", (blocks, n), BLOCK, blocks * (BLOCK / 32) * 8, &args)?;
+        self.launch("hc_out_step", (blocks, n), BLOCK, 0, &args)?;
+        let args = [P(self.ptr(&out)), P(self.ptr(&part)), I(blocks as i32), P(self.ptr(&nd)), I(e as i32), F(self.cfg.rms_eps), P(qp(0)), I(q[0].0), P(qp(1)), I(q[1].0), L(stride as i64)];
+        self.launch("hc_norm_step", (blocks, n), BLOCK, 0, &args)?;
         // Each lane's rows, their bytes only.
         let down = |k: usize| -> Result<Vec<u8>> {
             let all = if q[k].0 != 0 { gpu.download(&q[k].2)? } else { Vec::new() };

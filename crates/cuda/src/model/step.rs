@@ -687,7 +687,8 @@ impl GpuModel {
     /// The HC read-out of the streams `sp` at one site into `out`, normed by `norm`: the
     /// mixing (pre, post, comb) into `mix`, or with None the output head's read-out. Float
     /// mixing matrices (every model so far) take the split path: hc_proj with the state's
-    /// squares, then hc_read_step over many blocks (making the pre weights itself), while
+    /// squares, then hc_out_step (making the pre weights itself) and hc_norm_step over many
+    /// blocks, while
     /// hc_mix_step's one warp makes post and comb on the side stream (joined before the
     /// write-back needs them). Others take the one-block-per-token `hc_pre`. `quants` names
     /// the weights of the first products of `out` on the main and the side lane: the split
@@ -736,27 +737,11 @@ impl GpuModel {
             }
         }
         let blocks = e.div_ceil(BLOCK);
-        let args = [
-            P(sp),
-            P(m),
-            P(ss),
-            P(scale),
-            P(base),
-            P(out),
-            P(self.ptr(norm)),
-            I(hcn as i32),
-            I(e as i32),
-            I(ms as i32),
-            I(parts as i32),
-            F(c.rms_eps),
-            F(c.hc_eps),
-            P(q[0].0),
-            I(q[0].1),
-            P(q[1].0),
-            I(q[1].1),
-            L(act_stride(c) as i64),
-        ];
-        self.slaunch(s, "hc_read_step", (blocks, s.n), BLOCK, blocks * (BLOCK / 32) * 8, &args)?;
+        let xss = self.ptr(&b.xss);
+        let args = [P(sp), P(m), P(ss), P(scale), P(base), P(out), P(xss), I(hcn as i32), I(e as i32), I(ms as i32), I(parts as i32), F(c.rms_eps), F(c.hc_eps)];
+        self.slaunch(s, "hc_out_step", (blocks, s.n), BLOCK, 0, &args)?;
+        let args = [P(out), P(xss), I(blocks as i32), P(self.ptr(norm)), I(e as i32), F(c.rms_eps), P(q[0].0), I(q[0].1), P(q[1].0), I(q[1].1), L(act_stride(c) as i64)];
+        self.slaunch(s, "hc_norm_step", (blocks, s.n), BLOCK, 0, &args)?;
         Ok(acts)
     }
 

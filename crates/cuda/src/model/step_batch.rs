@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use cudarc::driver::{CudaGraph, PinnedHostSlice};
 use dsv4_model::ModelConfig;
 
+use super::forward::BLOCK;
 use super::state::{act_stride, GpuState};
 use super::GpuModel;
 use crate::buffer::DeviceBuffer;
@@ -103,8 +104,10 @@ pub(super) struct StepBatch {
     pub(super) parts: DeviceBuffer<f32>,
     pub(super) acts: DeviceBuffer<u8>,
     pub(super) logits: DeviceBuffer<f32>,
-    /// The HC read-out's partial sums of squares of the state (per `hc_proj` slice), per token.
+    /// The HC read-out's partial sums of squares: of the state (per `hc_proj` slice) and of
+    /// the read-out (per `hc_out_step` block), per token.
     pub(super) ss: DeviceBuffer<f64>,
+    pub(super) xss: DeviceBuffer<f64>,
     /// The logits of a step on their way to the host (page-locked, `MAX_STEP_BATCH` rows).
     pub(super) host: PinnedHostSlice<f32>,
     /// Each session's want of the step (3 words: mode, 1 / T, ln min_p; `model/pick.cu`).
@@ -148,7 +151,7 @@ pub fn step_batch_bytes(c: &ModelConfig) -> u64 {
         + (used + 1) * c.n_embd
         + c.vocab_size;
     let table = c.n_layer * LAYER_ENTRIES + SESSION_ENTRIES;
-    let partials = HC_PARTS;
+    let partials = HC_PARTS + c.n_embd.div_ceil(BLOCK);
     // The wants and the reductions: 3 + pick_words(1) words a token; the routed grouping
     // tables 3 · used entries a token.
     let routed = 3 * used * (2 + ROUTED_NT);
@@ -199,6 +202,7 @@ impl StepBatch {
             acts: gpu.alloc_zeros::<u8>(t * (used + 2) * act_stride(c))?,
             logits: z(c.vocab_size)?,
             ss: gpu.alloc_zeros::<f64>(t * HC_PARTS)?,
+            xss: gpu.alloc_zeros::<f64>(t * c.n_embd.div_ceil(BLOCK))?,
             // SAFETY: plain page-locked memory (not write-combined: the host reads it); a step
             // reads only the rows its download has just written.
             host: unsafe { gpu.context().alloc_pinned_with_flags::<f32>(t * c.vocab_size, 0)? },
