@@ -47,8 +47,18 @@ pub struct Grouped {
     pub split: usize,
 }
 
-/// Waves of CTAs a grouped launch over a device-made table aims at (see `run_grouped_raw`).
-const GROUPED_WAVES: usize = 4;
+/// Waves of CTAs a grouped launch over a device-made table aims at (see `run_grouped_raw`):
+/// 4, and 8 from GROUPED_MANY expected busy entries. On 6 H100 layers 8 waves made a batch of
+/// 32 sessions (~136 busy entries a routed matrix, ~272 for gate and up together) 3% faster,
+/// 16 about 1%, and a batch of 8 (~44 and ~88) 2% slower (bench/README.md, v19 and v20).
+fn grouped_waves(busy: usize) -> usize {
+    if busy >= GROUPED_MANY {
+        8
+    } else {
+        4
+    }
+}
+const GROUPED_MANY: usize = 128;
 
 /// Byte stride between the experts when `experts` are consecutive views of one buffer.
 pub fn stack_stride(experts: &[DeviceMatrix]) -> Option<usize> {
@@ -168,9 +178,9 @@ impl Matvec {
             .ok_or_else(|| CudaError::MissingKernel(format!("grouped {} qacts={qacts} n{}", w.ty(), g.nt)))?;
         let v = Variant { rows: grouped_rows(g.nt), tokens: g.nt, split: g.split.max(1), ctas: 0 };
         // A table made on the device has an expected count of busy entries: CTAs per entry
-        // for about GROUPED_WAVES waves over those, so that a few more than expected add a
+        // for a few waves over those (grouped_waves), so that a few more than expected add a
         // fraction of a wave rather than a whole one. Host tables: one wave over all entries.
-        let per = if g.busy == 0 { g.slots } else { g.busy.min(g.slots).div_ceil(GROUPED_WAVES) };
+        let per = if g.busy == 0 { g.slots } else { g.busy.min(g.slots).div_ceil(grouped_waves(g.busy)) };
         let l = self.plan(f, w, v, g.nt, per.max(1), qacts)?;
         let slots = SlotArgs { slots: s, n_expert: experts.len(), expert_bytes: stride };
         self.launch(f, w, (x, x_stride), g.nt, (y, y_stride), l, Some(slots), q)
