@@ -688,13 +688,13 @@ impl GpuModel {
     /// mixing (pre, post, comb) into `mix`, or with None the output head's read-out. Float
     /// mixing matrices (every model so far) take the split path: hc_proj with the state's
     /// squares, then hc_out_step (making the pre weights itself) and hc_norm_step over many
-    /// blocks, while
-    /// hc_mix_step's one warp makes post and comb on the side stream (joined before the
-    /// write-back needs them). Others take the one-block-per-token `hc_pre`. `quants` names
-    /// the weights of the first products of `out` on the main and the side lane: the split
-    /// path quantizes `out` for them as it writes it, and the lanes' [`Acts`] it returns hold
-    /// those rows (the side lane's rows are free here: its last reader of them was joined at
-    /// the previous layer's end).
+    /// blocks, while hc_mix_step's one warp makes post and comb on the side stream (joined
+    /// before the write-back needs them). Others take the one-block-per-token `hc_pre`.
+    /// `quants` names the weights of the first products of `out` on the main and the side
+    /// lane: the split path's norm quantizes `out` for them as it writes it, and the lanes'
+    /// [`Acts`] it returns hold those rows. (The side lane's rows are free here: every
+    /// side-lane launch that read them was joined into the main stream before this read-out.)
+    #[allow(clippy::too_many_arguments)]
     fn hc_read(&self, s: &Step, h: &Hc, sp: u64, norm: &DeviceBuffer<f32>, out: u64, mix: Option<u64>, quants: [Option<GgmlType>; 2]) -> Result<[Acts; 2]> {
         let c = &self.cfg;
         let b = s.b;
