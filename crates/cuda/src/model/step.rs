@@ -907,7 +907,7 @@ impl GpuModel {
     /// Whether this step's products of `w` run on the tensor cores: official numerics, Q8_0
     /// weights, enough tokens, and the option on.
     fn tensor_cores(&self, s: &Step, w: &DeviceMatrix) -> bool {
-        s.official() && w.ty() == GgmlType::Q8_0 && self.opts.dense == DenseProducts::TensorCores && s.n >= MMQ_MIN_TOKENS
+        quantized_acts(s, w) && w.ty() == GgmlType::Q8_0 && self.opts.dense == DenseProducts::TensorCores && s.n >= MMQ_MIN_TOKENS
     }
 
     /// A [`Group`] where every token picks each matrix of `ws` once: on the tensor cores

@@ -7,6 +7,7 @@ use dsv4_gguf::GgmlType;
 
 use super::experts::stack_stride;
 use super::matvec::{act_bytes, DeviceMatrix, Matvec};
+use super::raw::check_rows;
 use crate::error::{CudaError, Result};
 use crate::launch::{launch_ex, Arg, Queue};
 use Arg::{I, L};
@@ -60,11 +61,9 @@ impl Matvec {
         }
         let row_in = act_bytes(w.ty(), w.cols())?;
         let MmqIo { x, x_stride, x_step, y, y_stride, y_step } = io;
-        if n == 0 || !x.is_multiple_of(4) || !x_step.is_multiple_of(4) || (n > 1 && (x_stride < row_in || !x_stride.is_multiple_of(4))) {
-            return Err(CudaError::Shape(format!("{n} inputs at {x:#x}, {x_stride} bytes apart, for {row_in}-byte rows")));
-        }
-        if n > 1 && y_stride < w.rows() {
-            return Err(CudaError::Shape(format!("output stride {y_stride} under the matrix's {} rows", w.rows())));
+        check_rows(w, n, (x, x_stride, row_in, 4), y_stride)?;
+        if !x_step.is_multiple_of(4) {
+            return Err(CudaError::Shape(format!("inputs {x_step} bytes apart from matrix to matrix")));
         }
         if ![1, 2, 4, 8].contains(&split) || split > w.cols().div_ceil(1024).max(1) {
             return Err(CudaError::Shape(format!("a split over {split} warps for {} columns", w.cols())));

@@ -121,12 +121,7 @@ impl Matvec {
         }
         let row_in = if qacts { super::matvec::act_bytes(w.ty(), w.cols())? } else { w.cols() * 4 };
         let stride_bytes = if qacts { x_stride } else { x_stride * 4 };
-        if !x.is_multiple_of(if qacts { 4 } else { 16 }) || (n > 1 && (stride_bytes < row_in || !stride_bytes.is_multiple_of(if qacts { 4 } else { 16 }))) {
-            return Err(CudaError::Shape(format!("{n} inputs at {x:#x}, {stride_bytes} bytes apart, for {row_in}-byte rows")));
-        }
-        if n > 1 && y_stride < w.rows() {
-            return Err(CudaError::Shape(format!("output stride {y_stride} under the matrix's {} rows", w.rows())));
-        }
+        check_rows(w, n, (x, stride_bytes, row_in, if qacts { 4 } else { 16 }), y_stride)?;
         if w.rows() == 0 {
             return Ok(());
         }
@@ -166,4 +161,18 @@ impl Matvec {
         }
         Ok(())
     }
+}
+
+/// The rows a several-token product reads and writes: `n` inputs from `x.0`, `x.1` bytes
+/// apart, each `x.2` bytes and aligned to `x.3` bytes; outputs `y_stride` f32 apart, each
+/// holding `w`'s rows.
+pub(super) fn check_rows(w: &DeviceMatrix, n: usize, x: (u64, usize, usize, usize), y_stride: usize) -> Result<()> {
+    let (at, stride, row_in, align) = x;
+    if n == 0 || !at.is_multiple_of(align as u64) || (n > 1 && (stride < row_in || !stride.is_multiple_of(align))) {
+        return Err(CudaError::Shape(format!("{n} inputs at {at:#x}, {stride} bytes apart, for {row_in}-byte rows")));
+    }
+    if n > 1 && y_stride < w.rows() {
+        return Err(CudaError::Shape(format!("output stride {y_stride} under the matrix's {} rows", w.rows())));
+    }
+    Ok(())
 }
