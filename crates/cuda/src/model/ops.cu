@@ -317,9 +317,8 @@ extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int col
 // `ss`) leaves the state's sum of squares as per-slice partials; hc_out_step turns them and
 // the mixing values into the pre weights and forms Σ_h pre_h S_h with per-block partial sums
 // of squares; hc_norm_step applies the RMSNorm and quantizes what the next products read.
-// hc_mix_step makes post and comb (the
-// Sinkhorn: a chain of ~40 dependent steps on one warp, ~10 µs) on a branch of the step
-// beside them, since only the write-back needs those. Partials are added in index order, in
+// hc_mix_step makes post and comb (the Sinkhorn: a chain of ~40 dependent steps on one warp,
+// ~10 µs) on a branch of the step beside them, since only the write-back needs those. Partials are added in index order, in
 // double like hc_pre's block sums.
 
 // One warp per token (blockIdx.x): 1/rms of the state from the `parts` partials at

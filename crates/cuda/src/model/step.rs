@@ -345,11 +345,8 @@ impl GpuModel {
         // Every product of x, then every product of the normed q_a output.
         self.mm_group(s, ax, x, c.n_embd, &[(&lw.q_a, qr, ql), (&lw.kv, kv, d)])?;
         // q_a's output normed, and quantized there for q_b.
-        let (qa, qa_acts) = match self.fused_acts(s, s.acts0, Some(lw.q_b.ty()), qr, ql, ql, n)? {
-            Some((code, addr, acts)) => ((addr, code), acts),
-            None => ((0, 0), s.acts()),
-        };
-        let args = [P(qr), P(qr), P(self.ptr(&lw.q_a_norm)), I(ql as i32), I(1), F(c.rms_eps), P(0), I(0), L(0), L(ql as i64), P(qa.0), I(qa.1), L(act_stride(c) as i64)];
+        let (qa, fa, qa_acts) = self.fused_acts(s, s.acts0, Some(lw.q_b.ty()), qr, ql, ql, n)?;
+        let args = [P(qr), P(qr), P(self.ptr(&lw.q_a_norm)), I(ql as i32), I(1), F(c.rms_eps), P(0), I(0), L(0), L(ql as i64), P(qa), I(fa), L(act_stride(c) as i64)];
         self.slaunch(s, "norm_rope", (1, n), BLOCK, 0, &args)?;
         let mut of_qr: Vec<(&DeviceMatrix, u64, usize)> = vec![(&lw.q_b, q, nh * d)];
         if let Some(iw) = &lw.indexer {
@@ -409,11 +406,8 @@ impl GpuModel {
         // per token and group).
         let (g_in, r, groups) = (c.heads_per_group() * d, c.o_lora_rank, c.o_groups);
         let stacked = Matvec::experts_stacked(&lw.out_a);
-        let fused = if stacked && g_in.is_multiple_of(32) { self.fused_acts(s, s.acts0, lw.out_a.first().map(|w| w.ty()), o, g_in, g_in, n * groups)? } else { None };
-        let (oq, mut oa) = match fused {
-            Some((1, addr, acts)) => (addr, acts),
-            _ => (0, s.acts()),
-        };
+        let ty = lw.out_a.first().map(|w| w.ty()).filter(|&t| stacked && fmt(t) == Some(Fmt::Q8_0));
+        let (oq, _, mut oa) = self.fused_acts(s, s.acts0, ty, o, g_in, g_in, n * groups)?;
         let args = [
             P(parts),
             P(self.ptr(&lw.sinks)),
@@ -600,20 +594,18 @@ impl GpuModel {
         let joint = s.official() && fmt(ty).is_some() && fmt(ty) == fmt(lw.down_sh.ty());
         let routed_rows = if joint { (used + 1) * n } else { used * n };
         let hs_sh = f4(hs, n * used * ffn);
-        let q_routed = self.fused_acts(s, s.acts0, Some(ty), hs, ffn, ffn, routed_rows)?;
-        let q_shared = match q_routed {
-            Some((code, addr, _)) if joint => Some((code, addr + (n * used * act_stride(c)) as u64, s.acts())),
-            _ if joint => None,
-            _ => self.fused_acts(s, self.side_acts0(), Some(lw.down_sh.ty()), hs_sh, ffn, ffn, n)?,
+        let (qr, fr, mut ah) = self.fused_acts(s, s.acts0, Some(ty), hs, ffn, ffn, routed_rows)?;
+        let (qsh, fsh, mut a_sh) = if joint {
+            // The shared rows right after the routed ones, in the same rows' run.
+            (if fr != 0 { qr + (n * used * act_stride(c)) as u64 } else { 0 }, fr, ah)
+        } else {
+            self.fused_acts(s, self.side_acts0(), Some(lw.down_sh.ty()), hs_sh, ffn, ffn, n)?
         };
-        let code = |q: &Option<(i32, u64, Acts)>| q.as_ref().map_or((0, 0), |&(c, a, _)| (a, c));
-        let ((qr, fr), (qsh, fsh)) = (code(&q_routed), code(&q_shared));
         let args = [P(gu), P(hs), I(ffn as i32), F(lw.clamp), P(wts), I(used as i32), P(qr), I(fr), P(qsh), I(fsh), L(act_stride(c) as i64)];
         self.slaunch(s, "swiglu_step", (ffn.div_ceil(BLOCK), used + 1, n), BLOCK, 0, &args)?;
 
         // Down projections into the parts (pick k of token t at k · MAX_STEP_BATCH + t, the
         // shared expert's after them); the shared one on the side stream.
-        let mut ah = q_routed.map_or_else(|| s.acts(), |q| q.2);
         if joint {
             self.quant(s, &mut ah, ty, hs, ffn, ffn, (used + 1) * n)?;
         }
@@ -621,12 +613,10 @@ impl GpuModel {
         {
             let side = self.fork(s)?;
             // Quantized together above, or into the side lane's own rows.
-            let mut a = match (joint, q_shared) {
-                (true, _) => ah,
-                (false, Some(q)) => q.2,
-                (false, None) => side.acts(),
-            };
-            self.mmb(&side, &mut a, &lw.down_sh, hs_sh, ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
+            if joint {
+                a_sh = ah;
+            }
+            self.mmb(&side, &mut a_sh, &lw.down_sh, hs_sh, ffn, f4(parts, used * MAX_STEP_BATCH * e), e)?;
         }
         match grouping {
             Some(busy) => {
@@ -699,11 +689,10 @@ impl GpuModel {
         let c = &self.cfg;
         let b = s.b;
         let m = self.ptr(&b.m);
-        let none = [s.acts(), Acts { have: None, row0: self.side_acts0() }];
         let (parts, split) = self.hc_mix(s, h, sp, m)?;
         if !split {
             self.hc_pre(h, sp, m, parts, norm, out, mix.unwrap_or(0), mix.is_none(), s.n)?;
-            return Ok(none);
+            return Ok([s.acts(), Acts { have: None, row0: self.side_acts0() }]);
         }
         let (hcn, e) = (c.hc_count, c.n_embd);
         let ms = c.hc_mix().max(hcn) * parts;
@@ -729,20 +718,15 @@ impl GpuModel {
             ];
             self.slaunch(&side, "hc_mix_step", (s.n, 1), 32, 0, &args)?;
         }
-        let mut acts = none;
-        let mut q = [(0u64, 0i32); 2];
-        for (k, ty) in quants.into_iter().enumerate() {
-            if let Some((code, addr, a)) = self.fused_acts(s, acts[k].row0, ty, out, e, e, s.n)? {
-                (q[k], acts[k]) = ((addr, code), a);
-            }
-        }
+        let (qa, fa, main) = self.fused_acts(s, s.acts0, quants[0], out, e, e, s.n)?;
+        let (qb, fb, side) = self.fused_acts(s, self.side_acts0(), quants[1], out, e, e, s.n)?;
         let blocks = e.div_ceil(BLOCK);
         let xss = self.ptr(&b.xss);
         let args = [P(sp), P(m), P(ss), P(scale), P(base), P(out), P(xss), I(hcn as i32), I(e as i32), I(ms as i32), I(parts as i32), F(c.rms_eps), F(c.hc_eps)];
         self.slaunch(s, "hc_out_step", (blocks, s.n), BLOCK, 0, &args)?;
-        let args = [P(out), P(xss), I(blocks as i32), P(self.ptr(norm)), I(e as i32), F(c.rms_eps), P(q[0].0), I(q[0].1), P(q[1].0), I(q[1].1), L(act_stride(c) as i64)];
+        let args = [P(out), P(xss), I(blocks as i32), P(self.ptr(norm)), I(e as i32), F(c.rms_eps), P(qa), I(fa), P(qb), I(fb), L(act_stride(c) as i64)];
         self.slaunch(s, "hc_norm_step", (blocks, s.n), BLOCK, 0, &args)?;
-        Ok(acts)
+        Ok([main, side])
     }
 
     /// The HC mixing projection of the streams `sp` into `m` ([`m_stride`] floats per token),
@@ -816,21 +800,21 @@ impl GpuModel {
 
     /// Activation rows that a launch fills as it writes its output (`rows` rows of `cols`
     /// columns at `x`, `xs` f32 apart), for the products of weights `ty` on the lane whose rows
-    /// start at `row0`: the launch's format code (`ACT_Q8_0`, `ACT_Q8_K` in
-    /// `dsv4_common.cuh`), the rows' address and the lane's [`Acts`] holding them. None where
-    /// those products take f32 inputs or the columns do not make whole 256-value slices (the
-    /// products then quantize their input themselves).
+    /// start at `row0`: the rows' address, the launch's format code (`ACT_Q8_0`, `ACT_Q8_K` in
+    /// `dsv4_common.cuh`) and the lane's [`Acts`] holding them. Address and code 0, and
+    /// nothing held, where those products take f32 inputs or the columns do not make whole
+    /// 256-value slices (the products then quantize their input themselves).
     #[allow(clippy::too_many_arguments)]
-    fn fused_acts(&self, s: &Step, row0: usize, ty: Option<GgmlType>, x: u64, xs: usize, cols: usize, rows: usize) -> Result<Option<(i32, u64, Acts)>> {
+    fn fused_acts(&self, s: &Step, row0: usize, ty: Option<GgmlType>, x: u64, xs: usize, cols: usize, rows: usize) -> Result<(u64, i32, Acts)> {
         let Some(ty) = ty.filter(|&t| s.official() && fmt(t).is_some() && cols.is_multiple_of(BLOCK)) else {
-            return Ok(None);
+            return Ok((0, 0, Acts { have: None, row0 }));
         };
         let (f, base) = self.act_rows(s, row0, ty, cols, rows)?;
         let code = match f {
             Fmt::Q8_0 => 1,
             Fmt::Q8K => 2,
         };
-        Ok(Some((code, base, Acts { have: Some((x, xs, cols, rows, f)), row0 })))
+        Ok((base, code, Acts { have: Some((x, xs, cols, rows, f)), row0 }))
     }
 
     /// `y_t = W x_t` for the step's tokens, inputs `xs` and outputs `ys` f32 apart. One token:

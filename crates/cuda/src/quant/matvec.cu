@@ -920,6 +920,9 @@ MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
 // With WAIT (routed picks), an entry of one pick (two thirds of the busy entries at 32 tokens)
 // takes the one-token body, whose registers fit without the spills of the NT-token one, and
 // an entry of two (a quarter) a two-token body.
+// One entry's products with the NT2-token body (`We`, `rw`: the entry's expert and rows).
+#define MVG_BODY(T, G, NT2, S, QA, CNT)                                                         \
+    mv_quant<T, G, NT2, S, QA>(We, row_bytes, rows, cols, X, x_stride, Y, y_stride, CNT, tab, ks, xsm, rw)
 #define MVG_QUANT(NAME, T, G, NT, S, QA, WAIT, MINB)                                            \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS, MINB) NAME(MVG_ARGS) {            \
         (void)n;                                                                                \
@@ -928,15 +931,13 @@ MVX_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
         const int ex = ent[0], cnt = min(ent[1], NT);                                           \
         if (ex < 0 || ex >= n_expert || cnt <= 0) return;                                       \
         const Rows rw{ent + 2, x_div, y_mod, y_mul};                                            \
+        const u8* We = W + (i64)ex * expert_bytes;                                              \
         if (WAIT && cnt == 1)                                                                   \
-            mv_quant<T, G, 1, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride, \
-                                     Y, y_stride, 1, tab, ks, xsm, rw);                         \
+            MVG_BODY(T, G, 1, S, QA, 1);                                                        \
         else if (WAIT && cnt == 2)                                                              \
-            mv_quant<T, G, 2, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride, \
-                                     Y, y_stride, 2, tab, ks, xsm, rw);                         \
+            MVG_BODY(T, G, 2, S, QA, 2);                                                        \
         else                                                                                    \
-            mv_quant<T, G, NT, S, QA>(W + (i64)ex * expert_bytes, row_bytes, rows, cols, X, x_stride, \
-                                      Y, y_stride, cnt, tab, ks, xsm, rw);                      \
+            MVG_BODY(T, G, NT, S, QA, cnt);                                                     \
     }
 // MINB: CTAs an SM must hold for the official g4_n4 kernel. IQ2_XXS (the routed gate and up)
 // is held to 3 at the cost of a few spills in its loop (99 registers allowed only 2); the
