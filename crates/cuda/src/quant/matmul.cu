@@ -41,6 +41,7 @@
 
 // Shared memory layout (dynamic; matmul.rs sizes it with the same formula), BM rows, BN tokens:
 //   grid  2048      IQ2_XXS magnitude octets
+//   sgn   2048      IQ2_XXS sign masks: per 7-bit sign field, (0xFF bytes, 0x01 bytes) x 2 words
 //   ws    BM x 272  weight codes of the step
 //   xs    BN x 272  activation codes of the step
 //   wsc   BM x 8    f32: Q8_0 block scales; others: [0] = d, [1] = dmin
@@ -50,7 +51,7 @@
 //   xlo   BN x 16   int8 low parts of the bsums (see above)
 //   xhi   BN x 16   int8 high parts
 __host__ __device__ constexpr int mm_smem_bytes(int bm, int bn) {
-    return 2048 + bm * MM_STR + bn * MM_STR + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16;
+    return 4096 + bm * MM_STR + bn * MM_STR + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16;
 }
 
 __device__ __forceinline__ u32 ldg_u32(const u8* p) { return *reinterpret_cast<const u32*>(p); }
@@ -120,9 +121,18 @@ __device__ __forceinline__ void mm_fetch(const u8* __restrict__ rp, int kb, int 
     }
 }
 
+// The sign masks of one 7-bit IQ2_XXS sign field (the eighth sign implied: an even count of
+// negative signs): for the low and high 4 weights, 0xFF in each negative byte, then 0x01 there.
+// (g ^ m) + (m & 1) negates the bytes without a carry because no grid byte is 0.
+__device__ __forceinline__ uint4 iq2_sign_entry(u32 sg) {
+    const u32 ks = sg | ((__popc(sg) & 1u) << 7);
+    const u32 mlo = mm_byte_masks(ks & 15u), mhi = mm_byte_masks(ks >> 4);
+    return make_uint4(mlo, mlo & 0x01010101u, mhi, mhi & 0x01010101u);
+}
+
 template <int T>
 __device__ __forceinline__ void mm_unpack(const Raw<T>& r, int j, bool valid, u32 (&dst)[8], float* wsc, int* isc,
-                                          i8* wm, const u64* grid) {
+                                          i8* wm, const u64* grid, const uint4* sgn) {
     if (!valid) {
 #pragma unroll
         for (int k = 0; k < 8; ++k) dst[k] = 0u;
@@ -177,12 +187,9 @@ __device__ __forceinline__ void mm_unpack(const Raw<T>& r, int j, bool valid, u3
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             const u64 g = grid[(r.wa >> (8 * k)) & 255u];
-            const u32 sg = (r.wb >> (7 * k)) & 127u;
-            // The eighth sign is implied: an even count of negative signs.
-            const u32 ks = sg | ((__popc(sg) & 1u) << 7);
-            const u32 mlo = mm_byte_masks(ks & 15u), mhi = mm_byte_masks(ks >> 4);
-            dst[2 * k] = __vsub4((u32)g ^ mlo, mlo);
-            dst[2 * k + 1] = __vsub4((u32)(g >> 32) ^ mhi, mhi);
+            const uint4 m = sgn[(r.wb >> (7 * k)) & 127u];
+            dst[2 * k] = ((u32)g ^ m.x) + m.y;
+            dst[2 * k + 1] = ((u32)(g >> 32) ^ m.z) + m.w;
         }
         isc[j] = 2 * (int)(r.wb >> 28) + 1;
         if (j == 0) wsc[0] = f16_to_f32((u16)r.d);
@@ -217,7 +224,8 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     extern __shared__ __align__(16) u8 dyn[];
     if (dyn_smem_size() < (u32)mm_smem_bytes(BM, BN)) return;  // the host sized it wrong: outputs stay unwritten
     u64* grid = reinterpret_cast<u64*>(dyn);
-    u8* ws = dyn + 2048;
+    uint4* sgn = reinterpret_cast<uint4*>(dyn + 2048);
+    u8* ws = dyn + 4096;
     u8* xs = ws + BM * MM_STR;
     float* wsc = reinterpret_cast<float*>(xs + BN * MM_STR);
     int* isc = reinterpret_cast<int*>(wsc + BM * 8);
@@ -232,6 +240,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     const int row0 = blockIdx.x * BM;
     if (T == T_IQ2_XXS) {
         for (int i = tid; i < 256; i += NTH) grid[i] = grid_g[i];
+        for (int i = tid; i < 128; i += NTH) sgn[i] = iq2_sign_entry((u32)i);
     }
     const int nblk = Q80 ? cols / 32 : cols / 256;  // blocks of the activation format
     const int nsteps = (cols + 255) / 256;
@@ -240,38 +249,44 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
 
     Raw<T> wraw[ITEMS];
     AR araw;
+    // A thread's weight items, activation words and scale slots are the same every step (NTH
+    // is a multiple of 64), so their addresses are formed once and each step adds its offset:
+    // item i is (row r0 + i NTH / 8, sub-block tid % 8), word i is word tid % 64 of token
+    // tid / 64 + i NTH / 64, slot i is half tid % 16 of token tid / 16 + i NTH / 16.
+    static_assert(NTH % 64 == 0, "the per-thread address pattern needs NTH a multiple of 64");
+    constexpr i64 ABLK = Q80 ? 8 * 36 : 292;  // activation bytes a step
+    const int ij = tid & 7, aw = tid & 63, aj = Q80 ? aw >> 3 : 0, sh = tid & 15;
+    const u8* wrow[ITEMS];
+#pragma unroll
+    for (int i = 0; i < ITEMS; ++i) wrow[i] = W + (i64)min(row0 + (tid >> 3) + i * (NTH / 8), rows - 1) * row_bytes;
+    const u8* abase = A + (i64)(tok0 + (tid >> 6)) * a_stride + (Q80 ? aj * 36 + 4 + 4 * (aw & 7) : 4 + 4 * aw);
+    const u8* sbase = A + (i64)(tok0 + (tid >> 4)) * a_stride;
+    const i64 astep = (NTH / 64) * a_stride, sstep = (NTH / 16) * a_stride;
     // Global loads of step kb into registers.
     auto fetch = [&](int kb) {
         const int jn = blocks_in(kb);
 #pragma unroll
-        for (int i = 0; i < ITEMS; ++i) {
-            const int it = tid + NTH * i, r = it >> 3, j = it & 7;
-            const int row = min(row0 + r, rows - 1);
-            mm_fetch<T>(W + (i64)row * row_bytes, kb, j, j < jn, wraw[i]);
-        }
+        for (int i = 0; i < ITEMS; ++i) mm_fetch<T>(wrow[i], kb, ij, ij < jn, wraw[i]);
+        const u8* ap = abase + kb * ABLK;
 #pragma unroll
         for (int i = 0; i < AR::NW; ++i) {
-            const int it = tid + NTH * i, t = it >> 6, w = it & 63, j = w >> 3;
-            u32 v = 0u;
-            if (t < ntok && j < jn) {
-                const u8* ap = A + (i64)(tok0 + t) * a_stride;
-                v = Q80 ? ldg_u32(ap + (i64)(kb * 8 + j) * 36 + 4 + 4 * (w & 7)) : ldg_u32(ap + (i64)kb * 292 + 4 + 4 * w);
-            }
-            araw.w[i] = v;
+            const int t = (tid >> 6) + i * (NTH / 64);
+            araw.w[i] = t < ntok && aj < jn ? ldg_u32(ap + i * astep) : 0u;
         }
+        const u8* sp = sbase + kb * ABLK;
 #pragma unroll
         for (int i = 0; i < AR::NS; ++i) {
-            const int it = tid + NTH * i, t = it >> 4, h = it & 15;
-            const bool ok = it < BN * 16 && t < ntok;
-            const u8* ap = A + (i64)(tok0 + (ok ? t : 0)) * a_stride;
+            const int t = (tid >> 4) + i * (NTH / 16);
+            const bool ok = t < BN && t < ntok;
+            const u8* p = sp + i * sstep;
             float d = 0.f;
             int b = 0;
             if (Q80) {
-                if (ok && h < jn) d = *reinterpret_cast<const float*>(ap + (i64)(kb * 8 + h) * 36);
+                if (ok && sh < jn) d = *reinterpret_cast<const float*>(p + sh * 36);
             } else if (ok) {
-                d = *reinterpret_cast<const float*>(ap + (i64)kb * 292);
-                const short* bs = reinterpret_cast<const short*>(ap + (i64)kb * 292 + 260);
-                b = T == T_Q4_K ? (h < 8 ? (int)bs[2 * h] + (int)bs[2 * h + 1] : 0) : (int)bs[h];
+                d = *reinterpret_cast<const float*>(p);
+                const short* bs = reinterpret_cast<const short*>(p + 260);
+                b = T == T_Q4_K ? (sh < 8 ? (int)bs[2 * sh] + (int)bs[2 * sh + 1] : 0) : (int)bs[sh];
             }
             araw.d[i] = d;
             araw.b[i] = b;
@@ -292,7 +307,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
         for (int i = 0; i < ITEMS; ++i) {
             const int it = tid + NTH * i, r = it >> 3, j = it & 7;
             u32 v[8];
-            mm_unpack<T>(wraw[i], j, j < jn, v, wsc + r * 8, isc + r * 8, wm + r * 16, grid);
+            mm_unpack<T>(wraw[i], j, j < jn, v, wsc + r * 8, isc + r * 8, wm + r * 16, grid, sgn);
             // Two 16-byte stores: 8 lanes of a row write 256 consecutive bytes.
             uint4* dst = reinterpret_cast<uint4*>(ws + r * MM_STR + 32 * j);
             uint4 lo, hi;
