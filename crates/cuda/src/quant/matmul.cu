@@ -41,7 +41,6 @@
 
 // Shared memory layout (dynamic; matmul.rs sizes it with the same formula), BM rows, BN tokens:
 //   grid  2048      IQ2_XXS magnitude octets
-//   sgn   2048      IQ2_XXS sign masks: per 7-bit sign field, (0xFF bytes, 0x01 bytes) x 2 words
 //   ws    BM x 272  weight codes of the step
 //   xs    BN x 272  activation codes of the step
 //   wsc   BM x 8    f32: Q8_0 block scales; others: [0] = d, [1] = dmin
@@ -51,7 +50,7 @@
 //   xlo   BN x 16   int8 low parts of the bsums (see above)
 //   xhi   BN x 16   int8 high parts
 __host__ __device__ constexpr int mm_smem_bytes(int bm, int bn) {
-    return 4096 + bm * MM_STR + bn * MM_STR + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16;
+    return 2048 + bm * MM_STR + bn * MM_STR + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16;
 }
 
 __device__ __forceinline__ u32 ldg_u32(const u8* p) { return *reinterpret_cast<const u32*>(p); }
@@ -121,18 +120,9 @@ __device__ __forceinline__ void mm_fetch(const u8* __restrict__ rp, int kb, int 
     }
 }
 
-// The sign masks of one 7-bit IQ2_XXS sign field (the eighth sign implied: an even count of
-// negative signs): for the low and high 4 weights, 0xFF in each negative byte, then 0x01 there.
-// (g ^ m) + (m & 1) negates the bytes without a carry because no grid byte is 0.
-__device__ __forceinline__ uint4 iq2_sign_entry(u32 sg) {
-    const u32 ks = sg | ((__popc(sg) & 1u) << 7);
-    const u32 mlo = mm_byte_masks(ks & 15u), mhi = mm_byte_masks(ks >> 4);
-    return make_uint4(mlo, mlo & 0x01010101u, mhi, mhi & 0x01010101u);
-}
-
 template <int T>
 __device__ __forceinline__ void mm_unpack(const Raw<T>& r, int j, bool valid, u32 (&dst)[8], float* wsc, int* isc,
-                                          i8* wm, const u64* grid, const uint4* sgn) {
+                                          i8* wm, const u64* grid) {
     if (!valid) {
 #pragma unroll
         for (int k = 0; k < 8; ++k) dst[k] = 0u;
@@ -187,9 +177,12 @@ __device__ __forceinline__ void mm_unpack(const Raw<T>& r, int j, bool valid, u3
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             const u64 g = grid[(r.wa >> (8 * k)) & 255u];
-            const uint4 m = sgn[(r.wb >> (7 * k)) & 127u];
-            dst[2 * k] = ((u32)g ^ m.x) + m.y;
-            dst[2 * k + 1] = ((u32)(g >> 32) ^ m.z) + m.w;
+            const u32 sg = (r.wb >> (7 * k)) & 127u;
+            // The eighth sign is implied: an even count of negative signs.
+            const u32 ks = sg | ((__popc(sg) & 1u) << 7);
+            const u32 mlo = mm_byte_masks(ks & 15u), mhi = mm_byte_masks(ks >> 4);
+            dst[2 * k] = __vsub4((u32)g ^ mlo, mlo);
+            dst[2 * k + 1] = __vsub4((u32)(g >> 32) ^ mhi, mhi);
         }
         isc[j] = 2 * (int)(r.wb >> 28) + 1;
         if (j == 0) wsc[0] = f16_to_f32((u16)r.d);
@@ -224,8 +217,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     extern __shared__ __align__(16) u8 dyn[];
     if (dyn_smem_size() < (u32)mm_smem_bytes(BM, BN)) return;  // the host sized it wrong: outputs stay unwritten
     u64* grid = reinterpret_cast<u64*>(dyn);
-    uint4* sgn = reinterpret_cast<uint4*>(dyn + 2048);
-    u8* ws = dyn + 4096;
+    u8* ws = dyn + 2048;
     u8* xs = ws + BM * MM_STR;
     float* wsc = reinterpret_cast<float*>(xs + BN * MM_STR);
     int* isc = reinterpret_cast<int*>(wsc + BM * 8);
@@ -240,7 +232,6 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     const int row0 = blockIdx.x * BM;
     if (T == T_IQ2_XXS) {
         for (int i = tid; i < 256; i += NTH) grid[i] = grid_g[i];
-        for (int i = tid; i < 128; i += NTH) sgn[i] = iq2_sign_entry((u32)i);
     }
     const int nblk = Q80 ? cols / 32 : cols / 256;  // blocks of the activation format
     const int nsteps = (cols + 255) / 256;
@@ -307,7 +298,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
         for (int i = 0; i < ITEMS; ++i) {
             const int it = tid + NTH * i, r = it >> 3, j = it & 7;
             u32 v[8];
-            mm_unpack<T>(wraw[i], j, j < jn, v, wsc + r * 8, isc + r * 8, wm + r * 16, grid, sgn);
+            mm_unpack<T>(wraw[i], j, j < jn, v, wsc + r * 8, isc + r * 8, wm + r * 16, grid);
             // Two 16-byte stores: 8 lanes of a row write 256 consecutive bytes.
             uint4* dst = reinterpret_cast<uint4*>(ws + r * MM_STR + 32 * j);
             uint4 lo, hi;
@@ -377,7 +368,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
                                 if (Q80) {
                                     // CPU: acc + (f32(d_w) * d_x) * (f32)isum, blocks in order.
                                     const float sc = __fmul_rn(wsc[r * 8 + j], xsc[t * 8 + j]);
-                                    facc[mi][ni][e] = __fadd_rn(facc[mi][ni][e], __fmul_rn(sc, small_i2f(d[e])));
+                                    facc[mi][ni][e] = __fadd_rn(facc[mi][ni][e], __fmul_rn(sc, (float)d[e]));
                                 } else {
                                     iacc[mi][ni][e] += isc[r * 8 + j] * d[e];
                                 }

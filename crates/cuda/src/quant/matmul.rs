@@ -60,7 +60,7 @@ const TYPES: &[(GgmlType, &str)] = &[
 /// the kernel checks it got at least this much and writes nothing otherwise).
 pub fn smem_bytes(bn: usize) -> usize {
     let bm = tile_rows(bn);
-    4096 + bm * 272 + bn * 272 + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16
+    2048 + bm * 272 + bn * 272 + bm * 32 + bm * 32 + bm * 16 + bn * 32 + bn * 16 + bn * 16
 }
 
 /// Float weight types of the f32 many-token kernels (`mmf_<type>_r<R>`).
