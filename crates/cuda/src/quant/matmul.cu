@@ -63,6 +63,15 @@ __device__ __forceinline__ u32 dyn_smem_size() {
     return r;
 }
 
+__device__ __forceinline__ void ldsm_x4(u32 (&r)[4], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+__device__ __forceinline__ void ldsm_x2(u32 (&r)[2], u32 addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+
 __device__ __forceinline__ void mma_k16(int (&d)[4], u32 a0, u32 a1, u32 b0) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
@@ -284,6 +293,14 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
         }
     };
 
+    // Fragment loads by ldmatrix (8 x 16-byte rows a matrix, lane l naming row l % 8 of matrix
+    // l / 8): A's four are rows 0-7 / 8-15 by bytes 0-15 / 16-31 of the 16-row slice, as
+    // mma's a0..a3; B's are bytes 0-15 / 16-31 of token tile ni, then of ni + 1.
+    // IQ2_XXS's wide tile keeps plain 4-byte loads: its ldmatrix build spills.
+    constexpr bool LDSM = !(T == T_IQ2_XXS && MI == 2);
+    const u32 a_frag = smem_addr(ws) + (wr + (lane & 7) + 8 * ((lane >> 3) & 1)) * MM_STR + 16 * (lane >> 4);
+    const u32 b_frag = smem_addr(xs) + (wt + (lane & 7) + 8 * (lane >> 4)) * MM_STR + 16 * ((lane >> 3) & 1);
+
     float facc[MI][NF][4];
     int iacc[MI][NF][4];
     zero_acc(facc);
@@ -334,19 +351,34 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
         for (int j = 0; j < 8; ++j) {
             if (j < jn) {
                 u32 a[MI][4], b[NF][2];
+                if (LDSM) {
 #pragma unroll
-                for (int mi = 0; mi < MI; ++mi) {
-                    const u8* base = ws + (wr + 16 * mi + g) * MM_STR + 32 * j + 4 * tq;
-                    a[mi][0] = *reinterpret_cast<const u32*>(base);
-                    a[mi][1] = *reinterpret_cast<const u32*>(base + 8 * MM_STR);
-                    a[mi][2] = *reinterpret_cast<const u32*>(base + 16);
-                    a[mi][3] = *reinterpret_cast<const u32*>(base + 8 * MM_STR + 16);
-                }
+                    for (int mi = 0; mi < MI; ++mi) ldsm_x4(a[mi], a_frag + 16 * mi * MM_STR + 32 * j);
 #pragma unroll
-                for (int ni = 0; ni < NF; ++ni) {
-                    const u8* base = xs + (wt + 8 * ni + g) * MM_STR + 32 * j + 4 * tq;
-                    b[ni][0] = *reinterpret_cast<const u32*>(base);
-                    b[ni][1] = *reinterpret_cast<const u32*>(base + 16);
+                    for (int ni = 0; ni < NF; ni += 2) {
+                        if (ni + 1 < NF) {
+                            u32 r[4];
+                            ldsm_x4(r, b_frag + 8 * ni * MM_STR + 32 * j);
+                            b[ni][0] = r[0]; b[ni][1] = r[1]; b[ni + 1][0] = r[2]; b[ni + 1][1] = r[3];
+                        } else {
+                            ldsm_x2(b[ni], b_frag + 8 * ni * MM_STR + 32 * j);
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int mi = 0; mi < MI; ++mi) {
+                        const u8* base = ws + (wr + 16 * mi + g) * MM_STR + 32 * j + 4 * tq;
+                        a[mi][0] = *reinterpret_cast<const u32*>(base);
+                        a[mi][1] = *reinterpret_cast<const u32*>(base + 8 * MM_STR);
+                        a[mi][2] = *reinterpret_cast<const u32*>(base + 16);
+                        a[mi][3] = *reinterpret_cast<const u32*>(base + 8 * MM_STR + 16);
+                    }
+#pragma unroll
+                    for (int ni = 0; ni < NF; ++ni) {
+                        const u8* base = xs + (wt + 8 * ni + g) * MM_STR + 32 * j + 4 * tq;
+                        b[ni][0] = *reinterpret_cast<const u32*>(base);
+                        b[ni][1] = *reinterpret_cast<const u32*>(base + 16);
+                    }
                 }
                 if (T == T_Q2_K) {
                     // The scales are inside the codes: the whole step sums in the MMA.
