@@ -41,7 +41,7 @@
 #define MM_STR 272
 
 // Shared memory layout (dynamic; matmul.rs sizes it with the same formula), BM rows, BN tokens:
-//   grid  2048      IQ2_XXS magnitude octets
+//   sel   2048      IQ2_XXS selector tables (IQ2_TAB_WORDS u32, iq2_octet)
 //   ws    BM x 272  weight codes of the step
 //   xs    BN x 272  activation codes of the step
 //   wsc   BM x 8    f32: Q8_0 block scales; others: [0] = d, [1] = dmin
@@ -132,7 +132,7 @@ __device__ __forceinline__ void mm_fetch(const u8* __restrict__ rp, int kb, int 
 
 template <int T>
 __device__ __forceinline__ void mm_unpack(const Raw<T>& r, int j, bool valid, u32 (&dst)[8], float* wsc, int* isc,
-                                          i8* wm, const u64* grid) {
+                                          i8* wm, const u32* sel) {
     if (!valid) {
 #pragma unroll
         for (int k = 0; k < 8; ++k) dst[k] = 0u;
@@ -185,15 +185,7 @@ __device__ __forceinline__ void mm_unpack(const Raw<T>& r, int j, bool valid, u3
         }
     } else {
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            const u64 g = grid[(r.wa >> (8 * k)) & 255u];
-            const u32 sg = (r.wb >> (7 * k)) & 127u;
-            // The eighth sign is implied: an even count of negative signs.
-            const u32 ks = sg | ((__popc(sg) & 1u) << 7);
-            const u32 mlo = mm_byte_masks(ks & 15u), mhi = mm_byte_masks(ks >> 4);
-            dst[2 * k] = __vsub4((u32)g ^ mlo, mlo);
-            dst[2 * k + 1] = __vsub4((u32)(g >> 32) ^ mhi, mhi);
-        }
+        for (int k = 0; k < 4; ++k) iq2_octet<IQ2_POS, IQ2_NEG>(r.wa, r.wb, k, sel, dst[2 * k], dst[2 * k + 1]);
         isc[j] = 2 * (int)(r.wb >> 28) + 1;
         if (j == 0) wsc[0] = f16_to_f32((u16)r.d);
     }
@@ -212,7 +204,7 @@ struct ActRaw {
 template <int T, int WN, int NF, int MI>
 __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes, int rows, int cols,
                                         const u8* __restrict__ A, i64 a_stride, float* __restrict__ Y, i64 y_stride,
-                                        int tok0, int ntok, const u64* __restrict__ grid_g) {
+                                        int tok0, int ntok, const u32* __restrict__ tab_g) {
     constexpr int BN = 8 * WN * NF, NTH = 128 * WN, BM = 64 * MI;
     constexpr int ITEMS = BM * 8 / NTH;  // (row, sub-block) pairs each thread decodes per step
     constexpr bool Q80 = T == T_Q8_0;
@@ -226,7 +218,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     constexpr bool PREFETCH = !(T == T_Q4_K && MI == 2);
     extern __shared__ __align__(16) u8 dyn[];
     if (dyn_smem_size() < (u32)mm_smem_bytes(BM, BN)) return;  // the host sized it wrong: outputs stay unwritten
-    u64* grid = reinterpret_cast<u64*>(dyn);
+    u32* sel = reinterpret_cast<u32*>(dyn);
     u8* ws = dyn + 2048;
     u8* xs = ws + BM * MM_STR;
     float* wsc = reinterpret_cast<float*>(xs + BN * MM_STR);
@@ -241,7 +233,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     const int wr = (warp & 3) * 16 * MI, wt = (warp >> 2) * (8 * NF);
     const int row0 = blockIdx.x * BM;
     if (T == T_IQ2_XXS) {
-        for (int i = tid; i < 256; i += NTH) grid[i] = grid_g[i];
+        for (int i = tid; i < IQ2_TAB_WORDS; i += NTH) sel[i] = tab_g[i];
     }
     const int nblk = Q80 ? cols / 32 : cols / 256;  // blocks of the activation format
     const int nsteps = (cols + 255) / 256;
@@ -311,13 +303,13 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     for (int kb = 0; kb < nsteps; ++kb) {
         const int jn = blocks_in(kb);
         if (!PREFETCH) fetch(kb);
-        __syncthreads();  // the previous step's fragments are read (and, first, the grid is in)
+        __syncthreads();  // the previous step's fragments are read (and, first, the IQ2_XXS selectors are in)
         // Registers -> shared memory: weights (8 consecutive lanes per row), then activations.
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
             const int it = tid + NTH * i, r = it >> 3, j = it & 7;
             u32 v[8];
-            mm_unpack<T>(wraw[i], j, j < jn, v, wsc + r * 8, isc + r * 8, wm + r * 16, grid);
+            mm_unpack<T>(wraw[i], j, j < jn, v, wsc + r * 8, isc + r * 8, wm + r * 16, sel);
             // Two 16-byte stores: 8 lanes of a row write 256 consecutive bytes.
             uint4* dst = reinterpret_cast<uint4*>(ws + r * MM_STR + 32 * j);
             uint4 lo, hi;
@@ -475,7 +467,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
 #define MM_ARGS                                                                                 \
     const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, i64 expert_bytes,              \
         const u8 *__restrict__ A, i64 a_stride, float *__restrict__ Y, i64 y_stride, int n,     \
-        const int *__restrict__ tiles, const u64 *__restrict__ grid, i64 gw, i64 ga, i64 gy
+        const int *__restrict__ tiles, const u32 *__restrict__ iq2_tab, i64 gw, i64 ga, i64 gy
 // (WN, NF, MI): 16 tokens = (2, 1, 1), 64 rows x 16 tokens on 256 threads; 64 tokens =
 // (4, 2, 2), 128 rows x 64 tokens on 512 threads. Both capped at 128 registers (16 warps per
 // SM).
@@ -495,7 +487,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
         if (ntok <= 0) return;                                                                  \
         const i64 z = blockIdx.z;                                                               \
         mm_body<T, WN, NF, MI>(W + (i64)ex * expert_bytes + z * gw, row_bytes, rows, cols,      \
-                               A + z * ga, a_stride, Y + z * gy, y_stride, tok0, ntok, grid);   \
+                               A + z * ga, a_stride, Y + z * gy, y_stride, tok0, ntok, iq2_tab);   \
     }
 #define MM_ALL(name, T)                                                                         \
     MM_KERNEL(mm_##name##_n16, T, 2, 1, 1)                                                      \

@@ -146,7 +146,7 @@ pub struct Matmul {
     funcs_f: HashMap<(GgmlType, usize), CudaFunction>,
     /// `FLOAT_MMA`, in that order.
     funcs_fm: [CudaFunction; 2],
-    iq2_grid: DeviceBuffer<u64>,
+    iq2_tab: DeviceBuffer<u32>,
     sm_count: usize,
 }
 
@@ -172,7 +172,7 @@ impl Matmul {
         }
         let load = |sym: &str| module.load_function(sym).map_err(|_| CudaError::MissingKernel(sym.to_owned()));
         let funcs_fm = [load(FLOAT_MMA[0])?, load(FLOAT_MMA[1])?];
-        Ok(Matmul { stream: gpu.stream().clone(), funcs, funcs_f, funcs_fm, iq2_grid: gpu.upload(&dsv4_quant::iq2_xxs::tables::GRID)?, sm_count: gpu.sm_count() })
+        Ok(Matmul { stream: gpu.stream().clone(), funcs, funcs_f, funcs_fm, iq2_tab: gpu.upload(&super::matvec::iq2_tables())?, sm_count: gpu.sm_count() })
     }
 
     /// `Y = W X` for `n` tokens whose activations (quantized for `W`) are `acts`, one row of
@@ -425,7 +425,7 @@ impl Matmul {
         };
         let (row_bytes, rows, cols, eb) = (w.row_bytes() as i64, w.rows() as i32, w.cols() as i32, stride as i64);
         let (a_stride, y_stride, n) = (a_stride as i64, y_stride as i64, n as i32);
-        let grid = self.iq2_grid.view();
+        let tab = self.iq2_tab.view();
         // Group z's matrix follows the previous one (a tile table's experts are found by
         // their index instead).
         let gw = if groups.count > 1 { eb } else { 0 };
@@ -441,7 +441,7 @@ impl Matmul {
             .arg(&y_stride)
             .arg(&n)
             .arg(&tiles)
-            .arg(&grid)
+            .arg(&tab)
             .arg(&gw)
             .arg(&groups.a_bytes)
             .arg(&groups.y_floats);

@@ -137,43 +137,10 @@ __device__ __forceinline__ void dec_q2_k(const u8* p, int j, Sub& s) {
     s.b1 = dmin * (float)(sc1 >> 4);
 }
 
-// IQ2_XXS octets by byte permutation. Each of the 256 grid entries is eight 2-bit level
-// indices (0x08, 0x19, 0x2b); `tab` (in shared memory, built by the host) holds them as PRMT
-// selector nibbles (tab[0..256)), and the 128 sign patterns (the eighth sign makes the count
-// of negatives even) as bit 2 of each nibble (tab[256..384)). OR-ing the two gives selectors
-// that pick each signed byte out of a constant 8-byte table in one PRMT per 4 weights:
-// bytes 0..2 = +levels, 4..6 = -levels. One 4-byte lookup per table instead of an 8-byte
-// grid load, a parity count and per-byte negation; the tables are 1.5 KB.
-#define IQ2_TAB_WORDS 384
-// Signed int8 levels (official numerics: dp4a operands).
-#define IQ2_POS 0x002B1908u
-#define IQ2_NEG 0x00D5E7F8u
-// The same levels plus 128 (v ^ 0x80), the input sbyte_to_f32 takes (plain numerics).
+// The IQ2_XXS levels plus 128 (v ^ 0x80), the input sbyte_to_f32 takes (plain numerics);
+// the signed ones and iq2_octet are in dsv4_common.cuh.
 #define IQ2_POS_B 0x00AB9988u
 #define IQ2_NEG_B 0x00556778u
-
-// PRMT in its default mode: the selector nibbles here are 0..6, never with bit 3 (sign
-// replication) set, so this is __byte_perm without the mask the compiler adds to clear it.
-__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
-    u32 d;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
-    return d;
-}
-
-// Byte offsets into the tables, scaled in the shift and the mask (k is a constant once
-// unrolled), so each lookup is a shift, one LOP3 and a load.
-template <u32 POS, u32 NEG>
-__device__ __forceinline__ void iq2_octet(u32 a, u32 b, int k, const u32* tab, u32& lo, u32& hi) {
-    const u32 ga = (k == 0 ? a << 2 : a >> (8 * k - 2)) & 0x3fcu;
-    // (x & 0x1fc) | 0x400 in one LOP3 (immLut 0xEA = a & b | c), which the compiler does
-    // not find on its own.
-    u32 gs;
-    asm("lop3.b32 %0, %1, 0x1fc, 0x400, 0xEA;" : "=r"(gs) : "r"(k == 0 ? b << 2 : b >> (7 * k - 2)));
-    const u8* t = reinterpret_cast<const u8*>(tab);
-    const u32 sel = *reinterpret_cast<const u32*>(t + ga) | *reinterpret_cast<const u32*>(t + gs);
-    lo = prmt(POS, NEG, sel);
-    hi = prmt(POS, NEG, sel >> 16);
-}
 
 // IQ2_XXS: p = the 66-byte super-block (2-byte aligned), ib = group 0..7 (32 columns).
 __device__ __forceinline__ void dec_iq2_xxs(const u8* p, int ib, const u32* tab, Sub& s) {
