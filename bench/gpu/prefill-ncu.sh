@@ -18,23 +18,4 @@ M=$M,"regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
   --metrics "$M" --csv --log-file "$o/ncu-prefill.csv" "$B/decode_bench" --model "$f" --layers "$L" --numerics official \
   --prompt "$P" --tokens 2 > "$o/ncu-prefill.out" 2> "$o/ncu-prefill.err"
 echo "ncu rc $?"; tail -2 "$o/ncu-prefill.err"
-python3 - "$o/ncu-prefill.csv" <<'PY'
-import csv, sys, collections
-allr = list(csv.reader(open(sys.argv[1])))
-h = next(i for i, r in enumerate(allr) if "Kernel Name" in r)
-hdr = allr[h]; rows = [r for r in allr[h + 1:] if len(r) == len(hdr)]
-ii, ki, mi, vi = hdr.index("ID"), hdr.index("Kernel Name"), hdr.index("Metric Name"), hdr.index("Metric Value")
-ks = collections.OrderedDict()
-for r in rows:
-    ks.setdefault(r[ii], {"name": r[ki].split("(")[0]})[r[mi]] = r[vi]
-seen = collections.Counter()
-for k in ks.values():
-    name = k.pop("name"); seen[name] += 1
-    if seen[name] > 2: continue
-    print("--", name)
-    st = {m: v for m, v in k.items() if "stalled" in m}
-    for m, v in k.items():
-        if m not in st: print(f"   {m} = {v}")
-    top = sorted(st.items(), key=lambda x: -float(x[1].replace(",", "") or 0))[:8]
-    print("   stalls/issue: " + ", ".join(f"{m.split('stalled_')[1].split('_per')[0]} {float(v):.2f}" for m, v in top))
-PY
+python3 "$(dirname "$0")/ncu_summary.py" "$o/ncu-prefill.csv" --first 2
