@@ -70,7 +70,8 @@ __device__ __forceinline__ void ldsm_x4(u32 (&r)[4], u32 addr) {
 }
 
 __device__ __forceinline__ void ldsm_x2(u32 (&r)[2], u32 addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 }
 
 __device__ __forceinline__ void mma_k16(int (&d)[4], u32 a0, u32 a1, u32 b0) {
@@ -80,10 +81,6 @@ __device__ __forceinline__ void mma_k16(int (&d)[4], u32 a0, u32 a1, u32 b0) {
         : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
         : "r"(a0), "r"(a1), "r"(b0));
 }
-
-// 0xFF in byte i where bit i of the 4-bit b is set (the shifted copies never overlap).
-__device__ __forceinline__ u32 mm_byte_masks(u32 b) { return ((b * 0x00204081u) & 0x01010101u) * 0xFFu; }
-
 
 // Weight decoding in two halves, so that a step's global loads are in flight while the
 // previous step computes: mm_fetch loads the raw words of sub-block j (32 columns) of
@@ -185,7 +182,8 @@ __device__ __forceinline__ void mm_unpack(const Raw<T>& r, int j, bool valid, u3
         }
     } else {
 #pragma unroll
-        for (int k = 0; k < 4; ++k) iq2_octet<IQ2_POS, IQ2_NEG>(r.wa, r.wb, k, sel, dst[2 * k], dst[2 * k + 1]);
+        for (int k = 0; k < 4; ++k)
+            iq2_octet<IQ2_POS, IQ2_NEG>(r.wa, r.wb, k, sel, dst[2 * k], dst[2 * k + 1]);
         isc[j] = 2 * (int)(r.wb >> 28) + 1;
         if (j == 0) wsc[0] = f16_to_f32((u16)r.d);
     }
@@ -251,8 +249,10 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     const int ij = tid & 7, aw = tid & 63, aj = Q80 ? aw >> 3 : 0, sh = tid & 15;
     const u8* wrow[ITEMS];
 #pragma unroll
-    for (int i = 0; i < ITEMS; ++i) wrow[i] = W + (i64)min(row0 + (tid >> 3) + i * (NTH / 8), rows - 1) * row_bytes;
-    const u8* abase = A + (i64)(tok0 + (tid >> 6)) * a_stride + (Q80 ? aj * 36 + 4 + 4 * (aw & 7) : 4 + 4 * aw);
+    for (int i = 0; i < ITEMS; ++i)
+        wrow[i] = W + (i64)min(row0 + (tid >> 3) + i * (NTH / 8), rows - 1) * row_bytes;
+    const u8* abase =
+        A + (i64)(tok0 + (tid >> 6)) * a_stride + (Q80 ? aj * 36 + 4 + 4 * (aw & 7) : 4 + 4 * aw);
     const u8* sbase = A + (i64)(tok0 + (tid >> 4)) * a_stride;
     const i64 astep = (NTH / 64) * a_stride, sstep = (NTH / 16) * a_stride;
     // Global loads of step kb into registers.
@@ -303,7 +303,7 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     for (int kb = 0; kb < nsteps; ++kb) {
         const int jn = blocks_in(kb);
         if (!PREFETCH) fetch(kb);
-        __syncthreads();  // the previous step's fragments are read (and, first, the IQ2_XXS selectors are in)
+        __syncthreads();  // the last step's fragments are read (first: the IQ2_XXS tables are in)
         // Registers -> shared memory: weights (8 consecutive lanes per row), then activations.
 #pragma unroll
         for (int i = 0; i < ITEMS; ++i) {
@@ -392,7 +392,8 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
                             for (int e = 0; e < 4; ++e) {
                                 const int r = ra + 8 * (e >> 1), t = wt + 8 * ni + 2 * tq + (e & 1);
                                 if (Q80) {
-                                    // CPU: acc + (f32(d_w) * d_x) * (f32)isum, blocks in order.
+                                    // CPU: acc + (f32(d_w) * d_x) * (f32)isum, blocks in order
+                                    // (|isum| < 2^24: the conversion is exact).
                                     const float sc = __fmul_rn(wsc[r * 8 + j], xsc[t * 8 + j]);
                                     facc[mi][ni][e] = __fadd_rn(facc[mi][ni][e], __fmul_rn(sc, (float)d[e]));
                                 } else {
