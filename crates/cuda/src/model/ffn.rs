@@ -24,6 +24,14 @@ use dsv4_model::Numerics;
 use dsv4_gguf::GgmlType;
 use Arg::{F, I, P};
 
+/// Where a grouped expert launch left the down products: row `rows[t · used + k]` of `out`
+/// (device addresses; e floats a row) is pick k of token t.
+#[derive(Clone, Copy)]
+struct Routed {
+    out: u64,
+    rows: u64,
+}
+
 impl GpuModel {
     /// The experts of each token of the chunk (`n × used`, selection order).
     fn chosen(&self, s: &Scratch, lw: &Layer, p: &Pass) -> Result<Vec<usize>> {
@@ -77,8 +85,8 @@ impl GpuModel {
         }
         let tensor_cores = [&lw.gate, &lw.up, &lw.down].iter().all(|m| m.first().is_some_and(|w| matmul::supports(w.ty())));
         if p.official() && stacked && tensor_cores && !self.opts.host_experts {
-            self.experts_grouped(s, lw, &users)?;
-            return self.shared_and_sum(s, lw, n, num);
+            let routed = self.experts_grouped(s, lw, &users, n)?;
+            return self.shared_and_sum(s, lw, n, num, routed);
         }
         // Experts serving several tokens gather and scatter through index lists, uploaded
         // once per layer: token rows, then route-weight slots, then part slots.
@@ -122,20 +130,24 @@ impl GpuModel {
                 }
             }
         }
-        self.shared_and_sum(s, lw, n, num)
+        self.shared_and_sum(s, lw, n, num, None)
     }
 
     /// Every chosen expert of the layer under the official numerics, one tensor-core launch per
-    /// projection: the (token, pick) rows gathered expert by expert (`users` in expert order),
-    /// quantized once per projection, multiplied tile by tile (each tile one expert's rows),
-    /// and the down products scattered to their parts.
-    fn experts_grouped(&self, s: &mut Scratch, lw: &Layer, users: &[Vec<(usize, usize)>]) -> Result<()> {
+    /// projection: the chunk's `n` tokens quantized once per activation format and their rows
+    /// gathered expert by expert (`users` in expert order) for gate and up, multiplied tile by
+    /// tile (each tile one expert's rows), the down products left in expert order. Returns
+    /// where they are for the sum ([`Routed`]).
+    fn experts_grouped(&self, s: &mut Scratch, lw: &Layer, users: &[Vec<(usize, usize)>], n: usize) -> Result<Option<Routed>> {
         let c = &self.cfg;
         let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
         let rows: Vec<(usize, usize)> = users.iter().flatten().copied().collect();
         let total = rows.len();
         if total == 0 {
-            return Ok(());
+            return Ok(None);
+        }
+        if total != n * used {
+            return Err(CudaError::Shape(format!("{total} expert rows for {n} tokens of {used} picks")));
         }
         let mut groups = Vec::new();
         let mut off = 0;
@@ -157,10 +169,15 @@ impl GpuModel {
             16
         };
         let tiles = expert_tiles(&groups, bn);
-        // Token rows (gather), route-weight slots (SwiGLU), part slots (scatter), tiles.
+        // Token rows (gather), route-weight slots (SwiGLU), the row of each (token, pick) (the
+        // sum), tiles.
         let mut idx: Vec<i32> = rows.iter().map(|&(t, _)| t as i32).collect();
         idx.extend(rows.iter().map(|&(t, k)| (t * used + k) as i32));
-        idx.extend(rows.iter().map(|&(t, k)| (k * CHUNK + t) as i32));
+        let mut row_of = vec![0i32; total];
+        for (i, &(t, k)) in rows.iter().enumerate() {
+            row_of[t * used + k] = i as i32;
+        }
+        idx.extend(row_of);
         idx.extend_from_slice(&tiles);
         if idx.len() > s.idx.len() || total > CHUNK * used {
             return Err(CudaError::Shape(format!("{total} expert rows and {} tiles exceed the scratch", tiles.len() / 3)));
@@ -169,23 +186,34 @@ impl GpuModel {
         let s = &*s;
         let f4 = |a: u64, floats: usize| a + (floats * 4) as u64;
         let (x, wts) = (self.ptr(&s.x), self.ptr(&s.wts));
-        let (g, u, h, parts, xg, dn, ip) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.parts), self.ptr(&s.xg), self.ptr(&s.dn), self.ptr(&s.idx));
+        let (g, u, h, xq, dn, ip) = (self.ptr(&s.g), self.ptr(&s.u), self.ptr(&s.h), self.ptr(&s.xg), self.ptr(&s.dn), self.ptr(&s.idx));
         let (tp, nt, stride) = (f4(ip, 3 * total), tiles.len() / 3, act_stride(c));
-        self.launch("gather_rows", (e.div_ceil(BLOCK), total), BLOCK, 0, &[P(x), P(ip), I(e as i32), P(xg)])?;
-        let acts = self.quantize(s, &lw.gate[0], xg, e, total)?;
+        // Gate and up read each token's activations quantized once (n rows, into the f32 gather
+        // scratch, free on this path) and gathered as bytes into expert order: a sixth of the
+        // rows to quantize, and 292-byte rows to move instead of 16 KB ones.
+        let grouped_acts = |w: &DeviceMatrix| -> Result<u64> {
+            if act_bytes(w.ty(), w.cols())? > stride || total * stride > s.acts.len() || n * stride > s.xg.len() * 4 {
+                return Err(CudaError::Shape(format!("{total} rows of {} columns exceed the activation scratch", w.cols())));
+            }
+            self.quant_acts(w.ty() == GgmlType::Q8_0, x, e, w.cols(), n, xq, stride)?;
+            let (acts, words) = (self.ptr(&s.acts), stride / 4);
+            self.launch("gather_rows", (words.div_ceil(BLOCK), total), BLOCK, 0, &[P(xq), P(ip), I(words as i32), P(acts)])?;
+            Ok(acts)
+        };
+        let acts = grouped_acts(&lw.gate[0])?;
         // SAFETY (the three products): the tiles name experts below n_expert and rows below
         // `total`, whose activation rows (`stride` bytes) and outputs (g/u: ffn floats, dn: e
         // floats) the scratch holds for CHUNK × used rows; outputs are apart from inputs.
         let label = |w: &DeviceMatrix| format!("matmul experts {} {}x{} n{bn}", w.ty(), w.rows(), w.cols());
         self.timed(|| label(&lw.gate[0]), || unsafe { self.mt.run_tiles_raw(&lw.gate, tp, nt, bn, acts, stride, g, ffn) })?;
-        let acts = if lw.up[0].ty() == lw.gate[0].ty() { acts } else { self.quantize(s, &lw.up[0], xg, e, total)? };
+        let acts = if lw.up[0].ty() == lw.gate[0].ty() { acts } else { grouped_acts(&lw.up[0])? };
         self.timed(|| label(&lw.up[0]), || unsafe { self.mt.run_tiles_raw(&lw.up, tp, nt, bn, acts, stride, u, ffn) })?;
         // The route weight scales the SwiGLU output, before the down projection.
         let args = [P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(wts), P(f4(ip, total))];
         self.launch("swiglu", (ffn.div_ceil(BLOCK), total), BLOCK, 0, &args)?;
         let acts = self.quantize(s, &lw.down[0], h, ffn, total)?;
         self.timed(|| label(&lw.down[0]), || unsafe { self.mt.run_tiles_raw(&lw.down, tp, nt, bn, acts, stride, dn, e) })?;
-        self.launch("scatter_rows", (e.div_ceil(BLOCK), total), BLOCK, 0, &[P(dn), P(f4(ip, 2 * total)), I(e as i32), P(parts)])
+        Ok(Some(Routed { out: dn, rows: f4(ip, 2 * total) }))
     }
 
     /// The routed experts read from the routing's output on the device (no host round trip):
@@ -204,7 +232,7 @@ impl GpuModel {
         self.launch("swiglu", (ffn.div_ceil(BLOCK), slots), BLOCK, 0, &args)?;
         let down = ExpertSlots { ids: sel, n: slots, x_div: 1, y_mod: used, y_mul: CHUNK, per_token: 0 };
         self.mm_experts(s, num, &lw.down, down, h, ffn, parts, e)?;
-        self.shared_and_sum(s, lw, n, num)
+        self.shared_and_sum(s, lw, n, num, None)
     }
 
     /// [`GpuModel::mm`] over expert slots: input rows `xs` f32 apart (quantized first, one
@@ -232,9 +260,9 @@ impl GpuModel {
         unsafe { self.mv.run_experts_raw(self.mv.queue(), ws, sl, acts, stride, true, y, ys) }
     }
 
-    /// The shared expert over the chunk, then each token's sum of its parts, back into the
-    /// streams.
-    fn shared_and_sum(&self, s: &Scratch, lw: &Layer, n: usize, num: Numerics) -> Result<()> {
+    /// The shared expert over the chunk, then each token's sum of its parts (the routed ones
+    /// from `routed` where given), back into the streams.
+    fn shared_and_sum(&self, s: &Scratch, lw: &Layer, n: usize, num: Numerics, routed: Option<Routed>) -> Result<()> {
         let c = &self.cfg;
         let (e, used, ffn) = (c.n_embd, c.n_expert_used, c.expert_ffn);
         let sp = self.ptr(&s.streams);
@@ -246,7 +274,9 @@ impl GpuModel {
         self.launch("swiglu", (ffn.div_ceil(BLOCK), n), BLOCK, 0, &[P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(0), P(0)])?;
         self.mm(s, num, &lw.down_sh, h, ffn, n, f4(parts, used * CHUNK * e), e)?;
         let y = self.ptr(&s.y);
-        self.launch("sum_parts", (e.div_ceil(BLOCK), n), BLOCK, 0, &[P(parts), I(used as i32 + 1), I(e as i32), I(CHUNK as i32), P(y)])?;
+        let (out, rows) = routed.map_or((0, 0), |r| (r.out, r.rows));
+        let args = [P(parts), I(used as i32 + 1), I(e as i32), I(CHUNK as i32), P(y), P(out), P(rows), I(used as i32)];
+        self.launch("sum_parts", (e.div_ceil(BLOCK), n), BLOCK, 0, &args)?;
         self.hc_post(sp, y, mix, n)
     }
 }

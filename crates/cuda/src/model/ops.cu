@@ -564,12 +564,23 @@ __device__ __forceinline__ float sum_col(const float* parts, int n_parts, int e,
     return acc;
 }
 
-extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int chunk, float* y) {
+// sum_col into y; with `rows` given, part p < n_routed of token t is instead row
+// rows[t n_routed + p] of `routed` (e floats a row: a grouped expert launch's outputs, where
+// the products left them), the same values added in the same order.
+extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int chunk, float* y,
+                                     const float* routed, const int* rows, int n_routed) {
     DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     const long long t = blockIdx.y;
-    y[t * e + i] = sum_col(parts, n_parts, e, chunk, t, i);
+    if (!rows) {
+        y[t * e + i] = sum_col(parts, n_parts, e, chunk, t, i);
+        return;
+    }
+    float acc = 0.0f;
+    for (int p = 0; p < n_parts; ++p)
+        acc += p < n_routed ? routed[(long long)rows[t * n_routed + p] * e + i] : parts[(p * chunk + t) * e + i];
+    y[t * e + i] = acc;
 }
 
 // sum_parts then hc_post (token t = blockIdx.y, streams hc · e and mixing mix_stride floats
