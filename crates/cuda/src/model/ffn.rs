@@ -190,7 +190,8 @@ impl GpuModel {
         let (tp, nt, stride) = (f4(ip, 3 * total), tiles.len() / 3, act_stride(c));
         // Gate and up read each token's activations quantized once (n rows, into the f32 gather
         // scratch, free on this path) and gathered as bytes into expert order: a sixth of the
-        // rows to quantize, and 292-byte rows to move instead of 16 KB ones.
+        // rows to quantize. The gather moves whole `stride`-byte rows (the widest product's);
+        // rows packed to the format's own size would move a quarter of that.
         let grouped_acts = |w: &DeviceMatrix| -> Result<u64> {
             if act_bytes(w.ty(), w.cols())? > stride || total * stride > s.acts.len() || n * stride > s.xg.len() * 4 {
                 return Err(CudaError::Shape(format!("{total} rows of {} columns exceed the activation scratch", w.cols())));
