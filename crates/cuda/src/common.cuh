@@ -820,9 +820,8 @@ __device__ __forceinline__ void index_round_row(float* row, int dim, float* hx) 
 // indices (0x08, 0x19, 0x2b); `tab` (in shared memory, built by the host: iq2_tables in
 // matvec.rs) holds them as PRMT selector nibbles (tab[0..256)), and the 128 sign patterns
 // (the eighth sign makes the count of negatives even) as bit 2 of each nibble
-// (tab[256..384)). OR-ing the two gives selectors
-// that pick each signed byte out of a constant 8-byte table in one PRMT per 4 weights:
-// bytes 0..2 = +levels, 4..6 = -levels. One 4-byte lookup per table instead of an 8-byte
+// (tab[256..384)). OR-ing the two gives selectors that pick each signed byte out of a
+// constant 8-byte table in one PRMT per 4 weights: bytes 0..2 = +levels, 4..6 = -levels. One 4-byte lookup per table instead of an 8-byte
 // grid load, a parity count and per-byte negation; the tables are 1.5 KB.
 #define IQ2_TAB_WORDS 384
 // Signed int8 levels (official numerics: dp4a and MMA operands).
@@ -851,4 +850,3 @@ __device__ __forceinline__ void iq2_octet(u32 a, u32 b, int k, const u32* tab, u
     lo = prmt(POS, NEG, sel);
     hi = prmt(POS, NEG, sel >> 16);
 }
-

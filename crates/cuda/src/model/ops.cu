@@ -318,8 +318,8 @@ extern "C" __global__ void hc_proj(const u8* w, int f16, const float* x, int col
 // the mixing values into the pre weights and forms Σ_h pre_h S_h with per-block partial sums
 // of squares; hc_norm_step applies the RMSNorm and quantizes what the next products read.
 // hc_mix_step makes post and comb (the Sinkhorn: a chain of ~40 dependent steps on one warp,
-// ~10 µs) on a branch of the step beside them, since only the write-back needs those. Partials are added in index order, in
-// double like hc_pre's block sums.
+// ~10 µs) on a branch of the step beside them, since only the write-back needs those.
+// Partials are added in index order, in double like hc_pre's block sums.
 
 // One warp per token (blockIdx.x): 1/rms of the state from the `parts` partials at
 // ss + token · parts, then hc_weights into mix (pre first; the head's pre only, when head).
@@ -557,30 +557,24 @@ extern "C" __global__ void swiglu_step(const float* gu, float* h, int n, float c
 }
 
 // y_t = Σ_p part p of token t, in order (routed experts in selection order, then the shared
-// expert); part p of token t is at (p · chunk + t) · e.
-__device__ __forceinline__ float sum_col(const float* parts, int n_parts, int e, int chunk, long long t, int i) {
+// expert); part p of token t is at (p · chunk + t) · e, or, with `rows` given and p <
+// n_routed, at row rows[t n_routed + p] of `routed` (e floats a row: a grouped expert
+// launch's outputs, where the products left them).
+__device__ __forceinline__ float sum_col(const float* parts, int n_parts, int e, int chunk, long long t, int i,
+                                         const float* routed, const int* rows, int n_routed) {
     float acc = 0.0f;
-    for (int p = 0; p < n_parts; ++p) acc += parts[(p * chunk + t) * e + i];
+    for (int p = 0; p < n_parts; ++p)
+        acc += rows && p < n_routed ? routed[(long long)rows[t * n_routed + p] * e + i] : parts[(p * chunk + t) * e + i];
     return acc;
 }
 
-// sum_col into y; with `rows` given, part p < n_routed of token t is instead row
-// rows[t n_routed + p] of `routed` (e floats a row: a grouped expert launch's outputs, where
-// the products left them), the same values added in the same order.
 extern "C" __global__ void sum_parts(const float* parts, int n_parts, int e, int chunk, float* y,
                                      const float* routed, const int* rows, int n_routed) {
     DSV4_GRID_ENTRY();
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     const long long t = blockIdx.y;
-    if (!rows) {
-        y[t * e + i] = sum_col(parts, n_parts, e, chunk, t, i);
-        return;
-    }
-    float acc = 0.0f;
-    for (int p = 0; p < n_parts; ++p)
-        acc += p < n_routed ? routed[(long long)rows[t * n_routed + p] * e + i] : parts[(p * chunk + t) * e + i];
-    y[t * e + i] = acc;
+    y[t * e + i] = sum_col(parts, n_parts, e, chunk, t, i, routed, rows, n_routed);
 }
 
 // sum_parts then hc_post (token t = blockIdx.y, streams hc · e and mixing mix_stride floats
@@ -591,7 +585,8 @@ extern "C" __global__ void sum_post(float* S, const float* parts, int n_parts, i
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     const long long t = blockIdx.y;
-    hc_post_col(S + t * hc * e, sum_col(parts, n_parts, e, chunk, t, i), mix + t * mix_stride, hc, e, i);
+    hc_post_col(S + t * hc * e, sum_col(parts, n_parts, e, chunk, t, i, nullptr, nullptr, 0), mix + t * mix_stride,
+                hc, e, i);
 }
 
 // Row r (blockIdx.y) of dst = row idx[r] of src (rows of `width`): an expert's tokens.
