@@ -190,25 +190,27 @@ impl GpuModel {
         let (tp, nt, stride) = (f4(ip, 3 * total), tiles.len() / 3, act_stride(c));
         // Gate and up read each token's activations quantized once (n rows, into the f32 gather
         // scratch, free on this path) and gathered as bytes into expert order: a sixth of the
-        // rows to quantize. The gather moves whole `stride`-byte rows (the widest product's);
-        // rows packed to the format's own size would move a quarter of that.
-        let grouped_acts = |w: &DeviceMatrix| -> Result<u64> {
-            if act_bytes(w.ty(), w.cols())? > stride || total * stride > s.acts.len() || n * stride > s.xg.len() * 4 {
+        // rows to quantize. Rows are packed to the format's size (16-byte multiple; 4,672
+        // bytes for Q8_K at 4,096 columns), a quarter of the scratch's `stride`.
+        let grouped_acts = |w: &DeviceMatrix| -> Result<(u64, usize)> {
+            let pitch = act_bytes(w.ty(), w.cols())?.next_multiple_of(16);
+            if pitch > stride || total * pitch > s.acts.len() || n * pitch > s.xg.len() * 4 {
                 return Err(CudaError::Shape(format!("{total} rows of {} columns exceed the activation scratch", w.cols())));
             }
-            self.quant_acts(w.ty() == GgmlType::Q8_0, x, e, w.cols(), n, xq, stride)?;
-            let (acts, words) = (self.ptr(&s.acts), stride / 4);
+            self.quant_acts(w.ty() == GgmlType::Q8_0, x, e, w.cols(), n, xq, pitch)?;
+            let (acts, words) = (self.ptr(&s.acts), pitch / 4);
             self.launch("gather_rows", (words.div_ceil(BLOCK), total), BLOCK, 0, &[P(xq), P(ip), I(words as i32), P(acts)])?;
-            Ok(acts)
+            Ok((acts, pitch))
         };
-        let acts = grouped_acts(&lw.gate[0])?;
+        let (acts, pitch) = grouped_acts(&lw.gate[0])?;
         // SAFETY (the three products): the tiles name experts below n_expert and rows below
-        // `total`, whose activation rows (`stride` bytes) and outputs (g/u: ffn floats, dn: e
-        // floats) the scratch holds for CHUNK × used rows; outputs are apart from inputs.
+        // `total`, whose activation rows (`pitch` or `stride` bytes) and outputs (g/u: ffn
+        // floats, dn: e floats) the scratch holds for CHUNK × used rows; outputs are apart from
+        // inputs.
         let label = |w: &DeviceMatrix| format!("matmul experts {} {}x{} n{bn}", w.ty(), w.rows(), w.cols());
-        self.timed(|| label(&lw.gate[0]), || unsafe { self.mt.run_tiles_raw(&lw.gate, tp, nt, bn, acts, stride, g, ffn) })?;
-        let acts = if lw.up[0].ty() == lw.gate[0].ty() { acts } else { grouped_acts(&lw.up[0])? };
-        self.timed(|| label(&lw.up[0]), || unsafe { self.mt.run_tiles_raw(&lw.up, tp, nt, bn, acts, stride, u, ffn) })?;
+        self.timed(|| label(&lw.gate[0]), || unsafe { self.mt.run_tiles_raw(&lw.gate, tp, nt, bn, acts, pitch, g, ffn) })?;
+        let (acts, pitch) = if lw.up[0].ty() == lw.gate[0].ty() { (acts, pitch) } else { grouped_acts(&lw.up[0])? };
+        self.timed(|| label(&lw.up[0]), || unsafe { self.mt.run_tiles_raw(&lw.up, tp, nt, bn, acts, pitch, u, ffn) })?;
         // The route weight scales the SwiGLU output, before the down projection.
         let args = [P(g), P(u), P(h), I(ffn as i32), F(lw.clamp), P(wts), P(f4(ip, total))];
         self.launch("swiglu", (ffn.div_ceil(BLOCK), total), BLOCK, 0, &args)?;
