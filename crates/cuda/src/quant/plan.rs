@@ -86,23 +86,6 @@ fn float_split(rows: usize, r: usize, slots: usize, sm_count: usize) -> usize {
     [1, 2, 4].into_iter().find(|&ks| rows.div_ceil(WARPS / ks * r) * slots >= 2 * sm_count).unwrap_or(4)
 }
 
-/// Warps per row group (1, 2, 4 or 8, at most `nsteps`) for `slots` products of `groups` row
-/// groups of `nsteps` 1024-column steps each, over a wave of `wave` CTAs: the split whose
-/// busiest warp walks the fewest items (a CTA takes `QWARPS / split` groups a round, the
-/// slot's CTAs share its rounds, a warp walks `nsteps / split` items a round); the smaller
-/// split on a tie, as each round of a split adds a barrier and a partial sum. Without the
-/// balance a matrix of a few rounds leaves most CTAs idle while some run one more: the routed
-/// gate and up of one token (12 slots of 512 groups of 4 steps, 55 CTAs a slot) took 2 rounds
-/// of 4 items on 9 CTAs a slot and 1 on the rest; split over 4 warps, 5 rounds of one item.
-fn balanced_split(groups: usize, nsteps: usize, slots: usize, wave: usize) -> usize {
-    let per_slot = wave.div_ceil(slots).max(1);
-    let cost = |split: usize| {
-        let packs = groups.div_ceil(QWARPS / split).max(1);
-        packs.div_ceil(per_slot.min(packs)) * nsteps.div_ceil(split)
-    };
-    [1, 2, 4, 8].into_iter().filter(|&s| s <= nsteps).min_by_key(|&s| (cost(s), s)).unwrap_or(1)
-}
-
 /// One launch: grid (`ctas` x slots or token groups), block, dynamic shared memory, and the
 /// kernel's `ks` (warps per row group) and `xsm` (x staged in shared memory) arguments.
 #[derive(Clone, Copy, Debug)]
@@ -175,19 +158,19 @@ impl Matvec {
         }
         let threads = QWARPS * 32;
         let wave = self.resident(f, threads, smem) * self.sm_count;
+        let groups = (rows * slots).div_ceil(v.rows);
         let nsteps = cols.div_ceil(1024).max(1);
-        let split = if v.split == 0 {
-            balanced_split(rows.div_ceil(v.rows), nsteps, slots, wave)
+        let want = if v.split == 0 {
+            (wave * QWARPS).div_ceil(groups)
         } else {
-            prev_pow2(v.split.clamp(1, QWARPS).min(nsteps))
+            v.split
         };
+        let split = prev_pow2(want.clamp(1, QWARPS).min(nsteps));
+        let packs = groups.div_ceil(QWARPS / split);
+        let ctas = if v.ctas == 0 { wave.min(packs) } else { v.ctas };
         // Slots are the grid's second dimension; together they make (about) one wave.
-        let ctas = if v.ctas == 0 {
-            wave.div_ceil(slots).min(rows.div_ceil(v.rows).div_ceil(QWARPS / split))
-        } else {
-            v.ctas.div_ceil(slots)
-        };
-        Ok(Launch { ctas: ctas.max(1), groups: 1, threads, smem, split, xsm })
+        let ctas = ctas.div_ceil(slots).max(1);
+        Ok(Launch { ctas, groups: 1, threads, smem, split, xsm })
     }
 
     /// Resident CTAs per SM of `f` with `smem` bytes of dynamic shared memory (cached: the
