@@ -470,10 +470,13 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
         const u8 *__restrict__ A, i64 a_stride, float *__restrict__ Y, i64 y_stride, int n,     \
         const int *__restrict__ tiles, const u32 *__restrict__ iq2_tab, i64 gw, i64 ga, i64 gy
 // (WN, NF, MI): 16 tokens = (2, 1, 1), 64 rows x 16 tokens on 256 threads; 64 tokens =
-// (4, 2, 2), 128 rows x 64 tokens on 512 threads. Both capped at 128 registers (16 warps per
-// SM).
-#define MM_KERNEL(NAME, T, WN, NF, MI)                                                          \
-    extern "C" __global__ void __launch_bounds__(128 * WN, 4 / WN) NAME(MM_ARGS) {              \
+// (4, 2, 2), 128 rows x 64 tokens on 512 threads. MINB CTAs an SM for the 256-thread tiles:
+// IQ2_XXS 3 (80 registers, 24 warps an SM; its loop waits on loads and barriers, and the
+// extra warps cut the prefill's expert products by 8% on an H100, where 4 CTAs spill and lose
+// half of that); the others 2 (128 registers: Q8_0 at 3 took 16% more instructions for no
+// gain, Q2_K and Q4_K spill). The wide tile: 1 (128 registers, 16 warps).
+#define MM_KERNEL(NAME, T, WN, NF, MI, MINB)                                                    \
+    extern "C" __global__ void __launch_bounds__(128 * WN, MINB) NAME(MM_ARGS) {                \
         constexpr int BN = 8 * WN * NF;                                                         \
         int ex = 0, tok0, ntok;                                                                 \
         if (tiles) {                                                                            \
@@ -490,15 +493,15 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
         mm_body<T, WN, NF, MI>(W + (i64)ex * expert_bytes + z * gw, row_bytes, rows, cols,      \
                                A + z * ga, a_stride, Y + z * gy, y_stride, tok0, ntok, iq2_tab);   \
     }
-#define MM_ALL(name, T)                                                                         \
-    MM_KERNEL(mm_##name##_n16, T, 2, 1, 1)                                                      \
-    MM_KERNEL(mm_##name##_n32, T, 2, 2, 1)                                                      \
-    MM_KERNEL(mm_##name##_n64, T, 4, 2, 2)
+#define MM_ALL(name, T, MINB)                                                                   \
+    MM_KERNEL(mm_##name##_n16, T, 2, 1, 1, MINB)                                                \
+    MM_KERNEL(mm_##name##_n32, T, 2, 2, 1, MINB)                                                \
+    MM_KERNEL(mm_##name##_n64, T, 4, 2, 2, 1)
 
-MM_ALL(q8_0, T_Q8_0)
-MM_ALL(q2_k, T_Q2_K)
-MM_ALL(q4_k, T_Q4_K)
-MM_ALL(iq2_xxs, T_IQ2_XXS)
+MM_ALL(q8_0, T_Q8_0, 2)
+MM_ALL(q2_k, T_Q2_K, 2)
+MM_ALL(q4_k, T_Q4_K, 2)
+MM_ALL(iq2_xxs, T_IQ2_XXS, 3)
 
 // ---- float weights (F16, F32) over many tokens -------------------------------------------------
 // The plain f32 product (no quantization, FMA in f32) for the small float matrices of the
