@@ -66,14 +66,19 @@ fn attend_mma_smem(d: usize, hg: usize, ncap: usize, ids: usize) -> usize {
 }
 
 /// Query heads an `attend_chunk_mma` block serves: 32 (two tiles, each row read once for
-/// twice the heads) where they divide the head count and fit `optin` bytes, else 16 (the
-/// last block's missing heads as zeros); `None` for head dimensions it does not take or
-/// scores too many for shared memory.
+/// twice the heads) where they divide the head count and two such blocks fit `optin` bytes,
+/// else 16 (the last block's missing heads as zeros), else 32 alone; `None` for head
+/// dimensions it does not take or scores too many for shared memory. The block is bound by
+/// latency (its rows come from L2 a warp at a time), so two blocks an SM of 16 heads beat
+/// one of 32 although each row is read twice as often: at Flash's 512 dimensions and ~640
+/// rows a block of 32 heads takes ~190 KB, and 16-head blocks cut the chunk's attention by
+/// 20% on an H100 (bench/README.md, v22). A head's sums do not depend on its block.
 fn attend_mma_heads(heads: usize, d: usize, ncap: usize, ids: usize, optin: usize) -> Option<usize> {
     if d == 0 || !d.is_multiple_of(16) || d > ATT_MMA_MAX_D {
         return None;
     }
-    [32, 16].into_iter().find(|&hg| (hg == 16 || heads.is_multiple_of(hg)) && attend_mma_smem(d, hg, ncap, ids) <= optin)
+    let fits = |hg: usize, blocks: usize| (hg == 16 || heads.is_multiple_of(hg)) && blocks * attend_mma_smem(d, hg, ncap, ids) <= optin;
+    [(32, 2), (16, 1), (32, 1)].into_iter().find(|&(hg, blocks)| fits(hg, blocks)).map(|(hg, _)| hg)
 }
 
 /// One launch of the chunk's attention (device addresses; `attend_chunk` in chunk.cu says
