@@ -448,10 +448,10 @@ fn attention_error(gpu: &[f32], exact: &[f64], d: usize) -> f64 {
 /// BF16 grid, queries and weights split in three BF16 parts) and the decode step's attention
 /// (f32, the rows split in runs merged afterwards) against the exact f64 sums, and against the
 /// chunk path's f32 kernel with the output's RoPE tail. Shapes: Flash's ratio-4 layer deep in
-/// a context (indexer mask, 32 heads a block), the same early on (window not yet full),
-/// Flash's ratio-128 layer at 300K tokens (2,471 rows: 16 heads a block), the tiny model's 4
-/// heads (one padded block) and 48 heads of 128. A NaN query value makes its head NaN and
-/// leaves the other heads' bits alone.
+/// a context (indexer mask, 16 heads a block), the same early on (window not yet full: 76
+/// rows, 32 heads a block), Flash's ratio-128 layer at 300K tokens (2,471 rows: 16 heads a
+/// block), the tiny model's 4 heads (one padded block) and 48 heads of 128. A NaN query value
+/// makes its head NaN and leaves the other heads' bits alone.
 #[test]
 fn tensor_core_attention_matches_exact_sums() {
     let Some((gpu, gm, _)) = setup("tensor_core_attention_matches_exact_sums", 4) else {

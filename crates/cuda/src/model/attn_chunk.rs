@@ -67,8 +67,9 @@ fn attend_mma_smem(d: usize, hg: usize, ncap: usize, ids: usize) -> usize {
 
 /// Query heads an `attend_chunk_mma` block serves: 32 (two tiles, each row read once for
 /// twice the heads) where they divide the head count and two such blocks fit `optin` bytes,
-/// else 16 (the last block's missing heads as zeros), else 32 alone; `None` for head
-/// dimensions it does not take or scores too many for shared memory. The block is bound by
+/// else 16 (the last block's missing heads as zeros; a 32-head block never fits where a
+/// 16-head one does not); `None` for head dimensions it does not take or scores too many for
+/// shared memory. The block is bound by
 /// latency (its rows come from L2 a warp at a time), so two blocks an SM of 16 heads beat
 /// one of 32 although each row is read twice as often: at Flash's 512 dimensions and ~640
 /// rows a block of 32 heads takes ~190 KB, and 16-head blocks cut the chunk's attention by
@@ -78,7 +79,7 @@ fn attend_mma_heads(heads: usize, d: usize, ncap: usize, ids: usize, optin: usiz
         return None;
     }
     let fits = |hg: usize, blocks: usize| (hg == 16 || heads.is_multiple_of(hg)) && blocks * attend_mma_smem(d, hg, ncap, ids) <= optin;
-    [(32, 2), (16, 1), (32, 1)].into_iter().find(|&(hg, blocks)| fits(hg, blocks)).map(|(hg, _)| hg)
+    [(32, 2), (16, 1)].into_iter().find(|&(hg, blocks)| fits(hg, blocks)).map(|(hg, _)| hg)
 }
 
 /// One launch of the chunk's attention (device addresses; `attend_chunk` in chunk.cu says
@@ -290,6 +291,32 @@ impl GpuModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tensor-core attention's heads a block: 32 only where two such blocks fit an SM's
+    /// opt-in shared memory (H100/H200: 232,448 bytes), else 16, and none past it.
+    #[test]
+    fn tensor_core_attention_heads_a_block() {
+        const OPTIN: usize = 232_448;
+        // Flash deep in a context (window 128 + 512 indexer rows, listed): ~190 KB at 32 heads.
+        assert_eq!(attend_mma_heads(64, 512, 640, 640, OPTIN), Some(16));
+        // Flash early on (61 window rows + 15 compressed): 116 KB at 32 heads, two fit; from 97
+        // rows (score rows padded to 128) they do not.
+        assert_eq!(attend_mma_heads(64, 512, 76, 0, OPTIN), Some(32));
+        assert!(2 * attend_mma_smem(512, 32, 76, 0) <= OPTIN);
+        assert_eq!(attend_mma_heads(64, 512, 97, 0, OPTIN), Some(16));
+        // 128 dimensions, 75 rows: 42 KB at 32 heads.
+        assert_eq!(attend_mma_heads(64, 128, 75, 0, OPTIN), Some(32));
+        assert!(2 * attend_mma_smem(128, 32, 75, 0) <= OPTIN);
+        // 48 heads do not split into 32s; 4 heads make one padded block of 16.
+        assert_eq!(attend_mma_heads(48, 128, 75, 0, OPTIN), Some(16));
+        assert_eq!(attend_mma_heads(4, 64, 12, 12, OPTIN), Some(16));
+        // Dimensions the kernel does not take, and scores past shared memory.
+        assert_eq!(attend_mma_heads(64, 520, 75, 0, OPTIN), None);
+        assert_eq!(attend_mma_heads(64, 24, 75, 0, OPTIN), None);
+        assert_eq!(attend_mma_heads(64, 512, 4096, 4096, OPTIN), None);
+        // Ratio-128 layer at 300K tokens (2,471 rows): one 16-head block fits.
+        assert_eq!(attend_mma_heads(64, 512, 2471, 0, OPTIN), Some(16));
+    }
 
     /// Dynamic plus static shared memory of attend_chunk (`shf`, 32 floats) stays within the
     /// default 48 KiB for every score count the chunk path admits (an H100 run at 8K tokens
