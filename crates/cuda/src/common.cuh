@@ -660,6 +660,10 @@ __device__ __forceinline__ int round_i8(float v) {
 
 // The official activations of the quantized products, made where their input is made (the
 // decode step's fused launches) or by quant_q8_0 / quant_q8_k, by the same code either way.
+// Their block sizes, and where a Q8_K block's 16 sums of 16 codes start (after d and the codes).
+#define Q8_0_BYTES 36
+#define Q8_K_BYTES 292
+#define Q8_K_BSUMS 260
 // Q8_0: a warp's 32 values (lane i holds value i) as a 36-byte block at blk, f32 scale
 // amax / 127, then 32 codes.
 __device__ __forceinline__ void q8_0_warp(float v, u8* blk) {
@@ -689,7 +693,7 @@ __device__ __forceinline__ void q8_k_block(float v, u8* blk, Q8kShared& sh) {
     const float amax = block_max_f(abs_nn(v), sh.shf);  // its barriers also publish `first` and v
     if (amax == 0.0f) {
         blk[4 + i] = 0;
-        if (i < 16) reinterpret_cast<short*>(blk + 260)[i] = 0;
+        if (i < 16) reinterpret_cast<short*>(blk + Q8_K_BSUMS)[i] = 0;
         if (i == 0) *reinterpret_cast<float*>(blk) = 0.0f;
         return;
     }
@@ -703,7 +707,7 @@ __device__ __forceinline__ void q8_k_block(float v, u8* blk, Q8kShared& sh) {
     if (i < 16) {
         int s = 0;
         for (int k = 0; k < 16; ++k) s += sh.qs[16 * i + k];
-        reinterpret_cast<short*>(blk + 260)[i] = (short)s;
+        reinterpret_cast<short*>(blk + Q8_K_BSUMS)[i] = (short)s;
     }
     if (i == 0) *reinterpret_cast<float*>(blk) = __fdiv_rn(1.0f, iscale);
 }
@@ -711,8 +715,6 @@ __device__ __forceinline__ void q8_k_block(float v, u8* blk, Q8kShared& sh) {
 // Activation formats of the fused launches' quantized outputs (0: none).
 #define ACT_Q8_0 1
 #define ACT_Q8_K 2
-#define Q8_0_BYTES 36
-#define Q8_K_BYTES 292
 
 // A 256-thread block's 256 consecutive values (thread i holds value i, column c0 + i of a
 // row whose activations start at row_q) into activation format `f`: Q8_0 blocks (a warp each)

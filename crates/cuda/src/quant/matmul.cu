@@ -245,14 +245,14 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
     // item i is (row r0 + i NTH / 8, sub-block tid % 8), word i is word tid % 64 of token
     // tid / 64 + i NTH / 64, slot i is half tid % 16 of token tid / 16 + i NTH / 16.
     static_assert(NTH % 64 == 0, "the per-thread address pattern needs NTH a multiple of 64");
-    constexpr i64 ABLK = Q80 ? 8 * 36 : 292;  // activation bytes a step
+    constexpr i64 ABLK = Q80 ? 8 * Q8_0_BYTES : Q8_K_BYTES;  // activation bytes a step
     const int ij = tid & 7, aw = tid & 63, aj = Q80 ? aw >> 3 : 0, sh = tid & 15;
     const u8* wrow[ITEMS];
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i)
         wrow[i] = W + (i64)min(row0 + (tid >> 3) + i * (NTH / 8), rows - 1) * row_bytes;
     const u8* abase =
-        A + (i64)(tok0 + (tid >> 6)) * a_stride + (Q80 ? aj * 36 + 4 + 4 * (aw & 7) : 4 + 4 * aw);
+        A + (i64)(tok0 + (tid >> 6)) * a_stride + (Q80 ? aj * Q8_0_BYTES + 4 + 4 * (aw & 7) : 4 + 4 * aw);
     const u8* sbase = A + (i64)(tok0 + (tid >> 4)) * a_stride;
     const i64 astep = (NTH / 64) * a_stride, sstep = (NTH / 16) * a_stride;
     // Global loads of step kb into registers.
@@ -275,10 +275,10 @@ __device__ __forceinline__ void mm_body(const u8* __restrict__ W, i64 row_bytes,
             float d = 0.f;
             int b = 0;
             if (Q80) {
-                if (ok && sh < jn) d = *reinterpret_cast<const float*>(p + sh * 36);
+                if (ok && sh < jn) d = *reinterpret_cast<const float*>(p + sh * Q8_0_BYTES);
             } else if (ok) {
                 d = *reinterpret_cast<const float*>(p);
-                const short* bs = reinterpret_cast<const short*>(p + 260);
+                const short* bs = reinterpret_cast<const short*>(p + Q8_K_BSUMS);
                 b = T == T_Q4_K ? (sh < 8 ? (int)bs[2 * sh] + (int)bs[2 * sh + 1] : 0) : (int)bs[sh];
             }
             araw.d[i] = d;

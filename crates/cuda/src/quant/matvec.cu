@@ -200,7 +200,7 @@ struct QAct {
 // super-block's (sub-block sb % 8 of it).
 template <int T>
 __device__ __forceinline__ void load_qact(const u8* xact, int sb, QAct& a) {
-    const u8* ab = T == T_Q8_0 ? xact + sb * 36 : xact + (sb >> 3) * 292;
+    const u8* ab = T == T_Q8_0 ? xact + sb * Q8_0_BYTES : xact + (sb >> 3) * Q8_K_BYTES;
     const u32* xq = reinterpret_cast<const u32*>(ab + 4 + (T == T_Q8_0 ? 0 : 32 * (sb & 7)));
 #pragma unroll
     for (int k = 0; k < 8; ++k) a.q[k] = xq[k];
@@ -208,7 +208,7 @@ __device__ __forceinline__ void load_qact(const u8* xact, int sb, QAct& a) {
     if constexpr (T == T_Q8_0) {
         a.bs0 = a.bs1 = 0;
     } else {
-        const short* bs = reinterpret_cast<const short*>(ab + 260);
+        const short* bs = reinterpret_cast<const short*>(ab + Q8_K_BSUMS);
         a.bs0 = bs[2 * (sb & 7)];
         a.bs1 = bs[2 * (sb & 7) + 1];
     }
@@ -466,7 +466,7 @@ __device__ __forceinline__ void mv_quant(const u8* __restrict__ W, i64 row_bytes
     float4* xs = reinterpret_cast<float4*>(xbase);
     // Quantized activations: 36 bytes per 32 columns (Q8_0-like) or 292 per 256 (Q8_K).
     // Several tokens' blocks lie act_pad bytes apart (x_stride bytes apart in global memory).
-    const int act_bytes = !QA ? 0 : T == T_Q8_0 ? cols / 32 * 36 : cols / 256 * 292;
+    const int act_bytes = !QA ? 0 : T == T_Q8_0 ? cols / 32 * Q8_0_BYTES : cols / 256 * Q8_K_BYTES;
     const int act_pad = (act_bytes + 15) / 16 * 16;
     u8* xact = xbase;
     u8* stages = xbase + (QA ? NT * act_pad : xsm ? n * cols * 4 : 0);

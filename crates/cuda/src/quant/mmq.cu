@@ -58,11 +58,12 @@ __device__ __forceinline__ void mmq_load(u8* wsm, u8* xsm, const u8* __restrict_
     const int lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     // Bytes a row of the step, in copy units (16 bytes, or 2 and 4 without a16).
     const int uw = a16 ? 16 : 2, ux = a16 ? 16 : 4;
-    const int cw = nb * 34 / uw, cx = nb * 36 / ux;
+    const int cw = nb * 34 / uw, cx = nb * Q8_0_BYTES / ux;
     for (int j = threadIdx.x >> 5; j < rt + tt; j += nw) {
         const bool wrow = j < rt;
-        const u8* src = wrow ? W + (i64)min(tile * rt + j, rows - 1) * row_bytes + (i64)s * 1088
-                             : X + (i64)(t0 + j - rt) * x_stride + (i64)s * 1152;
+        // Step s starts 32 blocks (1,024 columns) per step into the row.
+        const u8* src = wrow ? W + (i64)min(tile * rt + j, rows - 1) * row_bytes + (i64)s * (32 * 34)
+                             : X + (i64)(t0 + j - rt) * x_stride + (i64)s * (32 * Q8_0_BYTES);
         u8* dst = wrow ? wsm + j * MMQ_WP : xsm + (j - rt) * MMQ_XP;
         const int units = wrow ? cw : cx;
         if (a16) {
@@ -94,10 +95,10 @@ __device__ __forceinline__ void mmq_blocks(float (&ch)[8][8], const u8* w0, cons
         const float dw[2] = {f16_to_f32(lds_u16(p0)), f16_to_f32(lds_u16(p1))};
 #pragma unroll
         for (int h = 0; h < (TWO ? 2 : 1); ++h) {
-            const u8* qb = xg + 8 * h * MMQ_XP + 36 * l + 4 + 4 * tq;
+            const u8* qb = xg + 8 * h * MMQ_XP + Q8_0_BYTES * l + 4 + 4 * tq;
             int d[4] = {0, 0, 0, 0};
             mmq_mma(d, a, lds_u32(qb), lds_u32(qb + 16));
-            const u8* xd = xt + 8 * h * MMQ_XP + 36 * l;
+            const u8* xd = xt + 8 * h * MMQ_XP + Q8_0_BYTES * l;
             const float dx[2] = {lds_f32(xd), lds_f32(xd + MMQ_XP)};
 #pragma unroll
             for (int e = 0; e < 4; ++e)
