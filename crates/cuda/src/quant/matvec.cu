@@ -756,18 +756,15 @@ __device__ __forceinline__ void mv_float(const u8* __restrict__ W, i64 row_bytes
     const u8 *__restrict__ W, i64 row_bytes, int rows, int cols, const float *__restrict__ X,   \
         i64 x_stride, float *__restrict__ Y, i64 y_stride, int n, const u32 *__restrict__ tab,  \
         int ks, int xsm
-#define MV_QUANT(NAME, T, G, NT, S)                                                             \
+// QA: quantized activations (X holds the activation blocks' bytes, token t's at
+// t * x_stride BYTES, NT tokens at most); otherwise f32 rows.
+#define MV_Q(NAME, T, G, NT, S, QA)                                                             \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
-        mv_quant<T, G, NT, S, false>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab,   \
-                                     ks, xsm);                                              \
+        mv_quant<T, G, NT, S, QA>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab, ks, \
+                                  xsm);                                                         \
     }
-// Quantized activations: X holds the activation blocks' bytes, token t's at t * x_stride
-// BYTES (NT tokens at most).
-#define MV_QACT(NAME, T, G, NT, S)                                                              \
-    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MV_ARGS) {                   \
-        mv_quant<T, G, NT, S, true>(W, row_bytes, rows, cols, X, x_stride, Y, y_stride, n, tab,    \
-                                    ks, xsm);                                               \
-    }
+#define MV_QUANT(NAME, T, G, NT, S) MV_Q(NAME, T, G, NT, S, false)
+#define MV_QACT(NAME, T, G, NT, S) MV_Q(NAME, T, G, NT, S, true)
 // Float kernels: the grid's second dimension takes token groups of NT (tokens y·NT .. of n),
 // each group the same per-token arithmetic, so a few-row matrix still fills the GPU.
 #define MV_FLOAT(NAME, T, R, NT)                                                                \
@@ -834,15 +831,10 @@ MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
     const float* Xj = reinterpret_cast<const float*>(reinterpret_cast<const u8*>(X) +          \
                                                      (i64)(j / x_div) * x_stride);              \
     float* Yj = Y + ((i64)(j % y_mod) * y_mul + j / y_mod) * y_stride;
-#define MVX_QUANT(NAME, T, G, S)                                                                \
+#define MVX_Q(NAME, T, G, S, QA)                                                                 \
     extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVX_ARGS) {                  \
         MVX_SLOT                                                                                \
-        mv_quant<T, G, 1, S, false>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);   \
-    }
-#define MVX_QACT(NAME, T, G, S)                                                                 \
-    extern "C" __global__ void __launch_bounds__(MVQ_THREADS) NAME(MVX_ARGS) {                  \
-        MVX_SLOT                                                                                \
-        mv_quant<T, G, 1, S, true>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);    \
+        mv_quant<T, G, 1, S, QA>(Wj, row_bytes, rows, cols, Xj, 0, Yj, 0, 1, tab, ks, xsm);      \
     }
 #define MVX_FLOAT(NAME, T)                                                                      \
     extern "C" __global__ void __launch_bounds__(MV_THREADS) NAME(MVX_ARGS) {                   \
@@ -854,10 +846,10 @@ MV_QUANT_ALL(iq2_xxs, T_IQ2_XXS, 4)
 // Slot kernels of the quantized types: groups of 2 rows (S = 4) or 4 rows (S4 stages, as the
 // one-token kernels), both numerics.
 #define MVX_QUANT_ALL(name, T, S4)                                                              \
-    MVX_QUANT(mvx_##name##_g2, T, 2, 4)                                                         \
-    MVX_QUANT(mvx_##name##_g4, T, 4, S4)                                                        \
-    MVX_QACT(mvxq_##name##_g2, T, 2, 4)                                                         \
-    MVX_QACT(mvxq_##name##_g4, T, 4, S4)
+    MVX_Q(mvx_##name##_g2, T, 2, 4, false)                                                      \
+    MVX_Q(mvx_##name##_g4, T, 4, S4, false)                                                     \
+    MVX_Q(mvxq_##name##_g2, T, 2, 4, true)                                                      \
+    MVX_Q(mvxq_##name##_g4, T, 4, S4, true)
 
 MVX_FLOAT(mvx_f32, T_F32)
 MVX_FLOAT(mvx_f16, T_F16)
