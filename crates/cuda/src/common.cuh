@@ -201,6 +201,22 @@ __device__ __forceinline__ double block_sum_d(double v, double* sh) { return blo
 __device__ __forceinline__ float block_sum_f(float v, float* sh) { return block_reduce(v, sh, 0.0f, OpAdd()); }
 __device__ __forceinline__ float block_max_f(float v, float* sh) { return block_reduce(v, sh, neg_inf(), OpMax()); }
 
+// Attention's softmax with a sink over a row of n scores at s, in place: each becomes
+// e^(s - m), m the largest of the scores and the sink; returns their sum plus e^(sink - m).
+// Every thread of the block calls it (attend, attend_chunk).
+__device__ __forceinline__ float block_softmax_sink(float* s, int n, float sink, float* shf) {
+    float m = sink;
+    for (int r = threadIdx.x; r < n; r += blockDim.x) m = fmaxf(m, s[r]);
+    m = block_max_f(m, shf);
+    float den = 0.0f;
+    for (int r = threadIdx.x; r < n; r += blockDim.x) {
+        const float e = expf(s[r] - m);
+        s[r] = e;
+        den += e;
+    }
+    return block_sum_f(den, shf) + expf(sink - m);
+}
+
 // An f32's bits as an unsigned key whose integer order is Rust's f32::total_cmp order
 // (-NaN < -inf < ... < -0 < +0 < ... < +inf < NaN): the CPU's selections sort by it.
 __device__ __forceinline__ u32 total_order_key(float f) {

@@ -46,17 +46,7 @@ __device__ __forceinline__ void attend_head(const float* q, const float* raw, in
         if (lane == 0) sc[i] = acc * scale;
     }
     __syncthreads();
-    const float sink = sinks[h];
-    float m = sink;
-    for (int r = threadIdx.x; r < n; r += blockDim.x) m = fmaxf(m, sc[r]);
-    m = block_max_f(m, shf);
-    float den = 0.0f;
-    for (int r = threadIdx.x; r < n; r += blockDim.x) {
-        const float e = expf(sc[r] - m);
-        sc[r] = e;
-        den += e;
-    }
-    den = block_sum_f(den, shf) + expf(sink - m);
+    const float den = block_softmax_sink(sc, n, sinks[h], shf);
     __syncthreads();
     const float inv = 1.0f / den;
     float* oh = out + (long long)h * d;

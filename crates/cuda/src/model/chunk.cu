@@ -205,21 +205,7 @@ extern "C" __global__ void attend_chunk(const float* q, long long q_stride, cons
     float inv[ATT_MAX_HG];
 #pragma unroll
     for (int h = 0; h < ATT_MAX_HG; ++h) {
-        if (h < hg) {
-            float* sh = sc + h * ncap;
-            const float sink = sinks[h0 + h];
-            float m = sink;
-            for (int r = threadIdx.x; r < n; r += blockDim.x) m = fmaxf(m, sh[r]);
-            m = block_max_f(m, shf);
-            float den = 0.0f;
-            for (int r = threadIdx.x; r < n; r += blockDim.x) {
-                const float e = expf(sh[r] - m);
-                sh[r] = e;
-                den += e;
-            }
-            den = block_sum_f(den, shf) + expf(sink - m);
-            inv[h] = 1.0f / den;
-        }
+        if (h < hg) inv[h] = 1.0f / block_softmax_sink(sc + h * ncap, n, sinks[h0 + h], shf);
     }
     __syncthreads();
     float* ot = out + t * q_stride + (long long)h0 * d;
