@@ -19,6 +19,25 @@
 /// `max − min = −0`. Reproducing the bit trick keeps those cases byte-identical to ggml
 /// release builds; every caller clamps the result, so the output stays a valid code.
 #[inline]
+/// Quantizes whole blocks of `x` (`elems` values each) into `out` (`bytes` each): `plain` per
+/// block without importance, `weighted` with the block's `elems` importance values. The
+/// k-quants' quantizers share it; lengths are checked by their callers.
+pub(crate) fn quantize_blocks(
+    x: &[f32],
+    importance: Option<&[f32]>,
+    out: &mut [u8],
+    (elems, bytes): (usize, usize),
+    plain: fn(&[f32], &mut [u8]),
+    weighted: fn(&[f32], &[f32], &mut [u8]),
+) {
+    for (b, (xb, blk)) in x.chunks_exact(elems).zip(out.chunks_exact_mut(bytes)).enumerate() {
+        match importance {
+            None => plain(xb, blk),
+            Some(imp) => weighted(xb, &imp[b * elems..][..elems], blk),
+        }
+    }
+}
+
 pub(crate) fn nearest_int(v: f32) -> i32 {
     let val = v + 12_582_912.0;
     (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000

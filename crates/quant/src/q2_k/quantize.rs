@@ -3,21 +3,12 @@
 //! ds4's `quants.c` runs them.
 
 use super::{BLOCK_BYTES, BLOCK_ELEMS};
-use crate::fit::{f16_bits, f16_round, make_qkx, make_qp_quants, nearest_int};
+use crate::fit::{f16_bits, f16_round, make_qkx, make_qp_quants, nearest_int, quantize_blocks};
 
 /// Quantizes whole blocks of `x` into `out`. `importance`, when given, has one value per
 /// element of `x`. Lengths are checked by the caller.
 pub(crate) fn quantize(x: &[f32], importance: Option<&[f32]>, out: &mut [u8]) {
-    for (b, (xb, blk)) in x
-        .chunks_exact(BLOCK_ELEMS)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
-        .enumerate()
-    {
-        match importance {
-            None => block_ref(xb, blk),
-            Some(imp) => block_weighted(xb, &imp[b * BLOCK_ELEMS..][..BLOCK_ELEMS], blk),
-        }
-    }
+    quantize_blocks(x, importance, out, (BLOCK_ELEMS, BLOCK_BYTES), block_ref, block_weighted);
 }
 
 fn block_ref(x: &[f32], blk: &mut [u8]) {
