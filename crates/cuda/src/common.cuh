@@ -839,8 +839,9 @@ __device__ __forceinline__ void index_round_row(float* row, int dim, float* hx) 
 // matvec.rs) holds them as PRMT selector nibbles (tab[0..256)), and the 128 sign patterns
 // (the eighth sign makes the count of negatives even) as bit 2 of each nibble
 // (tab[256..384)). OR-ing the two gives selectors that pick each signed byte out of a
-// constant 8-byte table in one PRMT per 4 weights: bytes 0..2 = +levels, 4..6 = -levels. One 4-byte lookup per table instead of an 8-byte
-// grid load, a parity count and per-byte negation; the tables are 1.5 KB.
+// constant 8-byte table in one PRMT per 4 weights: bytes 0..2 = +levels, 4..6 = -levels. One
+// 4-byte lookup per table instead of an 8-byte grid load, a parity count and per-byte
+// negation; the tables are 1.5 KB.
 #define IQ2_TAB_WORDS 384
 // Signed int8 levels (official numerics: dp4a and MMA operands).
 #define IQ2_POS 0x002B1908u

@@ -194,10 +194,10 @@ impl GpuModel {
         // bytes for Q8_K at 4,096 columns), a quarter of the scratch's `stride`.
         let grouped_acts = |w: &DeviceMatrix| -> Result<(u64, usize)> {
             let pitch = act_bytes(w.ty(), w.cols())?.next_multiple_of(16);
-            if pitch > stride || total * pitch > s.acts.len() || n * pitch > s.xg.len() * 4 {
+            if total * pitch > s.acts.len() {
                 return Err(CudaError::Shape(format!("{total} rows of {} columns exceed the activation scratch", w.cols())));
             }
-            self.quant_acts(w.ty() == GgmlType::Q8_0, x, e, w.cols(), n, xq, pitch)?;
+            self.quantize_into(w, x, e, n, (xq, pitch, s.xg.len() * 4))?;
             let (acts, words) = (self.ptr(&s.acts), pitch / 4);
             self.launch("gather_rows", (words.div_ceil(BLOCK), total), BLOCK, 0, &[P(xq), P(ip), I(words as i32), P(acts)])?;
             Ok((acts, pitch))

@@ -336,13 +336,18 @@ impl GpuModel {
     /// Quantizes `n` rows of `x` (`xs` floats apart) for `w`'s type into the activation
     /// scratch, [`act_stride`] bytes per row; returns its address.
     pub(super) fn quantize(&self, s: &Scratch, w: &DeviceMatrix, x: u64, xs: usize, n: usize) -> Result<u64> {
-        let stride = act_stride(&self.cfg);
-        if act_bytes(w.ty(), w.cols())? > stride || n * stride > s.acts.len() {
+        let acts = self.ptr(&s.acts);
+        self.quantize_into(w, x, xs, n, (acts, act_stride(&self.cfg), s.acts.len()))?;
+        Ok(acts)
+    }
+
+    /// [`quantize`](Self::quantize) into `out` = (address, row pitch, bytes there), the pitch
+    /// and the room checked against `w`'s activation rows.
+    pub(super) fn quantize_into(&self, w: &DeviceMatrix, x: u64, xs: usize, n: usize, (out, pitch, room): (u64, usize, usize)) -> Result<()> {
+        if act_bytes(w.ty(), w.cols())? > pitch || n * pitch > room {
             return Err(CudaError::Shape(format!("{n} rows of {} columns exceed the activation scratch", w.cols())));
         }
-        let acts = self.ptr(&s.acts);
-        self.quant_acts(w.ty() == GgmlType::Q8_0, x, xs, w.cols(), n, acts, stride)?;
-        Ok(acts)
+        self.quant_acts(w.ty() == GgmlType::Q8_0, x, xs, w.cols(), n, out, pitch)
     }
 
     /// Quantizes `rows` rows of `cols` f32 at `x` (`xs` floats apart) into the official

@@ -19,10 +19,11 @@
 // Work split: a CTA computes a tile of BM rows x BN tokens with 4 WN warps, as 4 (rows) x WN
 // (tokens), each warp 16 MI rows x 8 NF tokens: 64 x 16 (few tokens per matrix: an expert in
 // a prefill chunk; small CTAs also spread short matrices over more SMs), 64 x 32 (experts of
-// a long chunk) or 128 x 64 (each weight decoded once per 64 tokens). More accumulators per warp would spill at the
-// 128-register cap that keeps 16 warps per SM. Per 256-column step the CTA decodes its rows'
-// weights into shared memory (each weight decoded once per CTA and reused by BN tokens) and
-// copies the tokens' activation codes beside them; the next step's global loads go into
+// a long chunk) or 128 x 64 (each weight decoded once per 64 tokens). More accumulators per
+// warp would spill under the register caps that keep 16 or 24 warps an SM (MM_KERNEL's MINB).
+// Per 256-column step the CTA decodes its rows' weights into shared memory (each weight
+// decoded once per CTA and reused by BN tokens) and copies the tokens' activation codes
+// beside them; the next step's global loads go into
 // registers while the MMAs of this one run. Rows are padded to 272 bytes so that the
 // fragment loads hit 32 different banks: word t of rows g of an 8 x 4 lane group, or the
 // 16-byte pieces of 8 consecutive rows that one ldmatrix matrix takes (272 = 16 mod 128). Token
