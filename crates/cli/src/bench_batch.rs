@@ -103,7 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    println!("date,machine,card,backend,model,quant,layers,numerics,streams,context,decode_tokens,decode_s,aggregate_tps,per_stream_tps,vs_one_stream,sampling");
+    println!("date,machine,card,backend,model,quant,layers,numerics,streams,context,decode_tokens,decode_s,aggregate_tps,per_stream_tps,vs_one_stream,sampling,median_step_ms,steady_tps,steady_vs_one_stream,end_step_ms");
     let mut single = None;
     for &n in &a.streams {
         // Every prompt prefilled in the first step, so the timed steps only decode.
@@ -121,21 +121,41 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         // One untimed step first: it captures the decode graph for this many sessions.
         sched.step(&runner, &mut |id, ev| progress.hear(id, &ev));
         let before = progress.tokens;
+        let (mut distinct, mut steps) = (Vec::new(), Vec::new());
         let t = Instant::now();
         while sched.active() > 0 {
+            progress.drawn.clear();
+            let t0 = Instant::now();
             sched.step(&runner, &mut |id, ev| progress.hear(id, &ev));
+            steps.push(t0.elapsed().as_secs_f64() * 1e3);
             if let Some(f) = progress.failed.take() {
                 bail!("{f}");
             }
+            progress.drawn.sort_unstable();
+            progress.drawn.dedup();
+            distinct.push(progress.drawn.len());
         }
         let secs = t.elapsed().as_secs_f64();
+        // How alike the streams' tokens are decides how many routed experts a step reads.
+        distinct.sort_unstable();
+        if let (Some(least), Some(mid)) = (distinct.first(), distinct.get(distinct.len() / 2)) {
+            eprintln!("{n} streams: distinct tokens a step: median {mid}, least {least}");
+        }
+        // The last step also ends every answer (a checkpoint each, `Scheduler::close`), a
+        // cost of the answer rather than of its tokens: short runs like these pay it over
+        // few tokens, so the steady rate (the median step) is reported beside the total.
+        let end = steps.last().copied().unwrap_or(f64::NAN);
+        steps.sort_by(f64::total_cmp);
+        let median = steps.get(steps.len() / 2).copied().unwrap_or(f64::NAN);
+        let steady = n as f64 * 1e3 / median;
         let tokens = progress.tokens - before;
         let agg = tokens as f64 / secs;
-        let vs = single.map_or(String::new(), |s: f64| format!("{:.2}", agg / s));
+        let vs = single.map_or(String::new(), |s: (f64, f64)| format!("{:.2}", agg / s.0));
+        let steady_vs = single.map_or(String::new(), |s: (f64, f64)| format!("{:.2}", steady / s.1));
         if n == 1 {
-            single = Some(agg);
+            single = Some((agg, steady));
         }
-        println!("{head},{n},{},{tokens},{secs:.3},{agg:.2},{:.2},{vs},{sampling}", a.context, agg / n as f64);
+        println!("{head},{n},{},{tokens},{secs:.3},{agg:.2},{:.2},{vs},{sampling},{median:.3},{steady:.2},{steady_vs},{end:.3}", a.context, agg / n as f64);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -144,6 +164,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
 #[derive(Default)]
 struct Progress {
     tokens: usize,
+    /// The tokens drawn in the current step.
+    drawn: Vec<u32>,
     ready_at: Vec<(u64, Instant)>,
     failed: Option<String>,
 }
@@ -152,7 +174,10 @@ impl Progress {
     fn hear(&mut self, id: u64, ev: &BatchEvent) -> Verdict {
         match ev {
             BatchEvent::Ready(_) => self.ready_at.push((id, Instant::now())),
-            BatchEvent::Token(_) => self.tokens += 1,
+            BatchEvent::Token(t) => {
+                self.tokens += 1;
+                self.drawn.push(*t);
+            }
             BatchEvent::Failed(e) => self.failed = Some(format!("job {id}: {e}")),
             BatchEvent::Finished(_) => {}
         }

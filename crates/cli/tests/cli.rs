@@ -1,4 +1,5 @@
-//! The `dsv4` binary as users and outside checks drive it: synth, inspect, tokenize, logits.
+//! The `dsv4` binary as users and outside checks drive it: synth, inspect, tokenize, logits,
+//! bench-batch.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -289,4 +290,33 @@ fn kv_lists_removes_and_counts_checkpoints() {
     assert!(!o.status.success());
     let o = dsv4(&["kv", "ls", "--dir", "/nonexistent/kv"]);
     assert!(!o.status.success());
+}
+
+#[test]
+fn bench_batch_reports_every_stream_count() {
+    let txt = scratch().join("bench.txt");
+    std::fs::write(&txt, "The quick brown fox jumps over the lazy dog, and the dog sleeps on. ".repeat(40)).unwrap();
+    let args = ["bench-batch", "-m", tiny().to_str().unwrap(), "--backend", "cpu", "--text", txt.to_str().unwrap()];
+    let o = dsv4(&[&args[..], &["--streams", "1,3", "--context", "16", "--decode", "4"]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let head = &rows[0];
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name} in {out}"));
+    for (row, streams) in rows[1..].iter().zip([1usize, 3]) {
+        assert_eq!(row.len(), head.len(), "{out}");
+        assert_eq!(row[col("streams")], streams.to_string());
+        // Each stream's first token comes with the untimed step; the other three are timed.
+        assert_eq!(row[col("decode_tokens")], (3 * streams).to_string());
+        let num = |name: &str| row[col(name)].parse::<f64>().unwrap_or_else(|e| panic!("{name}: {e} in {out}"));
+        let (median, end) = (num("median_step_ms"), num("end_step_ms"));
+        assert!(median > 0.0 && end > 0.0, "{out}");
+        let steady = num("steady_tps");
+        assert!((steady - streams as f64 * 1e3 / median).abs() <= 0.01 * steady, "{out}");
+        assert_eq!(row[col("vs_one_stream")].is_empty(), streams == 1, "{out}");
+        assert_eq!(row[col("steady_vs_one_stream")].is_empty(), streams == 1, "{out}");
+    }
+    let o = dsv4(&[&args[..], &["--streams", "0"]].concat());
+    assert!(!o.status.success() && text(&o.stderr).contains("must be positive"), "{}", text(&o.stderr));
 }

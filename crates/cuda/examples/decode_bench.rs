@@ -4,7 +4,8 @@
 //! `decode_bench [--layers N] [--quant q2|q4] [--prompt N] [--tokens N] [--gpu N] [--model PATH]
 //! [--numerics plain,official] [--official] [--decode graph,eager,chunk] [--no-graph]
 //! [--host-experts] [--profile] [--batch N,M,..] [--launches overlap,serial]
-//! [--experts auto,slots,grouped] [--dense cores,tensor]`
+//! [--experts auto,slots,grouped] [--dense cores,tensor] [--batch-tokens random,greedy]
+//! [--prompt-ids FILE]`
 //!
 //! Without `--model`, it writes the synthetic file (what `dsv4 synth --preset flash --layers N
 //! --quant q2` writes) to a temporary folder first, then runs every combination of the listed
@@ -31,7 +32,11 @@
 //! `--experts` lists how the batches read the routed experts (`ExpertReads`; default auto), each
 //! batch size timed under each in turn (a mode may repeat, to alternate); `--dense` likewise
 //! lists where the batches' dense Q8_0 products run (CUDA cores or tensor cores, the default;
-//! same bits).
+//! same bits); `--batch-tokens` likewise lists what a batch feeds back each step (pseudo-random
+//! tokens, the default, or each session's own argmax, as greedy serving does: how alike the
+//! tokens are decides how many experts a step reads, so each line reports the distinct tokens
+//! a step); `--prompt-ids` cuts the batches' prompts from token ids (`dsv4 tokenize`'s JSON
+//! array) instead of pseudo-random ones.
 //!
 //! First measurement (H100 80GB HBM3, q2, 32-token prompt, 64 decode steps; one token per
 //! call, no graph capture): 2 layers 1.50 ms/token, 6 layers 3.94 ms, 12 layers 7.51 ms, so
@@ -64,6 +69,12 @@ struct Args {
     experts: Vec<ExpertReads>,
     /// Where the batches' dense Q8_0 products run, each in turn.
     dense: Vec<DenseProducts>,
+    /// What the batches feed back each step, each in turn: pseudo-random tokens (false) or
+    /// each session's own argmax (true), as greedy serving does.
+    greedy_feed: Vec<bool>,
+    /// Token ids (a JSON array, `dsv4 tokenize`'s output) the batches' prompts are cut from,
+    /// each session its own stretch, instead of pseudo-random prompts.
+    prompt_ids: Option<Vec<u32>>,
 }
 
 /// A comma-separated list of the names in `names`, as their values.
@@ -94,6 +105,8 @@ fn parse() -> Result<Args, String> {
         launches: vec![false],
         experts: vec![ExpertReads::Auto],
         dense: vec![DenseProducts::default()],
+        greedy_feed: vec![false],
+        prompt_ids: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -126,10 +139,24 @@ fn parse() -> Result<Args, String> {
                 a.experts = list(&flag, &val()?, &[("auto", ExpertReads::Auto), ("slots", ExpertReads::Slots), ("grouped", ExpertReads::Grouped)])?
             }
             "--dense" => a.dense = list(&flag, &val()?, &[("cores", DenseProducts::CudaCores), ("tensor", DenseProducts::TensorCores)])?,
+            "--prompt-ids" => {
+                let path = val()?;
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("--prompt-ids {path}: {e}"))?;
+                let ids = text
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .split(',')
+                    .filter(|w| !w.trim().is_empty())
+                    .map(|w| w.trim().parse::<u32>().map_err(|e| format!("--prompt-ids {path}: {w:?}: {e}")))
+                    .collect::<Result<Vec<u32>, String>>()?;
+                a.prompt_ids = Some(ids);
+            }
+            "--batch-tokens" => a.greedy_feed = list(&flag, &val()?, &[("random", false), ("greedy", true)])?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() || a.launches.is_empty() || a.experts.is_empty() || a.dense.is_empty() {
+    if a.layers == 0 || a.layers > 43 || a.tokens < 2 || a.prompt == 0 || a.numerics.is_empty() || a.decode.is_empty() || a.launches.is_empty() || a.experts.is_empty() || a.dense.is_empty() || a.greedy_feed.is_empty() {
         return Err("--layers 1..=43, --prompt at least 1, --tokens at least 2, non-empty lists".into());
     }
     Ok(a)
@@ -247,7 +274,9 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         for &serial in &a.launches {
             for &experts in &a.experts {
                 for &dense in &a.dense {
-                    batch_steps(&gpu, &mut gm, &a, n, serial, (experts, dense))?;
+                    for &greedy in &a.greedy_feed {
+                        batch_steps(&gpu, &mut gm, &a, n, serial, (experts, dense), greedy)?;
+                    }
                 }
             }
         }
@@ -255,9 +284,19 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Decode steps of `n` sessions together: each session has its own pseudo-random prompt and
-/// step tokens (no host argmax, so the time is the step's own).
-fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches: bool, (experts, dense): (ExpertReads, DenseProducts)) -> Result<(), Box<dyn std::error::Error>> {
+/// Decode steps of `n` sessions together: each session has its own pseudo-random prompt, and
+/// its step tokens are pseudo-random too, or (`greedy`) its own argmax of the step before,
+/// as in greedy serving; which experts a batch reads depends on how alike its tokens are, so
+/// the distinct tokens a step are reported.
+fn batch_steps(
+    gpu: &Gpu,
+    gm: &mut GpuModel,
+    a: &Args,
+    n: usize,
+    serial_launches: bool,
+    (experts, dense): (ExpertReads, DenseProducts),
+    greedy: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let num = a.numerics[0];
     let vocab = gm.config().vocab_size as u64;
     let tok = |i: u64| ((i * 2_654_435_761 + 17) % vocab) as u32;
@@ -266,16 +305,27 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
     for i in 0..n {
         let mut st = gm.new_state(gpu, (a.prompt + a.tokens + 2) as u64)?;
         // Distinct prompts (as in serving): their tokens route to different experts.
-        let p: Vec<u32> = (0..a.prompt as u64).map(|k| tok(k * (i as u64 + 1) + 7919 * i as u64)).collect();
+        let p: Vec<u32> = match &a.prompt_ids {
+            Some(ids) => {
+                let from = i * a.prompt;
+                ids.get(from..from + a.prompt).ok_or_else(|| format!("--prompt-ids has {} ids; {n} prompts of {} need {}", ids.len(), a.prompt, n * a.prompt))?.to_vec()
+            }
+            None => (0..a.prompt as u64).map(|k| tok(k * (i as u64 + 1) + 7919 * i as u64)).collect(),
+        };
         gm.forward(&mut st, &p, num)?;
         states.push(st);
     }
     // Each session's argmax, reduced on the device, as greedy serving asks for it.
     let wants = vec![Want::Argmax; n];
     let mut times = Vec::with_capacity(a.tokens);
+    let mut distinct = Vec::with_capacity(a.tokens);
+    let mut toks: Vec<u32> = (0..n).map(|i| tok((a.prompt * (i + 1) + 7919 * i) as u64)).collect();
     for step in 0..a.tokens {
-        let toks: Vec<u32> = (0..n).map(|i| tok(((a.prompt + step) * (i + 1) + 7919 * i) as u64)).collect();
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
+        let mut sorted = toks.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        distinct.push(sorted.len());
         let t = Instant::now();
         let out = gm.forward_step_picked(&mut refs, &toks, &wants, num)?;
         times.push(t.elapsed().as_secs_f64());
@@ -286,23 +336,60 @@ fn batch_steps(gpu: &Gpu, gm: &mut GpuModel, a: &Args, n: usize, serial_launches
         if !out.iter().all(finite) {
             return Err("non-finite logits".into());
         }
+        toks = if greedy {
+            out.iter()
+                .map(|next| match next {
+                    Next::Reduced(r) => r.argmax,
+                    Next::Logits(l) => argmax(l),
+                })
+                .collect()
+        } else {
+            (0..n).map(|i| tok(((a.prompt + step + 1) * (i + 1) + 7919 * i) as u64)).collect()
+        };
     }
     let first = times[0];
-    let (median, _) = after_first(&times);
+    let (median, mean) = after_first(&times);
+    distinct.sort_unstable();
     println!(
-        "batch {n} ({num:?}, {}, experts {experts:?}, dense {}, {} layers, prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; first step {:.1} ms",
+        "batch {n} ({num:?}, {}, experts {experts:?}, dense {}, {} tokens, {} layers, {} prompt {}): median step {:.3} ms, {:.1} t/s in all, {:.1} t/s per session; mean {:.3} ms; first step {:.1} ms; distinct tokens a step: median {}, least {}",
         if serial_launches { "serial" } else { "overlap" },
         if dense == DenseProducts::TensorCores { "tensor" } else { "cores" },
+        if greedy { "greedy" } else { "random" },
         gm.config().n_layer,
+        if a.prompt_ids.is_some() { "text" } else { "random" },
         a.prompt,
         median * 1e3,
         n as f64 / median,
         1.0 / median,
-        first * 1e3
+        mean * 1e3,
+        first * 1e3,
+        distinct[distinct.len() / 2],
+        distinct[0]
     );
+    // What the engine does at each answer's end and every 1,024 tokens (a checkpoint), and
+    // for disk saves and forks (the whole state), while every session of the batch waits.
+    // Each result is kept, as a session keeps its checkpoints: the next one lands in fresh
+    // host pages.
+    let (mut cks, mut hosts, mut t_ck, mut t_host) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for st in states.iter().cycle().take(5) {
+        let t0 = Instant::now();
+        cks.push(gm.checkpoint(st)?);
+        t_ck.push(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        hosts.push(gm.to_host(st)?);
+        t_host.push(t0.elapsed().as_secs_f64());
+    }
+    println!(
+        "one session of {} tokens: checkpoint {:.2} ms ({:.1} MB), whole state to the host {:.2} ms (medians of 4)",
+        states[0].pos(),
+        after_first(&t_ck).0 * 1e3,
+        cks[0].bytes() as f64 / 1e6,
+        after_first(&t_host).0 * 1e3
+    );
+    drop((cks, hosts));
     if a.profile {
         gm.set_options(DecodeOptions { decode: Decode::Eager, host_experts: false, serial_launches, experts, dense });
-        let toks: Vec<u32> = (0..n).map(|i| tok(i as u64)).collect();
+        // The next step's tokens: the profile sees the experts this mode reads.
         let mut refs: Vec<&mut dsv4_cuda::GpuState> = states.iter_mut().collect();
         profiled(gm, &format!("batch {n} step ({num:?})"), || gm.forward_step_picked(&mut refs, &toks, &wants, num).map(drop))?;
     }
