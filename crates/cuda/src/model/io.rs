@@ -10,6 +10,7 @@
 use dsv4_model::config::LayerKind;
 use dsv4_model::state::{Frontier as HostFrontier, LayerCheckpoint, LayerState as HostLayer};
 use dsv4_model::{Checkpoint, SessionState};
+use rayon::prelude::*;
 
 use super::state::{comp_rows, Frontier, GpuState};
 use super::GpuModel;
@@ -20,6 +21,10 @@ use crate::error::{CudaError, Result};
 fn bad(why: impl Into<String>) -> CudaError {
     CudaError::Shape(why.into())
 }
+
+/// Floats the page-locked staging of [`GpuModel::download`] holds at most (32 MiB): a Flash
+/// checkpoint (~20 MB) is one round; a long context's state takes several.
+const STAGE_FLOATS: usize = 8 << 20;
 
 /// Whether `f` has the shape a fresh frontier of this layer has.
 fn same_frontier_shape(f: &HostFrontier, kind: LayerKind, dim: usize) -> bool {
@@ -38,13 +43,71 @@ impl GpuModel {
         Ok(())
     }
 
-    /// The first `n` values of `b`, queued; valid after the caller's synchronize.
-    fn down(&self, b: &DeviceBuffer<f32>, n: usize) -> Result<Vec<f32>> {
-        let mut out = vec![0f32; n];
-        if n > 0 {
-            self.stream.memcpy_dtoh(&b.cuda_slice().slice(..n), &mut out)?;
+    /// The first `n` values of each `(b, n)`, through page-locked staging. A state is up to 7
+    /// buffers a layer. Copied one by one into pageable memory, each copy was synchronous and
+    /// staged by the driver; the scheduler takes a checkpoint at every answer's end while all
+    /// sessions wait, and 32 answers ending together held one step for 75–96 ms on 6 H100
+    /// layers (29–33 ms this way; bench/README.md, v23). Here the copies are queued back to
+    /// back into the staging, one synchronize a round.
+    fn download(&self, pieces: &[(&DeviceBuffer<f32>, usize)]) -> Result<Vec<Vec<f32>>> {
+        let mut out: Vec<Vec<f32>> = pieces.iter().map(|&(_, n)| Vec::with_capacity(n)).collect();
+        let total: usize = pieces.iter().map(|&(_, n)| n).sum();
+        if total == 0 {
+            return Ok(out);
+        }
+        if let Some(&(b, n)) = pieces.iter().find(|&&(b, n)| n > b.len()) {
+            return Err(bad(format!("{n} values asked of a buffer of {}", b.len())));
+        }
+        let mut guard = self.staging.lock().map_err(|_| bad("the download staging was poisoned by a panic"))?;
+        let cap = total.min(STAGE_FLOATS);
+        if guard.as_ref().is_none_or(|s| s.len() < cap) {
+            *guard = None;
+            // SAFETY: page-locked host memory of this context, written only by the copies
+            // below and read after their stream's synchronize.
+            *guard = Some(unsafe { self.stream.context().alloc_pinned_with_flags::<f32>(cap, 0)? });
+        }
+        let stage = guard.as_mut().expect("just made").as_mut_slice()?;
+        let (mut i, mut off) = (0, 0);
+        while i < pieces.len() {
+            // One round: (piece, offset in the staging, count), pieces split at the edge.
+            let mut round = Vec::new();
+            let mut used = 0;
+            while i < pieces.len() && used < cap {
+                let (b, n) = pieces[i];
+                let take = (n - off).min(cap - used);
+                if take > 0 {
+                    self.stream.memcpy_dtoh(&b.cuda_slice().slice(off..off + take), &mut stage[used..used + take])?;
+                    round.push((i, used, take));
+                }
+                used += take;
+                off += take;
+                if off == n {
+                    (i, off) = (i + 1, 0);
+                }
+            }
+            self.stream.synchronize()?;
+            // Fresh host pages fault on first touch: on a 2-core VM, 20 MB of new vectors (a
+            // Flash checkpoint) took 15–18 ms to fill on one thread. So the pieces fill in
+            // parallel. A round names each piece once, in order.
+            let stage: &[f32] = stage;
+            let mut fill: Vec<(&mut Vec<f32>, &[f32])> = Vec::with_capacity(round.len());
+            let mut rest = out.iter_mut().enumerate();
+            for (p, at, take) in round {
+                let v = rest.find(|(i, _)| *i == p).map(|(_, v)| v).ok_or_else(|| bad("a download round out of order"))?;
+                fill.push((v, &stage[at..at + take]));
+            }
+            fill.into_par_iter().for_each(|(v, src)| v.extend_from_slice(src));
         }
         Ok(out)
+    }
+
+    /// The device buffers of `f` for [`download`](Self::download), with the host frontier
+    /// they fill.
+    fn frontier_pieces<'a>(f: &'a Frontier, kind: LayerKind, dim: usize, pieces: &mut Vec<(&'a DeviceBuffer<f32>, usize)>) -> HostFrontier {
+        let h = HostFrontier::new(kind, dim);
+        pieces.push((&f.kv, h.kv.len()));
+        pieces.push((&f.score, h.score.len()));
+        h
     }
 
     /// Writes `src` over the first `src.len()` values of `b`.
@@ -56,13 +119,6 @@ impl GpuModel {
             self.stream.memcpy_htod(src, &mut b.cuda_slice_mut().slice_mut(..src.len()))?;
         }
         Ok(())
-    }
-
-    fn frontier_down(&self, f: &Frontier, kind: LayerKind, dim: usize) -> Result<HostFrontier> {
-        let mut h = HostFrontier::new(kind, dim);
-        h.kv = self.down(&f.kv, h.kv.len())?;
-        h.score = self.down(&f.score, h.score.len())?;
-        Ok(h)
     }
 
     fn frontier_up(&self, h: &Option<HostFrontier>, f: Option<&mut Frontier>, kind: LayerKind, dim: usize) -> Result<()> {
@@ -84,18 +140,29 @@ impl GpuModel {
     pub fn checkpoint(&self, st: &GpuState) -> Result<Checkpoint> {
         self.check_state(st)?;
         let c = &self.cfg;
+        let mut pieces = Vec::new();
         let mut layers = Vec::with_capacity(st.layers.len());
         for (&kind, ls) in c.layer_kinds.iter().zip(&st.layers) {
             let n = comp_rows(kind, st.pos);
+            pieces.push((&ls.raw, ls.raw.len()));
             layers.push(LayerCheckpoint {
-                raw: self.down(&ls.raw, ls.raw.len())?,
+                raw: Vec::new(),
                 comp_len: if ls.comp.is_some() { n * c.head_dim } else { 0 },
                 index_len: if ls.index.is_some() { n * c.indexer_head_dim } else { 0 },
-                compressor: ls.comp.as_ref().map(|(_, f)| self.frontier_down(f, kind, c.head_dim)).transpose()?,
-                indexer: ls.index.as_ref().map(|(_, f)| self.frontier_down(f, kind, c.indexer_head_dim)).transpose()?,
+                compressor: ls.comp.as_ref().map(|(_, f)| Self::frontier_pieces(f, kind, c.head_dim, &mut pieces)),
+                indexer: ls.index.as_ref().map(|(_, f)| Self::frontier_pieces(f, kind, c.indexer_head_dim, &mut pieces)),
             });
         }
-        self.stream.synchronize()?;
+        // The pieces' order: each layer's raw ring, then its frontiers' kv and scores.
+        let mut got = self.download(&pieces)?.into_iter();
+        let mut next = || got.next().ok_or_else(|| bad("a download came back short"));
+        for l in &mut layers {
+            l.raw = next()?;
+            for f in [&mut l.compressor, &mut l.indexer].into_iter().flatten() {
+                f.kv = next()?;
+                f.score = next()?;
+            }
+        }
         Ok(Checkpoint { pos: st.pos, layers })
     }
 
@@ -140,22 +207,38 @@ impl GpuModel {
     pub fn to_host(&self, st: &GpuState) -> Result<SessionState> {
         self.check_state(st)?;
         let c = &self.cfg;
+        let mut pieces = Vec::new();
         let mut layers = Vec::with_capacity(st.layers.len());
         for (&kind, ls) in c.layer_kinds.iter().zip(&st.layers) {
             let n = comp_rows(kind, st.pos);
             let mut h = HostLayer::new(c, kind);
-            h.raw = self.down(&ls.raw, ls.raw.len())?;
+            pieces.push((&ls.raw, ls.raw.len()));
             if let Some((rows, f)) = &ls.comp {
-                h.comp_rows = self.down(rows, n * c.head_dim)?;
-                h.compressor = Some(self.frontier_down(f, kind, c.head_dim)?);
+                pieces.push((rows, n * c.head_dim));
+                h.compressor = Some(Self::frontier_pieces(f, kind, c.head_dim, &mut pieces));
             }
             if let Some((rows, f)) = &ls.index {
-                h.index_rows = self.down(rows, n * c.indexer_head_dim)?;
-                h.indexer = Some(self.frontier_down(f, kind, c.indexer_head_dim)?);
+                pieces.push((rows, n * c.indexer_head_dim));
+                h.indexer = Some(Self::frontier_pieces(f, kind, c.indexer_head_dim, &mut pieces));
             }
             layers.push(h);
         }
-        self.stream.synchronize()?;
+        // The pieces' order: each layer's raw ring, then per compressor its rows, kv, scores.
+        let mut got = self.download(&pieces)?.into_iter();
+        let mut next = || got.next().ok_or_else(|| bad("a download came back short"));
+        for h in &mut layers {
+            h.raw = next()?;
+            if let Some(f) = &mut h.compressor {
+                h.comp_rows = next()?;
+                f.kv = next()?;
+                f.score = next()?;
+            }
+            if let Some(f) = &mut h.indexer {
+                h.index_rows = next()?;
+                f.kv = next()?;
+                f.score = next()?;
+            }
+        }
         Ok(SessionState { pos: st.pos, layers })
     }
 

@@ -137,6 +137,8 @@ pub struct GpuModel {
     /// first [`GpuModel::new_state`] and grown by a later one whose capacity needs longer
     /// indexer rows.
     prefill: Mutex<Option<state::Scratch>>,
+    /// Page-locked staging for state downloads (`model/io.rs`), made by the first one.
+    staging: Mutex<Option<cudarc::driver::PinnedHostSlice<f32>>>,
     /// Kernels queued so far (both kinds: the model's and the matvec's), for launch counts.
     launches: AtomicU64,
     /// Per-operation times while profiling (benchmarks only; see [`GpuModel::set_profiling`]).

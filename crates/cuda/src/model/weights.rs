@@ -267,6 +267,7 @@ impl GpuModel {
             experts_stacked,
             batch,
             prefill: std::sync::Mutex::new(None),
+            staging: std::sync::Mutex::new(None),
             launches: Default::default(),
             prof: std::sync::Mutex::new(None),
         })
