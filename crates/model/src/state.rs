@@ -25,11 +25,22 @@ pub struct Frontier {
 
 impl Frontier {
     pub fn new(kind: LayerKind, dim: usize) -> Frontier {
-        let ratio = kind.ratio() as usize;
-        let width = kind.compressor_lanes() * dim;
-        let slots = if kind == LayerKind::Csa { 2 * ratio } else { ratio };
+        let n = Frontier::values(kind, dim);
         // An empty slot scores -inf: the first ratio-4 window has no previous window to mix.
-        Frontier { ratio, width, kv: vec![0.0; slots * width], score: vec![f32::NEG_INFINITY; slots * width] }
+        Frontier { kv: vec![0.0; n], score: vec![f32::NEG_INFINITY; n], ..Frontier::unfilled(kind, dim) }
+    }
+
+    /// Values in `kv` (and in `score`) of this layer kind's frontier: `slots × width`.
+    pub fn values(kind: LayerKind, dim: usize) -> usize {
+        let ratio = kind.ratio() as usize;
+        let slots = if kind == LayerKind::Csa { 2 * ratio } else { ratio };
+        slots * kind.compressor_lanes() * dim
+    }
+
+    /// The geometry with no values yet, for a backend that copies them in from its own
+    /// frontier (the CUDA checkpoints) rather than filling a fresh one twice.
+    pub fn unfilled(kind: LayerKind, dim: usize) -> Frontier {
+        Frontier { ratio: kind.ratio() as usize, width: kind.compressor_lanes() * dim, kv: Vec::new(), score: Vec::new() }
     }
 }
 

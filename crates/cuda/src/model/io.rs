@@ -28,8 +28,8 @@ const STAGE_FLOATS: usize = 8 << 20;
 
 /// Whether `f` has the shape a fresh frontier of this layer has.
 fn same_frontier_shape(f: &HostFrontier, kind: LayerKind, dim: usize) -> bool {
-    let w = HostFrontier::new(kind, dim);
-    (f.ratio, f.width, f.kv.len(), f.score.len()) == (w.ratio, w.width, w.kv.len(), w.score.len())
+    let (w, n) = (HostFrontier::unfilled(kind, dim), HostFrontier::values(kind, dim));
+    (f.ratio, f.width, f.kv.len(), f.score.len()) == (w.ratio, w.width, n, n)
 }
 
 impl GpuModel {
@@ -104,10 +104,10 @@ impl GpuModel {
     /// The device buffers of `f` for [`download`](Self::download), with the host frontier
     /// they fill.
     fn frontier_pieces<'a>(f: &'a Frontier, kind: LayerKind, dim: usize, pieces: &mut Vec<(&'a DeviceBuffer<f32>, usize)>) -> HostFrontier {
-        let h = HostFrontier::new(kind, dim);
-        pieces.push((&f.kv, h.kv.len()));
-        pieces.push((&f.score, h.score.len()));
-        h
+        let n = HostFrontier::values(kind, dim);
+        pieces.push((&f.kv, n));
+        pieces.push((&f.score, n));
+        HostFrontier::unfilled(kind, dim)
     }
 
     /// Writes `src` over the first `src.len()` values of `b`.
@@ -211,7 +211,7 @@ impl GpuModel {
         let mut layers = Vec::with_capacity(st.layers.len());
         for (&kind, ls) in c.layer_kinds.iter().zip(&st.layers) {
             let n = comp_rows(kind, st.pos);
-            let mut h = HostLayer::new(c, kind);
+            let mut h = HostLayer { raw: Vec::new(), compressor: None, comp_rows: Vec::new(), indexer: None, index_rows: Vec::new() };
             pieces.push((&ls.raw, ls.raw.len()));
             if let Some((rows, f)) = &ls.comp {
                 pieces.push((rows, n * c.head_dim));

@@ -22,9 +22,8 @@ pub(super) struct Frontier {
 
 impl Frontier {
     fn new(gpu: &Gpu, kind: LayerKind, dim: usize) -> Result<Frontier> {
-        let ratio = kind.ratio() as usize;
-        let slots = if kind == LayerKind::Csa { 2 * ratio } else { ratio };
-        let n = slots * kind.compressor_lanes() * dim;
+        // The host frontier's layout, so checkpoints copy it verbatim.
+        let n = dsv4_model::state::Frontier::values(kind, dim);
         Ok(Frontier { kv: gpu.alloc_zeros(n)?, score: gpu.upload(&vec![f32::NEG_INFINITY; n])? })
     }
 }
