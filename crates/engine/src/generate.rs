@@ -124,6 +124,11 @@ impl Session {
         self.disk = Some(disk);
     }
 
+    /// The disk cache attached, if any.
+    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
+    }
+
     pub(crate) fn take_checkpoint(&mut self, runner: &Runner) {
         if self.checkpoints.last().is_some_and(|c| c.pos as usize == self.tokens.len()) {
             return;
@@ -161,11 +166,14 @@ impl Session {
         self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count()
     }
 
-    /// Saves the whole state to the attached disk cache (eviction, shutdown); returns the
-    /// tokens written (0 when there is no cache, the session is short, or it is stored).
+    /// Queues the whole state for the attached disk cache's writer (eviction, shutdown, save
+    /// points); returns the tokens queued (0 when there is no cache, the session is short, or
+    /// the cache has it).
     pub fn save_to_disk(&self, runner: &Runner) -> usize {
         match (&self.disk, &self.state) {
-            (Some(d), Some(st)) => runner.to_host(st).map(|h| d.save(runner.model(), &h, &self.tokens)).unwrap_or(0),
+            (Some(d), Some(st)) if d.wants(runner.model(), &self.tokens) => {
+                runner.to_host(st).map(|h| d.save(runner.model(), h, &self.tokens)).unwrap_or(0)
+            }
             _ => 0,
         }
     }

@@ -160,9 +160,16 @@ impl SessionPool {
         }
     }
 
-    /// Saves every resident session to its disk cache (shutdown); returns tokens written.
+    /// Saves every resident session to its disk cache (shutdown) and waits for the writes;
+    /// returns the tokens saved.
     pub fn save_all(&self, runner: &Runner) -> usize {
-        self.slots.iter().map(|s| s.session.save_to_disk(runner)).sum()
+        let saved = self.slots.iter().map(|s| s.session.save_to_disk(runner)).sum();
+        for s in &self.slots {
+            if let Some(d) = s.session.disk() {
+                d.flush();
+            }
+        }
+        saved
     }
 
     /// Index of a slot to fill: a new one while under capacity, else the least recently

@@ -160,6 +160,9 @@ fn disk_cache_restores_long_prefixes_across_sessions() {
     assert_eq!(g.prefill.saved_to_disk, first.len() - 1);
     assert_eq!(g.prefill.from_disk, 0);
     drop(g);
+    // The save is written in the background; another cache on the same folder sees it once
+    // it lands.
+    a.disk().unwrap().flush();
 
     let mut second = first.clone();
     second.extend(tok.encode(" and then some more words"));
@@ -173,6 +176,59 @@ fn disk_cache_restores_long_prefixes_across_sessions() {
     // Another numerics mode is another fingerprint: nothing to restore.
     let plain = dsv4_engine::DiskCache::open(dir.path(), 1 << 30, m.model(), Numerics::Plain).unwrap();
     assert!(plain.restore(m.model(), &second, 0).is_none());
+}
+
+/// Saves are written by the cache's own thread: a restore a queued save could serve waits for
+/// it, `wants` refuses what is stored, and dropping the cache lands every queued save.
+#[test]
+fn disk_saves_land_in_the_background() {
+    let (m, tok) = model();
+    let dir = tempfile::tempdir().unwrap();
+    let open = |d: &std::path::Path| std::sync::Arc::new(dsv4_engine::DiskCache::open(d, 1 << 30, m.model(), Numerics::Official).unwrap());
+    let long: String = (0..400).map(|i| format!("q{i} ")).collect();
+    let first = prompt(tok, &long);
+    let stored = first[..first.len() - 1].to_vec();
+    let mut second = first.clone();
+    second.extend(tok.encode(" and a new question"));
+    let held = std::time::Duration::from_millis(300);
+
+    let disk = open(dir.path());
+    let mut a = Session::new();
+    a.attach_disk(disk.clone());
+    let (ids, restored) = std::thread::scope(|s| {
+        let hold = disk.hold_writes();
+        let (ids, _, _, _) = generate(&mut a, &first, params(2));
+        // The save is queued and cannot land: a restore it could serve waits for it.
+        let restore = s.spawn(|| disk.restore(m.model(), &second, 0));
+        std::thread::sleep(held);
+        assert!(!restore.is_finished(), "the restore did not wait for the queued save");
+        drop(hold);
+        (ids, restore.join().unwrap())
+    });
+    let (state, tokens) = restored.expect("the queued save, restored once written");
+    assert_eq!((tokens.as_slice(), state.pos as usize), (stored.as_slice(), stored.len()));
+    assert!(!disk.wants(m.model(), &stored), "stored already");
+    assert!(!disk.wants(m.model(), &first[..100]), "too short to be worth a file");
+    let mut b = Session::new();
+    b.attach_disk(disk.clone());
+    let (again, _, _, reused) = generate(&mut b, &first, params(2));
+    assert_eq!((again, reused), (ids, stored.len()));
+
+    // Dropping the last handle waits for the writer: a fresh store then lists the save.
+    let other = tempfile::tempdir().unwrap();
+    let d2 = open(other.path());
+    let mut c = Session::new();
+    c.attach_disk(d2.clone());
+    let hold = d2.hold_writes();
+    generate(&mut c, &second, params(1));
+    let dropping = std::thread::spawn(move || drop((c, d2)));
+    std::thread::sleep(held);
+    assert!(!dropping.is_finished(), "the cache went before its queued save landed");
+    drop(hold);
+    dropping.join().unwrap();
+    let store = dsv4_kvstore::KvStore::open(other.path(), 1 << 30).unwrap();
+    let saved: Vec<u32> = store.list().unwrap().iter().map(|e| e.tokens).collect();
+    assert_eq!(saved, vec![second.len() as u32 - 1]);
 }
 
 /// Long prefills and generations are saved at every save-interval boundary, and a session
@@ -191,6 +247,7 @@ fn long_prefills_and_generations_save_at_aligned_intervals() {
     let n = 3072 - p.len() + 5;
     let (ids, _, _, _) = generate(&mut a, &p, params(n));
     assert_eq!(ids.len(), n);
+    disk.flush();
     let store = dsv4_kvstore::KvStore::open(dir.path(), 1 << 30).unwrap();
     let mut saved: Vec<u32> = store.list().unwrap().iter().map(|e| e.tokens).collect();
     saved.sort();
