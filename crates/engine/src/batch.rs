@@ -163,11 +163,11 @@ impl Scheduler {
 
     /// Ends a job at once (client gone, shutdown): its session keeps what it consumed (with a
     /// checkpoint when the prompt was in) and is free for the next job. Unknown ids are ignored.
-    pub fn cancel(&mut self, runner: &Runner, id: JobId) {
+    pub fn cancel(&mut self, id: JobId) {
         if let Some(k) = self.jobs.iter().position(|j| j.id == id) {
             let job = self.jobs.swap_remove(k);
             if job.logits.is_some() {
-                self.close(runner, job, Finish::Cancelled);
+                self.close(job, Finish::Cancelled);
             } else {
                 self.pool.release(job.slot);
             }
@@ -319,7 +319,7 @@ impl Scheduler {
             let id = job.id;
             match outcome {
                 Ok(finish) => {
-                    self.close(runner, job, finish);
+                    self.close(job, finish);
                     sink(id, BatchEvent::Finished(finish));
                 }
                 Err(e) => {
@@ -338,11 +338,12 @@ impl Scheduler {
     }
 
     /// The end of an answer, where the next turn's prompt diverges if it is edited: a
-    /// checkpoint, and the logits kept for a regenerate (none after the end-of-sentence
-    /// token, which the session never consumed).
-    fn close(&mut self, runner: &Runner, mut job: Active, finish: Finish) {
+    /// checkpoint, taken when the session next moves on (the batch does not wait for it now),
+    /// and the logits kept for a regenerate (none after the end-of-sentence token, which the
+    /// session never consumed).
+    fn close(&mut self, mut job: Active, finish: Finish) {
         let session = self.pool.session_mut(job.slot);
-        session.take_checkpoint(runner);
+        session.checkpoint_here();
         session.last_logits = if finish == Finish::Eos { None } else { job.logits.take() };
         self.pool.release(job.slot);
     }

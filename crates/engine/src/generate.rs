@@ -76,6 +76,10 @@ pub struct Session {
     pub(crate) last_logits: Option<Next>,
     /// Oldest first; every checkpoint's position is at most `tokens.len()`.
     checkpoints: Vec<Checkpoint>,
+    /// A checkpoint is wanted at `tokens.len()` (an answer ended here), taken only when the
+    /// state is about to move on: a session that never continues from here never pays for it,
+    /// and one that rewinds below here has no use for it.
+    checkpoint_due: bool,
     disk: Option<Arc<DiskCache>>,
 }
 
@@ -94,14 +98,25 @@ impl Default for Session {
 
 impl Session {
     pub fn new() -> Session {
-        Session { state: None, tokens: Vec::new(), last_logits: None, checkpoints: Vec::new(), disk: None }
+        Session { state: None, tokens: Vec::new(), last_logits: None, checkpoints: Vec::new(), checkpoint_due: false, disk: None }
     }
 
+    /// The state, made on first use. Every caller is about to feed it tokens, so a checkpoint
+    /// due at its position is taken first.
     pub(crate) fn state_mut(&mut self, runner: &Runner) -> Result<&mut State, GenError> {
         if self.state.is_none() {
             self.state = Some(runner.new_state().map_err(GenError::Model)?);
         }
+        if std::mem::take(&mut self.checkpoint_due) {
+            self.take_checkpoint(runner);
+        }
         Ok(self.state.as_mut().expect("just set"))
+    }
+
+    /// Asks for a checkpoint where the session stands (the end of an answer, where the next
+    /// turn's prompt diverges if it is edited); [`state_mut`](Self::state_mut) takes it.
+    pub(crate) fn checkpoint_here(&mut self) {
+        self.checkpoint_due = self.state.is_some();
     }
 
     /// An independent copy (a side conversation sharing this one's prefix). A copy the device
@@ -113,6 +128,7 @@ impl Session {
                 tokens: self.tokens.clone(),
                 last_logits: self.last_logits.clone(),
                 checkpoints: self.checkpoints.clone(),
+                checkpoint_due: self.checkpoint_due,
                 disk: self.disk.clone(),
             },
             _ => Session { disk: self.disk.clone(), ..Session::new() },
@@ -144,6 +160,7 @@ impl Session {
     /// (0 when no checkpoint helps and the session starts over).
     pub fn rewind(&mut self, runner: &Runner, pos: usize) -> usize {
         self.last_logits = None;
+        self.checkpoint_due = false;
         self.checkpoints.retain(|c| c.pos as usize <= pos);
         let restored = match (self.checkpoints.last(), self.state.as_mut()) {
             (Some(c), Some(st)) => runner.restore(st, c).is_ok().then_some(c.pos as usize),
@@ -195,6 +212,7 @@ impl Session {
                 self.state = Some(state);
                 self.tokens = tokens;
                 self.checkpoints.clear();
+                self.checkpoint_due = false;
                 self.last_logits = None;
                 return (self.tokens.len(), self.tokens.len());
             }
@@ -385,7 +403,7 @@ impl<'a> Generation<'a> {
     }
 
     /// Ends the answer here on the caller's word (a tool-call block closed, a stop sequence
-    /// matched in parsed output): the session keeps what it consumed, with a checkpoint.
+    /// matched in parsed output): the session keeps what it consumed, with a checkpoint due.
     pub fn close(&mut self) {
         if !self.finished {
             self.end(None, Vec::new(), Finish::Stop);
@@ -394,8 +412,7 @@ impl<'a> Generation<'a> {
 
     fn end(&mut self, token: Option<u32>, mut emit: Vec<u8>, finish: Finish) -> Step {
         self.finished = true;
-        // The end of an answer is where the next turn's prompt will diverge if it is edited.
-        self.session.take_checkpoint(self.runner);
+        self.session.checkpoint_here();
         if finish != Finish::Stop {
             let tail = self.decoder.finish();
             emit.extend(self.stop.push(tail.as_bytes()).emit);

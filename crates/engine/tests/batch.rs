@@ -60,7 +60,7 @@ fn a_cancelled_job_leaves_the_batch_at_once_and_the_others_are_unchanged() {
     let mut ended = [false; 3];
     for step in 0..40 {
         if step == 4 {
-            sched.cancel(m, 1);
+            sched.cancel(1);
             assert_eq!(sched.active(), 2);
             assert!(sched.has_room());
         }

@@ -178,6 +178,31 @@ fn disk_cache_restores_long_prefixes_across_sessions() {
     assert!(plain.restore(m.model(), &second, 0).is_none());
 }
 
+/// An answer's end asks for a checkpoint, taken only when the session moves on: a third turn
+/// that diverges right after the first answer rewinds exactly to that answer's end.
+#[test]
+fn an_answers_end_is_a_rewind_point_for_later_turns() {
+    let (_, tok) = model();
+    let first = prompt(tok, "Name three colours of the rainbow.");
+    let mut s = Session::new();
+    generate(&mut s, &first, params(6));
+    let end = s.tokens.len();
+    assert!(end > first.len());
+
+    let mut second = s.tokens.clone();
+    second.extend(tok.encode(" next question one"));
+    let (_, _, _, reused) = generate(&mut s, &second, params(3));
+    assert_eq!(reused, end, "the second turn extends the first answer");
+
+    let mut third = s.tokens[..end].to_vec();
+    third.extend(tok.encode(" a different question"));
+    assert_ne!(third[end], second[end]);
+    let (ids, _, _, reused) = generate(&mut s, &third, params(3));
+    assert_eq!(reused, end, "rewound to the first answer's end, not to its prompt's");
+    let (cold, _, _, _) = generate(&mut Session::new(), &third, params(3));
+    assert_eq!(ids, cold);
+}
+
 /// Saves are written by the cache's own thread: a restore a queued save could serve waits for
 /// it, `wants` refuses what is stored, and dropping the cache lands every queued save.
 #[test]

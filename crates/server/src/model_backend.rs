@@ -216,7 +216,7 @@ impl Backend for ModelBackend {
 
     fn cancel(&mut self, id: u64) {
         self.jobs.remove(&id);
-        self.sched.cancel(&self.runner, id);
+        self.sched.cancel(id);
     }
 
     fn disk_usage(&self) -> Option<(u64, u64)> {
