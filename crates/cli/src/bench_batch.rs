@@ -141,9 +141,9 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         if let (Some(least), Some(mid)) = (distinct.first(), distinct.get(distinct.len() / 2)) {
             eprintln!("{n} streams: distinct tokens a step: median {mid}, least {least}");
         }
-        // The last step also ends every answer (a checkpoint each, `Scheduler::close`), a
-        // cost of the answer rather than of its tokens: short runs like these pay it over
-        // few tokens, so the steady rate (the median step) is reported beside the total.
+        // The last step also ends every answer (`Scheduler::close`; until f6e2b1e a checkpoint
+        // each), a cost of the answer rather than of its tokens: short runs like these pay it
+        // over few tokens, so the steady rate (the median step) is reported beside the total.
         let end = steps.last().copied().unwrap_or(f64::NAN);
         steps.sort_by(f64::total_cmp);
         let median = steps.get(steps.len() / 2).copied().unwrap_or(f64::NAN);
