@@ -284,7 +284,8 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Decode steps of `n` sessions together: each session has its own pseudo-random prompt, and
+/// Decode steps of `n` sessions together: each session has its own prompt (pseudo-random, or
+/// its stretch of `--prompt-ids`), and
 /// its step tokens are pseudo-random too, or (`greedy`) its own argmax of the step before,
 /// as in greedy serving; which experts a batch reads depends on how alike its tokens are, so
 /// the distinct tokens a step are reported.
@@ -366,8 +367,9 @@ fn batch_steps(
         distinct[distinct.len() / 2],
         distinct[0]
     );
-    // What the engine does at each answer's end and every 1,024 tokens (a checkpoint), and
-    // for disk saves and forks (the whole state), while every session of the batch waits.
+    // What the engine does every 1,024 tokens, before a prompt's last token and when a session
+    // continues past an answer's end (a checkpoint), and for disk saves and forks (the whole
+    // state), while every session of the batch waits.
     // Each result is kept, as a session keeps its checkpoints: the next one lands in fresh
     // host pages.
     let (mut cks, mut hosts, mut t_ck, mut t_host) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -162,7 +162,7 @@ impl Scheduler {
     }
 
     /// Ends a job at once (client gone, shutdown): its session keeps what it consumed (with a
-    /// checkpoint when the prompt was in) and is free for the next job. Unknown ids are ignored.
+    /// checkpoint due when the prompt was in) and is free for the next job. Unknown ids are ignored.
     pub fn cancel(&mut self, id: JobId) {
         if let Some(k) = self.jobs.iter().position(|j| j.id == id) {
             let job = self.jobs.swap_remove(k);

@@ -166,16 +166,19 @@ impl DiskCache {
         (state.pos as usize == loaded.tokens.len()).then_some((state, loaded.tokens))
     }
 
-    /// Queues `state`, which holds exactly `tokens`, for the writer; returns the tokens queued
-    /// (0 when the store already has them, or an extension of what it has too short to be
-    /// worth a file). The store may still skip a save over its whole budget; it says so in
-    /// its warnings.
-    pub fn save(&self, model: &Model, state: SessionState, tokens: &[u32]) -> usize {
+    /// Queues the state holding exactly `tokens` for the writer, fetched by `state` only when
+    /// the cache [`wants`](Self::wants) it; returns the tokens queued (0 when it is not wanted
+    /// or not to be had). The store may still skip a save over its whole budget; it says so
+    /// in its warnings.
+    pub fn save(&self, model: &Model, tokens: &[u32], state: impl FnOnce() -> Option<SessionState>) -> usize {
         let sh = &self.shared;
-        if !self.wants(model, tokens) || state.pos as usize != tokens.len() {
+        if !self.wants(model, tokens) {
             return 0;
         }
-        let Some(queue) = &self.queue else { return 0 };
+        let (Some(queue), Some(state)) = (&self.queue, state()) else { return 0 };
+        if state.pos as usize != tokens.len() {
+            return 0;
+        }
         let tokens = Arc::new(tokens.to_vec());
         lock(&sh.pending).push(tokens.clone());
         match queue.send(Save { state, tokens: tokens.clone() }) {
@@ -189,7 +192,7 @@ impl DiskCache {
 
     /// Whether a state holding `tokens` would be saved: long enough, neither stored nor
     /// queued, and not an extension of a stored prefix too short to be worth a file (the
-    /// store's own rule, checked here so the caller can skip fetching the state).
+    /// store's own rule, checked here so the state is not fetched for nothing).
     pub fn wants(&self, model: &Model, tokens: &[u32]) -> bool {
         let sh = &self.shared;
         if tokens.len() < MIN_SAVE_TOKENS || model.cfg != sh.cfg || lock(&sh.pending).iter().any(|t| t.as_slice() == tokens) {
@@ -233,7 +236,8 @@ impl DiskCache {
                 out.push(t);
             }
         }
-        out.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        // Longest first; a queued save that has just landed is listed once.
+        out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         out.dedup();
         out
     }

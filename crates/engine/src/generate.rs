@@ -188,9 +188,7 @@ impl Session {
     /// the cache has it).
     pub fn save_to_disk(&self, runner: &Runner) -> usize {
         match (&self.disk, &self.state) {
-            (Some(d), Some(st)) if d.wants(runner.model(), &self.tokens) => {
-                runner.to_host(st).map(|h| d.save(runner.model(), h, &self.tokens)).unwrap_or(0)
-            }
+            (Some(d), Some(st)) => d.save(runner.model(), &self.tokens, || runner.to_host(st).ok()),
             _ => 0,
         }
     }
