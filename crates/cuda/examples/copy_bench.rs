@@ -1,6 +1,6 @@
 //! Device-to-device copy bandwidth: the memory ceiling that decode speeds are set against.
 //!
-//! `copy_bench [--gpu N] [--mib 256,2048] [--reps 20]`
+//! `copy_bench [--gpu N] [--mib 256,2048] [--reps 20] [--mma]`
 //!
 //! One `cuMemcpyDtoD` of the given size per timed region, between CUDA events, after three
 //! untimed warm-up copies; reported is the median over `--reps` (min and max beside it).
@@ -9,26 +9,34 @@
 //! cache. The source holds pseudo-random bytes (not zeros) and the destination starts zeroed
 //! and is read back and compared whole, so a copy that did not happen cannot pass as fast.
 //!
-//! Output: one human line per size, then CSV lines `copy,<card>,<bytes>,<median GB/s>,<min>,<max>`.
+//! With `--mma`, also the tensor-core ceilings the prefill's FLOP floors are set against: the
+//! rate `mma.sync` reaches with int8 (m16n8k32) and BF16 (m16n8k16) operands when every warp
+//! of the device issues nothing else (`Util::mma_peak`), median of `--reps` launches.
+//!
+//! Output: one human line per size, then CSV lines `copy,<card>,<bytes>,<median GB/s>,<min>,<max>`
+//! (and `mma_s8` / `mma_bf16` lines in T ops/s, bytes 0).
 
 use std::process::ExitCode;
 
 use cudarc::driver::sys::CUevent_flags;
+use dsv4_cuda::util::{MmaKind, Util};
 use dsv4_cuda::{CudaError, DeviceBuffer, Gpu};
 
 struct Args {
     gpu: usize,
     mib: Vec<usize>,
     reps: usize,
+    mma: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { gpu: 0, mib: vec![256, 2048], reps: 20 };
+    let mut a = Args { gpu: 0, mib: vec![256, 2048], reps: 20, mma: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--gpu" => a.gpu = val()?.parse().map_err(|e| format!("--gpu: {e}"))?,
+            "--mma" => a.mma = true,
             "--reps" => a.reps = val()?.parse().map_err(|e| format!("--reps: {e}"))?,
             "--mib" => {
                 a.mib = val()?
@@ -132,6 +140,31 @@ fn main() -> ExitCode {
                 eprintln!("copy_bench: {mib} MiB: {e}");
                 return ExitCode::FAILURE;
             }
+        }
+    }
+    if args.mma {
+        let util = match Util::new(&gpu) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("copy_bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for (kind, name, what) in [(MmaKind::S8, "mma_s8", "int8 m16n8k32"), (MmaKind::Bf16, "mma_bf16", "BF16 m16n8k16")] {
+            let mut rates = Vec::with_capacity(args.reps);
+            for _ in 0..args.reps {
+                match util.mma_peak(&gpu, kind, 4096) {
+                    Ok(r) => rates.push(r / 1e12),
+                    Err(e) => {
+                        eprintln!("copy_bench: {what}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            rates.sort_by(|a, b| a.total_cmp(b));
+            let (lo, med, hi) = (rates[0], rates[rates.len() / 2], rates[rates.len() - 1]);
+            println!("mma.sync {what}: {med:.0} T ops/s, median of {} ({lo:.0}..{hi:.0})", args.reps);
+            csv.push(format!("{name},{card},0,{med:.1},{lo:.1},{hi:.1}"));
         }
     }
     println!("kind,card,bytes,median_gbs,min_gbs,max_gbs");

@@ -1,86 +1,84 @@
 // MoE routing of one token (see dsv4_model::moe): scores sqrt(softplus(logit)); the experts
 // come from the hash table row (hash layers) or are the top `used` of score + bias, ties to
-// the lower expert id; their weights are scale · score / Σ selected scores. Each pick is an
-// argmax over the experts (a max of (key, -id), so the result does not depend on the
-// reduction order). One warp does it all for up to 32 · ROUTE_PER_LANE experts (Flash: 256;
-// weights.rs refuses more), the keys computed once and kept in registers, no barrier: the
-// decode step waits on this kernel, and a block-wide version spent ~9 µs in its 2 · used
-// barriers and recomputed scores. Launched with a block of any size; warps past the first
-// leave.
+// the lower expert id; their weights are scale · score / Σ selected scores, the sum in pick
+// order. The decode step waits on this kernel, so it is built for latency: each thread scores
+// its experts at once, then ranks each of them against every expert in shared memory (the
+// number of experts ahead of it in (key, −id) order, a strict total order, so every rank is
+// unique and the result does not depend on timing), and the expert of rank k < used is pick
+// k. One barrier between the two. (One warp walking 16 experts a lane through `used` rounds
+// of arg-max took ~14 µs a layer on an H200.)
 
 #include "dsv4_common.cuh"
 
-#define ROUTE_PER_LANE 16
+// Block of route (weights.rs ROUTE_THREADS) and the most experts it takes (ROUTE_MAX_EXPERTS)
+// and picks (ROUTE_MAX_USED).
+#define ROUTE_THREADS 256
+#define ROUTE_MAX_EXPERTS 512
+#define ROUTE_MAX_USED 64
 
 __device__ __forceinline__ float route_score(float z) {
     const float sp = z > 20.0f ? z : (z < -20.0f ? expf(z) : log1pf(expf(z)));
     return sqrtf(sp);
 }
 
-// The better of two candidates (higher key, then lower id; id -1 is no candidate).
-__device__ __forceinline__ void better(u32& key, int& id, u32 k2, int i2) {
-    if (i2 >= 0 && (id < 0 || k2 > key || (k2 == key && i2 < id))) {
-        key = k2;
-        id = i2;
-    }
+// The order of the candidates as one 64-bit number: the key above the complemented id, so a
+// larger number is a higher key, then a lower id.
+__device__ __forceinline__ u64 route_order(u32 key, int id) {
+    return ((u64)key << 32) | (u32)~(u32)id;
 }
 
-// One block per token (blockIdx.x) of the chunk; hash layers read row toks[t] of hash_table.
-// With sel_gu, token t's picks are also written twice to sel_gu + 2·used·t: as they are, then
-// plus n_expert (the ids of one launch over a stack of the gate experts then the up experts).
-extern "C" __global__ void route(const float* logits, int n_expert, int used, const float* bias,
-                                 const int* hash_table, const int* toks, float scale, int* sel,
-                                 float* wts, int* sel_gu) {
+// One block of ROUTE_THREADS per token (blockIdx.x) of the chunk; hash layers read row toks[t]
+// of hash_table. With sel_gu, token t's picks are also written twice to sel_gu + 2·used·t: as
+// they are, then plus n_expert (the ids of one launch over a stack of the gate experts then
+// the up experts).
+extern "C" __global__ void __launch_bounds__(ROUTE_THREADS) route(const float* logits, int n_expert, int used,
+                                                                  const float* bias, const int* hash_table,
+                                                                  const int* toks, float scale, int* sel, float* wts,
+                                                                  int* sel_gu) {
     DSV4_GRID_ENTRY();
     const int t = blockIdx.x;
     logits += (long long)t * n_expert;
     sel += t * used;
     wts += t * used;
     const int* hash_row = hash_table ? hash_table + (long long)toks[t] * used : nullptr;
-    __shared__ int chosen[64];
-    const int lane = threadIdx.x & 31;
-    if (threadIdx.x >= 32) return;
-    // Expert lane + 32 i in slot i of this lane; a pick leaves the candidates (id -1).
-    u32 keys[ROUTE_PER_LANE];
-    int ids[ROUTE_PER_LANE];
-#pragma unroll
-    for (int i = 0; i < ROUTE_PER_LANE; ++i) {
-        const int x = lane + 32 * i;
-        const bool live = !hash_row && x < n_expert;
-        keys[i] = live ? total_order_key(route_score(logits[x]) + bias[x]) : 0u;
-        ids[i] = live ? x : -1;
-    }
-    // Hash layers: the table row is the choice.
-    for (int k = lane; hash_row && k < used; k += 32) chosen[k] = hash_row[k];
-    for (int k = 0; !hash_row && k < used; ++k) {
-        u32 key = 0;
-        int id = -1;
-#pragma unroll
-        for (int i = 0; i < ROUTE_PER_LANE; ++i) better(key, id, keys[i], ids[i]);
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) {
-            const u32 k2 = __shfl_xor_sync(DSV4_FULL_MASK, key, off);
-            const int i2 = __shfl_xor_sync(DSV4_FULL_MASK, id, off);
-            better(key, id, k2, i2);
+    __shared__ u64 order[ROUTE_MAX_EXPERTS];
+    __shared__ int chosen[ROUTE_MAX_USED];
+    __shared__ float picked[ROUTE_MAX_USED];
+    if (hash_row) {
+        // Hash layers: the table row is the choice.
+        for (int k = threadIdx.x; k < used; k += blockDim.x) chosen[k] = hash_row[k];
+    } else {
+        for (int x = threadIdx.x; x < n_expert; x += blockDim.x)
+            order[x] = route_order(total_order_key(route_score(logits[x]) + bias[x]), x);
+        __syncthreads();
+        for (int x = threadIdx.x; x < n_expert; x += blockDim.x) {
+            const u64 mine = order[x];
+            // Two counters over alternate experts: half the dependent adds.
+            int r0 = 0, r1 = 0, y = 0;
+            for (; y + 1 < n_expert; y += 2) {
+                r0 += order[y] > mine;
+                r1 += order[y + 1] > mine;
+            }
+            if (y < n_expert) r0 += order[y] > mine;
+            const int rank = r0 + r1;
+            if (rank < used) chosen[rank] = x;
         }
-        // Every lane holds the same winner (the order of the comparisons does not matter).
-#pragma unroll
-        for (int i = 0; i < ROUTE_PER_LANE; ++i)
-            if (ids[i] == id) ids[i] = -1;
-        if (lane == 0) chosen[k] = id;
     }
-    __syncwarp();
-    if (threadIdx.x != 0) return;
+    __syncthreads();
+    for (int k = threadIdx.x; k < used; k += blockDim.x) picked[k] = route_score(logits[chosen[k]]);
+    __syncthreads();
+    if (threadIdx.x >= 32) return;
+    // The sum in pick order on every lane of the first warp, then one pick a lane.
     float sum = 0.0f;
-    for (int k = 0; k < used; ++k) sum += route_score(logits[chosen[k]]);
+    for (int k = 0; k < used; ++k) sum += picked[k];
     const float floor = __int_as_float(0x00800000);  // f32::MIN_POSITIVE
-    for (int k = 0; k < used; ++k) {
+    for (int k = threadIdx.x; k < used; k += 32) {
         sel[k] = chosen[k];
         if (sel_gu) {
             sel_gu[2 * used * t + k] = chosen[k];
             sel_gu[2 * used * t + used + k] = chosen[k] + n_expert;
         }
-        wts[k] = scale * route_score(logits[chosen[k]]) / fmaxf(sum, floor);
+        wts[k] = scale * picked[k] / fmaxf(sum, floor);
     }
 }
 

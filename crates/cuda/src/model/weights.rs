@@ -141,11 +141,11 @@ fn compressor(gpu: &Gpu, w: &CompressorWeights) -> Result<Compressor> {
     Ok(Compressor { ape: gpu.upload(&w.ape)?, kv: mat(gpu, &w.kv)?, gate: mat(gpu, &w.gate)?, norm: gpu.upload(&w.norm)? })
 }
 
-/// Most experts `route` takes (one warp keeps every key in registers: 32 · ROUTE_PER_LANE in
-/// moe.cu), the most an expert pick list holds (its `chosen`), and its block (one warp).
+/// Most experts `route` takes (its shared order table), the most an expert pick list holds (its
+/// `chosen`), and its block: ROUTE_MAX_EXPERTS, ROUTE_MAX_USED and ROUTE_THREADS in moe.cu.
 pub(super) const ROUTE_MAX_EXPERTS: usize = 512;
 pub(super) const ROUTE_MAX_USED: usize = 64;
-pub(super) const ROUTE_THREADS: usize = 32;
+pub(super) const ROUTE_THREADS: usize = 256;
 
 /// Limits of the single-token kernels (`MAX_HC` in ops.cu; at most 512 experts, 64 per token,
 /// in moe.cu).
@@ -158,7 +158,7 @@ fn check_geometry(model: &Model) -> Result<()> {
     if c.n_expert_used == 0 || c.n_expert_used > c.n_expert.min(ROUTE_MAX_USED) {
         return bad(format!("{} of {} experts used", c.n_expert_used, c.n_expert));
     }
-    // route keeps every expert's key in one warp's registers (ROUTE_PER_LANE in moe.cu).
+    // route ranks every expert in a shared table of ROUTE_MAX_EXPERTS (moe.cu).
     if c.n_expert > ROUTE_MAX_EXPERTS {
         return bad(format!("{} experts (the router takes up to {ROUTE_MAX_EXPERTS})", c.n_expert));
     }
