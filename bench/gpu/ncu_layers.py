@@ -5,18 +5,13 @@ follows the last layer (the output head): GPU time, DRAM bytes read, achieved GB
 
     ncu_layers.py LOG
 """
-import csv, sys, collections
-allr = list(csv.reader(open(sys.argv[1])))
-h = next(i for i, r in enumerate(allr) if "Kernel Name" in r)
-hdr = allr[h]; rows = [r for r in allr[h + 1:] if len(r) == len(hdr)]
-ii = hdr.index("ID"); ki = hdr.index("Kernel Name"); gi = hdr.index("Grid Size"); bi = hdr.index("Block Size")
-mi = hdr.index("Metric Name"); vi = hdr.index("Metric Value"); ui = hdr.index("Metric Unit")
-scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1, "usecond": 1, "ms": 1e3, "msecond": 1e3, "byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
-ks = collections.OrderedDict()
-for r in rows:
-    k = ks.setdefault(r[ii], {"name": r[ki].split("(")[0], "grid": r[gi].replace(" ", ""), "block": r[bi].replace(" ","")})
-    k[r[mi]] = float(r[vi].replace(",", "")) * scale.get(r[ui], 1)
-ks = list(ks.values())
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ncu_csv import launches
+
+ks = launches(sys.argv[1])
 starts = [i for i, k in enumerate(ks) if k["name"].startswith("embed")]
 print(len(ks), "kernels;", len(starts), "steps; embed grids", [ks[i]["grid"] for i in starts][-6:])
 s0 = starts[-1]; seg = ks[s0:]

@@ -5,20 +5,19 @@ registers, and the fraction of the elapsed cycles the SMs were active.
 
     ncu_table.py LOG
 """
-import csv, sys, collections
-allr = list(csv.reader(open(sys.argv[1])))
-h = next(i for i, r in enumerate(allr) if "Kernel Name" in r)
-hdr = allr[h]; rows = [r for r in allr[h + 1:] if len(r) == len(hdr)]
-ii, ki, mi, vi = (hdr.index(k) for k in ("ID", "Kernel Name", "Metric Name", "Metric Value"))
-L = collections.OrderedDict()
-for r in rows:
-    L.setdefault(r[ii], {"name": r[ki].split("(")[0]})[r[mi]] = r[vi]
-f = lambda k, m: float(k.get(m, "0").replace(",", "") or 0)
+import collections
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ncu_csv import launches
+
+f = lambda k, m: k.get(m, 0.0) if isinstance(k.get(m, 0.0), float) else 0.0
 agg = collections.OrderedDict()
-for k in L.values():
+for k in launches(sys.argv[1]):
     key = (k["name"], int(f(k, "launch__grid_size")))
     a = agg.setdefault(key, [0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    a[0] += 1; a[1] += f(k, "gpu__time_duration.sum") / 1e3; a[2] += f(k, "dram__bytes_read.sum") / 1e6
+    a[0] += 1; a[1] += f(k, "gpu__time_duration.sum"); a[2] += f(k, "dram__bytes_read.sum") / 1e6
     a[3] += f(k, "smsp__issue_active.avg.pct_of_peak_sustained_active"); a[4] += f(k, "sm__warps_active.avg.pct_of_peak_sustained_active")
     a[5] += f(k, "sm__inst_executed.sum") / 1e6; a[6] += f(k, "launch__registers_per_thread")
     a[7] += f(k, "sm__cycles_active.avg") / max(f(k, "sm__cycles_elapsed.avg"), 1)

@@ -42,14 +42,18 @@ extern "C" __global__ void __launch_bounds__(ROUTE_THREADS) route(const float* l
     wts += t * used;
     const int* hash_row = hash_table ? hash_table + (long long)toks[t] * used : nullptr;
     __shared__ u64 order[ROUTE_MAX_EXPERTS];
+    __shared__ float score[ROUTE_MAX_EXPERTS];
     __shared__ int chosen[ROUTE_MAX_USED];
     __shared__ float picked[ROUTE_MAX_USED];
     if (hash_row) {
         // Hash layers: the table row is the choice.
         for (int k = threadIdx.x; k < used; k += blockDim.x) chosen[k] = hash_row[k];
     } else {
-        for (int x = threadIdx.x; x < n_expert; x += blockDim.x)
-            order[x] = route_order(total_order_key(route_score(logits[x]) + bias[x]), x);
+        for (int x = threadIdx.x; x < n_expert; x += blockDim.x) {
+            const float sc = route_score(logits[x]);
+            score[x] = sc;
+            order[x] = route_order(total_order_key(sc + bias[x]), x);
+        }
         __syncthreads();
         for (int x = threadIdx.x; x < n_expert; x += blockDim.x) {
             const u64 mine = order[x];
@@ -65,7 +69,9 @@ extern "C" __global__ void __launch_bounds__(ROUTE_THREADS) route(const float* l
         }
     }
     __syncthreads();
-    for (int k = threadIdx.x; k < used; k += blockDim.x) picked[k] = route_score(logits[chosen[k]]);
+    // Top-k layers scored every expert above; hash layers score only their picks.
+    for (int k = threadIdx.x; k < used; k += blockDim.x)
+        picked[k] = hash_row ? route_score(logits[chosen[k]]) : score[chosen[k]];
     __syncthreads();
     if (threadIdx.x >= 32) return;
     // The sum in pick order on every lane of the first warp, then one pick a lane.
